@@ -1,0 +1,140 @@
+"""Command line: ``mpirun -n N python solve.py problem=darcy [key=value ...]`` (or ``pinn-lsr``).
+
+Hydra composes the configuration from ``pinn_lsr/conf``. All ranks parse the same arguments;
+rank 0 resolves the run directory (``hydra.run.dir=DIR`` to choose it) and broadcasts it, and
+only rank 0 writes reports. A bad override exits with status 2 and a message listing the valid
+choices before anything is written.
+"""
+
+import logging
+import sys
+import time
+from pathlib import Path
+
+from hydra import compose, initialize_config_module
+from hydra.errors import HydraException
+from mpi4py import MPI
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from pinn_lsr.parallel.mpi import abort_on_uncaught_exception, configure_logging
+
+log = logging.getLogger("pinn_lsr")
+
+USAGE = """usage: solve.py [--help] [--cfg] [key=value ...]
+
+  problem=NAME          the PDE problem ({problems})
+  key=value             override any configuration key, e.g. problem.resolution=64 data.n_train=200
+  hydra.run.dir=DIR     put every output of the run in DIR
+  --cfg                 print the composed configuration and exit
+
+PETSc options come from the configuration (fem.petsc_options) or PETSC_OPTIONS="-fem_ksp_monitor".
+
+default configuration:
+{config}"""
+
+
+class UsageError(ValueError):
+    """A command-line mistake: reported without a traceback, exit status 2."""
+
+
+def compose_config(overrides: list[str]) -> DictConfig:
+    """Compose the configuration (with its ``hydra`` node) for ``overrides``. Local.
+
+    Raises:
+        UsageError: malformed override, unknown group choice or unknown key; the message lists
+            the valid choices.
+    """
+    with initialize_config_module("pinn_lsr.conf", version_base=None):
+        try:
+            return compose("config", overrides=overrides, return_hydra_config=True)
+        except HydraException as exc:
+            raise UsageError(_explain(exc, overrides)) from None
+
+
+def _explain(exc: HydraException, overrides: list[str]) -> str:
+    message = str(exc).split("\nConfig search path:")[0].strip()
+    marker = "Could not override '"
+    if marker not in message:
+        return message
+    key = message.split(marker, 1)[1].split("'", 1)[0]
+    groups = [o for o in overrides if "=" in o and "." not in o.split("=", 1)[0]]
+    base = compose("config", overrides=groups)
+    parent_path, _, _ = key.rpartition(".")
+    parent = OmegaConf.select(base, parent_path) if parent_path else base
+    while parent is None and parent_path:
+        parent_path, _, _ = parent_path.rpartition(".")
+        parent = OmegaConf.select(base, parent_path) if parent_path else base
+    valid = ", ".join(f"{parent_path + '.' if parent_path else ''}{k}" for k in parent) if isinstance(parent, DictConfig) else ""
+    return f"unknown configuration key '{key}'. Valid keys here: {valid}"
+
+
+def run_directory(cfg: DictConfig, comm: MPI.Comm) -> Path:
+    """The run directory chosen on rank 0 (``hydra.run.dir``), the same on every rank. Collective."""
+    path = OmegaConf.to_container(cfg.hydra.run, resolve=True)["dir"] if comm.rank == 0 else None
+    return Path(comm.bcast(path, root=0)).resolve()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``solve.py`` and ``pinn-lsr``; returns the exit status."""
+    argv = sys.argv[1:] if argv is None else argv
+    comm = MPI.COMM_WORLD
+    abort_on_uncaught_exception(comm)
+    configure_logging(comm)
+    flags = [a for a in argv if a.startswith("-")]
+    overrides = [a for a in argv if not a.startswith("-")]
+    unknown_flags = set(flags) - {"-h", "--help", "--cfg"}
+    try:
+        if unknown_flags:
+            raise UsageError(f"unknown option(s) {sorted(unknown_flags)}; options are --help and --cfg")
+        cfg = compose_config(overrides)
+        problem_names = _problem_names()
+        if "-h" in flags or "--help" in flags:
+            if comm.rank == 0:
+                print(USAGE.format(problems=", ".join(problem_names), config=OmegaConf.to_yaml(_job_config(compose_config([])))))
+            return 0
+        if "--cfg" in flags:
+            if comm.rank == 0:
+                print(OmegaConf.to_yaml(_job_config(cfg)))
+            return 0
+        job_cfg = _job_config(cfg)
+        from pinn_lsr.pipeline import setup
+
+        prepared = setup(job_cfg, comm)  # collective: errors are raised on every rank alike
+    except (ValueError, FileNotFoundError) as exc:  # UsageError is a ValueError
+        if comm.rank == 0:
+            print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+    run_dir = run_directory(cfg, comm)
+    if comm.rank == 0:
+        (run_dir / ".hydra").mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(job_cfg, run_dir / ".hydra" / "config.yaml", resolve=True)
+        OmegaConf.save(OmegaConf.create(overrides), run_dir / ".hydra" / "overrides.yaml")
+    comm.Barrier()
+    configure_logging(comm, logfile=run_dir / "solve.log")
+    log.info("run directory %s (%d MPI rank(s))", run_dir, comm.size)
+
+    from pinn_lsr.pipeline import run
+
+    start = time.perf_counter()
+    run(job_cfg, prepared, run_dir, comm)
+    log.info("done in %.1f s; outputs in %s", time.perf_counter() - start, run_dir)
+    return 0
+
+
+def _job_config(cfg: DictConfig) -> DictConfig:
+    """``cfg`` without Hydra's own node."""
+    job = cfg.copy()
+    with open_dict(job):
+        job.pop("hydra", None)
+    return job
+
+
+def _problem_names() -> list[str]:
+    from problems import PROBLEMS
+
+    return sorted(PROBLEMS)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,145 @@
+"""Meshes: the unit square at a given resolution, or a gmsh ``.msh`` / XDMF file.
+
+Every reader validates the file on one rank and broadcasts the verdict before any collective,
+so a missing or broken file raises the same clear error on every rank instead of hanging.
+"""
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from mpi4py import MPI
+
+import dolfinx
+import dolfinx.io
+import dolfinx.io.gmsh
+import dolfinx.mesh
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Domain:
+    """A mesh with its optional markers.
+
+    Attributes:
+        mesh: distributed DOLFINx mesh, triangles in 2D.
+        facet_tags: boundary markers from the file's physical groups, or None.
+        source: ``"unit_square(n)"`` or the file path, for reports and cache keys.
+    """
+
+    mesh: dolfinx.mesh.Mesh
+    facet_tags: dolfinx.mesh.MeshTags | None
+    source: str
+
+    @property
+    def bounding_box(self) -> tuple[np.ndarray, np.ndarray]:
+        """Global (lower, upper) corners, shape (2,) each, identical on all ranks. Collective."""
+        x = self.mesh.geometry.x[:, :2]
+        comm = self.mesh.comm
+        lower = np.empty(2)
+        upper = np.empty(2)
+        comm.Allreduce(x.min(axis=0) if len(x) else np.full(2, np.inf), lower, op=MPI.MIN)
+        comm.Allreduce(x.max(axis=0) if len(x) else np.full(2, -np.inf), upper, op=MPI.MAX)
+        return lower, upper
+
+
+def unit_square(comm: MPI.Comm, n_cells: int) -> Domain:
+    """Unit square split into ``n_cells`` × ``n_cells`` squares, each cut into two triangles.
+
+    Collective on ``comm``. With ``n_cells = s - 1`` the vertices are the nodes of the
+    ``s × s`` grid used by the operators.
+    """
+    if int(n_cells) < 1:
+        raise ValueError(f"unit_square needs at least 1 cell per side, got {n_cells}")
+    mesh = dolfinx.mesh.create_unit_square(comm, int(n_cells), int(n_cells), dolfinx.mesh.CellType.triangle)
+    return Domain(mesh=mesh, facet_tags=None, source=f"unit_square({int(n_cells)})")
+
+
+def read_mesh(path: str | Path, comm: MPI.Comm, *, tdim: int = 2) -> Domain:
+    """Read a 2D mesh from a gmsh ``.msh`` or an XDMF file.
+
+    Collective on ``comm``.
+
+    Raises:
+        FileNotFoundError: the file does not exist (message names it).
+        ValueError: unknown suffix, unreadable file, no cells of dimension ``tdim``, no physical
+            groups (gmsh), or a mesh of another dimension.
+    """
+    path = Path(path)
+    error = None
+    if comm.rank == 0:
+        error = _check_mesh_file(path, tdim)
+    error = comm.bcast(error, root=0)
+    if error is not None:
+        kind, message = error
+        raise (FileNotFoundError if kind == "missing" else ValueError)(message)
+
+    if path.suffix == ".msh":
+        data = dolfinx.io.gmsh.read_from_msh(str(path), comm, rank=0, gdim=tdim)
+        mesh, facet_tags = data.mesh, data.facet_tags
+    else:
+        with dolfinx.io.XDMFFile(comm, str(path), "r") as xdmf:
+            mesh = xdmf.read_mesh()
+        facet_tags = None
+    if mesh.topology.dim != tdim:
+        raise ValueError(f"mesh file {path} holds a {mesh.topology.dim}D mesh, expected {tdim}D")
+    n_cells = comm.allreduce(mesh.topology.index_map(tdim).size_local, op=MPI.SUM)
+    if n_cells == 0:
+        raise ValueError(f"mesh file {path} holds no cells of dimension {tdim}")
+    return Domain(mesh=mesh, facet_tags=facet_tags, source=str(path))
+
+
+def _check_mesh_file(path: Path, tdim: int) -> tuple[str, str] | None:
+    """Return ``(kind, message)`` describing what is wrong with the file, or None. Local."""
+    if not path.is_file():
+        return "missing", f"mesh file {path} does not exist"
+    if path.suffix == ".msh":
+        return _check_msh(path, tdim)
+    if path.suffix == ".xdmf":
+        return _check_xdmf(path)
+    return "invalid", f"mesh file {path}: unknown format {path.suffix!r}, expected .msh or .xdmf"
+
+
+def _check_msh(path: Path, tdim: int) -> tuple[str, str] | None:
+    import gmsh
+
+    gmsh.initialize(interruptible=False)
+    try:
+        gmsh.option.setNumber("General.Terminal", 0)
+        try:
+            gmsh.merge(str(path))
+        except Exception as exc:  # gmsh raises a bare Exception with its last error
+            return "invalid", f"mesh file {path} could not be read by gmsh: {exc}"
+        dims = {dim for dim, _ in gmsh.model.getEntities() if gmsh.model.mesh.getElements(dim)[0]}
+        top = max(dims, default=-1)
+        if top < 0:
+            return "invalid", f"mesh file {path} holds no cells"
+        if top != tdim:
+            return "invalid", f"mesh file {path} holds a {top}D mesh, expected {tdim}D"
+        if not gmsh.model.getPhysicalGroups(tdim):
+            return "invalid", (
+                f"mesh file {path} has no physical group of dimension {tdim}: "
+                "dolfinx reads only cells in physical groups (add 'Physical Surface(1) = {...};')"
+            )
+        return None
+    finally:
+        gmsh.finalize()
+
+
+def _check_xdmf(path: Path) -> tuple[str, str] | None:
+    import xml.etree.ElementTree as ET
+
+    try:
+        root = ET.parse(path).getroot()
+    except ET.ParseError as exc:
+        return "invalid", f"mesh file {path} is not valid XDMF: {exc}"
+    if root.find(".//Grid[@Name='mesh']") is None:
+        return "invalid", f"mesh file {path} has no Grid named 'mesh' (write it with XDMFFile.write_mesh)"
+    for item in root.iter("DataItem"):
+        if item.get("Format") == "HDF" and item.text:
+            heavy = path.parent / item.text.strip().split(":")[0]
+            if not heavy.is_file():
+                return "invalid", f"mesh file {path} refers to {heavy}, which does not exist"
+    return None

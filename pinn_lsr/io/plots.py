@@ -1,0 +1,36 @@
+"""PNG figures of grid fields. Local: call on the writing rank only."""
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from pinn_lsr.io.atomic import atomic_path  # noqa: E402
+
+
+def plot_fields(
+    path: str | Path, columns: Sequence[tuple[str, np.ndarray]], *, sample_labels: Sequence[str] = ()
+) -> None:
+    """One row per sample, one column per named field; each field array is (n_samples, s, s).
+
+    ``field[k, i, j]`` is drawn at ``x = i``, ``y = j`` (origin lower left). Written atomically.
+    """
+    n_rows = len(columns[0][1])
+    fig, axes = plt.subplots(n_rows, len(columns), figsize=(3.2 * len(columns), 2.8 * n_rows), squeeze=False)
+    for col, (title, fields) in enumerate(columns):
+        for row in range(n_rows):
+            ax = axes[row, col]
+            image = ax.imshow(np.asarray(fields[row]).T, origin="lower", extent=(0, 1, 0, 1), cmap="viridis")
+            fig.colorbar(image, ax=ax, fraction=0.046)
+            label = sample_labels[row] if row < len(sample_labels) else f"sample {row}"
+            ax.set_title(f"{title}, {label}", fontsize=9)
+            ax.set_xticks([])
+            ax.set_yticks([])
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)

@@ -1,0 +1,28 @@
+"""The PDE problems pinn_lsr knows, by name: ``problem=NAME`` on the command line.
+
+Each module defines a frozen dataclass with
+
+* ``sample_inputs(n_samples, size, *, seed, first=0) -> (n_samples, size, size)``: the input
+  field (coefficient or source) on the grid, sample ``k`` depending only on ``(seed, k)``;
+* ``forms(u, v, w, x) -> (a, L)``: the weak form in UFL for trial ``u``, test ``v``, input
+  field ``w`` and spatial coordinate ``x``, with ``u = 0`` on the boundary.
+"""
+
+from problems.darcy import Darcy
+from problems.poisson import Poisson
+
+PROBLEMS = {"darcy": Darcy, "poisson": Poisson}
+
+
+def create_problem(name: str, **parameters):
+    """Instantiate the problem ``name`` with its parameters.
+
+    Raises:
+        ValueError: unknown name (the message lists the known ones) or unknown parameter.
+    """
+    if name not in PROBLEMS:
+        raise ValueError(f"unknown problem {name!r}; choose one of: {', '.join(sorted(PROBLEMS))}")
+    try:
+        return PROBLEMS[name](**parameters)
+    except TypeError as exc:
+        raise ValueError(f"bad parameters for problem {name!r}: {exc}") from exc

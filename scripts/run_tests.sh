@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Serial tests, then tests/mpi under `mpirun -n 2`; fails if either fails.
+# Under MPI rank 0 prints to the terminal and the other ranks to $LOGDIR/rank<N>.log,
+# shown only when the run fails, so the report is not printed twice.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
+LOGDIR=$(mktemp -d)
+export LOGDIR
+
+status=0
+echo "== serial tests"
+.venv/bin/python -m pytest tests --ignore=tests/mpi "$@" || status=$?
+echo "== MPI tests (mpirun -n 2)"
+.venv/bin/mpirun -n 2 bash -c '
+    if [[ "${PMI_RANK:-0}" == 0 ]]; then
+        exec .venv/bin/python -m pytest -p no:cacheprovider tests/mpi "$@"
+    else
+        exec .venv/bin/python -m pytest -p no:cacheprovider tests/mpi "$@" > "$LOGDIR/rank$PMI_RANK.log" 2>&1
+    fi' mpi_pytest "$@" || { status=1; cat "$LOGDIR"/rank*.log 2>/dev/null; }
+rm -rf "$LOGDIR"
+exit $status
