@@ -112,7 +112,7 @@ def _check_msh(path: Path, tdim: int) -> tuple[str, str] | None:
             gmsh.merge(str(path))
         except Exception as exc:  # gmsh raises a bare Exception with its last error
             return "invalid", f"mesh file {path} could not be read by gmsh: {exc}"
-        dims = {dim for dim, _ in gmsh.model.getEntities() if gmsh.model.mesh.getElements(dim)[0]}
+        dims = {dim for dim in range(4) if len(gmsh.model.mesh.getElements(dim)[0])}
         top = max(dims, default=-1)
         if top < 0:
             return "invalid", f"mesh file {path} holds no cells"

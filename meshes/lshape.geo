@@ -1,0 +1,19 @@
+// L-shaped domain [0,1]^2 minus [0.5,1]x[0.5,1]; run meshes/generate.py to make lshape.msh.
+lc = 0.08;
+Point(1) = {0, 0, 0, lc};
+Point(2) = {1, 0, 0, lc};
+Point(3) = {1, 0.5, 0, lc};
+Point(4) = {0.5, 0.5, 0, lc};
+Point(5) = {0.5, 1, 0, lc};
+Point(6) = {0, 1, 0, lc};
+Line(1) = {1, 2};
+Line(2) = {2, 3};
+Line(3) = {3, 4};
+Line(4) = {4, 5};
+Line(5) = {5, 6};
+Line(6) = {6, 1};
+Curve Loop(1) = {1, 2, 3, 4, 5, 6};
+Plane Surface(1) = {1};
+Physical Surface("domain", 1) = {1};
+Physical Curve("outer", 2) = {1, 2, 5, 6};
+Physical Curve("reentrant", 3) = {3, 4};

@@ -1,0 +1,47 @@
+"""The command line under 2 ranks: one run directory, rank 0 writes, errors on every rank."""
+
+import json
+
+import pytest
+from mpi4py import MPI
+
+from pinn_lsr.cli import compose_config, main, run_directory
+
+SMALL = ["problem.resolution=12", "data.n_train=4", "data.n_test=2", "output.n_show=2", "output.progress=false"]
+
+
+def test_ranks_agree_on_a_time_stamped_run_directory(comm):
+    cfg = compose_config(["hydra.run.dir=outputs/${now:%H-%M-%S-%f}"])
+    if comm.rank == 1:
+        import time
+
+        time.sleep(0.01)  # rank 1 resolving the stamp itself would get another value
+    paths = comm.allgather(str(run_directory(cfg, comm)))
+    assert paths[0] == paths[1]
+
+
+def test_run_under_two_ranks(comm, shared_tmp_path):
+    code = main([f"hydra.run.dir={shared_tmp_path / 'run'}", f"data.cache_dir={shared_tmp_path / 'cache'}", *SMALL])
+    assert comm.allgather(code) == [0, 0]
+    metrics = json.loads((shared_tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["n_ranks"] == 2 and metrics["n_dofs"] == 144
+    assert metrics["fem"]["distributed_vs_dataset_max_abs_diff"] < 1e-10
+    assert (shared_tmp_path / "run" / "fields" / "samples.xdmf").exists()
+
+
+@pytest.mark.parametrize("override", ["problem=heat", "mesh.file=nowhere.msh", "data.n_tests=1"])
+def test_bad_input_fails_on_every_rank_without_hanging(comm, shared_tmp_path, override):
+    code = main([f"hydra.run.dir={shared_tmp_path / 'run'}", f"data.cache_dir={shared_tmp_path / 'cache'}", override])
+    assert comm.allgather(code) == [2, 2]
+    assert not (shared_tmp_path / "run").exists()
+
+
+def test_broken_mesh_file_fails_on_every_rank(comm, shared_tmp_path):
+    broken = shared_tmp_path / "broken.msh"
+    if comm.rank == 0:
+        broken.write_text("$MeshFormat\n4.1 0 8\n$EndMeshFormat\n$Nodes\n1 2\n")
+    comm.Barrier()
+    from pinn_lsr.fem.mesh import read_mesh
+
+    with pytest.raises(ValueError, match="broken.msh"):
+        read_mesh(broken, MPI.COMM_WORLD)

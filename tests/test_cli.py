@@ -1,0 +1,73 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import pytest
+
+from pinn_lsr.cli import main
+
+ROOT = Path(__file__).parents[1]
+SMALL = ["problem.resolution=12", "data.n_train=4", "data.n_test=2", "output.n_show=2", "output.progress=false"]
+
+
+def run(tmp_path, *overrides):
+    return main([f"hydra.run.dir={tmp_path / 'run'}", f"data.cache_dir={tmp_path / 'cache'}", *SMALL, *overrides])
+
+
+@pytest.mark.parametrize("problem", ["darcy", "poisson"])
+def test_run_writes_metrics_fields_and_png(tmp_path, problem):
+    assert run(tmp_path, f"problem={problem}") == 0
+    out = tmp_path / "run"
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["problem"] == problem and metrics["n_dofs"] == 144 and metrics["n_samples"] == 6
+    assert set(metrics["seconds"]) == {"mesh", "data", "fem_solve", "output"}
+    assert metrics["fem"]["distributed_vs_dataset_max_abs_diff"] < 1e-12
+    assert (out / "samples.png").stat().st_size > 0
+    with h5py.File(out / "fields" / "samples.h5") as f:
+        assert "Mesh" in f and "Function" in f
+    assert "<Xdmf" in (out / "fields" / "samples.xdmf").read_text()
+    assert (out / ".hydra" / "config.yaml").exists()
+
+
+def test_second_run_reuses_the_cache(tmp_path):
+    assert run(tmp_path) == 0
+    assert run(tmp_path) == 0
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["data"]["cache"] == "hit"
+
+
+def test_mesh_file_run(tmp_path, lshape_msh):
+    assert run(tmp_path, f"mesh.file={lshape_msh}") == 0
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["mesh"] == str(lshape_msh) and metrics["n_dofs"] > 100
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("problem=heat", "Available options in 'problem':\n\tdarcy\n\tpoisson"),
+        ("data.n_trains=3", "unknown configuration key 'data.n_trains'. Valid keys here: data.n_train, data.n_test"),
+        ("problem.resolution=1", "problem.resolution must be an integer >= 2, got 1"),
+        ("fem.input_space=edge", "fem.input_space must be one of"),
+        ("mesh.file=nowhere.msh", "mesh file nowhere.msh does not exist"),
+        ("--verbose", "unknown option"),
+    ],
+)
+def test_bad_input_exits_2_and_writes_nothing(tmp_path, capsys, override, message):
+    assert run(tmp_path, override) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "run").exists() and not (tmp_path / "cache").exists()
+
+
+def test_help_lists_problems(capsys):
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert "darcy, poisson" in out and "n_train" in out
+
+
+def test_console_script_and_solve_py_agree_on_errors(tmp_path):
+    for command in ([sys.executable, str(ROOT / "solve.py")], [str(Path(sys.executable).parent / "pinn-lsr")]):
+        result = subprocess.run([*command, "problem=heat"], capture_output=True, text=True, cwd=tmp_path)
+        assert result.returncode == 2 and "Available options in 'problem'" in result.stderr
+        assert list(tmp_path.iterdir()) == []
