@@ -20,8 +20,7 @@ test: venv
 	bash scripts/run_tests.sh
 
 bench: venv
-	$(MPIRUN) -n 1 $(PY) bench/fem_darcy.py
-	$(MPIRUN) -n 2 $(PY) bench/fem_darcy.py
+	$(PY) bench/fem_darcy.py
 
 clean:
 	rm -rf $(VENV) outputs .cache .pytest_cache
