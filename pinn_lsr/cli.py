@@ -7,6 +7,7 @@ choices before anything is written.
 """
 
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -79,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     comm = MPI.COMM_WORLD
     abort_on_uncaught_exception(comm)
+    _share_cores(comm)
     configure_logging(comm)
     flags = [a for a in argv if a.startswith("-")]
     overrides = [a for a in argv if not a.startswith("-")]
@@ -120,6 +122,14 @@ def main(argv: list[str] | None = None) -> int:
     run(job_cfg, prepared, run_dir, comm)
     log.info("done in %.1f s; outputs in %s", time.perf_counter() - start, run_dir)
     return 0
+
+
+def _share_cores(comm: MPI.Comm) -> None:
+    """Give each rank an equal share of the cores for torch, unless OMP_NUM_THREADS is set."""
+    if "OMP_NUM_THREADS" not in os.environ:
+        import torch
+
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // comm.size))
 
 
 def _job_config(cfg: DictConfig) -> DictConfig:

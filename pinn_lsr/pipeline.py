@@ -4,9 +4,10 @@ Stages (seconds of each recorded in ``metrics.json``):
 
 1. ``mesh``: the distributed mesh (and each rank's own serial copy for data generation);
 2. ``data``: the cached or newly generated dataset, samples split across ranks;
-3. ``fem_solve``: a few samples re-solved on the distributed mesh, checked against the data;
-4. ``output``: XDMF fields, PNG images; ``metrics.json`` is written last, so its presence
-   marks a complete run.
+3. ``train`` (when a model is configured): gradient training, checkpoint, loss curve;
+4. ``fem_solve``: a few (test) samples re-solved on the distributed mesh, checked against the
+   data, written as XDMF with the model's prediction and error;
+5. ``output``: PNG images; ``metrics.json`` is written last, so its presence marks a complete run.
 """
 
 import dataclasses
@@ -19,13 +20,15 @@ import numpy as np
 from mpi4py import MPI
 from omegaconf import DictConfig, OmegaConf
 
+import dolfinx.fem
 import problems
 from pinn_lsr.data.dataset import load_or_generate
 from pinn_lsr.fem.linear_pde import INPUT_SPACES, LinearPDE
 from pinn_lsr.fem.mesh import Domain, read_mesh, unit_square
+from pinn_lsr.fem.transfer import grid_to_dofs_local
 from pinn_lsr.io.atomic import write_json
 from pinn_lsr.io.fields import xdmf_series
-from pinn_lsr.io.plots import plot_fields
+from pinn_lsr.io.plots import plot_fields, plot_history
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +68,34 @@ def _validate(cfg: DictConfig) -> None:
     _require_int(cfg, "seed", minimum=0)
     if cfg.fem.input_space not in INPUT_SPACES:
         raise ValueError(f"fem.input_space must be one of {INPUT_SPACES}, got {cfg.fem.input_space!r}")
+    if cfg.get("model") is not None:
+        _validate_training(cfg)
+
+
+def _validate_training(cfg: DictConfig) -> None:
+    from pinn_lsr.train.losses import LOSSES
+    from pinn_lsr.train.optim import OPTIMIZERS, SCHEDULERS
+
+    _require_int(cfg, "train.epochs", minimum=0)
+    _require_int(cfg, "train.batch_size", minimum=1)
+    _require_int(cfg, "train.checkpoint_every", minimum=0)
+    for key, choices in (("optimizer", OPTIMIZERS), ("scheduler", SCHEDULERS), ("loss", tuple(LOSSES)),
+                         ("dtype", ("float32", "float64"))):
+        if cfg.train[key] not in choices:
+            raise ValueError(f"train.{key} must be one of {choices}, got {cfg.train[key]!r}")
+    _build_model(cfg, int(cfg.problem.resolution))  # raises ValueError for bad model arguments
+
+
+def _build_model(cfg: DictConfig, s: int):
+    """The configured model for an s × s grid (MLPs map the flattened grid to itself)."""
+    from pinn_lsr.models import build_model
+
+    kwargs = {k: v for k, v in OmegaConf.to_container(cfg.model).items() if k != "name"}
+    if cfg.model.name == "mlp":
+        kwargs.update(in_features=s * s, out_features=s * s)
+    else:
+        kwargs.update(grid_size=s)
+    return build_model(cfg.model.name, **kwargs)
 
 
 def _require_int(cfg: DictConfig, key: str, *, minimum: int) -> None:
@@ -86,14 +117,62 @@ def run(cfg: DictConfig, prepared: Setup, run_dir: Path, comm: MPI.Comm) -> dict
     problem, domain = prepared.problem, prepared.domain
     s = int(cfg.problem.resolution)
     petsc_options = OmegaConf.to_container(cfg.fem.petsc_options)
-    make_pde = lambda domain: LinearPDE(  # noqa: E731
-        domain, problem.forms, grid_size=s, input_space=cfg.fem.input_space,
-        petsc_options=petsc_options, prefix=cfg.fem.prefix,
-    )
+
+    def make_pde(d: Domain) -> LinearPDE:
+        return LinearPDE(d, problem.forms, grid_size=s, input_space=cfg.fem.input_space,
+                         petsc_options=petsc_options, prefix=cfg.fem.prefix)
 
     clock = time.perf_counter()
-    local_pde = make_pde(prepared.local_domain)
-    n_samples = int(cfg.data.n_train) + int(cfg.data.n_test)
+    dataset, cache = _data_stage(cfg, problem, make_pde(prepared.local_domain), petsc_options, comm)
+    seconds["data"] = time.perf_counter() - clock
+    log.info("dataset: %d samples (%s) from %s in %.2f s", len(dataset), cache.status, cache.path, cache.seconds)
+    train_set, test_set = dataset.split(int(cfg.data.n_train))
+    shown = test_set if len(test_set) else train_set
+    n_show = min(int(cfg.output.n_show), len(shown))
+
+    metrics = {
+        "problem": problem.name,
+        "parameters": dataclasses.asdict(problem),
+        "mesh": domain.source,
+        "grid_size": s,
+        "n_samples": len(dataset),
+        "n_train": len(train_set),
+        "n_test": len(test_set),
+        "n_ranks": comm.size,
+        "data": {"cache": cache.status, "cache_file": str(cache.path), "samples_per_second": cache.samples_per_second},
+    }
+
+    predictions = None
+    if cfg.get("model") is not None:
+        clock = time.perf_counter()
+        metrics["train"], predictions = _train_stage(cfg, s, train_set, test_set, shown.inputs[:n_show], run_dir, comm)
+        seconds["train"] = time.perf_counter() - clock
+
+    clock = time.perf_counter()
+    pde = make_pde(domain)
+    metrics["n_dofs"] = pde.n_dofs
+    metrics["fem"] = _distributed_stage(pde, problem, shown, n_show, predictions, run_dir)
+    pde.destroy()
+    seconds["fem_solve"] = time.perf_counter() - clock
+
+    clock = time.perf_counter()
+    if comm.rank == 0 and n_show:
+        columns = [(problem.input_name, shown.inputs[:n_show]), ("FEM solution u", shown.solutions[:n_show])]
+        if predictions is not None:
+            columns += [(f"{cfg.model.name} prediction", predictions), ("|error|", np.abs(predictions - shown.solutions[:n_show]))]
+        label = "test" if len(test_set) else "train"
+        plot_fields(run_dir / "samples.png", columns, sample_labels=[f"{label} sample {k}" for k in range(n_show)])
+    seconds["output"] = time.perf_counter() - clock
+    metrics["seconds"] = seconds
+    if comm.rank == 0:
+        write_json(run_dir / "metrics.json", metrics)
+    comm.Barrier()
+    return metrics
+
+
+def _data_stage(cfg, problem, local_pde: LinearPDE, petsc_options, comm):
+    """Load or generate the dataset with each rank's serial ``local_pde``. Collective."""
+    s = local_pde.grid.size
     settings = {
         "problem": problem.name,
         "parameters": dataclasses.asdict(problem),
@@ -101,7 +180,7 @@ def run(cfg: DictConfig, prepared: Setup, run_dir: Path, comm: MPI.Comm) -> dict
         "mesh": _mesh_identity(cfg.mesh.file, s),
         "input_space": cfg.fem.input_space,
         "petsc_options": petsc_options,
-        "n_samples": n_samples,
+        "n_samples": int(cfg.data.n_train) + int(cfg.data.n_test),
         "seed": int(cfg.seed),
     }
 
@@ -109,72 +188,90 @@ def run(cfg: DictConfig, prepared: Setup, run_dir: Path, comm: MPI.Comm) -> dict
         local_pde.solve(field)
         return local_pde.solution_on_grid()
 
-    dataset, cache = load_or_generate(
-        cfg.data.cache_dir, settings, comm=comm, progress=bool(cfg.output.progress),
-        sample_inputs=lambda first, count: problem.sample_inputs(count, s, seed=int(cfg.seed), first=first),
-        solve=solve_on_grid,
-    )
-    local_pde.destroy()
-    seconds["data"] = time.perf_counter() - clock
-    log.info("dataset: %d samples (%s) from %s in %.2f s", len(dataset), cache.status, cache.path, cache.seconds)
+    try:
+        return load_or_generate(
+            cfg.data.cache_dir, settings, comm=comm, progress=bool(cfg.output.progress),
+            sample_inputs=lambda first, count: problem.sample_inputs(count, s, seed=int(cfg.seed), first=first),
+            solve=solve_on_grid,
+        )
+    finally:
+        local_pde.destroy()
 
-    clock = time.perf_counter()
-    pde = make_pde(domain)
-    n_show = min(int(cfg.output.n_show), len(dataset))
+
+def _train_stage(cfg, s, train_set, test_set, shown_inputs, run_dir: Path, comm):
+    """Train the configured model; return (metrics, predictions on ``shown_inputs`` (n, s, s)). Collective."""
+    import torch
+
+    from pinn_lsr.models.parameters import count_real_parameters, set_precision
+    from pinn_lsr.train.loop import TrainSettings, train
+
+    dtype = {"float32": torch.float32, "float64": torch.float64}[cfg.train.dtype]
+    torch.manual_seed(int(cfg.seed))
+    model = set_precision(_build_model(cfg, s), dtype)
+
+    def tensors(data):
+        return (torch.as_tensor(data.inputs, dtype=dtype),
+                torch.as_tensor(data.solutions.reshape(len(data), -1), dtype=dtype))
+
+    settings = TrainSettings(seed=int(cfg.seed), **{k: v for k, v in OmegaConf.to_container(cfg.train).items()
+                                                    if k not in ("dtype", "resume")})
+    log.info("training %s (%d real parameters) on %d samples for %d epochs", cfg.model.name,
+             count_real_parameters(model), len(train_set), settings.epochs)
+    result = train(model, tensors(train_set), tensors(test_set) if len(test_set) else None, settings, comm=comm,
+                   checkpoint=run_dir / "checkpoint.pt", resume=bool(cfg.train.resume), progress=bool(cfg.output.progress))
+    log.info("trained: train rel-L2 %.3e, test rel-L2 %.3e", result.train_rel_l2, result.test_rel_l2)
+    with torch.no_grad():
+        predictions = model(torch.as_tensor(shown_inputs, dtype=dtype)).double().numpy().reshape(-1, s, s)
+    if comm.rank == 0:
+        plot_history(run_dir / "loss.png", result.history, title=f"{cfg.model.name} on {cfg.problem.name}")
+    return {
+        "model": cfg.model.name,
+        "n_parameters": count_real_parameters(model),
+        "train_rel_l2": result.train_rel_l2,
+        "test_rel_l2": result.test_rel_l2,
+        "seconds": result.counters.seconds,
+        "epochs": result.counters.epochs,
+        "optimizer_steps": result.counters.optimizer_steps,
+        "forward_samples": result.counters.forward_samples,
+        "backward_samples": result.counters.backward_samples,
+        "checkpoint": str(run_dir / "checkpoint.pt"),
+        "history": result.history,
+    }, predictions
+
+
+def _distributed_stage(pde: LinearPDE, problem, shown, n_show: int, predictions, run_dir: Path) -> dict:
+    """Re-solve the shown samples on the distributed mesh, check them against the data and
+    write input, solution (and prediction, error) as XDMF. Collective."""
     assemble_seconds, solve_seconds, max_difference = [], [], 0.0
-    with xdmf_series(run_dir / "fields", "samples", domain.mesh) as xdmf:
+    prediction = dolfinx.fem.Function(pde.V, name="prediction")
+    error = dolfinx.fem.Function(pde.V, name="error")
+    to_dofs = grid_to_dofs_local(pde.V, pde.grid)
+    pde.input.name = problem.input_name
+    with xdmf_series(run_dir / "fields", "samples", pde.domain.mesh) as xdmf:
         for k in range(n_show):
-            pde.set_input(dataset.inputs[k])
+            pde.set_input(shown.inputs[k])
             t0 = time.perf_counter()
             pde.assemble()
             t1 = time.perf_counter()
             pde.solve()
             solve_seconds.append(time.perf_counter() - t1)
             assemble_seconds.append(t1 - t0)
-            max_difference = max(max_difference, float(np.max(np.abs(pde.solution_on_grid() - dataset.solutions[k]))))
-            pde.input.name = problem.input_name
+            max_difference = max(max_difference, float(np.max(np.abs(pde.solution_on_grid() - shown.solutions[k]))))
             xdmf.write_function(pde.input, float(k))
             xdmf.write_function(pde.solution, float(k))
-    seconds["fem_solve"] = time.perf_counter() - clock
+            if predictions is not None:
+                prediction.x.array[:] = to_dofs @ predictions[k].ravel()
+                error.x.array[:] = prediction.x.array - pde.solution.x.array
+                xdmf.write_function(prediction, float(k))
+                xdmf.write_function(error, float(k))
     log.info("distributed FEM solves of %d samples agree with the dataset to %.2e", n_show, max_difference)
-
-    clock = time.perf_counter()
-    metrics = {
-        "problem": problem.name,
-        "parameters": dataclasses.asdict(problem),
-        "mesh": domain.source,
-        "n_dofs": pde.n_dofs,
-        "grid_size": s,
-        "n_samples": len(dataset),
-        "n_train": int(cfg.data.n_train),
-        "n_test": int(cfg.data.n_test),
-        "n_ranks": comm.size,
-        "data": {
-            "cache": cache.status,
-            "cache_file": str(cache.path),
-            "samples_per_second": cache.samples_per_second,
-        },
-        "fem": {
-            "ksp_type": pde.ksp.getType(),
-            "pc_type": pde.ksp.getPC().getType(),
-            "assemble_seconds_median": float(np.median(assemble_seconds)) if n_show else None,
-            "solve_seconds_median": float(np.median(solve_seconds)) if n_show else None,
-            "distributed_vs_dataset_max_abs_diff": max_difference,
-        },
+    return {
+        "ksp_type": pde.ksp.getType(),
+        "pc_type": pde.ksp.getPC().getType(),
+        "assemble_seconds_median": float(np.median(assemble_seconds)) if n_show else None,
+        "solve_seconds_median": float(np.median(solve_seconds)) if n_show else None,
+        "distributed_vs_dataset_max_abs_diff": max_difference,
     }
-    pde.destroy()
-    if comm.rank == 0 and n_show:
-        plot_fields(
-            run_dir / "samples.png",
-            [(problem.input_name, dataset.inputs[:n_show]), ("FEM solution u", dataset.solutions[:n_show])],
-            sample_labels=[f"sample {k}" for k in range(n_show)],
-        )
-    seconds["output"] = time.perf_counter() - clock
-    metrics["seconds"] = seconds
-    if comm.rank == 0:
-        write_json(run_dir / "metrics.json", metrics)
-    comm.Barrier()
-    return metrics
 
 
 def _mesh_identity(mesh_file: str | None, resolution: int) -> str:

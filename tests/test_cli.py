@@ -4,12 +4,16 @@ import sys
 from pathlib import Path
 
 import h5py
+import numpy as np
 import pytest
+import torch
 
 from pinn_lsr.cli import main
+from pinn_lsr.train.checkpoint import load_model
 
 ROOT = Path(__file__).parents[1]
-SMALL = ["problem.resolution=12", "data.n_train=4", "data.n_test=2", "output.n_show=2", "output.progress=false"]
+SMALL = ["problem.resolution=12", "data.n_train=4", "data.n_test=2", "output.n_show=2", "output.progress=false",
+         "train.epochs=2", "train.batch_size=2", "model.width=4", "model.modes=3"]
 
 
 def run(tmp_path, *overrides):
@@ -22,13 +26,40 @@ def test_run_writes_metrics_fields_and_png(tmp_path, problem):
     out = tmp_path / "run"
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["problem"] == problem and metrics["n_dofs"] == 144 and metrics["n_samples"] == 6
-    assert set(metrics["seconds"]) == {"mesh", "data", "fem_solve", "output"}
+    assert set(metrics["seconds"]) == {"mesh", "data", "train", "fem_solve", "output"}
     assert metrics["fem"]["distributed_vs_dataset_max_abs_diff"] < 1e-12
-    assert (out / "samples.png").stat().st_size > 0
+    train = metrics["train"]
+    assert train["model"] == "fno" and train["epochs"] == 2 and len(train["history"]) == 2
+    assert 0 < train["test_rel_l2"] < 10 and train["seconds"] > 0 and train["forward_samples"] > 0
+    for name in ("samples.png", "loss.png", "checkpoint.pt"):
+        assert (out / name).stat().st_size > 0
     with h5py.File(out / "fields" / "samples.h5") as f:
-        assert "Mesh" in f and "Function" in f
+        assert "Mesh" in f and "Function" in f and {"prediction", "error"} <= set(f["Function"])
     assert "<Xdmf" in (out / "fields" / "samples.xdmf").read_text()
     assert (out / ".hydra" / "config.yaml").exists()
+
+
+@pytest.mark.parametrize("model", ["deeponet", "mlp"])
+def test_other_models_train_from_the_cli(tmp_path, model):
+    assert main([f"hydra.run.dir={tmp_path / 'run'}", f"data.cache_dir={tmp_path / 'cache'}", *SMALL[:5],
+                 "train.epochs=2", f"model={model}", "model.width=8"]) == 0
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["train"]["model"] == model and np.isfinite(metrics["train"]["test_rel_l2"])
+
+
+def test_fem_only_run_without_model(tmp_path):
+    assert main([f"hydra.run.dir={tmp_path / 'run'}", f"data.cache_dir={tmp_path / 'cache'}", *SMALL[:5], "~model"]) == 0
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert "train" not in metrics and not (tmp_path / "run" / "checkpoint.pt").exists()
+
+
+def test_resume_continues_the_run(tmp_path):
+    assert run(tmp_path, "train.checkpoint_every=1") == 0
+    assert run(tmp_path, "train.resume=true", "train.epochs=3") == 0
+    history = json.loads((tmp_path / "run" / "metrics.json").read_text())["train"]["history"]
+    assert [h["epoch"] for h in history] == [1, 2, 3]
+    model = load_model(tmp_path / "run" / "checkpoint.pt")
+    assert model(torch.ones(1, 12, 12) * 3).shape == (1, 144)
 
 
 def test_second_run_reuses_the_cache(tmp_path):
@@ -50,6 +81,9 @@ def test_mesh_file_run(tmp_path, lshape_msh):
         ("data.n_trains=3", "unknown configuration key 'data.n_trains'. Valid keys here: data.n_train, data.n_test"),
         ("problem.resolution=1", "problem.resolution must be an integer >= 2, got 1"),
         ("fem.input_space=edge", "fem.input_space must be one of"),
+        ("model=unet", "Available options in 'model':\n\tdeeponet\n\tfno\n\tmlp"),
+        ("train.optimizer=rmsprop", "train.optimizer must be one of ('adam', 'sgd', 'lbfgs')"),
+        ("model.modes=40", "modes=40 exceed"),
         ("mesh.file=nowhere.msh", "mesh file nowhere.msh does not exist"),
         ("--verbose", "unknown option"),
     ],

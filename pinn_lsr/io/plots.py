@@ -34,3 +34,21 @@ def plot_fields(
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
     plt.close(fig)
+
+
+def plot_history(path: str | Path, history: Sequence[dict], *, title: str = "") -> None:
+    """Training loss and test relative L2 error against epoch (log scale). Written atomically."""
+    epochs = [h["epoch"] for h in history]
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    ax.semilogy(epochs, [h["train_loss"] for h in history], label="training loss")
+    test = [h["test_rel_l2"] for h in history]
+    if np.isfinite(test).any():
+        ax.semilogy(epochs, test, label="test relative L2")
+    ax.set_xlabel("epoch")
+    ax.set_title(title, fontsize=10)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)

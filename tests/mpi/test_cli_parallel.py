@@ -7,7 +7,8 @@ from mpi4py import MPI
 
 from pinn_lsr.cli import compose_config, main, run_directory
 
-SMALL = ["problem.resolution=12", "data.n_train=4", "data.n_test=2", "output.n_show=2", "output.progress=false"]
+SMALL = ["problem.resolution=12", "data.n_train=4", "data.n_test=2", "output.n_show=2", "output.progress=false",
+         "train.epochs=2", "train.batch_size=2", "model.width=4", "model.modes=3"]
 
 
 def test_ranks_agree_on_a_time_stamped_run_directory(comm):
@@ -27,6 +28,7 @@ def test_run_under_two_ranks(comm, shared_tmp_path):
     assert metrics["n_ranks"] == 2 and metrics["n_dofs"] == 144
     assert metrics["fem"]["distributed_vs_dataset_max_abs_diff"] < 1e-10
     assert (shared_tmp_path / "run" / "fields" / "samples.xdmf").exists()
+    assert metrics["train"]["epochs"] == 2 and (shared_tmp_path / "run" / "checkpoint.pt").exists()
 
 
 @pytest.mark.parametrize("override", ["problem=heat", "mesh.file=nowhere.msh", "data.n_tests=1"])

@@ -1,0 +1,67 @@
+"""DeepONet (Lu et al., Nat. Mach. Intell. 2021): ``u(a)(x) ≈ Σ_k b_k(a) t_k(x) + b_0``."""
+
+import torch
+from torch import nn
+
+from pinn_lsr.models.mlp import ACTIVATIONS, mlp_layers
+from pinn_lsr.models.normalization import Normalizer
+
+BRANCHES = ("mlp", "cnn")
+
+
+class DeepONet(nn.Module):
+    """Coefficient on the grid -> solution at any points.
+
+    ``forward(a, points=None)``: ``a`` (batch, s, s); ``points`` (n_points, 2) in the grid's
+    coordinates (default: the grid nodes of the unit square, C order) -> (batch, n_points).
+    The branch net reads the coefficient (an MLP on the flattened grid, or a small CNN), the
+    trunk net the coordinates; their ``latent`` outputs are contracted, plus a bias.
+    """
+
+    def __init__(
+        self,
+        grid_size: int,
+        *,
+        branch: str = "mlp",
+        latent: int = 64,
+        width: int = 128,
+        depth: int = 3,
+        trunk_width: int = 128,
+        trunk_depth: int = 3,
+        activation: str = "gelu",
+    ):
+        super().__init__()
+        if branch not in BRANCHES:
+            raise ValueError(f"unknown DeepONet branch {branch!r}; choose one of {BRANCHES}")
+        self.grid_size = grid_size
+        s = grid_size
+        if branch == "mlp":
+            self.branch = nn.Sequential(nn.Flatten(), mlp_layers([s * s] + [width] * depth + [latent], activation))
+        else:
+            act = ACTIVATIONS[activation]
+            self.branch = nn.Sequential(
+                nn.Unflatten(1, (1, s)),
+                nn.Conv2d(1, 16, 5, stride=2, padding=2), act(),
+                nn.Conv2d(16, 32, 5, stride=2, padding=2), act(),
+                nn.Conv2d(32, 64, 3, stride=2, padding=1), act(),
+                nn.AdaptiveAvgPool2d(4), nn.Flatten(),
+                mlp_layers([64 * 16, width, latent], activation),
+            )  # fmt: skip
+        self.trunk = nn.Sequential(mlp_layers([2] + [trunk_width] * trunk_depth + [latent], activation), ACTIVATIONS[activation]())
+        self.bias = nn.Parameter(torch.zeros(()))
+        xs = torch.linspace(0.0, 1.0, s)
+        X, Y = torch.meshgrid(xs, xs, indexing="ij")
+        self.register_buffer("grid_points", torch.stack([X.reshape(-1), Y.reshape(-1)], dim=1))
+        self.input_normalizer = Normalizer()
+        self.output_normalizer = Normalizer()
+
+    def forward(self, a: torch.Tensor, points: torch.Tensor | None = None) -> torch.Tensor:
+        s = self.grid_size
+        if a.dim() != 3 or a.shape[1:] != (s, s):
+            raise ValueError(f"DeepONet expects coefficients of shape (batch, {s}, {s}), got {tuple(a.shape)}")
+        points = self.grid_points if points is None else points
+        if points.dim() != 2 or points.shape[1] != 2:
+            raise ValueError(f"DeepONet expects points of shape (n_points, 2), got {tuple(points.shape)}")
+        b = self.branch(self.input_normalizer.encode(a))  # (batch, latent)
+        t = self.trunk(points.to(b.dtype))  # (n_points, latent)
+        return self.output_normalizer.decode(b @ t.T + self.bias)

@@ -1,0 +1,1 @@
+"""Gradient training (Adam, SGD, L-BFGS), data-parallel under MPI, with atomic checkpoints."""

@@ -1,0 +1,254 @@
+"""Data-parallel gradient training under MPI.
+
+Every rank holds the same model and the whole dataset. Each epoch draws one permutation from
+``(seed, epoch)``; every global batch is split into contiguous shares, one per rank; each rank
+back-propagates ``Σ_{its samples} loss_i / |global batch|`` and the gradients are summed across
+ranks, so 1 and N ranks take the same steps up to floating-point reduction order. Checkpoints
+hold everything needed to continue (model, optimiser, schedule, history, work counters), and the
+permutations depend only on the epoch, so a resumed run ends with the parameters of an
+uninterrupted one.
+"""
+
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from mpi4py import MPI
+from torch import nn
+from tqdm import tqdm
+
+from pinn_lsr.models.parameters import real_parameters
+from pinn_lsr.train.checkpoint import model_state, read_checkpoint, save_checkpoint
+from pinn_lsr.train.losses import LOSSES, relative_l2
+from pinn_lsr.train.optim import make_optimizer, make_scheduler
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """How to train (global quantities: the same whatever the number of ranks)."""
+
+    epochs: int = 20
+    batch_size: int = 20  # global batch; ignored by lbfgs (full batch)
+    optimizer: str = "adam"  # adam | sgd | lbfgs
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    momentum: float = 0.9  # sgd
+    scheduler: str = "step"  # none | step | plateau | cosine
+    step_size: int = 50  # epochs between decays (step)
+    gamma: float = 0.5  # decay factor (step, plateau)
+    patience: int = 10  # epochs without improvement (plateau)
+    lbfgs_max_iter: int = 20  # L-BFGS iterations per epoch
+    loss: str = "rel_l2"  # rel_l2 | mse
+    seed: int = 0  # permutations of the data
+    checkpoint_every: int = 0  # epochs; 0: only at the end
+
+
+@dataclass
+class WorkCounters:
+    """Work done, summed over ranks: samples through forward and backward passes, steps."""
+
+    epochs: int = 0
+    optimizer_steps: int = 0
+    forward_samples: int = 0
+    backward_samples: int = 0
+    seconds: float = 0.0
+
+
+@dataclass
+class TrainResult:
+    """What training did. ``history`` has one entry per epoch: epoch, train_loss, test_rel_l2, lr."""
+
+    history: list[dict] = field(default_factory=list)
+    counters: WorkCounters = field(default_factory=WorkCounters)
+    train_rel_l2: float = float("nan")
+    test_rel_l2: float = float("nan")
+
+
+def broadcast_parameters(model: nn.Module, comm: MPI.Comm) -> None:
+    """Copy rank 0's parameters and buffers to every rank. Collective."""
+    if comm.size == 1:
+        return
+    for tensor in list(real_parameters(model).values()) + list(model.buffers()):
+        buffer = tensor.detach().numpy().copy()
+        comm.Bcast(buffer, root=0)
+        with torch.no_grad():
+            tensor.copy_(torch.from_numpy(buffer).reshape(tensor.shape))
+
+
+def allreduce_gradients(model: nn.Module, comm: MPI.Comm) -> None:
+    """Sum the gradients of all trainable parameters across ranks, in place. Collective."""
+    if comm.size == 1:
+        return
+    params = [p for p in model.parameters() if p.requires_grad]
+    grads = []
+    for p in params:
+        g = p.grad if p.grad is not None else torch.zeros_like(p)
+        grads.append((torch.view_as_real(g) if g.is_complex() else g).reshape(-1))
+    flat = torch.cat(grads).detach().numpy().copy()
+    comm.Allreduce(MPI.IN_PLACE, flat, op=MPI.SUM)
+    offset = 0
+    for p in params:
+        target = torch.view_as_real(p.grad) if p.is_complex() and p.grad is not None else p.grad
+        n = p.numel() * (2 if p.is_complex() else 1)
+        values = torch.from_numpy(flat[offset : offset + n])
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+            target = torch.view_as_real(p.grad) if p.is_complex() else p.grad
+        target.copy_(values.reshape(target.shape))
+        offset += n
+
+
+@torch.no_grad()
+def evaluate_rel_l2(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, comm: MPI.Comm, *, batch_size: int = 100) -> float:
+    """Mean per-sample relative L2 error of ``model`` on the data, rows split across ranks. Collective."""
+    share = np.array_split(np.arange(len(inputs)), comm.size)[comm.rank]
+    total = 0.0
+    for start in range(0, len(share), batch_size):
+        idx = torch.from_numpy(share[start : start + batch_size])
+        total += float(relative_l2(model(inputs[idx]), targets[idx]).sum())
+    return comm.allreduce(total, op=MPI.SUM) / max(len(inputs), 1)
+
+
+def train(
+    model: nn.Module,
+    train_data: tuple[torch.Tensor, torch.Tensor],
+    test_data: tuple[torch.Tensor, torch.Tensor] | None,
+    settings: TrainSettings,
+    *,
+    comm: MPI.Comm = MPI.COMM_WORLD,
+    checkpoint: str | Path | None = None,
+    resume: bool = False,
+    progress: bool = True,
+) -> TrainResult:
+    """Train ``model`` on ``train_data = (inputs (n, ...), targets (n, n_points))``.
+
+    Collective on ``comm``. Normalisers are fitted to the training data unless resuming.
+    With ``checkpoint``, rank 0 writes it every ``settings.checkpoint_every`` epochs and at the
+    end; ``resume=True`` continues from it if it exists.
+
+    Raises:
+        ValueError: mismatched lengths, NaN/Inf in the data, or bad settings.
+    """
+    inputs, targets = train_data
+    _check_data(inputs, targets, "training")
+    if test_data is not None:
+        _check_data(*test_data, "test")
+    if settings.loss not in LOSSES:
+        raise ValueError(f"unknown loss {settings.loss!r}; choose one of {sorted(LOSSES)}")
+    if settings.epochs < 0 or settings.batch_size < 1:
+        raise ValueError(f"need epochs >= 0 and batch_size >= 1, got {settings.epochs}, {settings.batch_size}")
+
+    optimizer = make_optimizer(model.parameters(), settings.optimizer, lr=settings.lr, weight_decay=settings.weight_decay,
+                               momentum=settings.momentum, lbfgs_max_iter=settings.lbfgs_max_iter)
+    scheduler = make_scheduler(optimizer, settings.scheduler, epochs=settings.epochs, step_size=settings.step_size,
+                               gamma=settings.gamma, patience=settings.patience)
+    result = TrainResult()
+    first_epoch = 0
+    if resume and checkpoint is not None and Path(checkpoint).is_file():
+        state = read_checkpoint(checkpoint)
+        model.load_state_dict(state["model_state"])
+        optimizer.load_state_dict(state["optimizer_state"])
+        if scheduler is not None:
+            scheduler.load_state_dict(state["scheduler_state"])
+        result.history = state["history"]
+        result.counters = WorkCounters(**state["counters"])
+        first_epoch = state["epoch"]
+        log.info("resuming from %s after epoch %d", checkpoint, first_epoch)
+    else:
+        model.input_normalizer.fit(inputs)
+        model.output_normalizer.fit(targets)
+        broadcast_parameters(model, comm)
+
+    loss_fn = LOSSES[settings.loss]
+    n = len(inputs)
+    bar = tqdm(range(first_epoch, settings.epochs), desc="training", disable=not progress or comm.rank != 0,
+               initial=first_epoch, total=settings.epochs, mininterval=1.0)
+    for epoch in bar:
+        start = time.perf_counter()
+        model.train()
+        if settings.optimizer == "lbfgs":
+            train_loss = _lbfgs_epoch(model, optimizer, loss_fn, inputs, targets, comm, result.counters)
+        else:
+            train_loss = _minibatch_epoch(model, optimizer, loss_fn, inputs, targets, comm, settings, epoch, result.counters)
+        if scheduler is not None:
+            scheduler.step(train_loss) if settings.scheduler == "plateau" else scheduler.step()
+        model.eval()
+        test_error = evaluate_rel_l2(model, *test_data, comm) if test_data is not None else float("nan")
+        result.counters.forward_samples += len(test_data[0]) if test_data is not None else 0
+        result.counters.epochs = epoch + 1
+        result.counters.seconds += comm.allreduce(time.perf_counter() - start, op=MPI.MAX)
+        result.history.append({"epoch": epoch + 1, "train_loss": train_loss, "test_rel_l2": test_error,
+                               "lr": optimizer.param_groups[0]["lr"]})
+        bar.set_postfix(loss=f"{train_loss:.3e}", test=f"{test_error:.3e}", refresh=False)
+        if not np.isfinite(train_loss):
+            raise FloatingPointError(f"training loss is {train_loss} at epoch {epoch + 1}; lower train.lr")
+        last = epoch + 1 == settings.epochs
+        if checkpoint is not None and (last or (settings.checkpoint_every and (epoch + 1) % settings.checkpoint_every == 0)):
+            if comm.rank == 0:
+                save_checkpoint(checkpoint, {
+                    "model_spec": getattr(model, "spec", None), "model_state": model_state(model),
+                    "optimizer_state": optimizer.state_dict(),
+                    "scheduler_state": scheduler.state_dict() if scheduler is not None else None,
+                    "epoch": epoch + 1, "history": result.history, "counters": asdict(result.counters),
+                    "settings": asdict(settings),
+                })
+            comm.Barrier()
+
+    model.eval()
+    result.train_rel_l2 = evaluate_rel_l2(model, inputs, targets, comm)
+    if test_data is not None:
+        result.test_rel_l2 = evaluate_rel_l2(model, *test_data, comm)
+    return result
+
+
+def _minibatch_epoch(model, optimizer, loss_fn, inputs, targets, comm, settings, epoch, counters) -> float:
+    n = len(inputs)
+    order = np.random.default_rng([settings.seed, epoch]).permutation(n)
+    total = 0.0
+    for start in range(0, n, settings.batch_size):
+        batch = order[start : start + settings.batch_size]
+        share = torch.from_numpy(np.array_split(batch, comm.size)[comm.rank])
+        optimizer.zero_grad(set_to_none=False)
+        if len(share):
+            losses = loss_fn(model(inputs[share]), targets[share])
+            (losses.sum() / len(batch)).backward()
+            total += float(losses.detach().sum())
+        allreduce_gradients(model, comm)
+        optimizer.step()
+        counters.optimizer_steps += 1
+        counters.forward_samples += len(batch)
+        counters.backward_samples += len(batch)
+    return comm.allreduce(total, op=MPI.SUM) / n
+
+
+def _lbfgs_epoch(model, optimizer, loss_fn, inputs, targets, comm, counters) -> float:
+    n = len(inputs)
+    share = torch.from_numpy(np.array_split(np.arange(n), comm.size)[comm.rank])
+
+    def closure():
+        optimizer.zero_grad(set_to_none=False)
+        local = loss_fn(model(inputs[share]), targets[share]).sum() / n if len(share) else torch.zeros((), requires_grad=True)
+        local.backward()
+        allreduce_gradients(model, comm)
+        counters.forward_samples += n
+        counters.backward_samples += n
+        return torch.tensor(comm.allreduce(float(local.detach()), op=MPI.SUM), dtype=inputs.dtype)
+
+    optimizer.step(closure)
+    counters.optimizer_steps += 1
+    with torch.no_grad():
+        return comm.allreduce(float(loss_fn(model(inputs[share]), targets[share]).sum()), op=MPI.SUM) / n
+
+
+def _check_data(inputs: torch.Tensor, targets: torch.Tensor, what: str) -> None:
+    if len(inputs) != len(targets):
+        raise ValueError(f"{what} inputs and targets differ in length: {len(inputs)} vs {len(targets)}")
+    if len(inputs) == 0:
+        raise ValueError(f"{what} data are empty")
+    if not (torch.isfinite(inputs).all() and torch.isfinite(targets).all()):
+        raise ValueError(f"{what} data contain NaN or infinite values")
