@@ -1,0 +1,184 @@
+"""Jacobian products of a model's outputs with respect to (a subset of) its real parameters.
+
+``q(θ)``: the model's outputs on a set of inputs, flattened to ``n`` rows; ``θ``: ``m`` selected
+real parameters (complex ones as (real, imaginary) pairs, see
+:func:`pinn_lsr.models.parameters.real_parameters`); ``J = ∂q/∂θ`` (n × m) is never formed:
+
+* :meth:`ModelJacobian.jvp` computes ``J T`` for many tangents (forward mode, ``torch.func.jvp``
+  vectorised with ``vmap``),
+* :meth:`ModelJacobian.vjp` computes ``Jᵀ W`` for many cotangents (reverse mode),
+
+both in chunks of samples and of tangents, so memory stays bounded. Local: rows are this rank's.
+"""
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from torch.func import functional_call, jvp, vjp, vmap
+
+from pinn_lsr.models.parameters import as_model_parameters, real_parameters
+
+
+def select_parameters(
+    model: nn.Module, *, names: Sequence[str] | None = None, fraction: float | None = None, seed: int = 0
+) -> torch.Tensor:
+    """Indices into the flat real parameter vector of the parameters LSR may change.
+
+    ``names``: parameter names or name prefixes (e.g. ``["net.4"]`` for one layer); ``fraction``:
+    a random fraction p of the remaining entries (the same on every rank for one ``seed``).
+    Default: all. Returns an int64 tensor, sorted.
+    """
+    real = real_parameters(model)
+    offsets = np.cumsum([0] + [t.numel() for t in real.values()])
+    if names is None:
+        index = np.arange(offsets[-1])
+    else:
+        chosen = [k for k, name in enumerate(real) if any(name == n or name.startswith(n + ".") for n in names)]
+        if not chosen:
+            raise ValueError(f"no parameter matches {list(names)}; parameters are {list(real)}")
+        index = np.concatenate([np.arange(offsets[k], offsets[k + 1]) for k in chosen])
+    if fraction is not None:
+        if not 0 < fraction <= 1:
+            raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+        keep = np.random.default_rng(seed).random(len(index)) < fraction
+        index = index[keep]
+    if len(index) == 0:
+        raise ValueError("the parameter selection is empty (a model with no trainable parameters?)")
+    return torch.as_tensor(np.sort(index), dtype=torch.int64)
+
+
+def last_layer(model: nn.Module) -> list[str]:
+    """Names of the last trainable parameters' module (e.g. the final affine layer)."""
+    names = [n for n, p in model.named_parameters() if p.requires_grad]
+    if not names:
+        raise ValueError("the model has no trainable parameters")
+    prefix = names[-1].rsplit(".", 1)[0]
+    return [n for n in names if n.rsplit(".", 1)[0] == prefix]
+
+
+class ModelJacobian:
+    """Products with ``J = ∂q/∂θ`` of a model on fixed inputs, at the model's current ``θ0``.
+
+    Args:
+        model: any ``torch.nn.Module``; its parameters are not modified.
+        inputs: (n_samples, ...) this rank's inputs; each gives ``n_outputs`` rows.
+        index: selected entries of the flat real parameter vector (default: all).
+        forward: ``forward(model, inputs) -> (n_samples, n_outputs)``; default ``model(inputs)``.
+        chunk_samples: samples per forward evaluation.
+        chunk_tangents: tangents (or cotangents) per vectorised product.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        inputs: torch.Tensor,
+        *,
+        index: torch.Tensor | None = None,
+        forward: Callable[[nn.Module, torch.Tensor], torch.Tensor] | None = None,
+        chunk_samples: int = 256,
+        chunk_tangents: int = 64,
+    ):
+        self.model = model
+        self.inputs = inputs
+        self.forward = forward or (lambda m, x: m(x))
+        real = real_parameters(model)
+        if not real:
+            raise ValueError("the model has no trainable parameters")
+        self._names = list(real)
+        self._shapes = [t.shape for t in real.values()]
+        self._sizes = [t.numel() for t in real.values()]
+        self.theta0_full = torch.cat([t.detach().reshape(-1) for t in real.values()]).clone()
+        self.index = torch.arange(len(self.theta0_full)) if index is None else index
+        self.theta0 = self.theta0_full[self.index].clone()
+        self.dtype = self.theta0.dtype
+        self._buffers = dict(model.named_buffers())
+        self.chunk_samples = int(chunk_samples)
+        self.chunk_tangents = int(chunk_tangents)
+        with torch.no_grad():
+            first = self.forward(model, inputs[:1])
+        self.n_outputs = first.reshape(1, -1).shape[1]
+
+    @property
+    def n_params(self) -> int:
+        """m, the number of selected real parameters."""
+        return len(self.index)
+
+    @property
+    def n_rows(self) -> int:
+        """n, this rank's rows (samples × outputs)."""
+        return len(self.inputs) * self.n_outputs
+
+    def _params(self, theta: torch.Tensor) -> dict[str, torch.Tensor]:
+        full = self.theta0_full.index_put((self.index,), theta)
+        pieces = torch.split(full, self._sizes)
+        real = {name: piece.reshape(shape) for name, piece, shape in zip(self._names, pieces, self._shapes)}
+        return {**as_model_parameters(real, self.model), **self._buffers}
+
+    def _call(self, theta: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_at(theta, x).reshape(-1)
+
+    def forward_at(self, theta: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Model outputs (n_samples, n_outputs) on ``x`` with the selected parameters set to ``theta``."""
+        out = self.forward(_Functional(self.model, self._params(theta)), x)
+        return out.reshape(x.shape[0], -1)
+
+    def _sample_chunks(self):
+        for start in range(0, len(self.inputs), self.chunk_samples):
+            yield start * self.n_outputs, self.inputs[start : start + self.chunk_samples]
+
+    @torch.no_grad()
+    def outputs(self, theta: torch.Tensor | None = None) -> torch.Tensor:
+        """``q(θ)`` (default θ0) on this rank's inputs, shape (n_rows,)."""
+        theta = self.theta0 if theta is None else theta
+        return torch.cat([self._call(theta, x) for _, x in self._sample_chunks()])
+
+    def jvp(self, T: torch.Tensor, inputs: torch.Tensor | None = None) -> torch.Tensor:
+        """``J T``: T (m, k) -> (n_rows, k) (on ``inputs`` if given, else this rank's inputs)."""
+        if T.dim() == 1:
+            return self.jvp(T[:, None], inputs)[:, 0]
+        if T.shape[0] != self.n_params:
+            raise ValueError(f"tangents must have {self.n_params} rows, got shape {tuple(T.shape)}")
+        source = self.inputs if inputs is None else inputs
+        blocks = []
+        for start in range(0, len(source), self.chunk_samples):
+            x = source[start : start + self.chunk_samples]
+            f = lambda theta: self._call(theta, x)  # noqa: E731
+            columns = []
+            for k in range(0, T.shape[1], self.chunk_tangents):
+                tangents = T[:, k : k + self.chunk_tangents].T.to(self.dtype)
+                columns.append(vmap(lambda t: jvp(f, (self.theta0,), (t,))[1])(tangents).T)
+            blocks.append(torch.cat(columns, dim=1))
+        return torch.cat(blocks, dim=0).detach()
+
+    def vjp(self, W: torch.Tensor) -> torch.Tensor:
+        """``Jᵀ W``: W (n_rows, k) -> (m, k), summed over this rank's rows."""
+        if W.dim() == 1:
+            return self.vjp(W[:, None])[:, 0]
+        if W.shape[0] != self.n_rows:
+            raise ValueError(f"cotangents must have {self.n_rows} rows, got shape {tuple(W.shape)}")
+        result = torch.zeros(self.n_params, W.shape[1], dtype=self.dtype)
+        for row, x in self._sample_chunks():
+            _, pullback = vjp(lambda theta: self._call(theta, x), self.theta0)
+            rows = W[row : row + x.shape[0] * self.n_outputs].to(self.dtype)
+            for k in range(0, W.shape[1], self.chunk_tangents):
+                cotangents = rows[:, k : k + self.chunk_tangents].T
+                result[:, k : k + self.chunk_tangents] += vmap(lambda c: pullback(c)[0])(cotangents).T
+        return result.detach()
+
+    def full(self) -> torch.Tensor:
+        """The whole J (n_rows, m). Only for small problems and tests."""
+        return self.jvp(torch.eye(self.n_params, dtype=self.dtype))
+
+
+class _Functional(nn.Module):
+    """``model`` evaluated with given parameters and buffers (for user ``forward`` callables)."""
+
+    def __init__(self, model: nn.Module, params: dict[str, torch.Tensor]):
+        super().__init__()
+        self._model = model
+        self._params = params
+
+    def forward(self, *args, **kwargs):
+        return functional_call(self._model, self._params, args, kwargs)
