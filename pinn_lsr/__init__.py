@@ -5,3 +5,12 @@ see ``README.md`` and ``DESIGN.md``.
 """
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name):
+    """``pinn_lsr.refine`` without importing torch until it is used."""
+    if name == "refine":
+        from pinn_lsr.lsr import refine
+
+        return refine
+    raise AttributeError(f"module 'pinn_lsr' has no attribute {name!r}")

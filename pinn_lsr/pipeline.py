@@ -28,7 +28,7 @@ from pinn_lsr.fem.mesh import Domain, read_mesh, unit_square
 from pinn_lsr.fem.transfer import grid_to_dofs_local
 from pinn_lsr.io.atomic import write_json
 from pinn_lsr.io.fields import xdmf_series
-from pinn_lsr.io.plots import plot_fields, plot_history
+from pinn_lsr.io.plots import plot_fields, plot_history, plot_rank_scan
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +68,29 @@ def _validate(cfg: DictConfig) -> None:
     _require_int(cfg, "seed", minimum=0)
     if cfg.fem.input_space not in INPUT_SPACES:
         raise ValueError(f"fem.input_space must be one of {INPUT_SPACES}, got {cfg.fem.input_space!r}")
-    if cfg.get("model") is not None:
+    if cfg.get("model") is not None and cfg.checkpoint is None:
         _validate_training(cfg)
+    if cfg.checkpoint is not None and not Path(cfg.checkpoint).is_file():
+        raise FileNotFoundError(f"checkpoint {cfg.checkpoint} does not exist")
+    if cfg.method.name == "lsr":
+        _validate_lsr(cfg)
+
+
+def _validate_lsr(cfg: DictConfig) -> None:
+    from pinn_lsr.lsr.refine import SOLVERS, SUBSPACES
+    from pinn_lsr.lsr.subspace import DISTRIBUTIONS
+
+    if cfg.get("model") is None and cfg.checkpoint is None:
+        raise ValueError("method=lsr needs a model: choose model=... or checkpoint=PATH")
+    _require_int(cfg, "method.rank", minimum=1)
+    _require_int(cfg, "method.oversampling", minimum=0)
+    _require_int(cfg, "method.power_iterations", minimum=0)
+    _require_int(cfg, "method.chunk_samples", minimum=1)
+    if not 0 < cfg.method.validation_fraction < 1:
+        raise ValueError(f"method.validation_fraction must be in (0, 1), got {cfg.method.validation_fraction}")
+    for key, choices in (("solver", SOLVERS), ("subspace", SUBSPACES), ("distribution", DISTRIBUTIONS)):
+        if cfg.method[key] not in choices:
+            raise ValueError(f"method.{key} must be one of {choices}, got {cfg.method[key]!r}")
 
 
 def _validate_training(cfg: DictConfig) -> None:
@@ -142,11 +163,18 @@ def run(cfg: DictConfig, prepared: Setup, run_dir: Path, comm: MPI.Comm) -> dict
         "data": {"cache": cache.status, "cache_file": str(cache.path), "samples_per_second": cache.samples_per_second},
     }
 
-    predictions = None
-    if cfg.get("model") is not None:
+    predictions: dict[str, np.ndarray] = {}
+    model = None
+    if cfg.checkpoint is not None or cfg.get("model") is not None:
         clock = time.perf_counter()
-        metrics["train"], predictions = _train_stage(cfg, s, train_set, test_set, shown.inputs[:n_show], run_dir, comm)
+        model, metrics["train"] = _model_stage(cfg, s, train_set, test_set, run_dir, comm)
         seconds["train"] = time.perf_counter() - clock
+        predictions[f"{metrics['train']['model']} prediction"] = _predict(model, shown.inputs[:n_show], s)
+    if model is not None and cfg.method.name == "lsr":
+        clock = time.perf_counter()
+        metrics["lsr"], refined = _lsr_stage(cfg, model, train_set, test_set, run_dir, comm)
+        seconds["lsr"] = time.perf_counter() - clock
+        predictions["LSR refined"] = refined.predict(_as_tensor(shown.inputs[:n_show], model)).double().numpy().reshape(-1, s, s)
 
     clock = time.perf_counter()
     pde = make_pde(domain)
@@ -158,8 +186,10 @@ def run(cfg: DictConfig, prepared: Setup, run_dir: Path, comm: MPI.Comm) -> dict
     clock = time.perf_counter()
     if comm.rank == 0 and n_show:
         columns = [(problem.input_name, shown.inputs[:n_show]), ("FEM solution u", shown.solutions[:n_show])]
-        if predictions is not None:
-            columns += [(f"{cfg.model.name} prediction", predictions), ("|error|", np.abs(predictions - shown.solutions[:n_show]))]
+        columns += list(predictions.items())
+        if predictions:
+            best = list(predictions.values())[-1]
+            columns.append((f"|error| ({list(predictions)[-1]})", np.abs(best - shown.solutions[:n_show])))
         label = "test" if len(test_set) else "train"
         plot_fields(run_dir / "samples.png", columns, sample_labels=[f"{label} sample {k}" for k in range(n_show)])
     seconds["output"] = time.perf_counter() - clock
@@ -198,33 +228,59 @@ def _data_stage(cfg, problem, local_pde: LinearPDE, petsc_options, comm):
         local_pde.destroy()
 
 
-def _train_stage(cfg, s, train_set, test_set, shown_inputs, run_dir: Path, comm):
-    """Train the configured model; return (metrics, predictions on ``shown_inputs`` (n, s, s)). Collective."""
+def _as_tensor(array: np.ndarray, model):
+    import torch
+
+    return torch.as_tensor(array, dtype=next(model.parameters()).dtype)
+
+
+def _predict(model, inputs: np.ndarray, s: int) -> np.ndarray:
+    import torch
+
+    with torch.no_grad():
+        return model(_as_tensor(inputs, model)).double().numpy().reshape(-1, s, s)
+
+
+def _model_stage(cfg, s, train_set, test_set, run_dir: Path, comm):
+    """Train the configured model, or load ``cfg.checkpoint``; return (model, metrics). Collective."""
     import torch
 
     from pinn_lsr.models.parameters import count_real_parameters, set_precision
-    from pinn_lsr.train.loop import TrainSettings, train
+    from pinn_lsr.train.checkpoint import load_model
+    from pinn_lsr.train.loop import TrainSettings, evaluate_rel_l2, train
+
+    def tensors(data, dtype):
+        return (torch.as_tensor(data.inputs, dtype=dtype),
+                torch.as_tensor(data.solutions.reshape(len(data), -1), dtype=dtype))
+
+    if cfg.checkpoint is not None:
+        model = load_model(cfg.checkpoint)
+        dtype = next(model.parameters()).dtype
+        if model(tensors(train_set, dtype)[0][:1]).shape[1] != s * s:
+            raise ValueError(f"checkpoint {cfg.checkpoint} predicts another grid than problem.resolution={s}")
+        log.info("loaded %s (%d real parameters) from %s", model.spec["name"], count_real_parameters(model), cfg.checkpoint)
+        return model, {
+            "model": model.spec["name"],
+            "n_parameters": count_real_parameters(model),
+            "checkpoint": str(Path(cfg.checkpoint).resolve()),
+            "train_rel_l2": evaluate_rel_l2(model, *tensors(train_set, dtype), comm),
+            "test_rel_l2": evaluate_rel_l2(model, *tensors(test_set, dtype), comm) if len(test_set) else float("nan"),
+        }
 
     dtype = {"float32": torch.float32, "float64": torch.float64}[cfg.train.dtype]
     torch.manual_seed(int(cfg.seed))
     model = set_precision(_build_model(cfg, s), dtype)
-
-    def tensors(data):
-        return (torch.as_tensor(data.inputs, dtype=dtype),
-                torch.as_tensor(data.solutions.reshape(len(data), -1), dtype=dtype))
-
     settings = TrainSettings(seed=int(cfg.seed), **{k: v for k, v in OmegaConf.to_container(cfg.train).items()
                                                     if k not in ("dtype", "resume")})
     log.info("training %s (%d real parameters) on %d samples for %d epochs", cfg.model.name,
              count_real_parameters(model), len(train_set), settings.epochs)
-    result = train(model, tensors(train_set), tensors(test_set) if len(test_set) else None, settings, comm=comm,
-                   checkpoint=run_dir / "checkpoint.pt", resume=bool(cfg.train.resume), progress=bool(cfg.output.progress))
+    result = train(model, tensors(train_set, dtype), tensors(test_set, dtype) if len(test_set) else None, settings,
+                   comm=comm, checkpoint=run_dir / "checkpoint.pt", resume=bool(cfg.train.resume),
+                   progress=bool(cfg.output.progress))
     log.info("trained: train rel-L2 %.3e, test rel-L2 %.3e", result.train_rel_l2, result.test_rel_l2)
-    with torch.no_grad():
-        predictions = model(torch.as_tensor(shown_inputs, dtype=dtype)).double().numpy().reshape(-1, s, s)
     if comm.rank == 0:
         plot_history(run_dir / "loss.png", result.history, title=f"{cfg.model.name} on {cfg.problem.name}")
-    return {
+    return model, {
         "model": cfg.model.name,
         "n_parameters": count_real_parameters(model),
         "train_rel_l2": result.train_rel_l2,
@@ -236,14 +292,64 @@ def _train_stage(cfg, s, train_set, test_set, shown_inputs, run_dir: Path, comm)
         "backward_samples": result.counters.backward_samples,
         "checkpoint": str(run_dir / "checkpoint.pt"),
         "history": result.history,
-    }, predictions
+    }
 
 
-def _distributed_stage(pde: LinearPDE, problem, shown, n_show: int, predictions, run_dir: Path) -> dict:
+def _lsr_stage(cfg, model, train_set, test_set, run_dir: Path, comm):
+    """Refine ``model`` by LSR on the training samples (rows split across ranks), the rank
+    picked on a held-out share of them; return (metrics, refined model). Collective."""
+    from pinn_lsr.lsr.refine import refine
+    from pinn_lsr.train.loop import evaluate_rel_l2
+
+    n_fit = int(round(len(train_set) * (1 - cfg.method.validation_fraction)))
+    fit, held_out = train_set.split(n_fit)
+
+    def share(data):
+        rows = np.array_split(np.arange(len(data)), comm.size)[comm.rank]
+        return _as_tensor(data.inputs[rows], model), _as_tensor(data.solutions[rows].reshape(len(rows), -1), model)
+
+    def whole(data):
+        return _as_tensor(data.inputs, model), _as_tensor(data.solutions.reshape(len(data), -1), model)
+
+    options = {k: v for k, v in OmegaConf.to_container(cfg.method).items() if k not in ("name", "validation_fraction")}
+    refined, report = refine(model, *share(fit), validation=share(held_out),
+                             evaluate={"test": share(test_set)} if len(test_set) else None,
+                             seed=int(cfg.seed), comm=comm, **options)
+    fit_inputs, fit_targets = share(fit)
+    error = refined.predict(fit_inputs) - fit_targets
+    train_rel = comm.allreduce(float((error.norm(dim=1) / fit_targets.norm(dim=1)).sum())) / len(fit)
+    best = next(e for e in report.scan if e["rank"] == report.rank)
+    committed = refined.committed()
+    metrics = {
+        "rank": report.rank,
+        "max_rank": report.max_rank,
+        "n_parameters": report.n_params,
+        "n_rows": report.n_rows,
+        "train_rel_l2": train_rel,
+        "validation_rel_l2": best["validation_rel_l2"],
+        "test_rel_l2": best.get("test_rel_l2", float("nan")),
+        "committed_test_rel_l2": evaluate_rel_l2(committed, *whole(test_set), comm) if len(test_set) else float("nan"),
+        "seconds": report.seconds["total"],
+        "seconds_by_phase": report.seconds,
+        "condition_number": report.condition_number,
+        "effective_rank": report.effective_rank,
+        "peak_memory_mb": report.peak_memory_mb,
+        "objective": {"initial": report.initial_objective, "linearized": report.linearized_objective,
+                      "nonlinear": report.nonlinear_objective},
+        "scan": report.scan,
+    }
+    log.info("LSR: rank %d, test rel-L2 %.3e (linear predictor), %.3e (committed weights)", report.rank,
+             metrics["test_rel_l2"], metrics["committed_test_rel_l2"])
+    if comm.rank == 0:
+        plot_rank_scan(run_dir / "lsr_rank.png", report.scan, chosen=report.rank)
+    return metrics, refined
+
+
+def _distributed_stage(pde: LinearPDE, problem, shown, n_show: int, predictions: dict, run_dir: Path) -> dict:
     """Re-solve the shown samples on the distributed mesh, check them against the data and
-    write input, solution (and prediction, error) as XDMF. Collective."""
+    write input, solution, each prediction and the error of the last one as XDMF. Collective."""
     assemble_seconds, solve_seconds, max_difference = [], [], 0.0
-    prediction = dolfinx.fem.Function(pde.V, name="prediction")
+    fields = {name: dolfinx.fem.Function(pde.V, name=name.replace(" ", "_")) for name in predictions}
     error = dolfinx.fem.Function(pde.V, name="error")
     to_dofs = grid_to_dofs_local(pde.V, pde.grid)
     pde.input.name = problem.input_name
@@ -259,10 +365,11 @@ def _distributed_stage(pde: LinearPDE, problem, shown, n_show: int, predictions,
             max_difference = max(max_difference, float(np.max(np.abs(pde.solution_on_grid() - shown.solutions[k]))))
             xdmf.write_function(pde.input, float(k))
             xdmf.write_function(pde.solution, float(k))
-            if predictions is not None:
-                prediction.x.array[:] = to_dofs @ predictions[k].ravel()
-                error.x.array[:] = prediction.x.array - pde.solution.x.array
-                xdmf.write_function(prediction, float(k))
+            for name, field in fields.items():
+                field.x.array[:] = to_dofs @ predictions[name][k].ravel()
+                xdmf.write_function(field, float(k))
+            if fields:
+                error.x.array[:] = list(fields.values())[-1].x.array - pde.solution.x.array
                 xdmf.write_function(error, float(k))
     log.info("distributed FEM solves of %d samples agree with the dataset to %.2e", n_show, max_difference)
     return {

@@ -34,7 +34,7 @@ def test_run_writes_metrics_fields_and_png(tmp_path, problem):
     for name in ("samples.png", "loss.png", "checkpoint.pt"):
         assert (out / name).stat().st_size > 0
     with h5py.File(out / "fields" / "samples.h5") as f:
-        assert "Mesh" in f and "Function" in f and {"prediction", "error"} <= set(f["Function"])
+        assert "Mesh" in f and "Function" in f and {"fno_prediction", "error"} <= set(f["Function"])
     assert "<Xdmf" in (out / "fields" / "samples.xdmf").read_text()
     assert (out / ".hydra" / "config.yaml").exists()
 
@@ -84,6 +84,8 @@ def test_mesh_file_run(tmp_path, lshape_msh):
         ("model=unet", "Available options in 'model':\n\tdeeponet\n\tfno\n\tmlp"),
         ("train.optimizer=rmsprop", "train.optimizer must be one of ('adam', 'sgd', 'lbfgs')"),
         ("model.modes=40", "modes=40 exceed"),
+        ("method=gn", "Available options in 'method':\n\tlsr\n\tnone"),
+        ("checkpoint=nowhere.pt", "checkpoint nowhere.pt does not exist"),
         ("mesh.file=nowhere.msh", "mesh file nowhere.msh does not exist"),
         ("--verbose", "unknown option"),
     ],
@@ -105,3 +107,28 @@ def test_console_script_and_solve_py_agree_on_errors(tmp_path):
         result = subprocess.run([*command, "problem=heat"], capture_output=True, text=True, cwd=tmp_path)
         assert result.returncode == 2 and "Available options in 'problem'" in result.stderr
         assert list(tmp_path.iterdir()) == []
+
+
+def test_lsr_after_training_and_from_checkpoint(tmp_path):
+    lsr = ["method=lsr", "method.rank=8", "data.n_train=10", "data.n_test=3", "output.n_show=1"]
+    assert run(tmp_path, *lsr) == 0
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    result = metrics["lsr"]
+    assert 1 <= result["rank"] <= 8 and result["max_rank"] == 8
+    assert result["n_rows"] == 8 * 144  # 80 % of 10 samples, 144 grid values each
+    for key in ("train_rel_l2", "validation_rel_l2", "test_rel_l2", "committed_test_rel_l2", "seconds"):
+        assert np.isfinite(result[key]), key
+    assert result["objective"]["linearized"] <= result["objective"]["initial"]
+    assert [e["rank"] for e in result["scan"]][-1] == 8 and "test_rel_l2" in result["scan"][0]
+    assert (tmp_path / "run" / "lsr_rank.png").stat().st_size > 0
+    with h5py.File(tmp_path / "run" / "fields" / "samples.h5") as f:
+        assert "LSR_refined" in f["Function"]
+
+    checkpoint = tmp_path / "run" / "checkpoint.pt"
+    again = tmp_path / "again"
+    assert main([f"hydra.run.dir={again}", f"data.cache_dir={tmp_path / 'cache'}", *SMALL[:5], *lsr,
+                 f"checkpoint={checkpoint}"]) == 0
+    reloaded = json.loads((again / "metrics.json").read_text())
+    assert reloaded["train"]["checkpoint"] == str(checkpoint) and "epochs" not in reloaded["train"]
+    assert reloaded["train"]["test_rel_l2"] == pytest.approx(metrics["train"]["test_rel_l2"], rel=1e-5)
+    assert reloaded["lsr"]["test_rel_l2"] == pytest.approx(result["test_rel_l2"], rel=1e-4)

@@ -52,3 +52,20 @@ def plot_history(path: str | Path, history: Sequence[dict], *, title: str = "") 
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
     plt.close(fig)
+
+
+def plot_rank_scan(path: str | Path, scan: Sequence[dict], *, chosen: int) -> None:
+    """LSR errors against rank: training objective and every ``*_rel_l2`` in the scan entries."""
+    ranks = [e["rank"] for e in scan]
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    ax.loglog(ranks, [e["train_objective"] for e in scan], "o-", ms=3, label="training objective (linearized)")
+    for key in sorted(k for k in scan[0] if k.endswith("_rel_l2")):
+        ax.loglog(ranks, [e[key] for e in scan], "o-", ms=3, label=key.replace("_", " "))
+    ax.axvline(chosen, color="gray", ls=":", label=f"chosen rank {chosen}")
+    ax.set_xlabel("rank r")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)

@@ -87,6 +87,7 @@ class ModelJacobian:
         if not real:
             raise ValueError("the model has no trainable parameters")
         self._names = list(real)
+        self._complex = {name for name, p in model.named_parameters() if p.is_complex()}
         self._shapes = [t.shape for t in real.values()]
         self._sizes = [t.numel() for t in real.values()]
         self.theta0_full = torch.cat([t.detach().reshape(-1) for t in real.values()]).clone()
@@ -113,7 +114,9 @@ class ModelJacobian:
     def _params(self, theta: torch.Tensor) -> dict[str, torch.Tensor]:
         full = self.theta0_full.index_put((self.index,), theta)
         pieces = torch.split(full, self._sizes)
-        real = {name: piece.reshape(shape) for name, piece, shape in zip(self._names, pieces, self._shapes)}
+        # complex parameters: view_as_complex needs an even storage offset, hence the copy
+        real = {name: piece.reshape(shape).clone() if shape[-1:] == (2,) and name in self._complex else piece.reshape(shape)
+                for name, piece, shape in zip(self._names, pieces, self._shapes)}
         return {**as_model_parameters(real, self.model), **self._buffers}
 
     def _call(self, theta: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -138,10 +141,14 @@ class ModelJacobian:
         """``J T``: T (m, k) -> (n_rows, k) (on ``inputs`` if given, else this rank's inputs)."""
         if T.dim() == 1:
             return self.jvp(T[:, None], inputs)[:, 0]
-        if T.shape[0] != self.n_params:
-            raise ValueError(f"tangents must have {self.n_params} rows, got shape {tuple(T.shape)}")
+        return torch.cat([block for _, block in self.jvp_blocks(T, inputs)], dim=0)
+
+    def jvp_blocks(self, T: torch.Tensor, inputs: torch.Tensor | None = None):
+        """Yield ``(first_row, (J T)[rows])`` block by block (``chunk_samples`` samples each),
+        so that callers can stream ``J T`` without holding it whole."""
+        if T.dim() != 2 or T.shape[0] != self.n_params:
+            raise ValueError(f"tangents must have shape ({self.n_params}, k), got {tuple(T.shape)}")
         source = self.inputs if inputs is None else inputs
-        blocks = []
         for start in range(0, len(source), self.chunk_samples):
             x = source[start : start + self.chunk_samples]
             f = lambda theta: self._call(theta, x)  # noqa: E731
@@ -149,8 +156,7 @@ class ModelJacobian:
             for k in range(0, T.shape[1], self.chunk_tangents):
                 tangents = T[:, k : k + self.chunk_tangents].T.to(self.dtype)
                 columns.append(vmap(lambda t: jvp(f, (self.theta0,), (t,))[1])(tangents).T)
-            blocks.append(torch.cat(columns, dim=1))
-        return torch.cat(blocks, dim=0).detach()
+            yield start * self.n_outputs, torch.cat(columns, dim=1).detach()
 
     def vjp(self, W: torch.Tensor) -> torch.Tensor:
         """``Jᵀ W``: W (n_rows, k) -> (m, k), summed over this rank's rows."""

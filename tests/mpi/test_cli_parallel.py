@@ -47,3 +47,12 @@ def test_broken_mesh_file_fails_on_every_rank(comm, shared_tmp_path):
 
     with pytest.raises(ValueError, match="broken.msh"):
         read_mesh(broken, MPI.COMM_WORLD)
+
+
+def test_lsr_run_under_two_ranks(comm, shared_tmp_path):
+    args = [f"hydra.run.dir={shared_tmp_path / 'run'}", f"data.cache_dir={shared_tmp_path / 'cache'}", *SMALL,
+            "data.n_train=10", "method=lsr", "method.rank=6"]
+    assert comm.allgather(main(args)) == [0, 0]
+    lsr = json.loads((shared_tmp_path / "run" / "metrics.json").read_text())["lsr"]
+    assert lsr["n_rows"] == 8 * 144 and 1 <= lsr["rank"] <= 6
+    assert lsr["objective"]["linearized"] <= lsr["objective"]["initial"]

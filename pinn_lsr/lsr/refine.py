@@ -1,0 +1,254 @@
+"""One-shot linearized subspace refinement (LSR) of a trained model.
+
+At θ0, with the data residual ``f(θ) = w ⊙ (q(θ) - y)`` and ``G = ∂f/∂θ``, LSR restricts the
+correction to ``δ = V c`` (V: m × r from :mod:`pinn_lsr.lsr.subspace`) and solves
+``min_c ||G V c + f(θ0)||`` directly (:mod:`pinn_lsr.lsr.reduced`). The refined predictor is the
+linear model ``q(θ0, x) + J(x) δ``; the committed model has weights ``θ0 + δ``. The rank is the
+regulariser: with held-out data, every rank ``r' ≤ r`` is scored and the best one kept.
+"""
+
+import copy
+import logging
+import resource
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from mpi4py import MPI
+from torch import nn
+
+from pinn_lsr.io.atomic import atomic_path
+from pinn_lsr.lsr.jacobian import ModelJacobian, select_parameters
+from pinn_lsr.lsr.reduced import solve_dense, solve_streaming
+from pinn_lsr.lsr.residual import DataResidual
+from pinn_lsr.lsr.subspace import random_subspace, randomized_subspace
+from pinn_lsr.models.parameters import real_parameters
+
+log = logging.getLogger(__name__)
+
+SOLVERS = ("streaming", "dense")
+SUBSPACES = ("randomized", "random")
+
+
+@dataclass
+class LSRReport:
+    """What one refinement did (identical on every rank)."""
+
+    rank: int  # rank kept (best on validation, or the maximum)
+    max_rank: int
+    n_params: int  # m, parameters LSR could change
+    n_rows: int  # residual rows over all ranks
+    scan: list[dict] = field(default_factory=list)  # per rank: train objective (linearized), validation errors
+    singular_values: list[float] = field(default_factory=list)  # of G V
+    condition_number: float = float("nan")
+    effective_rank: int = 0
+    initial_objective: float = float("nan")  # ||f(θ0)||² / n_samples
+    linearized_objective: float = float("nan")  # ||G V c + f||² / n_samples
+    nonlinear_objective: float = float("nan")  # ||f(θ0 + δ)||² / n_samples
+    seconds: dict = field(default_factory=dict)
+    peak_memory_mb: float = 0.0  # peak resident memory of this process so far
+
+
+class RefinedModel:
+    """``q(θ0, x) + J(x) δ`` for a model at θ0 and a correction δ of its selected parameters."""
+
+    def __init__(self, model: nn.Module, index: torch.Tensor, delta: torch.Tensor, forward=None):
+        self.model = model
+        self.index = index
+        self.delta = delta
+        self.forward = forward
+
+    def predict(self, inputs: torch.Tensor, *, chunk_samples: int = 256) -> torch.Tensor:
+        """Linear-model outputs (n_samples, n_outputs) with one forward-mode product per chunk."""
+        jacobian = ModelJacobian(self.model, inputs, index=self.index, forward=self.forward, chunk_samples=chunk_samples)
+        return (jacobian.outputs() + jacobian.jvp(self.delta)).reshape(len(inputs), -1)
+
+    def committed(self) -> nn.Module:
+        """A copy of the model with weights θ0 + δ."""
+        model = copy.deepcopy(self.model)
+        real = real_parameters(model)
+        flat = torch.cat([t.detach().reshape(-1) for t in real.values()])
+        flat[self.index] += self.delta.to(flat.dtype)
+        with torch.no_grad():
+            for t, piece in zip(real.values(), torch.split(flat, [t.numel() for t in real.values()])):
+                t.copy_(piece.reshape(t.shape))
+        return model
+
+    def save(self, path: str | Path) -> None:
+        """Write θ0 (the model's state), the selection and δ, atomically. Local (call on one rank)."""
+        state = {"model_state": self.model.state_dict(), "index": self.index, "delta": self.delta,
+                 "model_spec": getattr(self.model, "spec", None)}
+        with atomic_path(path) as tmp:
+            torch.save(state, tmp)
+
+    @classmethod
+    def load(cls, path: str | Path, model: nn.Module) -> "RefinedModel":
+        """Read a refinement saved by :meth:`save` into ``model`` (same architecture as saved)."""
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        model.load_state_dict({k: v for k, v in state["model_state"].items() if isinstance(v, torch.Tensor)})
+        return cls(model, state["index"], state["delta"])
+
+
+def refine(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    rank: int,
+    validation: tuple[torch.Tensor, torch.Tensor] | None = None,
+    relative: bool = True,
+    subspace: str = "randomized",
+    oversampling: int = 10,
+    power_iterations: int = 0,
+    row_fraction: float | None = None,
+    distribution: str = "gaussian",
+    scaled: bool = True,
+    parameters: list[str] | None = None,
+    fraction: float | None = None,
+    solver: str = "streaming",
+    scan_ranks: list[int] | None = None,
+    evaluate: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None,
+    chunk_samples: int = 256,
+    seed: int = 0,
+    forward=None,
+    comm: MPI.Comm = MPI.COMM_WORLD,
+) -> tuple[RefinedModel, LSRReport]:
+    """Refine ``model`` on ``(inputs, targets)`` by LSR of rank ``rank``.
+
+    Collective on ``comm``: each rank passes its own share of the samples; every rank gets the
+    same result.
+
+    Args:
+        model: any ``torch.nn.Module`` at its trained state θ0 (not modified).
+        inputs: (n_samples, ...) this rank's inputs; targets: (n_samples, n_outputs) or any
+            shape with n_samples first matching the model's outputs.
+        rank: r, the subspace dimension (≤ parameters selected and ≤ residual rows).
+        validation: held-out (inputs, targets) on this rank; with it, every rank in
+            ``scan_ranks`` (default: about 20 values up to r) is scored and the best kept.
+        evaluate: more named (inputs, targets) sets (e.g. ``{"test": ...}``) whose mean
+            relative L2 error of the linear predictor is reported for every scanned rank.
+        relative: weight samples by 1/||y_i|| (squared relative errors) instead of plain MSE.
+        subspace: ``randomized`` (the paper's recipe) or ``random`` (for comparison).
+        oversampling, power_iterations, distribution, scaled: options of the randomized recipe.
+        row_fraction: find the subspace (the sketch and projection passes) on this random
+            fraction of the samples only; the reduced problem still uses every row.
+        parameters, fraction: restrict LSR to named parameters and/or a random fraction.
+        solver: ``streaming`` (block QR over row chunks, G V never held whole) or ``dense``.
+        forward: ``forward(model, inputs) -> outputs`` when the model is not called as model(x).
+
+    Raises:
+        ValueError: mismatched lengths, NaN/Inf in the data or residual, a rank larger than the
+            parameter count or the number of rows, a model without trainable parameters, or
+            unknown options; raised on every rank before any heavy work.
+    """
+    total_start = time.perf_counter()
+    if solver not in SOLVERS:
+        raise ValueError(f"unknown solver {solver!r}; choose one of {SOLVERS}")
+    if subspace not in SUBSPACES:
+        raise ValueError(f"unknown subspace {subspace!r}; choose one of {SUBSPACES}")
+    index = select_parameters(model, names=parameters, fraction=fraction, seed=seed)
+    jacobian = ModelJacobian(model, inputs, index=index, forward=forward, chunk_samples=chunk_samples)
+    residual = DataResidual.create(jacobian, targets, relative=relative, comm=comm)
+    n_samples = comm.allreduce(len(inputs))
+    n_rows = comm.allreduce(jacobian.n_rows)
+    if not 1 <= rank <= min(jacobian.n_params, n_rows - 1):
+        raise ValueError(f"rank must be between 1 and min(parameters, rows - 1) = "
+                         f"min({jacobian.n_params}, {n_rows - 1}), got {rank}")
+    if row_fraction is not None:
+        sketch_samples = _sample_subset(len(inputs), row_fraction, seed, comm)
+        n_sketch_rows = comm.allreduce(int(sketch_samples.sum())) * jacobian.n_outputs
+        if n_sketch_rows < rank + oversampling:
+            raise ValueError(f"row_fraction={row_fraction} leaves {n_sketch_rows} rows for the sketch, "
+                             f"fewer than rank + oversampling = {rank + oversampling}")
+    f0 = residual.value()
+    if not comm.allreduce(bool(torch.isfinite(f0).all()), op=MPI.LAND):
+        raise ValueError("the residual at θ0 contains NaN or infinite values (model outputs or targets)")
+
+    report = LSRReport(rank=rank, max_rank=rank, n_params=jacobian.n_params, n_rows=n_rows)
+    if subspace == "randomized":
+        sketch_residual = residual if row_fraction is None else residual.subset(sketch_samples)
+        basis = randomized_subspace(sketch_residual, rank, comm=comm, oversampling=oversampling, power_iterations=power_iterations,
+                                    distribution=distribution, scaled=scaled, seed=seed)
+    else:
+        basis = random_subspace(jacobian.n_params, rank, seed=seed, dtype=jacobian.dtype)
+    report.seconds.update(basis.seconds)
+
+    start = time.perf_counter()
+    if solver == "dense":
+        reduced = solve_dense(residual.G(basis.V).double().numpy(), f0.double().numpy(), comm)
+    else:
+        reduced = solve_streaming(((GV.double().numpy(), f.double().numpy()) for GV, f in residual.G_blocks(basis.V)),
+                                  rank, comm)
+    report.seconds["gv_pass_and_qr"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    singular_values = reduced.singular_values()
+    report.singular_values = singular_values.tolist()
+    report.condition_number = float(singular_values[0] / singular_values[-1]) if singular_values[-1] > 0 else float("inf")
+    report.effective_rank = reduced.effective_rank()
+    if report.effective_rank < rank:
+        log.warning("G V is rank deficient: effective rank %d of %d", report.effective_rank, rank)
+    report.initial_objective = reduced.initial_norm() ** 2 / n_samples
+
+    ranks = sorted(set(scan_ranks or np.unique(np.geomspace(1, rank, 20).astype(int)).tolist()) | {rank})
+    sets = dict(evaluate or {})
+    if validation is not None:
+        sets["validation"] = validation
+    probes = {name: _Probe(model, data, index, basis.V, forward, chunk_samples, relative, comm) for name, data in sets.items()}
+    for r in ranks:
+        c = torch.from_numpy(reduced.coefficients(r))
+        entry = {"rank": r, "train_objective": reduced.residual_norm(r) ** 2 / n_samples}
+        for name, probe in probes.items():
+            entry.update({f"{name}_{key}": value for key, value in probe.errors(c).items()})
+        report.scan.append(entry)
+    if validation is not None:
+        report.rank = min(report.scan, key=lambda e: e["validation_objective"])["rank"]
+    c = torch.from_numpy(reduced.coefficients(report.rank))
+    delta = (basis.V[:, : report.rank].double() @ c).to(jacobian.dtype)
+    report.linearized_objective = reduced.residual_norm(report.rank) ** 2 / n_samples
+    report.nonlinear_objective = comm.allreduce(float(residual.value(jacobian.theta0 + delta).double().pow(2).sum())) / n_samples
+    report.seconds["solve_and_scan"] = time.perf_counter() - start
+    report.seconds["total"] = time.perf_counter() - total_start
+    report.peak_memory_mb = comm.allreduce(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, op=MPI.MAX)
+    log.info("LSR rank %d (of %d): objective %.3e -> %.3e (linear), %.3e (committed weights) in %.1f s",
+             report.rank, rank, report.initial_objective, report.linearized_objective, report.nonlinear_objective,
+             report.seconds["total"])
+    return RefinedModel(model, index, delta, forward), report
+
+
+def _sample_subset(n_local: int, fraction: float, seed: int, comm: MPI.Comm) -> torch.Tensor:
+    """A random subset of this rank's samples, drawn by global sample index (so the same
+    samples are chosen whatever the number of ranks). Collective."""
+    if not 0 < fraction <= 1:
+        raise ValueError(f"row_fraction must be in (0, 1], got {fraction}")
+    offset = comm.exscan(n_local) or 0
+    draws = np.random.default_rng([seed, 7]).random(comm.allreduce(n_local))[offset : offset + n_local]
+    return torch.from_numpy(draws < fraction)
+
+
+class _Probe:
+    """Errors of the linear predictor ``q + (J V)[:, :r'] c`` on a held-out set, for any rank."""
+
+    def __init__(self, model, data, index, V, forward, chunk_samples, relative, comm):
+        inputs, targets = data
+        jacobian = ModelJacobian(model, inputs, index=index, forward=forward, chunk_samples=chunk_samples)
+        residual = DataResidual.create(jacobian, targets, relative=relative, comm=comm)
+        self.n_samples = len(inputs)
+        self.targets = residual.targets.double().reshape(self.n_samples, -1)
+        self.q = jacobian.outputs().double().reshape(self.n_samples, -1)
+        self.JV = jacobian.jvp(V).double()
+        self.weights = None if residual.row_weights is None else residual.row_weights.double().reshape(self.n_samples, -1)
+        self.comm = comm
+        self.n_total = comm.allreduce(self.n_samples)
+
+    def errors(self, c: torch.Tensor) -> dict:
+        """``objective`` (weighted squared residual per sample) and mean ``rel_l2``. Collective."""
+        error = self.q + (self.JV[:, : len(c)] @ c).reshape(self.n_samples, -1) - self.targets
+        weighted = error if self.weights is None else error * self.weights
+        objective = float(weighted.pow(2).sum())
+        rel = float((torch.linalg.vector_norm(error, dim=1) / torch.linalg.vector_norm(self.targets, dim=1)).sum())
+        totals = np.array([objective, rel])
+        self.comm.Allreduce(MPI.IN_PLACE, totals, op=MPI.SUM)
+        return {"objective": totals[0] / self.n_total, "rel_l2": totals[1] / self.n_total}

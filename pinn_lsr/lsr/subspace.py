@@ -1,0 +1,93 @@
+"""Parameter subspaces V (m × r) for LSR.
+
+The randomized recipe of the LSR paper ("A universal linearized subspace refinement framework
+for neural networks"): Ω (m × (r+p)) random; ``Q = qr(G Ω)``; ``B = Qᵀ G``;
+``B = U S Vhᵀ``; ``V = Vh[:r]ᵀ diag(1/S[:r])`` (Halko, Martinsson & Tropp, SIAM Rev. 2011 for
+the range finder and its power iterations). Rows of G are split across ranks: ``G Ω`` is
+local, ``Q`` comes from a TSQR and ``Qᵀ G`` is summed over ranks, so every rank gets the same V.
+"""
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from mpi4py import MPI
+
+from pinn_lsr.lsr.residual import DataResidual
+from pinn_lsr.parallel.tsqr import tsqr
+
+DISTRIBUTIONS = ("gaussian", "uniform")
+
+
+@dataclass
+class Subspace:
+    """A basis V of the parameter correction and how it was found."""
+
+    V: torch.Tensor  # (m, r), the dtype of the model's parameters
+    sketch_singular_values: np.ndarray  # (r + p,), estimates of G's leading singular values
+    seconds: dict = field(default_factory=dict)  # per phase
+
+
+def random_matrix(m: int, k: int, *, distribution: str, seed: int, dtype: torch.dtype) -> torch.Tensor:
+    """Ω (m, k): standard normal or uniform on [-1, 1], the same on every rank for one seed."""
+    generator = torch.Generator().manual_seed(seed)
+    if distribution == "gaussian":
+        return torch.randn(m, k, generator=generator, dtype=dtype)
+    if distribution == "uniform":
+        return 2 * torch.rand(m, k, generator=generator, dtype=dtype) - 1
+    raise ValueError(f"unknown distribution {distribution!r}; choose one of {DISTRIBUTIONS}")
+
+
+def _allreduce(t: torch.Tensor, comm: MPI.Comm) -> torch.Tensor:
+    if comm.size == 1:
+        return t
+    buffer = t.detach().numpy().copy()
+    comm.Allreduce(MPI.IN_PLACE, buffer, op=MPI.SUM)
+    return torch.from_numpy(buffer)
+
+
+def randomized_subspace(
+    residual: DataResidual,
+    rank: int,
+    *,
+    comm: MPI.Comm = MPI.COMM_WORLD,
+    oversampling: int = 10,
+    power_iterations: int = 0,
+    distribution: str = "gaussian",
+    scaled: bool = True,
+    seed: int = 0,
+) -> Subspace:
+    """The paper's randomized subspace of rank ``rank`` for ``G``. Collective on ``comm``.
+
+    ``scaled=False`` keeps the orthonormal right singular vectors (V = Vh[:r]ᵀ). The small
+    algebra (QR, SVD) is done in float64 whatever the model's dtype.
+    """
+    m, dtype = residual.jacobian.n_params, residual.jacobian.dtype
+    k = min(rank + oversampling, m)
+    seconds = {}
+    start = time.perf_counter()
+    Omega = random_matrix(m, k, distribution=distribution, seed=seed, dtype=dtype)
+    Y = residual.G(Omega)
+    for _ in range(power_iterations):
+        Q, _ = tsqr(Y.double().numpy(), comm)
+        Z = _allreduce(residual.Gt(torch.from_numpy(Q).to(dtype)), comm)
+        Y = residual.G(torch.linalg.qr(Z.double())[0].to(dtype))
+    Q, _ = tsqr(Y.double().numpy(), comm)
+    seconds["sketch"] = time.perf_counter() - start
+    start = time.perf_counter()
+    Bt = _allreduce(residual.Gt(torch.from_numpy(Q).to(dtype)), comm)  # (m, k) = (Qᵀ G)ᵀ
+    seconds["projection"] = time.perf_counter() - start
+    start = time.perf_counter()
+    _, S, Vh = torch.linalg.svd(Bt.double().T, full_matrices=False)
+    V = Vh[:rank].T
+    if scaled:
+        V = V / S[:rank].clamp_min(S[0] * np.finfo(np.float64).eps)
+    seconds["svd"] = time.perf_counter() - start
+    return Subspace(V.to(dtype), S.numpy(), seconds)
+
+
+def random_subspace(m: int, rank: int, *, seed: int = 0, dtype: torch.dtype = torch.float32) -> Subspace:
+    """A plain random subspace (orthonormal columns), for comparison. Local (same on every rank)."""
+    Omega = random_matrix(m, rank, distribution="gaussian", seed=seed, dtype=torch.float64)
+    return Subspace(torch.linalg.qr(Omega)[0].to(dtype), np.array([]), {})

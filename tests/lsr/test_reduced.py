@@ -1,0 +1,64 @@
+import numpy as np
+import pytest
+from mpi4py import MPI
+
+from pinn_lsr.lsr.reduced import solve_dense, solve_streaming
+from pinn_lsr.parallel.tsqr import StreamingQR, tsqr
+
+
+def problem(n=200, r=12, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((n, r)), rng.standard_normal(n)
+
+
+def test_dense_solution_is_least_squares_and_scan_equals_separate_solves():
+    GV, f = problem()
+    reduced = solve_dense(GV, f, MPI.COMM_SELF)
+    expected = np.linalg.lstsq(GV, -f, rcond=None)[0]
+    np.testing.assert_allclose(reduced.coefficients(), expected, rtol=1e-10)
+    np.testing.assert_allclose(reduced.residual_norm(), np.linalg.norm(GV @ expected + f), rtol=1e-10)
+    np.testing.assert_allclose(reduced.initial_norm(), np.linalg.norm(f), rtol=1e-12)
+    for r in (1, 5, 11):
+        separate = solve_dense(GV[:, :r], f, MPI.COMM_SELF)
+        np.testing.assert_allclose(reduced.coefficients(r), separate.coefficients(), rtol=1e-10)
+        np.testing.assert_allclose(reduced.residual_norm(r), separate.residual_norm(), rtol=1e-10)
+
+
+def test_streaming_equals_dense():
+    GV, f = problem(n=301)
+    dense = solve_dense(GV, f, MPI.COMM_SELF)
+    blocks = ((GV[i : i + 37], f[i : i + 37]) for i in range(0, 301, 37))
+    streamed = solve_streaming(blocks, 12, MPI.COMM_SELF)
+    np.testing.assert_allclose(streamed.R, dense.R, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(streamed.coefficients(), dense.coefficients(), rtol=1e-10)
+    assert streamed.n_rows == 301
+
+
+def test_rank_deficient_problem_reports_effective_rank():
+    GV, f = problem(r=6)
+    GV = np.column_stack([GV, GV[:, :2] @ [1.0, -2.0]])  # a dependent seventh column
+    reduced = solve_dense(GV, f, MPI.COMM_SELF)
+    assert reduced.effective_rank() == 6
+    c = reduced.coefficients()
+    assert np.all(np.isfinite(c))
+    np.testing.assert_allclose(np.linalg.norm(GV @ c + f), np.linalg.norm(GV[:, :6] @ np.linalg.lstsq(GV[:, :6], -f, rcond=None)[0] + f), rtol=1e-8)
+
+
+def test_too_few_rows_and_bad_values():
+    GV, f = problem(n=5, r=6)
+    with pytest.raises(ValueError, match="fewer than rank"):
+        solve_dense(GV, f, MPI.COMM_SELF)
+    GV, f = problem()
+    f[3] = np.nan
+    with pytest.raises(FloatingPointError):
+        solve_dense(GV, f, MPI.COMM_SELF)
+    with pytest.raises(FloatingPointError):
+        StreamingQR(13).add(np.column_stack([GV, f]))
+
+
+def test_tsqr_single_rank_gives_orthonormal_q():
+    A, _ = problem(n=50, r=7)
+    Q, R = tsqr(A, MPI.COMM_SELF)
+    np.testing.assert_allclose(Q @ R, A, atol=1e-12)
+    np.testing.assert_allclose(Q.T @ Q, np.eye(7), atol=1e-12)
+    assert np.all(np.diag(R) >= 0)

@@ -1,0 +1,111 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+from mpi4py import MPI
+from torch import nn
+
+from pinn_lsr import refine
+from pinn_lsr.lsr.refine import RefinedModel
+from pinn_lsr.models import build_model
+from pinn_lsr.models.parameters import set_precision
+
+COMM = MPI.COMM_SELF
+
+
+def fit2d_data(n, seed):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(n, 2, generator=g, dtype=torch.float64) * 2 - 1
+    return x, (torch.sin(math.pi * x[:, 0]) * torch.sin(math.pi * x[:, 1]))[:, None]
+
+
+def small_mlp(seed=0):
+    torch.manual_seed(seed)
+    return set_precision(build_model("mlp", in_features=2, out_features=1, width=16, depth=2, activation="tanh"), torch.float64)
+
+
+def test_full_rank_lsr_of_a_linear_model_is_the_least_squares_solution():
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(60, 10, generator=g, dtype=torch.float64)
+    y = X @ torch.randn(10, 1, generator=g, dtype=torch.float64) + 0.1 * torch.randn(60, 1, generator=g, dtype=torch.float64)
+    model = nn.Linear(10, 1).double()
+    refined, report = refine(model, X, y, rank=11, relative=False, comm=COMM)
+    A = torch.cat([X, torch.ones(60, 1, dtype=torch.float64)], dim=1)
+    solution = torch.linalg.lstsq(A, y).solution
+    committed = refined.committed()
+    torch.testing.assert_close(committed.weight.detach().T, solution[:10], rtol=1e-8, atol=1e-10)
+    torch.testing.assert_close(refined.predict(X), A @ solution, rtol=1e-8, atol=1e-10)
+    assert report.rank == 11 and report.effective_rank == 11
+
+
+@pytest.mark.parametrize("solver", ["streaming", "dense"])
+def test_lsr_reduces_the_error_of_a_trained_mlp(solver):
+    model = small_mlp()
+    x, y = fit2d_data(400, 1)
+    xv, yv = fit2d_data(100, 2)
+    before = (model(xv) - yv).pow(2).mean()
+    refined, report = refine(model, x, y, rank=120, validation=(xv, yv), relative=False, solver=solver,
+                             chunk_samples=64, comm=COMM)
+    after = (refined.predict(xv) - yv).pow(2).mean()
+    assert after < 1e-3 * before
+    assert report.linearized_objective < report.initial_objective
+    assert [e["rank"] for e in report.scan][-1] == 120 and report.rank in [e["rank"] for e in report.scan]
+    assert {"sketch", "projection", "svd", "gv_pass_and_qr", "solve_and_scan"} <= set(report.seconds)
+
+
+def test_linear_predictor_matches_committed_weights_to_first_order():
+    model = small_mlp()
+    x, y = fit2d_data(200, 3)
+    refined, _ = refine(model, x, y, rank=30, relative=False, comm=COMM)
+    gaps = []
+    direction = refined.delta / refined.delta.norm()
+    for eps in (1e-2, 5e-3):
+        scaled = RefinedModel(model, refined.index, eps * direction)
+        gaps.append((scaled.predict(x) - scaled.committed()(x)).abs().max().item())
+    assert gaps[0] / gaps[1] == pytest.approx(4.0, rel=0.1)  # second-order remainder
+
+
+def test_save_and_load(tmp_path):
+    model = small_mlp()
+    x, y = fit2d_data(100, 4)
+    refined, _ = refine(model, x, y, rank=10, comm=COMM)
+    refined.save(tmp_path / "lsr.pt")
+    loaded = RefinedModel.load(tmp_path / "lsr.pt", small_mlp(seed=5))
+    torch.testing.assert_close(loaded.predict(x), refined.predict(x))
+
+
+def test_random_subspace_and_parameter_subsets_run():
+    model = small_mlp()
+    x, y = fit2d_data(200, 5)
+    _, randomized = refine(model, x, y, rank=20, relative=False, comm=COMM)
+    _, plain = refine(model, x, y, rank=20, relative=False, subspace="random", comm=COMM)
+    assert randomized.linearized_objective < plain.linearized_objective
+    _, last = refine(model, x, y, rank=10, parameters=["net.4"], relative=False, comm=COMM)
+    assert last.n_params == 17
+    _, some = refine(model, x, y, rank=10, fraction=0.5, relative=False, comm=COMM)
+    assert some.n_params < 400
+
+
+def test_bad_input_is_rejected_before_heavy_work():
+    model = small_mlp()
+    x, y = fit2d_data(50, 6)
+    with pytest.raises(ValueError, match="rank must be between 1 and"):
+        refine(model, x, y, rank=400, comm=COMM)
+    with pytest.raises(ValueError, match=r"min\(337, 19\)"):
+        refine(model, x[:20], y[:20], rank=30, comm=COMM)
+    with pytest.raises(ValueError, match="differ in length: 50 vs 49"):
+        refine(model, x, y[:-1], rank=5, comm=COMM)
+    bad = y.clone()
+    bad[0] = float("inf")
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        refine(model, x, bad, rank=5, comm=COMM)
+    with pytest.raises(ValueError, match="no trainable parameters"):
+        refine(nn.Linear(2, 1).double().requires_grad_(False), x, y, rank=1, comm=COMM)
+    nan_model = small_mlp()
+    with torch.no_grad():
+        nan_model.net[0].weight[0, 0] = float("nan")
+    with pytest.raises(ValueError, match="residual at θ0"):
+        refine(nan_model, x, y, rank=5, comm=COMM)
+    with pytest.raises(ValueError, match="non-zero norm"):
+        refine(model, x, torch.zeros_like(y), rank=5, comm=COMM)

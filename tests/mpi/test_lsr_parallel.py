@@ -1,0 +1,57 @@
+"""LSR with rows split over 2 ranks gives the 1-rank answer."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from mpi4py import MPI
+
+from pinn_lsr import refine
+from pinn_lsr.lsr.reduced import solve_dense, solve_streaming
+from pinn_lsr.models import build_model
+from pinn_lsr.models.parameters import set_precision
+from pinn_lsr.parallel.tsqr import tsqr
+
+
+def test_tsqr_two_ranks_equal_one(comm):
+    A = np.random.default_rng(0).standard_normal((41, 6))
+    rows = np.array_split(np.arange(41), 2)[comm.rank]
+    Q_local, R = tsqr(A[rows], comm)
+    Q_serial, R_serial = tsqr(A, MPI.COMM_SELF)
+    np.testing.assert_allclose(R, R_serial, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(Q_local, Q_serial[rows], atol=1e-12)
+
+
+@pytest.mark.parametrize("streaming", [True, False])
+def test_reduced_solve_two_ranks_equal_one(comm, streaming):
+    rng = np.random.default_rng(1)
+    GV, f = rng.standard_normal((90, 8)), rng.standard_normal(90)
+    rows = np.array_split(np.arange(90), 2)[comm.rank]
+    if streaming:
+        parallel = solve_streaming([(GV[rows][i : i + 10], f[rows][i : i + 10]) for i in range(0, len(rows), 10)], 8, comm)
+    else:
+        parallel = solve_dense(GV[rows], f[rows], comm)
+    serial = solve_dense(GV, f, MPI.COMM_SELF)
+    np.testing.assert_allclose(parallel.coefficients(), serial.coefficients(), rtol=1e-10)
+    assert parallel.n_rows == 90
+
+
+def test_refine_two_ranks_equal_one(comm):
+    torch.manual_seed(0)
+    model = set_precision(build_model("mlp", in_features=2, out_features=1, width=16, depth=2, activation="tanh"), torch.float64)
+    g = torch.Generator().manual_seed(3)
+    x = torch.rand(300, 2, generator=g, dtype=torch.float64) * 2 - 1
+    y = (torch.sin(math.pi * x[:, 0]) * torch.sin(math.pi * x[:, 1]))[:, None]
+    share = torch.from_numpy(np.array_split(np.arange(300), 2)[comm.rank])
+    val = torch.arange(250, 300)
+    val_share = torch.from_numpy(np.array_split(np.arange(250, 300), 2)[comm.rank])
+    train_share = share[share < 250]
+    serial, serial_report = refine(model, x[:250], y[:250], rank=40, validation=(x[val], y[val]), chunk_samples=32,
+                                   comm=MPI.COMM_SELF)
+    parallel, parallel_report = refine(model, x[train_share], y[train_share], rank=40,
+                                       validation=(x[val_share], y[val_share]), chunk_samples=32, comm=comm)
+    assert parallel_report.rank == serial_report.rank and parallel_report.n_rows == 250
+    torch.testing.assert_close(parallel.delta, serial.delta, rtol=1e-8, atol=1e-8 * serial.delta.abs().max().item())
+    gathered = comm.allgather(parallel.delta.numpy())
+    np.testing.assert_array_equal(gathered[0], gathered[1])
