@@ -122,7 +122,7 @@ def main():
     for rank in args.ranks:
         start = time.perf_counter()
         refined, report = refine(model, x, y, rank=rank, validation=(xv, yv), relative=False,
-                                 row_fraction=args.row_fraction, chunk_samples=2000, seed=args.seed, comm=MPI.COMM_SELF)
+                                 row_fraction=args.row_fraction, chunk_samples=1000, seed=args.seed, comm=MPI.COMM_SELF)
         ours_seconds = time.perf_counter() - start
         ours_mse = float((refined.predict(xt) - yt).pow(2).mean())
         ours_memory = peak_mb()
