@@ -28,7 +28,7 @@ from pinn_lsr.models.parameters import real_parameters
 
 log = logging.getLogger(__name__)
 
-SOLVERS = ("streaming", "dense")
+SOLVERS = ("streaming", "dense", "lsqr")
 SUBSPACES = ("randomized", "random")
 
 
@@ -108,6 +108,7 @@ def refine(
     parameters: list[str] | None = None,
     fraction: float | None = None,
     solver: str = "streaming",
+    petsc_options: dict | None = None,
     scan_ranks: list[int] | None = None,
     evaluate: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None,
     chunk_samples: int = 256,
@@ -135,7 +136,9 @@ def refine(
         row_fraction: find the subspace (the sketch and projection passes) on this random
             fraction of the samples only; the reduced problem still uses every row.
         parameters, fraction: restrict LSR to named parameters and/or a random fraction.
-        solver: ``streaming`` (block QR over row chunks, G V never held whole) or ``dense``.
+        solver: ``streaming`` (block QR over row chunks, G V never held whole), ``dense``, or
+            ``lsqr`` (PETSc KSPLSQR on the distributed G V, sketch-preconditioned; options under
+            the prefix ``lsr_``, e.g. ``-lsr_ksp_monitor``, or ``petsc_options``).
         forward: ``forward(model, inputs) -> outputs`` when the model is not called as model(x).
 
     Raises:
@@ -178,6 +181,11 @@ def refine(
     start = time.perf_counter()
     if solver == "dense":
         reduced = solve_dense(residual.G(basis.V).double().numpy(), f0.double().numpy(), comm)
+    elif solver == "lsqr":
+        from pinn_lsr.lsr.lsqr import LSQRSolution
+
+        reduced = LSQRSolution(residual.G(basis.V).double().numpy(), f0.double().numpy(), comm,
+                               options=petsc_options, seed=seed)
     else:
         reduced = solve_streaming(((GV.double().numpy(), f.double().numpy()) for GV, f in residual.G_blocks(basis.V)),
                                   rank, comm)

@@ -62,3 +62,29 @@ def test_tsqr_single_rank_gives_orthonormal_q():
     np.testing.assert_allclose(Q @ R, A, atol=1e-12)
     np.testing.assert_allclose(Q.T @ Q, np.eye(7), atol=1e-12)
     assert np.all(np.diag(R) >= 0)
+
+
+def test_lsqr_matches_dense_on_an_ill_conditioned_problem():
+    from pinn_lsr.lsr.lsqr import LSQRSolution
+
+    rng = np.random.default_rng(2)
+    U, _ = np.linalg.qr(rng.standard_normal((300, 10)))
+    GV = U * np.logspace(0, -8, 10)  # condition number 1e8
+    f = rng.standard_normal(300)
+    dense = solve_dense(GV, f, MPI.COMM_SELF)
+    lsqr = LSQRSolution(GV, f, MPI.COMM_SELF)
+    for r in (3, 10):
+        np.testing.assert_allclose(lsqr.coefficients(r), dense.coefficients(r), rtol=1e-6)
+        np.testing.assert_allclose(lsqr.residual_norm(r), dense.residual_norm(r), rtol=1e-10)
+    assert lsqr.iterations[10] < 20  # the sketch preconditioner makes LSQR converge fast
+
+
+def test_lsqr_non_convergence_names_the_prefix():
+    from pinn_lsr.fem.solver import SolverError
+    from pinn_lsr.lsr.lsqr import LSQRSolution
+
+    GV, f = problem()
+    lsqr = LSQRSolution(GV, f, MPI.COMM_SELF, prefix="tight_", options={"ksp_type": "lsqr", "ksp_max_it": 1,
+                                                                         "ksp_rtol": 1e-30, "ksp_atol": 0})
+    with pytest.raises(SolverError, match="tight_"):
+        lsqr.coefficients()

@@ -39,7 +39,7 @@ def test_full_rank_lsr_of_a_linear_model_is_the_least_squares_solution():
     assert report.rank == 11 and report.effective_rank == 11
 
 
-@pytest.mark.parametrize("solver", ["streaming", "dense"])
+@pytest.mark.parametrize("solver", ["streaming", "dense", "lsqr"])
 def test_lsr_reduces_the_error_of_a_trained_mlp(solver):
     model = small_mlp()
     x, y = fit2d_data(400, 1)

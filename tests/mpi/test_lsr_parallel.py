@@ -8,6 +8,7 @@ import torch
 from mpi4py import MPI
 
 from pinn_lsr import refine
+from pinn_lsr.lsr.lsqr import LSQRSolution
 from pinn_lsr.lsr.reduced import solve_dense, solve_streaming
 from pinn_lsr.models import build_model
 from pinn_lsr.models.parameters import set_precision
@@ -23,17 +24,19 @@ def test_tsqr_two_ranks_equal_one(comm):
     np.testing.assert_allclose(Q_local, Q_serial[rows], atol=1e-12)
 
 
-@pytest.mark.parametrize("streaming", [True, False])
-def test_reduced_solve_two_ranks_equal_one(comm, streaming):
+@pytest.mark.parametrize("solver", ["streaming", "dense", "lsqr"])
+def test_reduced_solve_two_ranks_equal_one(comm, solver):
     rng = np.random.default_rng(1)
     GV, f = rng.standard_normal((90, 8)), rng.standard_normal(90)
     rows = np.array_split(np.arange(90), 2)[comm.rank]
-    if streaming:
+    if solver == "streaming":
         parallel = solve_streaming([(GV[rows][i : i + 10], f[rows][i : i + 10]) for i in range(0, len(rows), 10)], 8, comm)
-    else:
+    elif solver == "dense":
         parallel = solve_dense(GV[rows], f[rows], comm)
+    else:
+        parallel = LSQRSolution(GV[rows], f[rows], comm)
     serial = solve_dense(GV, f, MPI.COMM_SELF)
-    np.testing.assert_allclose(parallel.coefficients(), serial.coefficients(), rtol=1e-10)
+    np.testing.assert_allclose(parallel.coefficients(), serial.coefficients(), rtol=1e-8)
     assert parallel.n_rows == 90
 
 

@@ -5,9 +5,6 @@ import pytest
 import torch
 from mpi4py import MPI
 
-import problems
-from pinn_lsr.fem.linear_pde import LinearPDE
-from pinn_lsr.fem.mesh import unit_square
 from pinn_lsr.models import build_model
 from pinn_lsr.models.parameters import real_parameters, set_precision
 from pinn_lsr.train.loop import TrainSettings, train
@@ -20,15 +17,8 @@ SMALL = {
 
 
 @pytest.fixture(scope="module")
-def data():
-    darcy = problems.create_problem("darcy")
-    pde = LinearPDE(unit_square(MPI.COMM_SELF, S - 1), darcy.forms, grid_size=S)
-    a = darcy.sample_inputs(18, S, seed=1)
-    u = []
-    for field in a:
-        pde.solve(field)
-        u.append(pde.solution_on_grid().ravel())
-    return torch.as_tensor(a), torch.as_tensor(np.array(u))
+def data(darcy_samples):
+    return darcy_samples(18, S, 1)
 
 
 def parameters_after(name, settings, data, comm):
