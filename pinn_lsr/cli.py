@@ -23,7 +23,7 @@ log = logging.getLogger("pinn_lsr")
 
 USAGE = """usage: solve.py [--help] [--cfg] [key=value ...]
 
-  problem=NAME          the PDE problem ({problems})
+  problem=NAME          the problem ({problems})
   key=value             override any configuration key, e.g. problem.resolution=64 data.n_train=200
   hydra.run.dir=DIR     put every output of the run in DIR
   --cfg                 print the composed configuration and exit

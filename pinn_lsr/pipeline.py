@@ -28,7 +28,7 @@ from pinn_lsr.fem.mesh import Domain, read_mesh, unit_square
 from pinn_lsr.fem.transfer import grid_to_dofs_local
 from pinn_lsr.io.atomic import write_json
 from pinn_lsr.io.fields import xdmf_series
-from pinn_lsr.io.plots import plot_fields, plot_history, plot_rank_scan
+from pinn_lsr.io.plots import plot_fields
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +38,8 @@ class Setup:
     """What the configuration builds before anything is written."""
 
     problem: object  # a problem from ``problems/``
-    domain: Domain  # distributed over the run's communicator
-    local_domain: Domain  # this rank's own serial copy, for data generation
+    domain: Domain | None  # distributed over the run's communicator (None: function fitting)
+    local_domain: Domain | None  # this rank's own serial copy, for data generation
     seconds: float  # time to build the meshes
 
 
@@ -53,6 +53,8 @@ def setup(cfg: DictConfig, comm: MPI.Comm) -> Setup:
     start = time.perf_counter()
     _validate(cfg)
     problem = problems.create_problem(cfg.problem.name, **cfg.problem.params)
+    if getattr(problem, "kind", "pde") == "function":
+        return Setup(problem, None, None, 0.0)
     s = int(cfg.problem.resolution)
     domain = build_domain(cfg.mesh.file, s, comm)
     local_domain = build_domain(cfg.mesh.file, s, MPI.COMM_SELF)
@@ -94,6 +96,7 @@ def _validate_lsr(cfg: DictConfig) -> None:
 
 
 def _validate_training(cfg: DictConfig) -> None:
+    from pinn_lsr.stages import build_configured_model
     from pinn_lsr.train.losses import LOSSES
     from pinn_lsr.train.optim import OPTIMIZERS, SCHEDULERS
 
@@ -104,19 +107,7 @@ def _validate_training(cfg: DictConfig) -> None:
                          ("dtype", ("float32", "float64"))):
         if cfg.train[key] not in choices:
             raise ValueError(f"train.{key} must be one of {choices}, got {cfg.train[key]!r}")
-    _build_model(cfg, int(cfg.problem.resolution))  # raises ValueError for bad model arguments
-
-
-def _build_model(cfg: DictConfig, s: int):
-    """The configured model for an s × s grid (MLPs map the flattened grid to itself)."""
-    from pinn_lsr.models import build_model
-
-    kwargs = {k: v for k, v in OmegaConf.to_container(cfg.model).items() if k != "name"}
-    if cfg.model.name == "mlp":
-        kwargs.update(in_features=s * s, out_features=s * s)
-    else:
-        kwargs.update(grid_size=s)
-    return build_model(cfg.model.name, **kwargs)
+    build_configured_model(cfg)  # raises ValueError for bad model arguments
 
 
 def _require_int(cfg: DictConfig, key: str, *, minimum: int) -> None:
@@ -134,6 +125,10 @@ def build_domain(mesh_file: str | None, resolution: int, comm: MPI.Comm) -> Doma
 
 def run(cfg: DictConfig, prepared: Setup, run_dir: Path, comm: MPI.Comm) -> dict:
     """Run every stage and write the reports into ``run_dir``; return the metrics. Collective."""
+    if prepared.domain is None:
+        from pinn_lsr.fitting import run_fit
+
+        return run_fit(cfg, prepared.problem, run_dir, comm)
     seconds = {"mesh": prepared.seconds}
     problem, domain = prepared.problem, prepared.domain
     s = int(cfg.problem.resolution)
@@ -164,17 +159,29 @@ def run(cfg: DictConfig, prepared: Setup, run_dir: Path, comm: MPI.Comm) -> dict
     }
 
     predictions: dict[str, np.ndarray] = {}
-    model = None
     if cfg.checkpoint is not None or cfg.get("model") is not None:
+        import torch
+
+        from pinn_lsr.stages import build_configured_model, fit_model, refine_model
+
+        def tensors(data):
+            return torch.as_tensor(data.inputs), torch.as_tensor(data.solutions.reshape(len(data), -1))
+
+        train_data, test_data = tensors(train_set), tensors(test_set) if len(test_set) else None
+        shown_inputs = torch.as_tensor(shown.inputs[:n_show])
         clock = time.perf_counter()
-        model, metrics["train"] = _model_stage(cfg, s, train_set, test_set, run_dir, comm)
+        model, metrics["train"] = fit_model(cfg, lambda: build_configured_model(cfg), train_data, test_data, run_dir, comm)
         seconds["train"] = time.perf_counter() - clock
-        predictions[f"{metrics['train']['model']} prediction"] = _predict(model, shown.inputs[:n_show], s)
-    if model is not None and cfg.method.name == "lsr":
-        clock = time.perf_counter()
-        metrics["lsr"], refined = _lsr_stage(cfg, model, train_set, test_set, run_dir, comm)
-        seconds["lsr"] = time.perf_counter() - clock
-        predictions["LSR refined"] = refined.predict(_as_tensor(shown.inputs[:n_show], model)).double().numpy().reshape(-1, s, s)
+        dtype = next(model.parameters()).dtype
+        if model(shown_inputs[:1].to(dtype)).shape[1] != s * s:
+            raise ValueError(f"the model predicts another grid than problem.resolution={s}")
+        with torch.no_grad():
+            predictions[f"{metrics['train']['model']} prediction"] = model(shown_inputs.to(dtype)).double().numpy().reshape(-1, s, s)
+        if cfg.method.name == "lsr":
+            clock = time.perf_counter()
+            metrics["lsr"], refined = refine_model(cfg, model, train_data, test_data, run_dir, comm)
+            seconds["lsr"] = time.perf_counter() - clock
+            predictions["LSR refined"] = refined.predict(shown_inputs.to(dtype)).double().numpy().reshape(-1, s, s)
 
     clock = time.perf_counter()
     pde = make_pde(domain)
@@ -226,123 +233,6 @@ def _data_stage(cfg, problem, local_pde: LinearPDE, petsc_options, comm):
         )
     finally:
         local_pde.destroy()
-
-
-def _as_tensor(array: np.ndarray, model):
-    import torch
-
-    return torch.as_tensor(array, dtype=next(model.parameters()).dtype)
-
-
-def _predict(model, inputs: np.ndarray, s: int) -> np.ndarray:
-    import torch
-
-    with torch.no_grad():
-        return model(_as_tensor(inputs, model)).double().numpy().reshape(-1, s, s)
-
-
-def _model_stage(cfg, s, train_set, test_set, run_dir: Path, comm):
-    """Train the configured model, or load ``cfg.checkpoint``; return (model, metrics). Collective."""
-    import torch
-
-    from pinn_lsr.models.parameters import count_real_parameters, set_precision
-    from pinn_lsr.train.checkpoint import load_model
-    from pinn_lsr.train.loop import TrainSettings, evaluate_rel_l2, train
-
-    def tensors(data, dtype):
-        return (torch.as_tensor(data.inputs, dtype=dtype),
-                torch.as_tensor(data.solutions.reshape(len(data), -1), dtype=dtype))
-
-    if cfg.checkpoint is not None:
-        model = load_model(cfg.checkpoint)
-        dtype = next(model.parameters()).dtype
-        if model(tensors(train_set, dtype)[0][:1]).shape[1] != s * s:
-            raise ValueError(f"checkpoint {cfg.checkpoint} predicts another grid than problem.resolution={s}")
-        log.info("loaded %s (%d real parameters) from %s", model.spec["name"], count_real_parameters(model), cfg.checkpoint)
-        return model, {
-            "model": model.spec["name"],
-            "n_parameters": count_real_parameters(model),
-            "checkpoint": str(Path(cfg.checkpoint).resolve()),
-            "train_rel_l2": evaluate_rel_l2(model, *tensors(train_set, dtype), comm),
-            "test_rel_l2": evaluate_rel_l2(model, *tensors(test_set, dtype), comm) if len(test_set) else float("nan"),
-        }
-
-    dtype = {"float32": torch.float32, "float64": torch.float64}[cfg.train.dtype]
-    torch.manual_seed(int(cfg.seed))
-    model = set_precision(_build_model(cfg, s), dtype)
-    settings = TrainSettings(seed=int(cfg.seed), **{k: v for k, v in OmegaConf.to_container(cfg.train).items()
-                                                    if k not in ("dtype", "resume")})
-    log.info("training %s (%d real parameters) on %d samples for %d epochs", cfg.model.name,
-             count_real_parameters(model), len(train_set), settings.epochs)
-    result = train(model, tensors(train_set, dtype), tensors(test_set, dtype) if len(test_set) else None, settings,
-                   comm=comm, checkpoint=run_dir / "checkpoint.pt", resume=bool(cfg.train.resume),
-                   progress=bool(cfg.output.progress))
-    log.info("trained: train rel-L2 %.3e, test rel-L2 %.3e", result.train_rel_l2, result.test_rel_l2)
-    if comm.rank == 0:
-        plot_history(run_dir / "loss.png", result.history, title=f"{cfg.model.name} on {cfg.problem.name}")
-    return model, {
-        "model": cfg.model.name,
-        "n_parameters": count_real_parameters(model),
-        "train_rel_l2": result.train_rel_l2,
-        "test_rel_l2": result.test_rel_l2,
-        "seconds": result.counters.seconds,
-        "epochs": result.counters.epochs,
-        "optimizer_steps": result.counters.optimizer_steps,
-        "forward_samples": result.counters.forward_samples,
-        "backward_samples": result.counters.backward_samples,
-        "checkpoint": str(run_dir / "checkpoint.pt"),
-        "history": result.history,
-    }
-
-
-def _lsr_stage(cfg, model, train_set, test_set, run_dir: Path, comm):
-    """Refine ``model`` by LSR on the training samples (rows split across ranks), the rank
-    picked on a held-out share of them; return (metrics, refined model). Collective."""
-    from pinn_lsr.lsr.refine import refine
-    from pinn_lsr.train.loop import evaluate_rel_l2
-
-    n_fit = int(round(len(train_set) * (1 - cfg.method.validation_fraction)))
-    fit, held_out = train_set.split(n_fit)
-
-    def share(data):
-        rows = np.array_split(np.arange(len(data)), comm.size)[comm.rank]
-        return _as_tensor(data.inputs[rows], model), _as_tensor(data.solutions[rows].reshape(len(rows), -1), model)
-
-    def whole(data):
-        return _as_tensor(data.inputs, model), _as_tensor(data.solutions.reshape(len(data), -1), model)
-
-    options = {k: v for k, v in OmegaConf.to_container(cfg.method).items() if k not in ("name", "validation_fraction")}
-    refined, report = refine(model, *share(fit), validation=share(held_out),
-                             evaluate={"test": share(test_set)} if len(test_set) else None,
-                             seed=int(cfg.seed), comm=comm, **options)
-    fit_inputs, fit_targets = share(fit)
-    error = refined.predict(fit_inputs) - fit_targets
-    train_rel = comm.allreduce(float((error.norm(dim=1) / fit_targets.norm(dim=1)).sum())) / len(fit)
-    best = next(e for e in report.scan if e["rank"] == report.rank)
-    committed = refined.committed()
-    metrics = {
-        "rank": report.rank,
-        "max_rank": report.max_rank,
-        "n_parameters": report.n_params,
-        "n_rows": report.n_rows,
-        "train_rel_l2": train_rel,
-        "validation_rel_l2": best["validation_rel_l2"],
-        "test_rel_l2": best.get("test_rel_l2", float("nan")),
-        "committed_test_rel_l2": evaluate_rel_l2(committed, *whole(test_set), comm) if len(test_set) else float("nan"),
-        "seconds": report.seconds["total"],
-        "seconds_by_phase": report.seconds,
-        "condition_number": report.condition_number,
-        "effective_rank": report.effective_rank,
-        "peak_memory_mb": report.peak_memory_mb,
-        "objective": {"initial": report.initial_objective, "linearized": report.linearized_objective,
-                      "nonlinear": report.nonlinear_objective},
-        "scan": report.scan,
-    }
-    log.info("LSR: rank %d, test rel-L2 %.3e (linear predictor), %.3e (committed weights)", report.rank,
-             metrics["test_rel_l2"], metrics["committed_test_rel_l2"])
-    if comm.rank == 0:
-        plot_rank_scan(run_dir / "lsr_rank.png", report.scan, chosen=report.rank)
-    return metrics, refined
 
 
 def _distributed_stage(pde: LinearPDE, problem, shown, n_show: int, predictions: dict, run_dir: Path) -> dict:

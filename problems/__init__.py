@@ -1,17 +1,20 @@
 """The PDE problems pinn_lsr knows, by name: ``problem=NAME`` on the command line.
 
-Each module defines a frozen dataclass with
+Each PDE module defines a frozen dataclass with
 
 * ``sample_inputs(n_samples, size, *, seed, first=0) -> (n_samples, size, size)``: the input
   field (coefficient or source) on the grid, sample ``k`` depending only on ``(seed, k)``;
 * ``forms(u, v, w, x) -> (a, L)``: the weak form in UFL for trial ``u``, test ``v``, input
   field ``w`` and spatial coordinate ``x``, with ``u = 0`` on the boundary.
+
+Problems with ``kind = "function"`` (``fit2d``) are function-fitting tasks without a mesh.
 """
 
 from problems.darcy import Darcy
+from problems.fit2d import Fit2D
 from problems.poisson import Poisson
 
-PROBLEMS = {"darcy": Darcy, "poisson": Poisson}
+PROBLEMS = {"darcy": Darcy, "poisson": Poisson, "fit2d": Fit2D}
 
 
 def create_problem(name: str, **parameters):

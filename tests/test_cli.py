@@ -77,7 +77,7 @@ def test_mesh_file_run(tmp_path, lshape_msh):
 @pytest.mark.parametrize(
     "override, message",
     [
-        ("problem=heat", "Available options in 'problem':\n\tdarcy\n\tpoisson"),
+        ("problem=heat", "Available options in 'problem':\n\tdarcy\n\tfit2d\n\tpoisson"),
         ("data.n_trains=3", "unknown configuration key 'data.n_trains'. Valid keys here: data.n_train, data.n_test"),
         ("problem.resolution=1", "problem.resolution must be an integer >= 2, got 1"),
         ("fem.input_space=edge", "fem.input_space must be one of"),
@@ -99,7 +99,7 @@ def test_bad_input_exits_2_and_writes_nothing(tmp_path, capsys, override, messag
 def test_help_lists_problems(capsys):
     assert main(["--help"]) == 0
     out = capsys.readouterr().out
-    assert "darcy, poisson" in out and "n_train" in out
+    assert "darcy, fit2d, poisson" in out and "n_train" in out
 
 
 def test_console_script_and_solve_py_agree_on_errors(tmp_path):
@@ -132,3 +132,20 @@ def test_lsr_after_training_and_from_checkpoint(tmp_path):
     assert reloaded["train"]["checkpoint"] == str(checkpoint) and "epochs" not in reloaded["train"]
     assert reloaded["train"]["test_rel_l2"] == pytest.approx(metrics["train"]["test_rel_l2"], rel=1e-5)
     assert reloaded["lsr"]["test_rel_l2"] == pytest.approx(result["test_rel_l2"], rel=1e-4)
+
+
+def test_function_fitting_problem_with_lsr(tmp_path):
+    args = [f"hydra.run.dir={tmp_path / 'run'}", "problem=fit2d", "problem.resolution=20", "model=mlp",
+            "model.width=16", "model.depth=2", "model.activation=tanh", "data.n_train=500", "train.loss=mse",
+            "train.epochs=2", "train.batch_size=32", "method=lsr", "method.rank=60", "method.relative=false",
+            "output.progress=false"]
+    assert main(args) == 0
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["problem"] == "fit2d" and metrics["n_test"] == 400
+    assert metrics["lsr"]["test_mse"] < 1e-2 * metrics["train"]["test_mse"]
+    assert (tmp_path / "run" / "samples.png").exists() and (tmp_path / "run" / "lsr_rank.png").exists()
+
+
+def test_function_fitting_needs_an_mlp(tmp_path, capsys):
+    assert main([f"hydra.run.dir={tmp_path / 'run'}", "problem=fit2d"]) == 2
+    assert "use model=mlp, not fno" in capsys.readouterr().err

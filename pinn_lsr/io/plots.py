@@ -54,12 +54,12 @@ def plot_history(path: str | Path, history: Sequence[dict], *, title: str = "") 
     plt.close(fig)
 
 
-def plot_rank_scan(path: str | Path, scan: Sequence[dict], *, chosen: int) -> None:
-    """LSR errors against rank: training objective and every ``*_rel_l2`` in the scan entries."""
+def plot_rank_scan(path: str | Path, scan: Sequence[dict], *, chosen: int, suffix: str = "_rel_l2") -> None:
+    """LSR errors against rank: training objective and every ``*{suffix}`` entry of the scan."""
     ranks = [e["rank"] for e in scan]
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
     ax.loglog(ranks, [e["train_objective"] for e in scan], "o-", ms=3, label="training objective (linearized)")
-    for key in sorted(k for k in scan[0] if k.endswith("_rel_l2")):
+    for key in sorted(k for k in scan[0] if k.endswith(suffix) and k != "train_objective"):
         ax.loglog(ranks, [e[key] for e in scan], "o-", ms=3, label=key.replace("_", " "))
     ax.axvline(chosen, color="gray", ls=":", label=f"chosen rank {chosen}")
     ax.set_xlabel("rank r")

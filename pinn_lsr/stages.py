@@ -1,0 +1,141 @@
+"""Stages shared by every kind of run: fit a model (train, or load a checkpoint) and refine it
+by LSR. They take tensors (inputs, targets) whole, identical on every rank, and split rows
+across ranks themselves; metrics come from :func:`pinn_lsr.train.metrics.error_summary`.
+"""
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from mpi4py import MPI
+from omegaconf import DictConfig, OmegaConf
+
+from pinn_lsr.io.plots import plot_history, plot_rank_scan
+from pinn_lsr.models.parameters import count_real_parameters, set_precision
+from pinn_lsr.train.metrics import error_summary
+
+log = logging.getLogger(__name__)
+
+Data = tuple[torch.Tensor, torch.Tensor]  # (inputs (n, ...), targets (n, n_outputs))
+
+
+def build_configured_model(cfg: DictConfig) -> torch.nn.Module:
+    """The model ``cfg.model`` for ``cfg.problem``: grid operators take the s × s grid (an MLP
+    maps the flattened grid to itself); function fitting takes an MLP from 2 inputs to 1 output.
+
+    Raises:
+        ValueError: bad model arguments, or a model that does not fit the problem.
+    """
+    import problems
+    from pinn_lsr.models import build_model
+
+    kwargs = {k: v for k, v in OmegaConf.to_container(cfg.model).items() if k != "name"}
+    s = int(cfg.problem.resolution)
+    if getattr(problems.PROBLEMS[cfg.problem.name], "kind", "pde") == "function":
+        if cfg.model.name != "mlp":
+            raise ValueError(f"problem={cfg.problem.name} fits a function of (x, y): use model=mlp, not {cfg.model.name}")
+        kwargs.update(in_features=2, out_features=1)
+    elif cfg.model.name == "mlp":
+        kwargs.update(in_features=s * s, out_features=s * s)
+    else:
+        kwargs.update(grid_size=s)
+    return build_model(cfg.model.name, **kwargs)
+
+
+def share(data: Data, comm: MPI.Comm) -> Data:
+    """This rank's contiguous share of the rows."""
+    rows = torch.from_numpy(np.array_split(np.arange(len(data[0])), comm.size)[comm.rank])
+    return data[0][rows], data[1][rows]
+
+
+def summary(predict: Callable, data: Data, comm: MPI.Comm, prefix: str) -> dict:
+    """``{prefix_mse, prefix_rel_l2, prefix_global_rel_l2}`` of ``predict`` on ``data``. Collective."""
+    return {f"{prefix}_{k}": v for k, v in error_summary(predict, *share(data, comm), comm).items()}
+
+
+def fit_model(cfg: DictConfig, build: Callable[[], torch.nn.Module], train_data: Data, test_data: Data | None,
+              run_dir: Path, comm: MPI.Comm) -> tuple[torch.nn.Module, dict]:
+    """Train ``build()`` as ``cfg.train`` says, or load ``cfg.checkpoint``; return (model, metrics). Collective.
+
+    ``train_data``/``test_data`` are float64 tensors, cast to the model's dtype here.
+    """
+    from pinn_lsr.train.checkpoint import load_model
+    from pinn_lsr.train.loop import TrainSettings, train
+
+    if cfg.checkpoint is not None:
+        model = load_model(cfg.checkpoint)
+        dtype = next(model.parameters()).dtype
+        metrics = {"model": model.spec["name"], "checkpoint": str(Path(cfg.checkpoint).resolve())}
+        log.info("loaded %s (%d real parameters) from %s", model.spec["name"], count_real_parameters(model), cfg.checkpoint)
+    else:
+        dtype = {"float32": torch.float32, "float64": torch.float64}[cfg.train.dtype]
+        torch.manual_seed(int(cfg.seed))
+        model = set_precision(build(), dtype)
+        settings = TrainSettings(seed=int(cfg.seed), **{k: v for k, v in OmegaConf.to_container(cfg.train).items()
+                                                        if k not in ("dtype", "resume")})
+        log.info("training %s (%d real parameters) on %d samples for %d epochs", cfg.model.name,
+                 count_real_parameters(model), len(train_data[0]), settings.epochs)
+        cast = lambda d: (d[0].to(dtype), d[1].to(dtype))  # noqa: E731
+        result = train(model, cast(train_data), cast(test_data) if test_data is not None else None, settings,
+                       comm=comm, checkpoint=run_dir / "checkpoint.pt", resume=bool(cfg.train.resume),
+                       progress=bool(cfg.output.progress))
+        if comm.rank == 0:
+            plot_history(run_dir / "loss.png", result.history, title=f"{cfg.model.name} on {cfg.problem.name}")
+        metrics = {"model": cfg.model.name, "seconds": result.counters.seconds, "epochs": result.counters.epochs,
+                   "optimizer_steps": result.counters.optimizer_steps,
+                   "forward_samples": result.counters.forward_samples,
+                   "backward_samples": result.counters.backward_samples,
+                   "checkpoint": str(run_dir / "checkpoint.pt"), "history": result.history}
+    model.eval()
+    predict = lambda x: model(x.to(dtype))  # noqa: E731
+    metrics["n_parameters"] = count_real_parameters(model)
+    metrics.update(summary(predict, train_data, comm, "train"))
+    if test_data is not None:
+        metrics.update(summary(predict, test_data, comm, "test"))
+    log.info("model: test rel-L2 %.3e per sample, %.3e over all values; test MSE %.3e",
+             metrics.get("test_rel_l2", float("nan")), metrics.get("test_global_rel_l2", float("nan")),
+             metrics.get("test_mse", float("nan")))
+    return model, metrics
+
+
+def refine_model(cfg: DictConfig, model: torch.nn.Module, train_data: Data, test_data: Data | None, run_dir: Path,
+                 comm: MPI.Comm):
+    """Refine ``model`` by LSR on the training rows (split across ranks), the rank picked on the
+    last ``cfg.method.validation_fraction`` of them; return (metrics, refined model). Collective."""
+    from pinn_lsr.lsr.refine import refine
+
+    dtype = next(model.parameters()).dtype
+    n = len(train_data[0])
+    n_fit = int(round(n * (1 - cfg.method.validation_fraction)))
+    fit = (train_data[0][:n_fit].to(dtype), train_data[1][:n_fit].to(dtype))
+    held_out = (train_data[0][n_fit:].to(dtype), train_data[1][n_fit:].to(dtype))
+    test = (test_data[0].to(dtype), test_data[1].to(dtype)) if test_data is not None else None
+    options = {k: v for k, v in OmegaConf.to_container(cfg.method).items() if k not in ("name", "validation_fraction")}
+    refined, report = refine(model, *share(fit, comm), validation=share(held_out, comm),
+                             evaluate={"test": share(test, comm)} if test is not None else None,
+                             seed=int(cfg.seed), comm=comm, **options)
+    metrics = {"rank": report.rank, "max_rank": report.max_rank, "n_parameters": report.n_params,
+               "n_rows": report.n_rows, "seconds": report.seconds["total"], "seconds_by_phase": report.seconds,
+               "condition_number": report.condition_number, "effective_rank": report.effective_rank,
+               "peak_memory_mb": report.peak_memory_mb,
+               "objective": {"initial": report.initial_objective, "linearized": report.linearized_objective,
+                             "nonlinear": report.nonlinear_objective},
+               "scan": report.scan}
+    linear = lambda x: refined.predict(x.to(dtype))  # noqa: E731
+    metrics.update(summary(linear, fit, comm, "train"))
+    metrics.update(summary(linear, held_out, comm, "validation"))
+    if test is not None:
+        metrics.update(summary(linear, test, comm, "test"))
+        committed = refined.committed()
+        metrics.update(summary(lambda x: committed(x), test, comm, "committed_test"))
+    log.info("LSR rank %d: test rel-L2 %.3e per sample, %.3e over all values, MSE %.3e (linear predictor); "
+             "MSE %.3e (committed weights)", report.rank, metrics.get("test_rel_l2", float("nan")),
+             metrics.get("test_global_rel_l2", float("nan")), metrics.get("test_mse", float("nan")),
+             metrics.get("committed_test_mse", float("nan")))
+    if comm.rank == 0:
+        # relative weights: per-sample relative L2 errors; plain weights: the objective is the MSE
+        plot_rank_scan(run_dir / "lsr_rank.png", report.scan, chosen=report.rank,
+                       suffix="_rel_l2" if cfg.method.relative else "_objective")
+    return metrics, refined
