@@ -104,3 +104,37 @@ class DataResidual:
     def Gt(self, W: torch.Tensor) -> torch.Tensor:
         """``Gᵀ W = Jᵀ (w ⊙ W)``: W (n_rows, k) -> (m, k), this rank's rows only."""
         return self.jacobian.vjp(self.weigh(W))
+
+
+class StackedResidual:
+    """Blocks ``f_k`` stacked as ``[w_1 f_1; w_2 f_2; ...]`` with ``w_k = sqrt(λ_k N_total / N_k)``
+    (N_k: rows of block k over all ranks), so that ``||f||² = Σ_k λ_k N_total · mean_k(f_k²)``.
+
+    Every block must differentiate with respect to the same parameter selection. Presents the
+    interface of :class:`DataResidual` (``value``, ``G``, ``Gt``, ``G_blocks``, ``jacobian``).
+    Collective construction (row counts are summed over ranks).
+    """
+
+    def __init__(self, blocks: list[DataResidual], lambdas: list[float], *, comm: MPI.Comm = MPI.COMM_WORLD):
+        if len(blocks) != len(lambdas) or not blocks:
+            raise ValueError(f"need one λ per block, got {len(blocks)} blocks and {len(lambdas)} weights")
+        if any(not torch.equal(b.jacobian.index, blocks[0].jacobian.index) for b in blocks):
+            raise ValueError("all blocks must use the same parameter selection")
+        self.blocks = blocks
+        self.weights = block_weights(list(lambdas), [comm.allreduce(b.jacobian.n_rows) for b in blocks])
+        self.jacobian = blocks[0].jacobian  # parameters (index, theta0, n_params, dtype) are shared
+
+    def value(self, theta: torch.Tensor | None = None) -> torch.Tensor:
+        return torch.cat([w * b.value(theta) for w, b in zip(self.weights, self.blocks)])
+
+    def G(self, T: torch.Tensor) -> torch.Tensor:
+        return torch.cat([w * b.G(T) for w, b in zip(self.weights, self.blocks)])
+
+    def Gt(self, W: torch.Tensor) -> torch.Tensor:
+        parts = torch.split(W, [b.jacobian.n_rows for b in self.blocks])
+        return sum(w * b.Gt(part) for w, b, part in zip(self.weights, self.blocks, parts))
+
+    def G_blocks(self, T: torch.Tensor):
+        for w, b in zip(self.weights, self.blocks):
+            for GT, f in b.G_blocks(T):
+                yield w * GT, w * f
