@@ -15,6 +15,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchutil import git_commit
+
 SOLVERS = {
     "MUMPS LU": {"ksp_type": "preonly", "pc_type": "lu", "pc_factor_mat_solver_type": "mumps"},
     "CG + GAMG": {"ksp_type": "cg", "pc_type": "gamg", "ksp_rtol": 1e-10},
@@ -91,10 +93,9 @@ def main() -> None:
     if args.worker:
         worker(args.resolutions, args.repeats, args.n_data)
         return
+    commit = git_commit()
 
     results = {n: run_worker(n, args) for n in (1, 2)}
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                            cwd=Path(__file__).parent).stdout.strip()
     print(f"<!-- bench/fem_darcy.py: 1 and 2 MPI ranks, float64, 1 thread per rank, commit {commit}, "
           f"median of {args.repeats} after a warm-up, per-rank maximum -->")
     print("| s (grid) | dofs | solver | its | assemble 1 rank (ms) | assemble 2 ranks (ms) | solve 1 rank (ms) | solve 2 ranks (ms) | solve speed-up |")

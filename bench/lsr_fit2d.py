@@ -16,10 +16,10 @@ Usage: ``.venv/bin/python bench/lsr_fit2d.py [--ranks 100 300 1000] [--epochs 5]
 
 import argparse
 import resource
-import subprocess
 import sys
 import time
-from pathlib import Path
+
+from benchutil import git_commit
 
 import numpy as np
 import torch
@@ -97,6 +97,7 @@ def main():
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip-plain", action="store_true")
     args = parser.parse_args()
+    commit = git_commit()
     torch.set_num_threads(1)
 
     points = random_points(args.points, seed=args.seed)
@@ -137,8 +138,6 @@ def main():
         print(f"# r={rank}: ours {ours_seconds:.1f} s MSE {ours_mse:.2e} (rank kept {report.rank}); "
               f"plain {plain_seconds:.1f} s MSE {plain_mse:.2e}", file=sys.stderr, flush=True)
 
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                            cwd=Path(__file__).parent).stdout.strip()
     print(f"<!-- bench/lsr_fit2d.py: 1 rank, 1 thread, float32 products, MLP 2-[128x6]-1 tanh ({n_params} parameters), "
           f"{n_train} training points, {args.epochs} Adam epochs ({train_seconds:.0f} s), row fraction "
           f"{args.row_fraction}, commit {commit}; one run per rank -->")

@@ -17,6 +17,8 @@ import sys
 import time
 from pathlib import Path
 
+from benchutil import git_commit
+
 
 def worker(n_rows: int, rank: int) -> None:
     import numpy as np
@@ -72,9 +74,8 @@ def main() -> None:
     if args.worker:
         worker(*args.worker)
         return
+    commit = git_commit()
 
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                            cwd=Path(__file__).parent).stdout.strip()
     middle = args.ranks[len(args.ranks) // 2]
     cases = sorted({(n, middle) for n in args.rows} | {(max(args.rows), r) for r in args.ranks})
     results = {(n, r): (run(1, n, r), run(2, n, r)) for n, r in cases}

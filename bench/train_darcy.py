@@ -14,6 +14,8 @@ import sys
 import time
 from pathlib import Path
 
+from benchutil import git_commit
+
 ROOT = Path(__file__).parents[1]
 CACHE = ROOT / ".cache" / "pinn_lsr"
 MODELS = ("deeponet", "fno")
@@ -114,11 +116,10 @@ def main() -> None:
     if args.worker:
         worker(args)
         return
+    commit = git_commit()
 
     lrs = {"fno": 1e-3, "deeponet": 3e-3}
     epochs = {"fno": args.epochs_fno, "deeponet": args.epochs_deeponet}
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                            cwd=Path(__file__).parent).stdout.strip()
     rows, speed = [], []
     for model in args.models:
         runs = [run_worker(2, model, seed, epochs[model], lrs[model], args) for seed in args.seeds]

@@ -125,11 +125,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _share_cores(comm: MPI.Comm) -> None:
-    """Give each rank an equal share of the cores for torch, unless OMP_NUM_THREADS is set."""
-    if "OMP_NUM_THREADS" not in os.environ:
-        import torch
-
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // comm.size))
+    """Give each rank an equal share of the cores for OpenMP, BLAS and torch, unless the user
+    set OMP_NUM_THREADS. Must run before numpy and torch are imported: their thread pools read
+    these variables once (neither is imported by this module)."""
+    if "OMP_NUM_THREADS" in os.environ:
+        return
+    share = str(max(1, (os.cpu_count() or 1) // comm.size))
+    for variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(variable, share)
 
 
 def _job_config(cfg: DictConfig) -> DictConfig:
