@@ -13,9 +13,8 @@ import torch
 from mpi4py import MPI
 from omegaconf import DictConfig
 
-from pinn_lsr.io.atomic import write_json
 from pinn_lsr.io.plots import plot_fields
-from pinn_lsr.stages import build_configured_model, fit_model, refine_model
+from pinn_lsr.stages import build_configured_model, fit_model, refine_model, write_metrics
 
 
 def run_fit(cfg: DictConfig, problem, run_dir: Path, comm: MPI.Comm) -> dict:
@@ -49,8 +48,4 @@ def run_fit(cfg: DictConfig, problem, run_dir: Path, comm: MPI.Comm) -> dict:
         plot_fields(run_dir / "samples.png", [(name, values.reshape(1, size, size)) for name, values in columns],
                     sample_labels=["test grid"])
     seconds["output"] = time.perf_counter() - clock
-    metrics["seconds"] = seconds
-    if comm.rank == 0:
-        write_json(run_dir / "metrics.json", metrics)
-    comm.Barrier()
-    return metrics
+    return write_metrics(run_dir, metrics, seconds, comm)

@@ -20,15 +20,16 @@ import numpy as np
 from mpi4py import MPI
 from omegaconf import DictConfig, OmegaConf
 
+import dolfinx_solver  # noqa: F401  (must precede dolfinx / petsc4py)
 import dolfinx.fem
 import problems
 from pinn_lsr.data.dataset import load_or_generate
 from pinn_lsr.fem.linear_pde import INPUT_SPACES, LinearPDE
 from pinn_lsr.fem.mesh import Domain, read_mesh, unit_square
 from pinn_lsr.fem.transfer import grid_to_dofs_local
-from pinn_lsr.io.atomic import write_json
 from pinn_lsr.io.fields import xdmf_series
 from pinn_lsr.io.plots import plot_fields
+from pinn_lsr.stages import write_metrics
 
 log = logging.getLogger(__name__)
 
@@ -200,11 +201,7 @@ def run(cfg: DictConfig, prepared: Setup, run_dir: Path, comm: MPI.Comm) -> dict
         label = "test" if len(test_set) else "train"
         plot_fields(run_dir / "samples.png", columns, sample_labels=[f"{label} sample {k}" for k in range(n_show)])
     seconds["output"] = time.perf_counter() - clock
-    metrics["seconds"] = seconds
-    if comm.rank == 0:
-        write_json(run_dir / "metrics.json", metrics)
-    comm.Barrier()
-    return metrics
+    return write_metrics(run_dir, metrics, seconds, comm)
 
 
 def _data_stage(cfg, problem, local_pde: LinearPDE, petsc_options, comm):

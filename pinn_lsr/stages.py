@@ -12,6 +12,7 @@ import torch
 from mpi4py import MPI
 from omegaconf import DictConfig, OmegaConf
 
+from pinn_lsr.io.atomic import write_json
 from pinn_lsr.io.plots import plot_history, plot_rank_scan
 from pinn_lsr.models.parameters import count_real_parameters, set_precision
 from pinn_lsr.train.metrics import error_summary
@@ -42,6 +43,16 @@ def build_configured_model(cfg: DictConfig) -> torch.nn.Module:
     else:
         kwargs.update(grid_size=s)
     return build_model(cfg.model.name, **kwargs)
+
+
+def write_metrics(run_dir: Path, metrics: dict, seconds: dict, comm: MPI.Comm) -> dict:
+    """Add ``seconds`` and write ``metrics.json`` (rank 0, atomically; last, as it marks a
+    complete run); return the metrics. Collective."""
+    metrics["seconds"] = seconds
+    if comm.rank == 0:
+        write_json(run_dir / "metrics.json", metrics)
+    comm.Barrier()
+    return metrics
 
 
 def share(data: Data, comm: MPI.Comm) -> Data:

@@ -47,7 +47,10 @@ PY=$(find_python)
 echo "bootstrap: creating $VENV with $PY ($("$PY" --version 2>&1))"
 rm -rf "$VENV"
 "$PY" -m venv "$VENV"
-"$VENV/bin/python" -m pip install --quiet --upgrade pip
-"$VENV/bin/python" -m pip install --quiet -e '.[dev]'
+# Some machines' pip configuration names local index folders that lack most packages; pip
+# then prints one "Location ... is ignored" warning per package. Those lines are dropped.
+quiet_pip() { "$VENV/bin/python" -m pip "$@" 2>&1 | { grep -v "^WARNING: Location '.*' is ignored" || true; }; }
+quiet_pip install --quiet --upgrade pip
+quiet_pip install --quiet -e '.[dev]'
 touch "$STAMP"
 echo "bootstrap: $VENV ready"

@@ -4,6 +4,7 @@ import shutil
 from contextlib import contextmanager
 from pathlib import Path
 
+import dolfinx_solver  # noqa: F401  (must precede dolfinx / petsc4py)
 import dolfinx.io
 import dolfinx.mesh
 
