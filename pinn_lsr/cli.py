@@ -17,6 +17,7 @@ from hydra.errors import HydraException
 from mpi4py import MPI
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from pinn_lsr.allocator import retain_freed_memory
 from pinn_lsr.parallel.mpi import abort_on_uncaught_exception, configure_logging
 
 log = logging.getLogger("pinn_lsr")
@@ -81,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     comm = MPI.COMM_WORLD
     abort_on_uncaught_exception(comm)
     _share_cores(comm)
+    retain_freed_memory()
     configure_logging(comm)
     flags = [a for a in argv if a.startswith("-")]
     overrides = [a for a in argv if not a.startswith("-")]

@@ -19,6 +19,7 @@ import torch
 from mpi4py import MPI
 from torch import nn
 
+from pinn_lsr.allocator import retain_freed_memory
 from pinn_lsr.io.atomic import atomic_path
 from pinn_lsr.lsr.jacobian import ModelJacobian, select_parameters
 from pinn_lsr.lsr.reduced import solve_dense, solve_streaming
@@ -145,8 +146,13 @@ def refine(
         ValueError: mismatched lengths, NaN/Inf in the data or residual, a rank larger than the
             parameter count or the number of rows, a model without trainable parameters, or
             unknown options; raised on every rank before any heavy work.
+
+    Note:
+        Calls :func:`pinn_lsr.allocator.retain_freed_memory` (process-wide): the vectorised
+        products allocate and free large temporaries, which glibc would otherwise unmap each time.
     """
     total_start = time.perf_counter()
+    retain_freed_memory()
     if solver not in SOLVERS:
         raise ValueError(f"unknown solver {solver!r}; choose one of {SOLVERS}")
     if subspace not in SUBSPACES:
