@@ -171,6 +171,12 @@ def refine(
         if n_sketch_rows < rank + oversampling:
             raise ValueError(f"row_fraction={row_fraction} leaves {n_sketch_rows} rows for the sketch, "
                              f"fewer than rank + oversampling = {rank + oversampling}")
+    held_out = {**(evaluate or {}), **({"validation": validation} if validation is not None else {})}
+    held_out_residuals = {  # checked now, before the heavy work
+        name: DataResidual.create(ModelJacobian(model, x, index=index, forward=forward, chunk_samples=chunk_samples), y,
+                                  relative=relative, comm=comm)
+        for name, (x, y) in held_out.items()
+    }
     f0 = residual.value()
     if not comm.allreduce(bool(torch.isfinite(f0).all()), op=MPI.LAND):
         raise ValueError("the residual at θ0 contains NaN or infinite values (model outputs or targets)")
@@ -207,10 +213,7 @@ def refine(
     report.initial_objective = reduced.initial_norm() ** 2 / n_samples
 
     ranks = sorted(set(scan_ranks or np.unique(np.geomspace(1, rank, 20).astype(int)).tolist()) | {rank})
-    sets = dict(evaluate or {})
-    if validation is not None:
-        sets["validation"] = validation
-    probes = {name: _Probe(model, data, index, basis.V, forward, chunk_samples, relative, comm) for name, data in sets.items()}
+    probes = {name: _Probe(r, basis.V, comm) for name, r in held_out_residuals.items()}
     for r in ranks:
         c = torch.from_numpy(reduced.coefficients(r))
         entry = {"rank": r, "train_objective": reduced.residual_norm(r) ** 2 / n_samples}
@@ -245,11 +248,9 @@ def _sample_subset(n_local: int, fraction: float, seed: int, comm: MPI.Comm) -> 
 class _Probe:
     """Errors of the linear predictor ``q + (J V)[:, :r'] c`` on a held-out set, for any rank."""
 
-    def __init__(self, model, data, index, V, forward, chunk_samples, relative, comm):
-        inputs, targets = data
-        jacobian = ModelJacobian(model, inputs, index=index, forward=forward, chunk_samples=chunk_samples)
-        residual = DataResidual.create(jacobian, targets, relative=relative, comm=comm)
-        self.n_samples = len(inputs)
+    def __init__(self, residual: DataResidual, V: torch.Tensor, comm: MPI.Comm):
+        jacobian = residual.jacobian
+        self.n_samples = len(jacobian.inputs)
         self.targets = residual.targets.double().reshape(self.n_samples, -1)
         self.q = jacobian.outputs().double().reshape(self.n_samples, -1)
         self.JV = jacobian.jvp(V).double()

@@ -109,3 +109,14 @@ def test_bad_input_is_rejected_before_heavy_work():
         refine(nan_model, x, y, rank=5, comm=COMM)
     with pytest.raises(ValueError, match="non-zero norm"):
         refine(model, x, torch.zeros_like(y), rank=5, comm=COMM)
+
+
+def test_bad_validation_data_is_rejected_before_heavy_work():
+    model = small_mlp()
+    x, y = fit2d_data(50, 7)
+    with pytest.raises(ValueError, match="differ in length: 10 vs 9"):
+        refine(model, x, y, rank=5, validation=(x[:10], y[:9]), comm=COMM)
+    bad = y[:10].clone()
+    bad[2] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        refine(model, x, y, rank=5, evaluate={"test": (x[:10], bad)}, comm=COMM)
