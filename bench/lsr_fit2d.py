@@ -95,6 +95,8 @@ def main():
     parser.add_argument("--row-fraction", type=float, default=0.25)
     parser.add_argument("--points", type=int, default=10_000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--chunk-samples", type=int, default=1000)
+    parser.add_argument("--chunk-tangents", type=int, default=64)
     parser.add_argument("--skip-plain", action="store_true")
     args = parser.parse_args()
     commit = git_commit()
@@ -123,7 +125,8 @@ def main():
     for rank in args.ranks:
         start = time.perf_counter()
         refined, report = refine(model, x, y, rank=rank, validation=(xv, yv), relative=False,
-                                 row_fraction=args.row_fraction, chunk_samples=1000, seed=args.seed, comm=MPI.COMM_SELF)
+                                 row_fraction=args.row_fraction, chunk_samples=args.chunk_samples,
+                                 chunk_tangents=args.chunk_tangents, seed=args.seed, comm=MPI.COMM_SELF)
         ours_seconds = time.perf_counter() - start
         ours_mse = float((refined.predict(xt) - yt).pow(2).mean())
         ours_memory = peak_mb()

@@ -113,6 +113,7 @@ def refine(
     scan_ranks: list[int] | None = None,
     evaluate: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None,
     chunk_samples: int = 256,
+    chunk_tangents: int = 64,
     seed: int = 0,
     forward=None,
     comm: MPI.Comm = MPI.COMM_WORLD,
@@ -140,6 +141,8 @@ def refine(
         solver: ``streaming`` (block QR over row chunks, G V never held whole), ``dense``, or
             ``lsqr`` (PETSc KSPLSQR on the distributed G V, sketch-preconditioned; options under
             the prefix ``lsr_``, e.g. ``-lsr_ksp_monitor``, or ``petsc_options``).
+        chunk_samples, chunk_tangents: samples and tangents per vectorised Jacobian product
+            (memory against speed).
         forward: ``forward(model, inputs) -> outputs`` when the model is not called as model(x).
 
     Raises:
@@ -158,7 +161,8 @@ def refine(
     if subspace not in SUBSPACES:
         raise ValueError(f"unknown subspace {subspace!r}; choose one of {SUBSPACES}")
     index = select_parameters(model, names=parameters, fraction=fraction, seed=seed)
-    jacobian = ModelJacobian(model, inputs, index=index, forward=forward, chunk_samples=chunk_samples)
+    jacobian = ModelJacobian(model, inputs, index=index, forward=forward, chunk_samples=chunk_samples,
+                             chunk_tangents=chunk_tangents)
     residual = DataResidual.create(jacobian, targets, relative=relative, comm=comm)
     n_samples = comm.allreduce(len(inputs))
     n_rows = comm.allreduce(jacobian.n_rows)
@@ -173,7 +177,8 @@ def refine(
                              f"fewer than rank + oversampling = {rank + oversampling}")
     held_out = {**(evaluate or {}), **({"validation": validation} if validation is not None else {})}
     held_out_residuals = {  # checked now, before the heavy work
-        name: DataResidual.create(ModelJacobian(model, x, index=index, forward=forward, chunk_samples=chunk_samples), y,
+        name: DataResidual.create(ModelJacobian(model, x, index=index, forward=forward, chunk_samples=chunk_samples,
+                                                chunk_tangents=chunk_tangents), y,
                                   relative=relative, comm=comm)
         for name, (x, y) in held_out.items()
     }
