@@ -149,3 +149,12 @@ def test_function_fitting_problem_with_lsr(tmp_path):
 def test_function_fitting_needs_an_mlp(tmp_path, capsys):
     assert main([f"hydra.run.dir={tmp_path / 'run'}", "problem=fit2d"]) == 2
     assert "use model=mlp, not fno" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("model", ["deeponet", "mlp"])
+def test_lsr_refines_other_operator_models(tmp_path, model):
+    args = [f"hydra.run.dir={tmp_path / 'run'}", f"data.cache_dir={tmp_path / 'cache'}", *SMALL[:5],
+            "data.n_train=10", f"model={model}", "model.width=8", "train.epochs=2", "method=lsr", "method.rank=6"]
+    assert main(args) == 0
+    lsr = json.loads((tmp_path / "run" / "metrics.json").read_text())["lsr"]
+    assert lsr["objective"]["linearized"] <= lsr["objective"]["initial"] and np.isfinite(lsr["test_rel_l2"])
