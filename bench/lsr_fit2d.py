@@ -32,8 +32,8 @@ from pinn_lsr.models import build_model
 from pinn_lsr.train.loop import TrainSettings, train
 
 
-def plain_recipe(model, x, y, rank, *, seed, chunk=100):
-    """The paper's recipe; returns (delta, seconds by phase). Tangents in chunks of ``chunk`` to fit in memory."""
+def as_flat_function(model, x):
+    """(θ0, f) with f(θ) = the model's outputs on ``x`` (flattened) for the flat parameter vector θ."""
     names = [n for n, _ in model.named_parameters()]
     shapes = [p.shape for p in model.parameters()]
     theta0 = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
@@ -42,6 +42,13 @@ def plain_recipe(model, x, y, rank, *, seed, chunk=100):
     def f(theta):
         params = dict(zip(names, (t.reshape(s) for t, s in zip(torch.split(theta, [s.numel() for s in shapes]), shapes))))
         return functional_call(model, {**params, **buffers}, (x,)).reshape(-1)
+
+    return theta0, f
+
+
+def plain_recipe(model, x, y, rank, *, seed, chunk=100):
+    """The paper's recipe; returns (delta, seconds by phase). Tangents in chunks of ``chunk`` to fit in memory."""
+    theta0, f = as_flat_function(model, x)
 
     def J_times(T):  # (m, k) -> (n, k), one full pass over the rows
         return torch.cat([vmap(lambda t: jvp(f, (theta0,), (t,))[1])(T[:, k : k + chunk].T).T
@@ -72,16 +79,10 @@ def plain_recipe(model, x, y, rank, *, seed, chunk=100):
 
 
 def predict(model, delta, x):
-    theta0 = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
-    names, shapes = [n for n, _ in model.named_parameters()], [p.shape for p in model.parameters()]
-    buffers = dict(model.named_buffers())
-
-    def f(theta):
-        params = dict(zip(names, (t.reshape(s) for t, s in zip(torch.split(theta, [s.numel() for s in shapes]), shapes))))
-        return functional_call(model, {**params, **buffers}, (x,))
-
+    """The plain recipe's linear predictor q(θ0, x) + J(x) δ, shape (n, 1)."""
+    theta0, f = as_flat_function(model, x)
     value, tangent = jvp(f, (theta0,), (delta.to(theta0.dtype),))
-    return (value + tangent).detach()
+    return (value + tangent).detach().reshape(len(x), -1)
 
 
 def peak_mb():

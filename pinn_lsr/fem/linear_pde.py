@@ -8,6 +8,7 @@ import logging
 from collections.abc import Callable, Mapping
 
 import numpy as np
+import scipy.sparse
 import ufl
 from petsc4py import PETSc
 
@@ -82,7 +83,8 @@ class LinearPDE:
         """Global number of degrees of freedom."""
         return self.V.dofmap.index_map.size_global
 
-    def _grid_to_input(self, W, input_space):
+    def _grid_to_input(self, W, input_space) -> scipy.sparse.csr_matrix:
+        """Sparse map from grid values (s*s) to the input Function's local dofs (owned and ghost)."""
         if input_space == "vertex":
             return grid_to_dofs_local(W, self.grid)
         mesh = W.mesh
@@ -93,9 +95,8 @@ class LinearPDE:
         s = self.grid.size
         ij = np.clip(np.rint((midpoints - lower) / (upper - lower) * (s - 1)), 0, s - 1).astype(np.int64)
         dg0_dofs = W.dofmap.list[cells, 0]
-        nearest = np.empty(len(cells), dtype=np.int64)
-        nearest[dg0_dofs] = ij[:, 0] * s + ij[:, 1]
-        return nearest
+        # one 1 per DG0 dof, in the column of the grid node nearest its cell's midpoint
+        return scipy.sparse.csr_matrix((np.ones(len(cells)), (dg0_dofs, ij[:, 0] * s + ij[:, 1])), shape=(len(cells), s * s))
 
     def set_input(self, grid_values: np.ndarray) -> None:
         """Set the input field from its grid values, shape (s, s), finite. Local."""
@@ -105,11 +106,7 @@ class LinearPDE:
             raise ValueError(f"input field must have shape ({s}, {s}), got {grid_values.shape}")
         if not np.all(np.isfinite(grid_values)):
             raise ValueError("input field contains NaN or infinite values")
-        flat = grid_values.ravel()
-        if isinstance(self._input_weights, np.ndarray):
-            self.input.x.array[:] = flat[self._input_weights]
-        else:
-            self.input.x.array[:] = self._input_weights @ flat
+        self.input.x.array[:] = self._input_weights @ grid_values.ravel()
 
     def assemble(self) -> tuple[PETSc.Mat, PETSc.Vec]:
         """Assemble ``A`` and ``b`` for the current input, boundary conditions applied.

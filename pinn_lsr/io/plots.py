@@ -30,10 +30,7 @@ def plot_fields(
             ax.set_title(f"{title}, {label}", fontsize=9)
             ax.set_xticks([])
             ax.set_yticks([])
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def plot_history(path: str | Path, history: Sequence[dict], *, title: str = "") -> None:
@@ -48,10 +45,7 @@ def plot_history(path: str | Path, history: Sequence[dict], *, title: str = "") 
     ax.set_title(title, fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def plot_rank_scan(path: str | Path, scan: Sequence[dict], *, chosen: int, suffix: str = "_rel_l2") -> None:
@@ -65,6 +59,11 @@ def plot_rank_scan(path: str | Path, scan: Sequence[dict], *, chosen: int, suffi
     ax.set_xlabel("rank r")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
+    _save(fig, path)
+
+
+def _save(fig, path: str | Path) -> None:
+    """Lay ``fig`` out, write it as PNG atomically and free it."""
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)

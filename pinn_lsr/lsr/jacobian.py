@@ -115,17 +115,13 @@ class ModelJacobian:
         full = self.theta0_full.index_put((self.index,), theta)
         pieces = torch.split(full, self._sizes)
         # complex parameters: view_as_complex needs an even storage offset, hence the copy
-        real = {name: piece.reshape(shape).clone() if shape[-1:] == (2,) and name in self._complex else piece.reshape(shape)
+        real = {name: piece.reshape(shape).clone() if name in self._complex else piece.reshape(shape)
                 for name, piece, shape in zip(self._names, pieces, self._shapes)}
         return {**as_model_parameters(real, self.model), **self._buffers}
 
     def _call(self, theta: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_at(theta, x).reshape(-1)
-
-    def forward_at(self, theta: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """Model outputs (n_samples, n_outputs) on ``x`` with the selected parameters set to ``theta``."""
-        out = self.forward(_Functional(self.model, self._params(theta)), x)
-        return out.reshape(x.shape[0], -1)
+        """Outputs on ``x`` with the selected parameters set to ``theta``, flattened to rows."""
+        return self.forward(_Functional(self.model, self._params(theta)), x).reshape(-1)
 
     def _sample_chunks(self):
         for start in range(0, len(self.inputs), self.chunk_samples):
@@ -137,26 +133,24 @@ class ModelJacobian:
         theta = self.theta0 if theta is None else theta
         return torch.cat([self._call(theta, x) for _, x in self._sample_chunks()])
 
-    def jvp(self, T: torch.Tensor, inputs: torch.Tensor | None = None) -> torch.Tensor:
-        """``J T``: T (m, k) -> (n_rows, k) (on ``inputs`` if given, else this rank's inputs)."""
+    def jvp(self, T: torch.Tensor) -> torch.Tensor:
+        """``J T``: T (m, k) -> (n_rows, k), or T (m,) -> (n_rows,)."""
         if T.dim() == 1:
-            return self.jvp(T[:, None], inputs)[:, 0]
-        return torch.cat([block for _, block in self.jvp_blocks(T, inputs)], dim=0)
+            return self.jvp(T[:, None])[:, 0]
+        return torch.cat([block for _, block in self.jvp_blocks(T)], dim=0)
 
-    def jvp_blocks(self, T: torch.Tensor, inputs: torch.Tensor | None = None):
+    def jvp_blocks(self, T: torch.Tensor):
         """Yield ``(first_row, (J T)[rows])`` block by block (``chunk_samples`` samples each),
         so that callers can stream ``J T`` without holding it whole."""
         if T.dim() != 2 or T.shape[0] != self.n_params:
             raise ValueError(f"tangents must have shape ({self.n_params}, k), got {tuple(T.shape)}")
-        source = self.inputs if inputs is None else inputs
-        for start in range(0, len(source), self.chunk_samples):
-            x = source[start : start + self.chunk_samples]
+        for first_row, x in self._sample_chunks():
             f = lambda theta: self._call(theta, x)  # noqa: E731
             columns = []
             for k in range(0, T.shape[1], self.chunk_tangents):
                 tangents = T[:, k : k + self.chunk_tangents].T.to(self.dtype)
                 columns.append(vmap(lambda t: jvp(f, (self.theta0,), (t,))[1])(tangents).T)
-            yield start * self.n_outputs, torch.cat(columns, dim=1).detach()
+            yield first_row, torch.cat(columns, dim=1).detach()
 
     def vjp(self, W: torch.Tensor) -> torch.Tensor:
         """``Jᵀ W``: W (n_rows, k) -> (m, k), summed over this rank's rows."""

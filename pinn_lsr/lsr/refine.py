@@ -204,7 +204,7 @@ def refine(
         reduced = LSQRSolution(residual.G(basis.V).double().numpy(), f0.double().numpy(), comm,
                                options=petsc_options, seed=seed)
     else:
-        reduced = solve_streaming(((GV.double().numpy(), f.double().numpy()) for GV, f in residual.G_blocks(basis.V)),
+        reduced = solve_streaming(((GV.double().numpy(), f.double().numpy()) for GV, f in residual.G_blocks(basis.V, f0)),
                                   rank, comm)
     report.seconds["gv_pass_and_qr"] = time.perf_counter() - start
 

@@ -93,9 +93,12 @@ class DataResidual:
         """``G T = w ⊙ (J T)``: T (m, k) -> (n_rows, k)."""
         return self.weigh(self.jacobian.jvp(T))
 
-    def G_blocks(self, T: torch.Tensor):
-        """Yield ``(G T)[rows]`` and ``f(θ0)[rows]`` block by block: ((rows, k), (rows,))."""
-        f = self.value()
+    def G_blocks(self, T: torch.Tensor, f: torch.Tensor | None = None):
+        """Yield ``(G T)[rows]`` and ``f(θ0)[rows]`` block by block: ((rows, k), (rows,)).
+
+        Pass ``f = self.value()`` when it is already at hand, to save a forward pass.
+        """
+        f = self.value() if f is None else f
         for first, block in self.jacobian.jvp_blocks(T):
             rows = slice(first, first + len(block))
             weights = None if self.row_weights is None else self.row_weights[rows, None]
@@ -134,7 +137,8 @@ class StackedResidual:
         parts = torch.split(W, [b.jacobian.n_rows for b in self.blocks])
         return sum(w * b.Gt(part) for w, b, part in zip(self.weights, self.blocks, parts))
 
-    def G_blocks(self, T: torch.Tensor):
-        for w, b in zip(self.weights, self.blocks):
-            for GT, f in b.G_blocks(T):
-                yield w * GT, w * f
+    def G_blocks(self, T: torch.Tensor, f: torch.Tensor | None = None):
+        parts = [None] * len(self.blocks) if f is None else torch.split(f, [b.jacobian.n_rows for b in self.blocks])
+        for w, b, part in zip(self.weights, self.blocks, parts):
+            for GT, f_block in b.G_blocks(T, None if part is None else part / w):
+                yield w * GT, w * f_block

@@ -82,26 +82,21 @@ def broadcast_parameters(model: nn.Module, comm: MPI.Comm) -> None:
 
 
 def allreduce_gradients(model: nn.Module, comm: MPI.Comm) -> None:
-    """Sum the gradients of all trainable parameters across ranks, in place. Collective."""
+    """Sum the gradients of all trainable parameters across ranks, in place. Collective.
+
+    A parameter without a gradient (a rank with no sample in this batch) contributes zeros.
+    """
     if comm.size == 1:
         return
     params = [p for p in model.parameters() if p.requires_grad]
-    grads = []
     for p in params:
-        g = p.grad if p.grad is not None else torch.zeros_like(p)
-        grads.append((torch.view_as_real(g) if g.is_complex() else g).reshape(-1))
-    flat = torch.cat(grads).detach().numpy().copy()
-    comm.Allreduce(MPI.IN_PLACE, flat, op=MPI.SUM)
-    offset = 0
-    for p in params:
-        target = torch.view_as_real(p.grad) if p.is_complex() and p.grad is not None else p.grad
-        n = p.numel() * (2 if p.is_complex() else 1)
-        values = torch.from_numpy(flat[offset : offset + n])
         if p.grad is None:
             p.grad = torch.zeros_like(p)
-            target = torch.view_as_real(p.grad) if p.is_complex() else p.grad
-        target.copy_(values.reshape(target.shape))
-        offset += n
+    grads = [torch.view_as_real(p.grad) if p.is_complex() else p.grad for p in params]
+    flat = torch.cat([g.reshape(-1) for g in grads]).numpy()
+    comm.Allreduce(MPI.IN_PLACE, flat, op=MPI.SUM)
+    for g, values in zip(grads, torch.split(torch.from_numpy(flat), [g.numel() for g in grads])):
+        g.copy_(values.reshape(g.shape))
 
 
 def evaluate_rel_l2(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, comm: MPI.Comm) -> float:
@@ -162,7 +157,6 @@ def train(
         broadcast_parameters(model, comm)
 
     loss_fn = LOSSES[settings.loss]
-    n = len(inputs)
     bar = tqdm(range(first_epoch, settings.epochs), desc="training", disable=not progress or comm.rank != 0,
                initial=first_epoch, total=settings.epochs, mininterval=1.0)
     for epoch in bar:
