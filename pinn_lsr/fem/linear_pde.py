@@ -77,11 +77,35 @@ class LinearPDE:
         self.ksp = create_ksp(mesh.comm, prefix=prefix, options=petsc_options)
         self.ksp.setOperators(self.A)
         self._evaluate_on_grid = None
+        self._mass = None
 
     @property
     def n_dofs(self) -> int:
         """Global number of degrees of freedom."""
         return self.V.dofmap.index_map.size_global
+
+    @property
+    def n_owned(self) -> int:
+        """Degrees of freedom owned by this rank (the rows of ``A`` and ``b`` it holds)."""
+        return self.V.dofmap.index_map.size_local
+
+    def grid_to_owned_dofs(self) -> scipy.sparse.csr_matrix:
+        """``P`` restricted to this rank's owned dofs, shape (n_owned, s*s). Local."""
+        return grid_to_dofs_local(self.V, self.grid)[: self.n_owned].tocsr()
+
+    def assembled_copy(self, grid_values: np.ndarray) -> tuple[PETSc.Mat, PETSc.Vec]:
+        """``(A, b)`` for the input ``grid_values`` as new PETSc objects the caller owns. Collective."""
+        self.set_input(grid_values)
+        A, b = self.assemble()
+        return A.copy(), b.copy()
+
+    def mass_matrix(self) -> PETSc.Mat:
+        """The P1 mass matrix ``M`` (no boundary conditions), assembled once. Collective."""
+        if self._mass is None:
+            u, v = ufl.TrialFunction(self.V), ufl.TestFunction(self.V)
+            self._mass = dolfinx.fem.petsc.assemble_matrix(dolfinx.fem.form(u * v * ufl.dx))
+            self._mass.assemble()
+        return self._mass
 
     def _grid_to_input(self, W, input_space) -> scipy.sparse.csr_matrix:
         """Sparse map from grid values (s*s) to the input Function's local dofs (owned and ghost)."""
@@ -158,5 +182,6 @@ class LinearPDE:
 
     def destroy(self) -> None:
         """Free the PETSc objects (collective); the instance is unusable afterwards."""
-        for obj in (self.ksp, self.A, self.b):
-            obj.destroy()
+        for obj in (self.ksp, self.A, self.b, self._mass):
+            if obj is not None:
+                obj.destroy()

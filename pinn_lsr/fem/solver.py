@@ -13,6 +13,11 @@ DIRECT_SOLVER_OPTIONS = {"ksp_type": "preonly", "pc_type": "lu", "pc_factor_mat_
 _REASONS = {getattr(PETSc.KSP.ConvergedReason, n): n for n in dir(PETSc.KSP.ConvergedReason) if n.isupper()}
 
 
+def reason_name(reason: int) -> str:
+    """PETSc's name of a KSP converged reason (e.g. ``CONVERGED_RTOL``, ``DIVERGED_ITS``)."""
+    return _REASONS.get(reason, str(reason))
+
+
 class SolverError(RuntimeError):
     """A PETSc solver did not converge; the message names the prefix, reason and iterations."""
 
@@ -48,7 +53,7 @@ def solve_checked(ksp: PETSc.KSP, b: PETSc.Vec, x: PETSc.Vec) -> int:
     reason = ksp.getConvergedReason()
     if reason < 0:
         raise SolverError(
-            f"KSP with prefix {prefix!r} did not converge: {_REASONS.get(reason, reason)} "
+            f"KSP with prefix {prefix!r} did not converge: {reason_name(reason)} "
             f"after {ksp.getIterationNumber()} iterations "
             f"(type {ksp.getType()}, pc {ksp.getPC().getType()}; try -{prefix}ksp_monitor)"
         )
