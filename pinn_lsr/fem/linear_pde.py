@@ -78,6 +78,7 @@ class LinearPDE:
         self.ksp.setOperators(self.A)
         self._evaluate_on_grid = None
         self._mass = None
+        self._scratch = None
 
     @property
     def n_dofs(self) -> int:
@@ -172,6 +173,17 @@ class LinearPDE:
         if self._evaluate_on_grid is None:
             self._evaluate_on_grid = GridEvaluator(self.V, self.grid, outside=0.0)
         return self._evaluate_on_grid(self.solution)
+
+    def field_on_grid(self, owned_values: np.ndarray) -> np.ndarray:
+        """A P1 field given by its owned dof values at the grid nodes, shape (s, s), identical
+        on all ranks (0 outside the domain). Collective."""
+        if self._scratch is None:
+            self._scratch = dolfinx.fem.Function(self.V)
+        self._scratch.x.array[: self.n_owned] = owned_values
+        self._scratch.x.scatter_forward()
+        if self._evaluate_on_grid is None:
+            self._evaluate_on_grid = GridEvaluator(self.V, self.grid, outside=0.0)
+        return self._evaluate_on_grid(self._scratch)
 
     def l2_error(self, exact: Callable[[ufl.SpatialCoordinate], ufl.core.expr.Expr], *, degree: int = 6) -> float:
         """``||u_h - u_exact||_L2`` with quadrature of ``degree``. Collective."""

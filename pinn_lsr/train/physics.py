@@ -1,0 +1,83 @@
+"""Physics fine-tuning by gradient descent on the FEM residual loss: the baseline of physics LSR.
+
+The loss of instance k in the ``energy`` norm is the discrete energy functional
+``E_k(u) = ½ uᵀ A_k u − b_kᵀ u`` of the network's dof field u = P u_θ(a_k) (for SPD A_k,
+``E_k(u) − E_k(u*) = ½ ||u − u*||²_A``: the same norm physics LSR minimises); in the ``l2`` norm it
+is ``½ ||A_k u − b_k||²``. Its gradient with respect to u (``A u − b``, or ``Aᵀ(A u − b)``) comes
+from PETSc and is pulled back through the network by autograd.
+"""
+
+import time
+
+import numpy as np
+import torch
+from mpi4py import MPI
+from torch import nn
+
+from pinn_lsr.lsr.instances import FEMInstances
+from pinn_lsr.train.loop import broadcast_parameters
+from pinn_lsr.train.optim import make_optimizer
+
+LOSS_NORMS = ("energy", "l2")
+
+
+def fem_loss_and_grid_gradient(fem: FEMInstances, grid: np.ndarray, norm: str) -> tuple[float, np.ndarray]:
+    """The summed FEM loss of grid fields (K, n_grid) and its gradient with respect to them,
+    identical on all ranks. Collective."""
+    if norm not in LOSS_NORMS:
+        raise ValueError(f"unknown norm {norm!r}; choose one of {LOSS_NORMS}")
+    loss, gradient = 0.0, np.zeros_like(grid)
+    for k, system in enumerate(fem.systems):
+        u = fem.to_dofs @ grid[k]
+        r = system.residual(u)
+        if norm == "energy":  # ½ uᵀAu − bᵀu = ½ uᵀ(r − b)
+            loss += 0.5 * float(u @ (r - system.b.getArray(readonly=True)[: len(u)]))
+            du = r
+        else:
+            loss += 0.5 * float(r @ r)
+            du = system.apply(r[:, None], transpose=True)[:, 0]
+        gradient[k] = fem.to_dofs.T @ du
+    total = np.array([loss])
+    fem.comm.Allreduce(MPI.IN_PLACE, total, op=MPI.SUM)
+    fem.comm.Allreduce(MPI.IN_PLACE, gradient, op=MPI.SUM)
+    return float(total[0]), gradient
+
+
+def physics_finetune(model: nn.Module, fem: FEMInstances, *, seconds: float, optimizer: str = "adam",
+                     lr: float = 1e-4, norm: str = "energy", lbfgs_max_iter: int = 20) -> list[dict]:
+    """Minimise the FEM loss of ``model`` on ``fem``'s instances for ``seconds`` of wall time
+    (checked between steps; an L-BFGS step does up to ``lbfgs_max_iter`` iterations). Every rank
+    computes the same steps; rank 0's weights are broadcast at the end. Collective.
+
+    Returns one entry per step: ``step``, ``seconds``, ``loss``, ``rel_l2`` (mean relative L2
+    against the FEM solutions), the first entry being the starting network.
+    """
+    inputs = fem.model_inputs(model)
+    opt = make_optimizer(model.parameters(), optimizer, lr=lr, lbfgs_max_iter=lbfgs_max_iter)
+
+    def closure():
+        opt.zero_grad()
+        output = model(inputs).reshape(len(fem), -1)
+        loss, gradient = fem_loss_and_grid_gradient(fem, output.detach().double().numpy(), norm)
+        output.backward(torch.from_numpy(gradient).to(output.dtype))
+        return torch.tensor(loss)
+
+    def record(step, loss):
+        history.append({"step": step, "seconds": time.perf_counter() - start, "loss": loss,
+                        "rel_l2": float(np.mean(fem.errors(fem.network_fields(model))))})
+
+    start = time.perf_counter()
+    history: list[dict] = []
+    model.eval()
+    with torch.no_grad():
+        record(0, fem_loss_and_grid_gradient(fem, model(inputs).reshape(len(fem), -1).double().numpy(), norm)[0])
+    step = 0
+    # every rank takes the same decision: the clock of rank 0
+    while fem.comm.bcast(time.perf_counter() - start < seconds, root=0):
+        step += 1
+        model.train()
+        loss = float(opt.step(closure))
+        model.eval()
+        record(step, loss)
+    broadcast_parameters(model, fem.comm)
+    return history

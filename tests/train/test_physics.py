@@ -1,0 +1,44 @@
+import copy
+
+import numpy as np
+import pytest
+from mpi4py import MPI
+
+from pinn_lsr.train.physics import fem_loss_and_grid_gradient, physics_finetune
+from tests.lsr.physics_cases import darcy_instances, tiny_fno
+
+
+@pytest.fixture(scope="module")
+def fem():
+    instances = darcy_instances(MPI.COMM_SELF, size=6, n=2, seed=1)
+    yield instances
+    instances.destroy()
+
+
+@pytest.mark.parametrize("norm", ["energy", "l2"])
+def test_fem_loss_gradient_matches_finite_differences(fem, norm):
+    rng = np.random.default_rng(0)
+    grid = rng.standard_normal((2, 36)) * 0.01
+    _, gradient = fem_loss_and_grid_gradient(fem, grid, norm)
+    direction = rng.standard_normal(grid.shape)
+    h = 1e-6
+    plus, _ = fem_loss_and_grid_gradient(fem, grid + h * direction, norm)
+    minus, _ = fem_loss_and_grid_gradient(fem, grid - h * direction, norm)
+    np.testing.assert_allclose((plus - minus) / (2 * h), np.sum(gradient * direction), rtol=1e-6)
+
+
+def test_energy_loss_is_smallest_at_the_fem_solution(fem):
+    grid = np.stack([fem.pde.field_on_grid(u).ravel() for u in fem.references])
+    best, gradient = fem_loss_and_grid_gradient(fem, grid, "energy")
+    assert np.abs(gradient).max() < 1e-10
+    worse, _ = fem_loss_and_grid_gradient(fem, grid * 1.01, "energy")
+    assert worse > best
+
+
+@pytest.mark.parametrize("optimizer,lr", [("adam", 1e-3), ("lbfgs", 1.0)])
+def test_physics_finetune_lowers_the_error_within_its_time(fem, optimizer, lr):
+    model = tiny_fno(6)
+    history = physics_finetune(copy.deepcopy(model), fem, seconds=1.0, optimizer=optimizer, lr=lr)
+    assert history[0]["step"] == 0 and len(history) > 1
+    assert history[-1]["loss"] < history[0]["loss"]
+    assert history[-1]["rel_l2"] < history[0]["rel_l2"]
