@@ -5,9 +5,12 @@ Stages (seconds of each recorded in ``metrics.json``):
 1. ``mesh``: the distributed mesh (and each rank's own serial copy for data generation);
 2. ``data``: the cached or newly generated dataset, samples split across ranks;
 3. ``train`` (when a model is configured): gradient training, checkpoint, loss curve;
-4. ``fem_solve``: a few (test) samples re-solved on the distributed mesh, checked against the
+4. ``lsr`` (``method=lsr``): one-shot LSR of the trained model on its training data;
+5. ``physics`` (``physics.instances > 0``): physics LSR, I-LSR and the gradient baseline on test
+   instances against their FEM residual (:mod:`pinn_lsr.physics_stage`);
+6. ``fem_solve``: a few (test) samples re-solved on the distributed mesh, checked against the
    data, written as XDMF with the model's prediction and error;
-5. ``output``: PNG images; ``metrics.json`` is written last, so its presence marks a complete run.
+7. ``output``: PNG images; ``metrics.json`` is written last, so its presence marks a complete run.
 """
 
 import dataclasses
@@ -64,11 +67,11 @@ def setup(cfg: DictConfig, comm: MPI.Comm) -> Setup:
 
 def _validate(cfg: DictConfig) -> None:
     """Check values that Hydra does not type-check. Local; raises ValueError naming the key."""
-    _require_int(cfg, "problem.resolution", minimum=2)
-    _require_int(cfg, "data.n_train", minimum=1)
-    _require_int(cfg, "data.n_test", minimum=0)
-    _require_int(cfg, "output.n_show", minimum=0)
-    _require_int(cfg, "seed", minimum=0)
+    require_int(cfg, "problem.resolution", minimum=2)
+    require_int(cfg, "data.n_train", minimum=1)
+    require_int(cfg, "data.n_test", minimum=0)
+    require_int(cfg, "output.n_show", minimum=0)
+    require_int(cfg, "seed", minimum=0)
     if cfg.fem.input_space not in INPUT_SPACES:
         raise ValueError(f"fem.input_space must be one of {INPUT_SPACES}, got {cfg.fem.input_space!r}")
     if cfg.get("model") is not None and cfg.checkpoint is None:
@@ -77,6 +80,9 @@ def _validate(cfg: DictConfig) -> None:
         raise FileNotFoundError(f"checkpoint {cfg.checkpoint} does not exist")
     if cfg.method.name == "lsr":
         _validate_lsr(cfg)
+    from pinn_lsr.physics_stage import validate as validate_physics
+
+    validate_physics(cfg)
 
 
 def _validate_lsr(cfg: DictConfig) -> None:
@@ -85,10 +91,10 @@ def _validate_lsr(cfg: DictConfig) -> None:
 
     if cfg.get("model") is None and cfg.checkpoint is None:
         raise ValueError("method=lsr needs a model: choose model=... or checkpoint=PATH")
-    _require_int(cfg, "method.rank", minimum=1)
-    _require_int(cfg, "method.oversampling", minimum=0)
-    _require_int(cfg, "method.power_iterations", minimum=0)
-    _require_int(cfg, "method.chunk_samples", minimum=1)
+    require_int(cfg, "method.rank", minimum=1)
+    require_int(cfg, "method.oversampling", minimum=0)
+    require_int(cfg, "method.power_iterations", minimum=0)
+    require_int(cfg, "method.chunk_samples", minimum=1)
     if not 0 < cfg.method.validation_fraction < 1:
         raise ValueError(f"method.validation_fraction must be in (0, 1), got {cfg.method.validation_fraction}")
     for key, choices in (("solver", SOLVERS), ("subspace", SUBSPACES), ("distribution", DISTRIBUTIONS)):
@@ -101,9 +107,9 @@ def _validate_training(cfg: DictConfig) -> None:
     from pinn_lsr.train.losses import LOSSES
     from pinn_lsr.train.optim import OPTIMIZERS, SCHEDULERS
 
-    _require_int(cfg, "train.epochs", minimum=0)
-    _require_int(cfg, "train.batch_size", minimum=1)
-    _require_int(cfg, "train.checkpoint_every", minimum=0)
+    require_int(cfg, "train.epochs", minimum=0)
+    require_int(cfg, "train.batch_size", minimum=1)
+    require_int(cfg, "train.checkpoint_every", minimum=0)
     for key, choices in (("optimizer", OPTIMIZERS), ("scheduler", SCHEDULERS), ("loss", tuple(LOSSES)),
                          ("dtype", ("float32", "float64"))):
         if cfg.train[key] not in choices:
@@ -111,7 +117,7 @@ def _validate_training(cfg: DictConfig) -> None:
     build_configured_model(cfg)  # raises ValueError for bad model arguments
 
 
-def _require_int(cfg: DictConfig, key: str, *, minimum: int) -> None:
+def require_int(cfg: DictConfig, key: str, *, minimum: int) -> None:
     value = OmegaConf.select(cfg, key)
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ValueError(f"{key} must be an integer >= {minimum}, got {value!r}")
@@ -178,15 +184,26 @@ def run(cfg: DictConfig, prepared: Setup, run_dir: Path, comm: MPI.Comm) -> dict
             raise ValueError(f"the model predicts another grid than problem.resolution={s}")
         with torch.no_grad():
             predictions[f"{metrics['train']['model']} prediction"] = model(shown_inputs.to(dtype)).double().numpy().reshape(-1, s, s)
+        predictors = {"trained network": lambda x: model(x).detach().double().numpy()}
         if cfg.method.name == "lsr":
             clock = time.perf_counter()
             metrics["lsr"], refined = refine_model(cfg, model, train_data, test_data, run_dir, comm)
             seconds["lsr"] = time.perf_counter() - clock
             predictions["LSR refined"] = refined.predict(shown_inputs.to(dtype)).double().numpy().reshape(-1, s, s)
+            predictors["LSR (data, linear predictor)"] = lambda x: refined.predict(x).double().numpy()
+
+    pde = make_pde(domain)
+    pde.input.name = problem.input_name
+    metrics["n_dofs"] = pde.n_dofs
+    n_physics = min(int(cfg.physics.instances), len(test_set))
+    if predictions and n_physics:
+        from pinn_lsr.physics_stage import run_physics
+
+        clock = time.perf_counter()
+        metrics["physics"] = run_physics(cfg, model, pde, test_set.inputs[:n_physics], predictors, run_dir, comm)
+        seconds["physics"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
-    pde = make_pde(domain)
-    metrics["n_dofs"] = pde.n_dofs
     metrics["fem"] = _distributed_stage(pde, problem, shown, n_show, predictions, run_dir)
     pde.destroy()
     seconds["fem_solve"] = time.perf_counter() - clock
@@ -239,7 +256,6 @@ def _distributed_stage(pde: LinearPDE, problem, shown, n_show: int, predictions:
     fields = {name: dolfinx.fem.Function(pde.V, name=name.replace(" ", "_")) for name in predictions}
     error = dolfinx.fem.Function(pde.V, name="error")
     to_dofs = grid_to_dofs_local(pde.V, pde.grid)
-    pde.input.name = problem.input_name
     with xdmf_series(run_dir / "fields", "samples", pde.domain.mesh) as xdmf:
         for k in range(n_show):
             pde.set_input(shown.inputs[k])

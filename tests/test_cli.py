@@ -12,12 +12,15 @@ from pinn_lsr.cli import main
 from pinn_lsr.train.checkpoint import load_model
 
 ROOT = Path(__file__).parents[1]
+# no physics stage and (unless a test picks a method) no LSR: the stages under test only
 SMALL = ["problem.resolution=12", "data.n_train=4", "data.n_test=2", "output.n_show=2", "output.progress=false",
+         "physics.instances=0",
          "train.epochs=2", "train.batch_size=2", "model.width=4", "model.modes=3"]
 
 
 def run(tmp_path, *overrides):
-    return main([f"hydra.run.dir={tmp_path / 'run'}", f"data.cache_dir={tmp_path / 'cache'}", *SMALL, *overrides])
+    method = [] if any(o.startswith("method=") for o in overrides) else ["method=none"]
+    return main([f"hydra.run.dir={tmp_path / 'run'}", f"data.cache_dir={tmp_path / 'cache'}", *SMALL, *method, *overrides])
 
 
 @pytest.mark.parametrize("problem", ["darcy", "poisson"])
@@ -41,14 +44,14 @@ def test_run_writes_metrics_fields_and_png(tmp_path, problem):
 
 @pytest.mark.parametrize("model", ["deeponet", "mlp"])
 def test_other_models_train_from_the_cli(tmp_path, model):
-    assert main([f"hydra.run.dir={tmp_path / 'run'}", f"data.cache_dir={tmp_path / 'cache'}", *SMALL[:5],
-                 "train.epochs=2", f"model={model}", "model.width=8"]) == 0
+    assert main([f"hydra.run.dir={tmp_path / 'run'}", f"data.cache_dir={tmp_path / 'cache'}", *SMALL[:6],
+                 "train.epochs=2", f"model={model}", "model.width=8", "method=none"]) == 0
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["train"]["model"] == model and np.isfinite(metrics["train"]["test_rel_l2"])
 
 
 def test_fem_only_run_without_model(tmp_path):
-    assert main([f"hydra.run.dir={tmp_path / 'run'}", f"data.cache_dir={tmp_path / 'cache'}", *SMALL[:5], "~model"]) == 0
+    assert main([f"hydra.run.dir={tmp_path / 'run'}", f"data.cache_dir={tmp_path / 'cache'}", *SMALL[:6], "~model", "method=none"]) == 0
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert "train" not in metrics and not (tmp_path / "run" / "checkpoint.pt").exists()
 
@@ -126,7 +129,7 @@ def test_lsr_after_training_and_from_checkpoint(tmp_path):
 
     checkpoint = tmp_path / "run" / "checkpoint.pt"
     again = tmp_path / "again"
-    assert main([f"hydra.run.dir={again}", f"data.cache_dir={tmp_path / 'cache'}", *SMALL[:5], *lsr,
+    assert main([f"hydra.run.dir={again}", f"data.cache_dir={tmp_path / 'cache'}", *SMALL[:6], *lsr,
                  f"checkpoint={checkpoint}"]) == 0
     reloaded = json.loads((again / "metrics.json").read_text())
     assert reloaded["train"]["checkpoint"] == str(checkpoint) and "epochs" not in reloaded["train"]
@@ -153,8 +156,37 @@ def test_function_fitting_needs_an_mlp(tmp_path, capsys):
 
 @pytest.mark.parametrize("model", ["deeponet", "mlp"])
 def test_lsr_refines_other_operator_models(tmp_path, model):
-    args = [f"hydra.run.dir={tmp_path / 'run'}", f"data.cache_dir={tmp_path / 'cache'}", *SMALL[:5],
+    args = [f"hydra.run.dir={tmp_path / 'run'}", f"data.cache_dir={tmp_path / 'cache'}", *SMALL[:6],
             "data.n_train=10", f"model={model}", "model.width=8", "train.epochs=2", "method=lsr", "method.rank=6"]
     assert main(args) == 0
     lsr = json.loads((tmp_path / "run" / "metrics.json").read_text())["lsr"]
     assert lsr["objective"]["linearized"] <= lsr["objective"]["initial"] and np.isfinite(lsr["test_rel_l2"])
+
+
+def test_physics_stage_refines_test_instances_against_their_fem_residual(tmp_path):
+    physics = ["physics.instances=1", "physics.rank=8", "physics.ilsr.iterations=2", "physics.ilsr.align_iterations=20",
+               "physics.baseline.lr=1e-3"]
+    assert run(tmp_path, "train.epochs=5", *physics) == 0
+    out = tmp_path / "run"
+    metrics = json.loads((out / "metrics.json").read_text())
+    physics = metrics["physics"]
+    assert physics["instances"] == 1 and physics["n_dofs"] == 144 and "physics" in metrics["seconds"]
+    one_shot = physics["physics_lsr"]
+    assert one_shot["norm"] == "energy" and one_shot["per_instance"][0]["ksp_reason"].startswith("CONVERGED")
+    assert one_shot["fem_rel_l2"] < physics["stages"]["trained network"]
+    assert [h["iteration"] for h in physics["ilsr"]["history"]] == [1, 2, 3]
+    assert physics["ilsr"]["fem_rel_l2"] < physics["stages"]["trained network"]
+    assert physics["baseline"]["optimizer"] == "adam" and np.isfinite(physics["baseline"]["fem_rel_l2"])
+    for name in ("physics.png", "physics_errors.png", "ilsr.png"):
+        assert (out / name).stat().st_size > 0
+    with h5py.File(out / "physics_fields" / "physics.h5") as f:
+        assert {"reference", "network", "physics_LSR", "ILSR", "error"} <= set(f["Function"])
+
+
+@pytest.mark.parametrize("override,message", [("physics.norm=h1", "physics.norm must be one of"),
+                                              ("physics.rank=0", "physics.rank must be an integer >= 1"),
+                                              ("physics.baseline.optimizer=sgd", "physics.baseline.optimizer")])
+def test_bad_physics_settings_are_usage_errors(tmp_path, capsys, override, message):
+    assert run(tmp_path, override) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()

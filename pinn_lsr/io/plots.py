@@ -62,6 +62,43 @@ def plot_rank_scan(path: str | Path, scan: Sequence[dict], *, chosen: int, suffi
     _save(fig, path)
 
 
+def plot_stage_errors(path: str | Path, errors: dict[str, float]) -> None:
+    """One horizontal bar per stage: its error (log scale), labelled with the value."""
+    fig, ax = plt.subplots(figsize=(6.5, 0.5 * len(errors) + 1.2))
+    names, values = list(errors), list(errors.values())
+    ax.barh(range(len(values)), values, color="tab:blue")
+    ax.set_xscale("log")
+    ax.set_yticks(range(len(values)), names, fontsize=8)
+    ax.invert_yaxis()
+    for i, value in enumerate(values):
+        ax.text(value, i, f" {value:.2e}", va="center", fontsize=8)
+    ax.set_xlabel("relative L2 error against the FEM solution")
+    ax.grid(True, axis="x", which="both", alpha=0.3)
+    _save(fig, path)
+
+
+def plot_ilsr_history(path: str | Path, ilsr: Sequence[Sequence[dict]], baseline: Sequence[Sequence[dict]] = ()) -> None:
+    """Error against wall time per instance: I-LSR's refined fields and aligned network per outer
+    iteration, and the gradient baseline per step."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for k, history in enumerate(ilsr):
+        refined = [h for h in history if "refined_rel_l2" in h]
+        ax.semilogy([h["seconds"] for h in refined], [h["refined_rel_l2"] for h in refined], "o-", color=f"C{k}",
+                    label=f"I-LSR refined, instance {k}")
+        # the network's error is measured when an iteration starts, i.e. when the previous one ends
+        starts = [0.0] + [h["seconds"] for h in history[:-1]]
+        ax.semilogy(starts, [h["network_rel_l2"] for h in history], "s:", color=f"C{k}",
+                    ms=3, label=f"I-LSR network, instance {k}")
+    for k, history in enumerate(baseline):
+        ax.semilogy([h["seconds"] for h in history], [h["rel_l2"] for h in history], "-", color=f"C{k}", alpha=0.5,
+                    label=f"gradient baseline, instance {k}")
+    ax.set_xlabel("seconds")
+    ax.set_ylabel("relative L2 error against the FEM solution")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7)
+    _save(fig, path)
+
+
 def _save(fig, path: str | Path) -> None:
     """Lay ``fig`` out, write it as PNG atomically and free it."""
     fig.tight_layout()

@@ -7,7 +7,9 @@ from mpi4py import MPI
 
 from pinn_lsr.cli import compose_config, main, run_directory
 
+# no physics stage and (unless a test picks a method) no LSR: the stages under test only
 SMALL = ["problem.resolution=12", "data.n_train=4", "data.n_test=2", "output.n_show=2", "output.progress=false",
+         "physics.instances=0",
          "train.epochs=2", "train.batch_size=2", "model.width=4", "model.modes=3"]
 
 
@@ -22,7 +24,8 @@ def test_ranks_agree_on_a_time_stamped_run_directory(comm):
 
 
 def test_run_under_two_ranks(comm, shared_tmp_path):
-    code = main([f"hydra.run.dir={shared_tmp_path / 'run'}", f"data.cache_dir={shared_tmp_path / 'cache'}", *SMALL])
+    code = main([f"hydra.run.dir={shared_tmp_path / 'run'}", f"data.cache_dir={shared_tmp_path / 'cache'}", *SMALL,
+                 "method=none"])
     assert comm.allgather(code) == [0, 0]
     metrics = json.loads((shared_tmp_path / "run" / "metrics.json").read_text())
     assert metrics["n_ranks"] == 2 and metrics["n_dofs"] == 144

@@ -1,0 +1,44 @@
+"""Physics LSR and its gradient baseline with FEM rows over 2 ranks give the 1-rank answer."""
+
+import copy
+
+import numpy as np
+import pytest
+from mpi4py import MPI
+
+from pinn_lsr.lsr.iterative import AlignSettings, ILSRSettings, iterative_lsr
+from pinn_lsr.lsr.physics import refine_physics
+from pinn_lsr.train.physics import physics_finetune
+from tests.lsr.physics_cases import darcy_instances, tiny_fno
+
+
+@pytest.fixture(scope="module")
+def instances():
+    pair = {name: darcy_instances(comm, size=8, n=2) for name, comm in (("parallel", MPI.COMM_WORLD),
+                                                                        ("serial", MPI.COMM_SELF))}
+    yield pair
+    for fem in pair.values():
+        fem.destroy()
+
+
+@pytest.mark.parametrize("norm,subspace", [("energy", "krylov"), ("energy", "randomized"), ("l2", "krylov")])
+def test_refined_fields_two_ranks_equal_one(comm, instances, norm, subspace):
+    model = tiny_fno(8)
+    grids = {}
+    for name, fem in instances.items():
+        result = refine_physics(fem.residual(model, norm=norm), 10, subspace=subspace)
+        grids[name] = fem.on_grid(result.fields)
+        assert result.report.n_rows == 2 * 64
+    np.testing.assert_allclose(grids["parallel"], grids["serial"], rtol=1e-8, atol=1e-8 * np.abs(grids["serial"]).max())
+
+
+def test_ilsr_and_baseline_two_ranks_equal_one(comm, instances):
+    model = tiny_fno(8)
+    settings = ILSRSettings(iterations=2, rank=6, align=AlignSettings(iterations=10))
+    results = {name: iterative_lsr(copy.deepcopy(model), fem.subset([0]), settings)[1] for name, fem in instances.items()}
+    for a, b in zip(results["parallel"], results["serial"]):
+        assert a["network_rel_l2"] == pytest.approx(b["network_rel_l2"], rel=1e-6)
+    baseline = {name: physics_finetune(copy.deepcopy(model), fem, seconds=0.5, optimizer="adam", lr=1e-3)
+                for name, fem in instances.items()}
+    assert baseline["parallel"][0]["loss"] == pytest.approx(baseline["serial"][0]["loss"], rel=1e-10)
+    assert baseline["parallel"][1]["rel_l2"] == pytest.approx(baseline["serial"][1]["rel_l2"], rel=1e-8)
