@@ -1,0 +1,438 @@
+"""GNvpro (Gauss–Newton variable projection) against gradient training, with work units and seconds.
+
+Experiments (``--experiments``): ``peaks`` (2-D peaks regression), ``cdr`` (surrogate of a
+convection–diffusion–reaction problem solved by DOLFINx: 6 parameters -> 49 sensor values),
+``digits`` (scikit-learn's digits, cross-entropy) and ``darcy`` (DeepONet on Darcy 16×16 by GNvpro
+or Adam, each then refined by LSR). Each prints a Markdown table and saves loss-vs-work-units and
+loss-vs-seconds plots under ``--out`` (default bench/results).
+
+Work units (WU): a forward or backward pass over the training data is 1, a Gauss–Newton product
+2 (see pinn_lsr.vpro.problem); an Adam/SGD epoch is 2, an L-BFGS function+gradient 2. Loss
+evaluations for the curves are neither counted nor timed. Float64, one thread, one process.
+
+Usage: ``.venv/bin/python bench/gnvpro.py [--quick] [--experiments peaks cdr digits darcy]``.
+"""
+
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import argparse  # noqa: E402
+import math  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from benchutil import git_commit  # noqa: E402
+from mpi4py import MPI  # noqa: E402
+
+from pinn_lsr import vpro  # noqa: E402
+from pinn_lsr.models.mlp import MLP  # noqa: E402
+
+ROOT = Path(__file__).parents[1]
+COMM = MPI.COMM_SELF
+
+
+def median(values):
+    return float(np.median(values)) if len(values) else math.nan
+
+
+# ---------------------------------------------------------------- data
+
+
+def peaks_data(n_train: int, seed: int = 0):
+    """The classic peaks function on [-3, 3]²: x (n, 2), y (n, 1)."""
+    x = torch.rand(n_train, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(seed)) * 6 - 3
+    a, b = x[:, 0], x[:, 1]
+    y = (3 * (1 - a) ** 2 * torch.exp(-a**2 - (b + 1) ** 2) - 10 * (a / 5 - a**3 - b**5) * torch.exp(-a**2 - b**2)
+         - torch.exp(-(a + 1) ** 2 - b**2) / 3)
+    return x, y[:, None]
+
+
+def cdr_data(n_samples: int, seed: int = 0):
+    """Convection–diffusion–reaction ``-κΔu + β·∇u + c u = f`` on the unit square, u = 0 on the boundary,
+    f a Gaussian source at x0. Inputs m ∈ [-1, 1]⁶ -> (log10 κ ∈ [-1.5, -1], β ∈ [-1, 1]², c ∈ [0, 2],
+    x0 ∈ [0.3, 0.7]²); outputs: u at the 7 × 7 sensors (grid nodes 4, 8, ..., 28 of 33). P1 FEM on a
+    32 × 32 mesh (DOLFINx, MUMPS LU), 49 values per sample. Returns (m (n, 6), u (n, 49))."""
+    import dolfinx_solver  # noqa: F401  (before dolfinx)
+    import ufl
+
+    import dolfinx.fem
+    from pinn_lsr.fem.linear_pde import LinearPDE
+    from pinn_lsr.fem.mesh import unit_square
+
+    s = 33
+    domain = unit_square(MPI.COMM_SELF, s - 1)
+    kappa, reaction = (dolfinx.fem.Constant(domain.mesh, 1.0) for _ in range(2))
+    beta, center = (dolfinx.fem.Constant(domain.mesh, np.zeros(2)) for _ in range(2))
+
+    def forms(u, v, w, x):
+        source = 10.0 * ufl.exp(-ufl.dot(x - center, x - center) / (2 * 0.1**2))
+        a = (kappa * ufl.inner(ufl.grad(u), ufl.grad(v)) + ufl.dot(beta, ufl.grad(u)) * v + reaction * u * v) * ufl.dx
+        return a, source * v * ufl.dx
+
+    pde = LinearPDE(domain, forms, grid_size=s, prefix="cdr_")
+    m = np.random.default_rng(seed).uniform(-1, 1, (n_samples, 6))
+    sensors = np.arange(4, 29, 4)
+    outputs = []
+    for row in m:
+        kappa.value = 10 ** (-1.25 + 0.25 * row[0])
+        beta.value[:] = row[1:3]
+        reaction.value = 1.0 + row[3]
+        center.value[:] = 0.5 + 0.2 * row[4:6]
+        pde.solve(np.zeros((s, s)))
+        outputs.append(pde.solution_on_grid()[np.ix_(sensors, sensors)].ravel())
+    pde.destroy()
+    return torch.as_tensor(m), torch.as_tensor(np.array(outputs))
+
+
+def digits_data():
+    """scikit-learn's digits (1797 8×8 images), pixels / 16; 80 % train, 20 % validation (stratified)."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    x_train, x_val, y_train, y_val = train_test_split(digits.data / 16.0, digits.target, test_size=0.2,
+                                                      random_state=0, stratify=digits.target)
+    return (torch.as_tensor(x_train), torch.as_tensor(y_train)), (torch.as_tensor(x_val), torch.as_tensor(y_val))
+
+
+# ---------------------------------------------------------------- training runs
+
+
+def mse(model, x, y) -> float:
+    with torch.no_grad():
+        return float(((model(x) - y) ** 2).mean())
+
+
+def cross_entropy(model, x, labels) -> float:
+    with torch.no_grad():
+        return float(torch.nn.functional.cross_entropy(model(x), labels))
+
+
+def accuracy(model, x, labels) -> float:
+    with torch.no_grad():
+        return float((model(x).argmax(dim=1) == labels).double().mean())
+
+
+def run_gradient(model, x, y, loss_fn, *, optimizer: str, lr: float, epochs: int, batch: int, seed: int,
+                 eval_every: int = 1):
+    """Adam or SGD (momentum 0.9) with mini-batches; curve of (WU, seconds, loss) per ``eval_every`` epochs."""
+    params = list(model.parameters())
+    opt = torch.optim.Adam(params, lr=lr) if optimizer == "adam" else torch.optim.SGD(params, lr=lr, momentum=0.9)
+    per_sample = torch.nn.functional.cross_entropy if loss_fn is cross_entropy else torch.nn.functional.mse_loss
+    rng = np.random.default_rng(seed)
+    curve = [(0.0, 0.0, loss_fn(model, x, y))]
+    seconds = 0.0
+    for epoch in range(1, epochs + 1):
+        start = time.perf_counter()
+        order = torch.from_numpy(rng.permutation(len(x)))
+        for k in range(0, len(x), batch):
+            idx = order[k : k + batch]
+            opt.zero_grad()
+            per_sample(model(x[idx]), y[idx]).backward()
+            opt.step()
+        seconds += time.perf_counter() - start
+        if epoch % eval_every == 0 or epoch == epochs:
+            loss = loss_fn(model, x, y)
+            curve.append((2.0 * epoch, seconds, loss))
+            if not math.isfinite(loss):
+                break
+    return curve
+
+
+def run_lbfgs(model, x, y, loss_fn, *, max_work_units: float):
+    """Full-batch L-BFGS (strong Wolfe); every function+gradient evaluation is 2 WU."""
+    opt = torch.optim.LBFGS(model.parameters(), lr=1.0, max_iter=20, history_size=50, line_search_fn="strong_wolfe")
+    per_sample = torch.nn.functional.cross_entropy if loss_fn is cross_entropy else torch.nn.functional.mse_loss
+    calls = [0]
+
+    def closure():
+        opt.zero_grad()
+        value = per_sample(model(x), y)
+        value.backward()
+        calls[0] += 1
+        return value
+
+    curve = [(0.0, 0.0, loss_fn(model, x, y))]
+    seconds = 0.0
+    while 2 * calls[0] < max_work_units:
+        start = time.perf_counter()
+        opt.step(closure)
+        seconds += time.perf_counter() - start
+        curve.append((2.0 * calls[0], seconds, loss_fn(model, x, y)))
+        if curve[-1][2] >= curve[-2][2]:
+            break
+    return curve
+
+
+def run_gn(model, x, y, settings: vpro.GNSettings, *, variable_projection: bool = True):
+    result = vpro.fit(model, x, y, settings, comm=COMM, variable_projection=variable_projection)
+    return [(h["work_units"], h["seconds"], h["loss"]) for h in result.history], result
+
+
+def first_reaching(curve, target):
+    """(WU, seconds) of the first curve point with loss ≤ target, or (nan, nan)."""
+    return next(((wu, s) for wu, s, loss in curve if loss <= target), (math.nan, math.nan))
+
+
+def best_within(curve, work_units):
+    return min((loss for wu, _, loss in curve if wu <= work_units), default=math.nan)
+
+
+# ---------------------------------------------------------------- regression experiments
+
+
+def regression_experiment(name, x, y, make_model, args, out: Path):
+    """Adam lr grid (seed 0), SGD, L-BFGS, plain Gauss–Newton and GNvpro variants on (x, y)."""
+    adam_epochs = args.adam_epochs
+    budget = 2.0 * adam_epochs
+    curves = {}  # label -> list of curves (one per seed)
+
+    def fresh(seed):
+        model = make_model(seed)
+        model.input_normalizer.fit(x)
+        model.output_normalizer.fit(y)
+        return model
+
+    for lr in args.adam_lrs:
+        curves[f"Adam lr {lr:g}"] = [run_gradient(fresh(0), x, y, mse, optimizer="adam", lr=lr, epochs=adam_epochs,
+                                                  batch=32, seed=0, eval_every=max(1, adam_epochs // 100))]
+        log(f"{name}: Adam lr {lr:g}: {curves[f'Adam lr {lr:g}'][0][-1]}")
+    adam_label = min((k for k in curves), key=lambda k: curves[k][0][-1][2])
+    adam_curve = curves[adam_label][0]
+    target = min(loss for _, _, loss in adam_curve)
+    sgd_epochs = max(1, adam_epochs // 3)
+    curves["SGD+momentum lr 0.01"] = [run_gradient(fresh(0), x, y, mse, optimizer="sgd", lr=0.01, epochs=sgd_epochs,
+                                                   batch=32, seed=0, eval_every=max(1, sgd_epochs // 100))]
+    curves["L-BFGS"] = [run_lbfgs(fresh(0), x, y, mse, max_work_units=budget)]
+    gn_budget = budget / 2
+    curves["GN, no VarPro (LM)"] = [run_gn(fresh(0), x, y, vpro.GNSettings(max_iterations=10**6, max_work_units=gn_budget),
+                                           variable_projection=False)[0]]
+    sample = len(x) // 4
+    main = f"GNvpro LM, curvature sample {sample}"
+    variants = {
+        main: (dict(curvature_batch_size=sample), args.seeds, budget),
+        "GNvpro LM, all data": (dict(), [0], gn_budget),
+        "GNvpro trust region (Steihaug)": (dict(globalization="trust_region"), [0], gn_budget),
+        "GNvpro Armijo (λ = 1e-5)": (dict(globalization="armijo", damping=1e-5), [0], gn_budget),
+        f"GNvpro mini-batch {sample}": (dict(batch_size=sample, monitor_every=5), [0], gn_budget),
+    }
+    for label, (settings, seeds, wu) in variants.items():
+        curves[label] = [run_gn(fresh(seed), x, y, vpro.GNSettings(max_iterations=10**6, max_work_units=wu, seed=seed,
+                                                                     **settings))[0] for seed in seeds]
+        log(f"{name}: {label}: {[c[-1] for c in curves[label]]}")
+
+    print(f"\n### {name}: training MSE; target = best Adam loss {target:.3e} ({adam_label}, {adam_epochs} epochs, "
+          f"{budget:.0f} WU, {adam_curve[-1][1]:.1f} s)\n")
+    print("| method | seeds | final loss (median) | WU to target | s to target | best loss within Adam's WU | WU run | s run |")
+    print("|---|---|---|---|---|---|---|---|")
+    for label, runs in curves.items():
+        reach = [first_reaching(c, target) for c in runs]
+        print(f"| {label} | {len(runs)} | {median([c[-1][2] for c in runs]):.3e} | {median([r[0] for r in reach]):.0f} | "
+              f"{median([r[1] for r in reach]):.1f} | {median([best_within(c, budget) for c in runs]):.3e} | "
+              f"{median([c[-1][0] for c in runs]):.0f} | {median([c[-1][1] for c in runs]):.1f} |")
+    main_reach = [first_reaching(c, target) for c in curves[main]]
+    wu, seconds = median([r[0] for r in main_reach]), median([r[1] for r in main_reach])
+    gain = target / median([best_within(c, budget) for c in curves[main]])
+    print(f"\nGoals ({main}, median over seeds {args.seeds}): target reached in {wu:.0f} WU = "
+          f"{wu / budget:.3f} of Adam's {budget:.0f} (goal ≤ 0.2: {'met' if wu <= 0.2 * budget else 'NOT met'}) and "
+          f"{seconds:.1f} s = {seconds / adam_curve[-1][1]:.3f} of Adam's {adam_curve[-1][1]:.1f} s (goal ≤ 0.1: "
+          f"{'met' if seconds <= 0.1 * adam_curve[-1][1] else 'NOT met'}); within Adam's WU {gain:.1f}× lower "
+          f"(goal ≥ 10: {'met' if gain >= 10 else 'NOT met'}).")
+    plot(out / f"gnvpro_{name}.png", curves, f"{name}: training MSE")
+
+
+# ---------------------------------------------------------------- digits
+
+
+def digits_experiment(args, out: Path):
+    (x, labels), (x_val, labels_val) = digits_data()
+    epochs = args.digits_epochs
+
+    def fresh(seed):
+        torch.manual_seed(seed)
+        return MLP(64, 10, width=32, depth=2, activation="tanh").double()
+
+    rows, curves = [], {}
+    for optimizer, lrs in (("adam", (1e-3, 3e-3, 1e-2)), ("sgd", (0.01, 0.03, 0.1))):
+        for lr in lrs:
+            accs, runs = [], []
+            for seed in args.seeds:
+                model = fresh(seed)
+                runs.append(run_gradient(model, x, labels, cross_entropy, optimizer=optimizer, lr=lr, epochs=epochs,
+                                         batch=32, seed=seed, eval_every=max(1, epochs // 50)))
+                accs.append(accuracy(model, x_val, labels_val))
+            label = f"{'Adam' if optimizer == 'adam' else 'SGD+momentum'} lr {lr:g}"
+            curves[label] = runs
+            rows.append((label, runs, accs))
+            log(f"digits: {label}: val {accs}")
+    for alpha in (1e-4, 1e-3):
+        accs, runs = [], []
+        for seed in args.seeds:
+            model = fresh(seed)
+            settings = vpro.GNSettings(loss="cross_entropy", alpha_W=alpha, alpha_theta=alpha, max_iterations=args.digits_gn_iterations,
+                                       seed=seed)
+            curve, result = run_gn(model, x, labels, settings)
+            runs.append(curve)
+            accs.append(accuracy(model, x_val, labels_val))
+        label = f"GNvpro LM, α_W = α_θ = {alpha:g}"
+        curves[label] = runs
+        rows.append((label, runs, accs))
+        log(f"digits: {label}: val {accs}")
+    print(f"\n### digits: cross-entropy, {len(x)} train / {len(x_val)} validation, MLP 64-32-32-10 tanh, "
+          f"Adam/SGD {epochs} epochs batch 32, GNvpro {args.digits_gn_iterations} iterations\n")
+    print("| method | seeds | train loss (median) | validation accuracy (median) | min–max | WU | s |")
+    print("|---|---|---|---|---|---|---|")
+    for label, runs, accs in rows:
+        print(f"| {label} | {len(runs)} | {median([c[-1][2] for c in runs]):.3e} | {100 * median(accs):.2f} % | "
+              f"{100 * min(accs):.2f}–{100 * max(accs):.2f} | {median([c[-1][0] for c in runs]):.0f} | "
+              f"{median([c[-1][1] for c in runs]):.1f} |")
+    best_baseline = max(median(a) for label, _, a in rows if not label.startswith("GNvpro"))
+    best_gn = max(median(a) for label, _, a in rows if label.startswith("GNvpro"))
+    print(f"\nGoal: GNvpro validation accuracy {100 * best_gn:.2f} % vs best tuned Adam/SGD {100 * best_baseline:.2f} % "
+          f"(within one point: {'met' if best_gn >= best_baseline - 0.01 else 'NOT met'}).")
+    plot(out / "gnvpro_digits.png", curves, "digits: training cross-entropy")
+
+
+# ---------------------------------------------------------------- DeepONet on Darcy, then LSR
+
+
+def darcy_experiment(args, out: Path):
+    sys.path.insert(0, str(Path(__file__).parent))
+    from train_darcy import load_data
+
+    from pinn_lsr import refine
+    from pinn_lsr.models.deeponet import DeepONet
+    from pinn_lsr.train.loop import TrainSettings, train
+
+    s = 16
+    train_set, test_set = load_data(s, args.darcy_train, 100, MPI.COMM_WORLD)
+
+    def tensors(d):
+        return torch.as_tensor(d.inputs), torch.as_tensor(d.solutions.reshape(len(d), -1))
+
+    (a, u), (a_test, u_test) = tensors(train_set), tensors(test_set)
+
+    def fresh():
+        torch.manual_seed(0)
+        return DeepONet(s, branch="mlp", latent=32, width=64, depth=2, trunk_width=64, trunk_depth=2).double()
+
+    def rel_l2(predict, x, y):
+        with torch.no_grad():
+            return float((torch.linalg.vector_norm(predict(x) - y, dim=1) / torch.linalg.vector_norm(y, dim=1)).mean())
+
+    rows, curves = [], {}
+    adam = fresh()
+    start = time.perf_counter()
+    result = train(adam, (a, u), None, TrainSettings(epochs=args.darcy_epochs, batch_size=20, lr=1e-3, weight_decay=0.0,
+                                                     scheduler="cosine", loss="mse"), comm=COMM, progress=False)
+    adam_seconds = time.perf_counter() - start
+    curves["Adam (lr 1e-3, cosine)"] = [[(2.0 * h["epoch"], adam_seconds * h["epoch"] / args.darcy_epochs,
+                                          h["train_loss"]) for h in result.history]]
+    gn = fresh()
+    settings = vpro.GNSettings(curvature_batch_size=len(a) // 4, max_iterations=10**6, max_seconds=adam_seconds,
+                               max_work_units=2.0 * args.darcy_epochs)
+    start = time.perf_counter()
+    gn_result = vpro.fit_gnvpro(gn, a, u, settings, comm=COMM)
+    gn_seconds = time.perf_counter() - start
+    curves["GNvpro LM"] = [[(h["work_units"], h["seconds"], h["loss"]) for h in gn_result.history]]
+    for label, model, seconds, wu in (("Adam", adam, adam_seconds, 2.0 * args.darcy_epochs),
+                                      ("GNvpro", gn, gn_seconds, gn_result.work_units)):
+        before = (rel_l2(model, a, u), rel_l2(model, a_test, u_test))
+        start = time.perf_counter()
+        refined, report = refine(model, a[:-50], u[:-50], rank=args.darcy_rank, validation=(a[-50:], u[-50:]),
+                                 relative=False, row_fraction=0.5, comm=COMM)
+        lsr_seconds = time.perf_counter() - start
+        after = (rel_l2(refined.predict, a, u), rel_l2(refined.predict, a_test, u_test))
+        rows.append((label, wu, seconds, before, report.rank, after, lsr_seconds))
+        log(f"darcy: {label}: {rows[-1]}")
+    print(f"\n### Darcy {s}×{s}: DeepONet (MLP branch 256-64-64-32, trunk 2-64-64-32, gelu, "
+          f"{sum(p.numel() for p in gn.parameters())} parameters), {len(a)} train / {len(a_test)} test, float64; "
+          f"then LSR (rank ≤ {args.darcy_rank}, picked on the last 50 training samples)\n")
+    print("| training | WU | s | train rel-L2 | test rel-L2 | LSR rank | train rel-L2 after LSR | test rel-L2 after LSR | LSR s |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for label, wu, seconds, before, rank, after, lsr_seconds in rows:
+        print(f"| {label} | {wu:.0f} | {seconds:.1f} | {before[0]:.4f} | {before[1]:.4f} | {rank} | {after[0]:.4f} | "
+              f"{after[1]:.4f} | {lsr_seconds:.1f} |")
+    plot(out / "gnvpro_darcy.png", curves, "Darcy DeepONet: training MSE")
+
+
+# ---------------------------------------------------------------- plots and driver
+
+
+def plot(path: Path, curves: dict, title: str) -> None:
+    """Loss against work units and against seconds, one line per method (first seed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    for label, runs in curves.items():
+        wu, seconds, loss = zip(*runs[0])
+        axes[0].semilogy(wu, loss, label=label)
+        axes[1].semilogy(seconds, loss, label=label)
+    for ax, xlabel in zip(axes, ("work units", "seconds")):
+        ax.set_xlabel(xlabel)
+        ax.set_xscale("symlog", linthresh=1.0)
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0].set_title(title, fontsize=10)
+    axes[1].legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def log(message: str) -> None:
+    print(f"# {time.strftime('%H:%M:%S')} {message}", file=sys.stderr, flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes, one seed, short runs (about 2 minutes)")
+    parser.add_argument("--experiments", nargs="+", default=["peaks", "cdr", "digits", "darcy"])
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    args = parser.parse_args()
+    full = not args.quick
+    args.seeds = [0, 1, 2] if full else [0]
+    args.adam_epochs = 3000 if full else 100
+    args.adam_lrs = [1e-3, 3e-3, 1e-2] if full else [3e-3]
+    args.digits_epochs = 200 if full else 20
+    args.digits_gn_iterations = 20 if full else 5
+    args.darcy_train, args.darcy_epochs, args.darcy_rank = (500, 200, 200) if full else (100, 10, 50)
+    torch.set_num_threads(1)
+    commit = git_commit()
+    print(f"<!-- bench/gnvpro.py{' --quick' if args.quick else ''}: 1 process, 1 thread, float64, commit {commit}; "
+          f"GNvpro medians over seeds {args.seeds} where marked, baselines seed 0 -->")
+    start = time.perf_counter()
+    if "peaks" in args.experiments:
+        x, y = peaks_data(2000 if full else 500)
+
+        def make_peaks(seed):
+            torch.manual_seed(seed)
+            return MLP(2, 1, width=16, depth=3, activation="tanh").double()
+
+        regression_experiment("peaks", x, y, make_peaks, args, args.out)
+    if "cdr" in args.experiments:
+        t = time.perf_counter()
+        m, sensors = cdr_data(1000 if full else 300)
+        log(f"cdr: {len(m)} FEM solves in {time.perf_counter() - t:.1f} s")
+
+        def make_cdr(seed):
+            torch.manual_seed(seed)
+            return MLP(6, sensors.shape[1], width=32, depth=3, activation="tanh").double()
+
+        regression_experiment("cdr", m, sensors, make_cdr, args, args.out)
+    if "digits" in args.experiments:
+        digits_experiment(args, args.out)
+    if "darcy" in args.experiments:
+        darcy_experiment(args, args.out)
+    print(f"\nTotal wall time {time.perf_counter() - start:.0f} s.")
+
+
+if __name__ == "__main__":
+    main()
