@@ -193,7 +193,7 @@ def main() -> None:
     commit = git_commit()
     env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
     checkpoints = train_models(args.models, env)
-    command = [*MPIRUN, __file__, "--worker", "--models", *args.models, "--checkpoints",
+    command = [*MPIRUN, str(Path(__file__).resolve()), "--worker", "--models", *args.models, "--checkpoints",
                *[str(checkpoints[m]) for m in args.models], "--instances", str(args.instances), "--rank", str(args.rank),
                "--ilsr-iterations", str(args.ilsr_iterations), "--align-iterations", str(args.align_iterations),
                "--adam-lr", str(args.adam_lr)]

@@ -38,13 +38,30 @@ def validate(cfg: DictConfig) -> None:
     for key, minimum in (("instances", 0), ("rank", 1), ("oversampling", 0), ("ilsr.iterations", 0),
                          ("ilsr.align_iterations", 1)):
         require_int(cfg, f"physics.{key}", minimum=minimum)
-    for key, choices in (("norm", NORMS), ("subspace", SUBSPACES), ("ilsr.align_optimizer", ("lbfgs", "adam")),
+    for key, choices in (("norm", ("auto", *NORMS)), ("subspace", SUBSPACES), ("ilsr.align_optimizer", ("lbfgs", "adam")),
                          ("baseline.optimizer", BASELINE_OPTIMIZERS)):
         if OmegaConf.select(cfg, f"physics.{key}") not in choices:
             raise ValueError(f"physics.{key} must be one of {choices}, got {OmegaConf.select(cfg, f'physics.{key}')!r}")
-    if cfg.physics.norm == "dual":
-        raise ValueError("physics.norm=dual needs an SPD weighting operator, which the built-in linear problems "
-                         "do not define (their operators are SPD: use energy)")
+    resolve_norm(cfg)
+
+
+def resolve_norm(cfg: DictConfig) -> str:
+    """``physics.norm`` for the problem: ``auto`` is ``energy`` for linear (SPD) problems and ``dual``
+    (through the SPD part of the Jacobian) for nonlinear ones. Raises ValueError for a norm the
+    problem cannot provide."""
+    import problems
+
+    nonlinear = getattr(problems.PROBLEMS[cfg.problem.name], "kind", "linear") == "nonlinear"
+    norm = cfg.physics.norm
+    if norm == "auto":
+        return "dual" if nonlinear else "energy"
+    if norm == "energy" and nonlinear:
+        raise ValueError(f"physics.norm=energy needs a symmetric operator; the Jacobian of {cfg.problem.name} is not "
+                         "(use dual or auto)")
+    if norm == "dual" and not nonlinear:
+        raise ValueError(f"physics.norm=dual needs an SPD weighting operator, which {cfg.problem.name} does not define "
+                         "(its operator is SPD: use energy or auto)")
+    return norm
 
 
 def run_physics(cfg: DictConfig, model: torch.nn.Module, pde: LinearPDE, inputs: np.ndarray,
@@ -57,6 +74,7 @@ def run_physics(cfg: DictConfig, model: torch.nn.Module, pde: LinearPDE, inputs:
     ``stages``). Collective.
     """
     p = cfg.physics
+    norm = resolve_norm(cfg)
     fem_seconds = []
     for field in inputs:  # what users will ask: a direct FEM solve of the same instance
         start = time.perf_counter()
@@ -67,7 +85,7 @@ def run_physics(cfg: DictConfig, model: torch.nn.Module, pde: LinearPDE, inputs:
     if p.rank > n_dofs // 4:
         log.warning("physics.rank=%d exceeds a quarter of the %d dofs: the subspace may do the work of a full solve",
                     p.rank, n_dofs)
-    settings = ILSRSettings(iterations=int(p.ilsr.iterations), rank=int(p.rank), norm=p.norm, subspace=p.subspace,
+    settings = ILSRSettings(iterations=int(p.ilsr.iterations), rank=int(p.rank), norm=norm, subspace=p.subspace,
                             oversampling=int(p.oversampling),
                             petsc_options=OmegaConf.to_container(p.petsc_options) if p.petsc_options else None,
                             align=AlignSettings(p.ilsr.align_optimizer, int(p.ilsr.align_iterations), float(p.ilsr.align_lr)))
@@ -76,7 +94,7 @@ def run_physics(cfg: DictConfig, model: torch.nn.Module, pde: LinearPDE, inputs:
     one_shot, ilsr, baseline, fields = [], [], [], {"physics LSR": [], "I-LSR": []}
     for k in range(len(fem)):
         instance = fem.subset([k])
-        result = refine_physics(instance.residual(model, norm=p.norm), settings.rank, subspace=p.subspace,
+        result = refine_physics(instance.residual(model, norm=norm), settings.rank, subspace=p.subspace,
                                 oversampling=settings.oversampling, petsc_options=settings.petsc_options, seed=int(cfg.seed))
         fields["physics LSR"].append(result.fields[0])
         one_shot.append({"fem_rel_l2": instance.errors(result.fields)[0], "ksp_iterations": result.report.ksp_iterations,
@@ -89,11 +107,11 @@ def run_physics(cfg: DictConfig, model: torch.nn.Module, pde: LinearPDE, inputs:
             if p.baseline.optimizer != "none":
                 baseline.append(physics_finetune(copy.deepcopy(model), instance, seconds=history[-1]["seconds"],
                                                  optimizer=p.baseline.optimizer, lr=float(p.baseline.lr),
-                                                 norm="l2" if p.norm == "l2" else "energy"))
+                                                 norm="energy" if norm == "energy" else "l2"))
     stages["physics LSR"] = [e["fem_rel_l2"] for e in one_shot]
     metrics = {
         "instances": len(fem), "n_dofs": n_dofs, "fem_solve_seconds_median": float(np.median(fem_seconds)),
-        "physics_lsr": {"rank": settings.rank, "norm": p.norm, "subspace": p.subspace,
+        "physics_lsr": {"rank": settings.rank, "norm": norm, "subspace": p.subspace,
                         "fem_rel_l2": float(np.mean(stages["physics LSR"])),
                         "seconds_median": float(np.median([e["seconds"] for e in one_shot])), "per_instance": one_shot},
     }

@@ -7,14 +7,17 @@ Each PDE module defines a frozen dataclass with
 * ``forms(u, v, w, x) -> (a, L)``: the weak form in UFL for trial ``u``, test ``v``, input
   field ``w`` and spatial coordinate ``x``, with ``u = 0`` on the boundary.
 
-Problems with ``kind = "function"`` (``fit2d``) are function-fitting tasks without a mesh.
+Problems with ``kind = "nonlinear"`` define ``residual(u, v, w, x)`` (the weak residual at the
+field u) and ``weight(u, du, v, w, x)`` (an SPD bilinear form: the norm of physics LSR) instead of
+``forms``. Problems with ``kind = "function"`` (``fit2d``) are function-fitting tasks without a mesh.
 """
 
 from problems.darcy import Darcy
 from problems.fit2d import Fit2D
+from problems.nonlinear_diffusion import NonlinearDiffusion
 from problems.poisson import Poisson
 
-PROBLEMS = {"darcy": Darcy, "poisson": Poisson, "fit2d": Fit2D}
+PROBLEMS = {"darcy": Darcy, "poisson": Poisson, "nonlinear_diffusion": NonlinearDiffusion, "fit2d": Fit2D}
 
 
 def create_problem(name: str, **parameters):

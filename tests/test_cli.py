@@ -80,14 +80,14 @@ def test_mesh_file_run(tmp_path, lshape_msh):
 @pytest.mark.parametrize(
     "override, message",
     [
-        ("problem=heat", "Available options in 'problem':\n\tdarcy\n\tfit2d\n\tpoisson"),
+        ("problem=heat", "Available options in 'problem':\n\tdarcy\n\tfit2d\n\tnonlinear_diffusion\n\tpoisson"),
         ("data.n_trains=3", "unknown configuration key 'data.n_trains'. Valid keys here: data.n_train, data.n_test"),
         ("problem.resolution=1", "problem.resolution must be an integer >= 2, got 1"),
         ("fem.input_space=edge", "fem.input_space must be one of"),
         ("model=unet", "Available options in 'model':\n\tdeeponet\n\tfno\n\tmlp"),
         ("train.optimizer=rmsprop", "train.optimizer must be one of ('adam', 'sgd', 'lbfgs')"),
         ("model.modes=40", "modes=40 exceed"),
-        ("method=gn", "Available options in 'method':\n\tlsr\n\tnone"),
+        ("method=gn", "Available options in 'method':\n\tgnvpro\n\tlsr\n\tnone"),
         ("checkpoint=nowhere.pt", "checkpoint nowhere.pt does not exist"),
         ("mesh.file=nowhere.msh", "mesh file nowhere.msh does not exist"),
         ("--verbose", "unknown option"),
@@ -102,7 +102,7 @@ def test_bad_input_exits_2_and_writes_nothing(tmp_path, capsys, override, messag
 def test_help_lists_problems(capsys):
     assert main(["--help"]) == 0
     out = capsys.readouterr().out
-    assert "darcy, fit2d, poisson" in out and "n_train" in out
+    assert "darcy, fit2d, nonlinear_diffusion, poisson" in out and "n_train" in out
 
 
 def test_console_script_and_solve_py_agree_on_errors(tmp_path):
@@ -190,3 +190,21 @@ def test_bad_physics_settings_are_usage_errors(tmp_path, capsys, override, messa
     assert run(tmp_path, override) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+def test_nonlinear_problem_runs_the_whole_pipeline_with_gauss_newton_physics_lsr(tmp_path):
+    physics = ["physics.instances=1", "physics.rank=8", "physics.ilsr.iterations=2", "physics.ilsr.align_iterations=20"]
+    assert run(tmp_path, "problem=nonlinear_diffusion", "train.epochs=5", *physics) == 0
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["fem"]["snes_type"] == "newtonls" and metrics["fem"]["distributed_vs_dataset_max_abs_diff"] < 1e-10
+    physics = metrics["physics"]
+    assert physics["physics_lsr"]["norm"] == "dual"
+    assert physics["physics_lsr"]["fem_rel_l2"] < physics["stages"]["trained network"]
+    history = physics["ilsr"]["history"]  # the dual norm, not the l2 norm of F, is what decreases
+    assert history[0]["refined_rel_l2"] < history[0]["network_rel_l2"]
+    assert np.isfinite(physics["baseline"]["fem_rel_l2"])
+
+
+def test_energy_norm_on_a_nonlinear_problem_is_a_usage_error(tmp_path, capsys):
+    assert run(tmp_path, "problem=nonlinear_diffusion", "physics.norm=energy") == 2
+    assert "use dual or auto" in capsys.readouterr().err

@@ -10,10 +10,11 @@ import torch
 from mpi4py import MPI
 from torch import nn
 
-from pinn_lsr.fem.linear_pde import LinearPDE
+from pinn_lsr.fem.grid_pde import GridPDE
 from pinn_lsr.fem.norms import relative_error
 from pinn_lsr.lsr.jacobian import ModelJacobian
-from pinn_lsr.lsr.physics import LinearInstance, PhysicsResidual
+from pinn_lsr.fem.instance import LinearInstance
+from pinn_lsr.lsr.physics import PhysicsResidual
 
 
 @dataclass
@@ -21,17 +22,17 @@ class FEMInstances:
     """K instances of one PDE: inputs on the grid, assembled systems, and (optionally) their FEM
     solutions to measure errors against. Owned dof values are this rank's rows."""
 
-    pde: LinearPDE
+    pde: GridPDE  # a LinearPDE or NonlinearPDE
     inputs: np.ndarray  # (K, s, s) input fields on the grid
     systems: list[LinearInstance]
     references: list[np.ndarray] | None  # FEM solutions, owned dofs per instance
 
     @classmethod
-    def create(cls, pde: LinearPDE, inputs: np.ndarray, *, solve: bool = True) -> "FEMInstances":
+    def create(cls, pde: GridPDE, inputs: np.ndarray, *, solve: bool = True) -> "FEMInstances":
         """Assemble (and with ``solve``, solve) every instance. Collective."""
         systems, references = [], []
         for field in inputs:
-            systems.append(LinearInstance.from_pde(pde, field))
+            systems.append(pde.instance(field))
             if solve:
                 references.append(pde.solve(field).x.array[: pde.n_owned].copy())
         return cls(pde, np.asarray(inputs), systems, references if solve else None)

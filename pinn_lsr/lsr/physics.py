@@ -8,6 +8,9 @@ partition; the network itself is evaluated on every rank (it is small next to th
 Linearized at θ0 with ``δ = V c``: ``r_k ≈ r_k0 + A_k Φ_k c``, ``Φ_k = P J_k V`` a PETSc dense
 matrix of owned rows and ``A_k Φ_k`` a PETSc ``MatMatMult``.
 
+For nonlinear residuals ``F_k(u)`` the instances linearize at the network's field first:
+``A_k = ∂F_k/∂u`` there, so the refinement is one Gauss–Newton step in the subspace.
+
 The norm the residual is minimised in decides the result (``norm``):
 
 * ``energy`` (SPD operators; the default): ``min_c Σ_k ||A_k^{-1/2} (A_k Φ_k c + r_k0)||²``.
@@ -48,8 +51,9 @@ import torch
 from mpi4py import MPI
 from petsc4py import PETSc
 
+from pinn_lsr.fem.instance import LinearInstance
 from pinn_lsr.fem.options import options_inserted
-from pinn_lsr.fem.solver import DIRECT_SOLVER_OPTIONS, create_ksp, reason_name, solve_checked
+from pinn_lsr.fem.solver import reason_name, solve_checked
 from pinn_lsr.lsr.jacobian import ModelJacobian
 from pinn_lsr.lsr.subspace import random_matrix
 
@@ -60,70 +64,6 @@ SUBSPACES = ("krylov", "randomized")
 PREFIX = "physics_"
 #: the reduced Galerkin system: conjugate gradients, Jacobi-scaled, to round-off
 GALERKIN_OPTIONS = {"ksp_type": "cg", "pc_type": "jacobi", "ksp_rtol": 1e-12, "ksp_atol": 1e-30, "ksp_max_it": 10000}
-
-
-class LinearInstance:
-    """One FEM instance ``A u = b`` (owned rows), with an optional SPD weighting ``S`` for
-    ``norm="dual"``. Takes ownership of the PETSc objects (see :meth:`destroy`)."""
-
-    def __init__(self, A: PETSc.Mat, b: PETSc.Vec, weight: PETSc.Mat | None = None):
-        self.A, self.b, self.weight = A, b, weight
-        self._weight_ksp = None
-
-    @classmethod
-    def from_pde(cls, pde, grid_values: np.ndarray) -> "LinearInstance":
-        """The instance of a :class:`~pinn_lsr.fem.linear_pde.LinearPDE` for one input field. Collective."""
-        return cls(*pde.assembled_copy(grid_values))
-
-    def residual(self, u: np.ndarray) -> np.ndarray:
-        """``A u − b`` on the owned rows for owned dof values ``u``. Collective."""
-        x, y = self.A.createVecs()
-        x.setArray(u)
-        self.A.mult(x, y)
-        result = y.getArray() - self.b.getArray(readonly=True)[: len(u)]
-        x.destroy()
-        y.destroy()
-        return result
-
-    def apply(self, X: np.ndarray, *, transpose: bool = False) -> np.ndarray:
-        """``A X`` (or ``Aᵀ X``) for owned rows ``X`` (n_owned, k) by PETSc MatMatMult. Collective."""
-        D = _dense(X, self.A.comm)
-        product = self.A.transposeMatMult(D) if transpose else self.A.matMult(D)
-        result = product.getDenseArray().copy()
-        D.destroy()
-        product.destroy()
-        return result
-
-    def solve_weight(self, X: np.ndarray) -> np.ndarray:
-        """``S⁻¹ X`` (n_owned, k) by a direct solve (MUMPS). Collective."""
-        if self.weight is None:
-            raise ValueError("norm='dual' needs an SPD weighting operator S on every instance")
-        if self._weight_ksp is None:
-            self._weight_ksp = create_ksp(self.A.comm, prefix="physics_weight_", options=DIRECT_SOLVER_OPTIONS)
-            self._weight_ksp.setOperators(self.weight)
-        x, y = self.weight.createVecs()
-        out = np.empty_like(X)
-        for j in range(X.shape[1]):
-            y.setArray(X[:, j])
-            solve_checked(self._weight_ksp, y, x)
-            out[:, j] = x.getArray(readonly=True)
-        x.destroy()
-        y.destroy()
-        return out
-
-    def destroy(self) -> None:
-        """Free the PETSc objects. Collective."""
-        for obj in (self.A, self.b, self.weight, self._weight_ksp):
-            if obj is not None:
-                obj.destroy()
-
-
-def _dense(X: np.ndarray, comm: MPI.Comm) -> PETSc.Mat:
-    """A PETSc dense matrix with this rank's rows ``X`` (n_local, k)."""
-    D = PETSc.Mat().createDense(((X.shape[0], PETSc.DETERMINE), (PETSc.DECIDE, X.shape[1])),
-                                array=np.asfortranarray(X, dtype=np.float64), comm=comm)
-    D.assemble()
-    return D
 
 
 class PhysicsResidual:
@@ -149,6 +89,8 @@ class PhysicsResidual:
         self.jacobian, self.instances, self.to_dofs = jacobian, list(instances), to_dofs
         self.norm, self.comm = norm, comm
         self.u0 = [u[:, 0] for u in self.fields(jacobian.outputs()[:, None])]
+        for inst, u in zip(self.instances, self.u0):
+            inst.linearize(u)
         self.r0 = [inst.residual(u) for inst, u in zip(self.instances, self.u0)]
         if not comm.allreduce(all(bool(np.isfinite(r).all()) for r in self.r0), op=MPI.LAND):
             raise ValueError("the FEM residual at θ0 contains NaN or infinite values (model outputs or inputs)")

@@ -3,8 +3,9 @@
 The loss of instance k in the ``energy`` norm is the discrete energy functional
 ``E_k(u) = ½ uᵀ A_k u − b_kᵀ u`` of the network's dof field u = P u_θ(a_k) (for SPD A_k,
 ``E_k(u) − E_k(u*) = ½ ||u − u*||²_A``: the same norm physics LSR minimises); in the ``l2`` norm it
-is ``½ ||A_k u − b_k||²``. Its gradient with respect to u (``A u − b``, or ``Aᵀ(A u − b)``) comes
-from PETSc and is pulled back through the network by autograd.
+is ``½ ||F_k(u)||²`` (``F_k(u) = A_k u − b_k`` for linear problems; any residual for nonlinear
+ones). Its gradient with respect to u (``A u − b``, or ``(∂F/∂u)ᵀ F``) comes from PETSc and is
+pulled back through the network by autograd.
 """
 
 import time
@@ -31,10 +32,13 @@ def fem_loss_and_grid_gradient(fem: FEMInstances, grid: np.ndarray, norm: str) -
         u = fem.to_dofs @ grid[k]
         r = system.residual(u)
         if norm == "energy":  # ½ uᵀAu − bᵀu = ½ uᵀ(r − b)
+            if system.b is None:
+                raise ValueError("the energy loss needs a linear SPD problem; use norm='l2' for nonlinear residuals")
             loss += 0.5 * float(u @ (r - system.b.getArray(readonly=True)[: len(u)]))
             du = r
         else:
             loss += 0.5 * float(r @ r)
+            system.linearize(u)  # Aᵀ r with A = ∂F/∂u at u (nothing to do for linear problems)
             du = system.apply(r[:, None], transpose=True)[:, 0]
         gradient[k] = fem.to_dofs.T @ du
     total = np.array([loss])

@@ -95,3 +95,24 @@ def test_nan_in_the_network_output_is_rejected(fem):
         next(model.parameters()).fill_(float("nan"))
     with pytest.raises(ValueError, match="NaN"):
         fem.residual(model)
+
+
+def test_full_rank_physics_lsr_of_a_nonlinear_residual_is_a_newton_step():
+    import problems
+    from pinn_lsr.fem.mesh import unit_square
+    from pinn_lsr.fem.nonlinear_pde import NonlinearPDE
+    from pinn_lsr.lsr.instances import FEMInstances
+
+    problem = problems.create_problem("nonlinear_diffusion")
+    pde = NonlinearPDE(unit_square(COMM, 5), problem.residual, problem.weight, grid_size=6)
+    fem = FEMInstances.create(pde, problem.sample_inputs(1, 6, seed=0))
+    model = FieldModel(36)
+    with torch.no_grad():
+        model.field += torch.from_numpy(fem.references[0]) * 0.8
+    residual = fem.residual(model, norm="dual")
+    u0, F0 = residual.u0[0], residual.r0[0]
+    result = refine_physics(residual, 36)
+    newton = u0 - np.linalg.solve(dense(fem.systems[0].A), F0)
+    np.testing.assert_allclose(result.fields[0], newton, rtol=1e-7, atol=1e-9)
+    assert fem.errors(result.fields)[0] < 0.5 * fem.errors([u0])[0]  # one Newton step from 100 % error
+    fem.destroy()
