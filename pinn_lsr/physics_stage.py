@@ -101,7 +101,7 @@ def run_physics(cfg: DictConfig, model: torch.nn.Module, pde: LinearPDE, inputs:
                          "ksp_reason": result.report.ksp_reason, "residual_before": result.report.residual_l2_before,
                          "residual_after": result.report.residual_l2_after, "seconds": result.report.seconds["total"]})
         if settings.iterations:
-            refined, history = iterative_lsr(copy.deepcopy(model), instance, settings, seed=int(cfg.seed))
+            refined, history = iterative_lsr(copy.deepcopy(model), instance, settings, seed=int(cfg.seed), first=result)
             fields["I-LSR"].append(refined[0])
             ilsr.append(history)
             if p.baseline.optimizer != "none":
