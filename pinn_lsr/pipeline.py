@@ -4,7 +4,8 @@ Stages (seconds of each recorded in ``metrics.json``):
 
 1. ``mesh``: the distributed mesh (and each rank's own serial copy for data generation);
 2. ``data``: the cached or newly generated dataset, samples split across ranks;
-3. ``train`` (when a model is configured): gradient training, checkpoint, loss curve;
+3. ``train`` (when a model is configured): gradient training (or GNvpro with ``method=gnvpro``),
+   checkpoint, loss curve;
 4. ``lsr`` (``method=lsr``): one-shot LSR of the trained model on its training data;
 5. ``physics`` (``physics.instances > 0``): physics LSR, I-LSR and the gradient baseline on test
    instances against their FEM residual (:mod:`pinn_lsr.physics_stage`);
@@ -83,7 +84,9 @@ def _validate(cfg: DictConfig) -> None:
     if cfg.method.name == "lsr":
         _validate_lsr(cfg)
     from pinn_lsr.physics_stage import validate as validate_physics
+    from pinn_lsr.stages import validate_gnvpro
 
+    validate_gnvpro(cfg)
     validate_physics(cfg)
 
 

@@ -1,8 +1,10 @@
 """Stages shared by every kind of run: fit a model (train, or load a checkpoint) and refine it
-by LSR. They take tensors (inputs, targets) whole, identical on every rank, and split rows
-across ranks themselves; metrics come from :func:`pinn_lsr.train.metrics.error_summary`.
+by LSR. ``method=gnvpro`` trains by GNvpro (:mod:`pinn_lsr.vpro`) instead of gradients. They
+take tensors (inputs, targets) whole, identical on every rank, and split rows across ranks
+themselves; metrics come from :func:`pinn_lsr.train.metrics.error_summary`.
 """
 
+import dataclasses
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -13,7 +15,7 @@ from mpi4py import MPI
 from omegaconf import DictConfig, OmegaConf
 
 from pinn_lsr.io.atomic import write_json
-from pinn_lsr.io.plots import plot_history, plot_rank_scan
+from pinn_lsr.io.plots import plot_gnvpro_history, plot_history, plot_rank_scan
 from pinn_lsr.models.parameters import count_real_parameters, set_precision
 from pinn_lsr.train.metrics import error_summary
 
@@ -80,6 +82,9 @@ def fit_model(cfg: DictConfig, build: Callable[[], torch.nn.Module], train_data:
         dtype = next(model.parameters()).dtype
         metrics = {"model": model.spec["name"], "checkpoint": str(Path(cfg.checkpoint).resolve())}
         log.info("loaded %s (%d real parameters) from %s", model.spec["name"], count_real_parameters(model), cfg.checkpoint)
+    elif cfg.method.name == "gnvpro":
+        dtype = torch.float64
+        model, metrics = train_gnvpro(cfg, build, train_data, run_dir, comm)
     else:
         dtype = {"float32": torch.float32, "float64": torch.float64}[cfg.train.dtype]
         torch.manual_seed(int(cfg.seed))
@@ -108,6 +113,104 @@ def fit_model(cfg: DictConfig, build: Callable[[], torch.nn.Module], train_data:
     log.info("model: test rel-L2 %.3e per sample, %.3e over all values; test MSE %.3e",
              metrics.get("test_rel_l2", float("nan")), metrics.get("test_global_rel_l2", float("nan")),
              metrics.get("test_mse", float("nan")))
+    return model, metrics
+
+
+def gnvpro_settings(cfg: DictConfig):
+    """The :class:`~pinn_lsr.vpro.GNSettings` of ``cfg.method`` (squared loss, seeded by ``cfg.seed``);
+    a ``curvature_batch_size`` or ``batch_size`` in (0, 1) is a fraction of ``data.n_train``.
+
+    Raises:
+        TypeError: a key that is not a GNSettings field.
+    """
+    from pinn_lsr.vpro import GNSettings
+
+    options = {k: v for k, v in OmegaConf.to_container(cfg.method).items() if k != "name"}
+    for key in ("curvature_batch_size", "batch_size"):
+        if isinstance(options.get(key), float) and 0 < options[key] < 1:
+            options[key] = max(1, round(options[key] * int(cfg.data.n_train)))
+    return GNSettings(**{"loss": "squared", "seed": int(cfg.seed), **options})
+
+
+def validate_gnvpro(cfg: DictConfig) -> None:
+    """Check that ``method=gnvpro`` can train ``cfg.model`` with the settings ``cfg.method``
+    (nothing to check for other methods). Local; cheap enough to call before anything is written.
+
+    Raises:
+        ValueError: no model to train, a checkpoint (nothing to train), ``train.resume``, a model
+            without a final affine layer (model=fno), or a bad setting; the message names it.
+    """
+    from pinn_lsr.vpro import as_separable
+    from pinn_lsr.vpro.optimizer import GLOBALIZATIONS
+
+    if cfg.method.name != "gnvpro":
+        return
+    if cfg.checkpoint is not None:
+        raise ValueError("method=gnvpro trains a new model; to use checkpoint=PATH choose method=none or method=lsr")
+    if cfg.get("model") is None:
+        raise ValueError("method=gnvpro needs a model to train: choose model=deeponet or model=mlp")
+    if cfg.train.resume:
+        raise ValueError("train.resume applies to gradient training only, not to method=gnvpro")
+    try:
+        settings = gnvpro_settings(cfg)
+    except TypeError as exc:
+        raise ValueError(f"bad method=gnvpro setting: {exc}; see pinn_lsr.vpro.GNSettings") from None
+    if settings.loss != "squared":
+        raise ValueError(f"method=gnvpro fits the data with the squared loss only, got method.loss={settings.loss!r}")
+    if settings.globalization not in GLOBALIZATIONS:
+        raise ValueError(f"method.globalization must be one of {GLOBALIZATIONS}, got {settings.globalization!r}")
+    for key, minimum in (("max_iterations", 0), ("krylov_max_iterations", 1), ("monitor_every", 1)):
+        value = getattr(settings, key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise ValueError(f"method.{key} must be an integer >= {minimum}, got {value!r}")
+    n_train = int(cfg.data.n_train)
+    for key in ("curvature_batch_size", "batch_size"):
+        value = getattr(settings, key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= n_train):
+            raise ValueError(f"method.{key} must be null, a fraction in (0, 1) or an integer in "
+                             f"[1, data.n_train={n_train}], got {value!r}")
+    if settings.batch_size is not None and settings.curvature_batch_size is not None:
+        raise ValueError("choose method.batch_size or method.curvature_batch_size, not both")
+    model = build_configured_model(cfg)  # raises ValueError for bad model arguments
+    try:
+        as_separable(model)
+    except (ValueError, TypeError):
+        raise ValueError(f"method=gnvpro cannot train model={cfg.model.name}: GNvpro eliminates the network's final "
+                         f"affine layer, which model=deeponet and model=mlp have; choose one of them") from None
+
+
+def train_gnvpro(cfg: DictConfig, build: Callable[[], torch.nn.Module], train_data: Data, run_dir: Path,
+                 comm: MPI.Comm) -> tuple[torch.nn.Module, dict]:
+    """Train ``build()`` in float64 by GNvpro on the training MSE (settings ``cfg.method``); write
+    ``checkpoint.pt`` and ``gnvpro.png``; return (model, metrics). Collective."""
+    from pinn_lsr import vpro
+    from pinn_lsr.train.checkpoint import model_state, save_checkpoint
+
+    torch.manual_seed(int(cfg.seed))
+    model = set_precision(build(), torch.float64)  # Gauss–Newton needs the accuracy
+    settings = gnvpro_settings(cfg)
+    log.info("training %s (%d real parameters) on %d samples by GNvpro (%s, at most %d iterations)", cfg.model.name,
+             count_real_parameters(model), len(train_data[0]), settings.globalization, settings.max_iterations)
+    # targets in units of their standard deviation, so the settings (damping, gradient_tol, alpha_*)
+    # do not depend on the data's scale; the model's output normaliser takes the scale back after
+    inputs, targets = train_data[0].double(), train_data[1].double()
+    mean, std = targets.mean(), targets.std().clamp_min(1e-12)
+    result = vpro.fit_gnvpro(model, inputs, (targets - mean) / std, settings, comm)
+    with torch.no_grad():
+        model.output_normalizer.mean.mul_(std).add_(mean)
+        model.output_normalizer.std.mul_(std)
+    history = [{k: v.item() if hasattr(v, "item") else v for k, v in entry.items()} for entry in result.history]
+    log.info("GNvpro: %s after %d iterations, %.0f work units, %.1f s; training MSE / variance %.3e", result.status,
+             result.iterations, result.work_units, result.seconds, result.loss)
+    checkpoint = run_dir / "checkpoint.pt"
+    if comm.rank == 0:
+        save_checkpoint(checkpoint, {"model_spec": model.spec, "model_state": model_state(model), "optimizer": "gnvpro",
+                                     "settings": dataclasses.asdict(settings), "history": history})
+        plot_gnvpro_history(run_dir / "gnvpro.png", history, title=f"{cfg.model.name} on {cfg.problem.name}: GNvpro")
+    comm.Barrier()
+    metrics = {"model": cfg.model.name, "optimizer": "gnvpro", "seconds": result.seconds,
+               "work_units": result.work_units, "iterations": result.iterations, "status": result.status,
+               "train_loss": result.loss, "checkpoint": str(checkpoint), "history": history}
     return model, metrics
 
 

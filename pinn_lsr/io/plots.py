@@ -99,6 +99,21 @@ def plot_ilsr_history(path: str | Path, ilsr: Sequence[Sequence[dict]], baseline
     _save(fig, path)
 
 
+def plot_gnvpro_history(path: str | Path, history: Sequence[dict], *, title: str = "") -> None:
+    """GNvpro's training loss (MSE) against work units (log scale), rejected steps marked. Written atomically."""
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    ax.semilogy([h["work_units"] for h in history], [h["loss"] for h in history], "o-", ms=3, label="training loss (MSE)")
+    rejected = [h for h in history if h.get("accepted") is False]
+    if rejected:
+        ax.semilogy([h["work_units"] for h in rejected], [h["loss"] for h in rejected], "x", color="tab:red",
+                    label="rejected step")
+    ax.set_xlabel("work units (1: a forward or backward pass over the data)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    _save(fig, path)
+
+
 def _save(fig, path: str | Path) -> None:
     """Lay ``fig`` out, write it as PNG atomically and free it."""
     fig.tight_layout()
