@@ -81,10 +81,73 @@ def solve_dense(GV: np.ndarray, f: np.ndarray, comm: MPI.Comm = MPI.COMM_WORLD) 
     return _from_augmented_r(tsqr_r(R_local, comm), GV.shape[1], comm.allreduce(len(augmented)))
 
 
-def solve_streaming(blocks: Iterable[tuple[np.ndarray, np.ndarray]], rank: int, comm: MPI.Comm = MPI.COMM_WORLD) -> ReducedSolution:
+REDUCTIONS = ("qr", "gram")
+
+
+class NormalEquations:
+    """``Aᵀ A`` (float64) of a tall matrix fed in row blocks: memory O(k² + block·k). Local.
+
+    Half the flops of Householder QR and at matrix-product speed (measured 3x faster at
+    8000 x 1000), but it squares the condition number: fine for the scaled LSR basis, whose
+    ``G V`` is close to orthonormal; use QR when ``G V`` is ill conditioned.
+    """
+
+    def __init__(self, n_columns: int):
+        self.M = np.zeros((n_columns, n_columns))
+        self.n_rows = 0
+
+    def add(self, block: np.ndarray) -> None:
+        block = np.asarray(block, dtype=np.float64)
+        if block.ndim != 2 or block.shape[1] != len(self.M):
+            raise ValueError(f"blocks must have {len(self.M)} columns, got shape {block.shape}")
+        if not np.all(np.isfinite(block)):
+            raise FloatingPointError("a block fed to the normal equations contains NaN or infinite values")
+        self.M += block.T @ block
+        self.n_rows += len(block)
+
+    def state(self) -> dict:
+        return {"M": self.M, "n_rows": self.n_rows}
+
+    def restore(self, state: dict) -> None:
+        self.M, self.n_rows = np.asarray(state["M"]), int(state["n_rows"])
+
+
+def accumulator(reduction: str, n_columns: int) -> "StreamingQR | NormalEquations":
+    """The row-block accumulator of ``reduction`` (``qr`` or ``gram``) for ``n_columns`` columns."""
+    if reduction == "qr":
+        return StreamingQR(n_columns)
+    if reduction == "gram":
+        return NormalEquations(n_columns)
+    raise ValueError(f"unknown reduction {reduction!r}; choose one of {REDUCTIONS}")
+
+
+def finish(stream: "StreamingQR | NormalEquations", rank: int, comm: MPI.Comm = MPI.COMM_WORLD) -> ReducedSolution:
+    """Combine every rank's accumulated ``[G V | f]`` rows into the reduced solution. Collective.
+
+    Raises:
+        FloatingPointError: (``gram``) when the normal equations are not numerically positive
+            definite (``G V`` rank deficient or too ill conditioned): use ``reduction="qr"``.
+    """
+    n_rows = comm.allreduce(stream.n_rows)
+    if isinstance(stream, StreamingQR):
+        return _from_augmented_r(tsqr_r(stream.R, comm), rank, n_rows)
+    M = stream.M.copy()
+    comm.Allreduce(MPI.IN_PLACE, M, op=MPI.SUM)
+    if n_rows < rank + 1:
+        raise ValueError(f"the reduced problem has {n_rows} rows in all, fewer than rank + 1 = {rank + 1}")
+    try:
+        R = scipy.linalg.cholesky(M, lower=False)
+    except np.linalg.LinAlgError:
+        raise FloatingPointError("the normal equations of G V are not numerically positive definite "
+                                 "(rank-deficient or ill-conditioned G V); use reduction='qr'") from None
+    return _from_augmented_r(R, rank, n_rows)
+
+
+def solve_streaming(blocks: Iterable[tuple[np.ndarray, np.ndarray]], rank: int, comm: MPI.Comm = MPI.COMM_WORLD,
+                    *, reduction: str = "qr") -> ReducedSolution:
     """From row blocks ``(GV_block (rows, r), f_block (rows,))``: memory O(r² + block·r), never
-    holding G V whole; each rank streams its rows, then TSQR combines. Collective."""
-    stream = StreamingQR(rank + 1)
+    holding G V whole; each rank streams its rows, then the ranks' factors are combined. Collective."""
+    stream = accumulator(reduction, rank + 1)
     for GV_block, f_block in blocks:
         stream.add(np.column_stack([np.asarray(GV_block, dtype=np.float64), np.asarray(f_block, dtype=np.float64)]))
-    return _from_augmented_r(tsqr_r(stream.R, comm), rank, comm.allreduce(stream.n_rows))
+    return finish(stream, rank, comm)

@@ -18,11 +18,14 @@ import numpy as np
 import torch
 from mpi4py import MPI
 from torch import nn
+from tqdm import tqdm
 
 from pinn_lsr.allocator import retain_freed_memory
 from pinn_lsr.io.atomic import atomic_path
 from pinn_lsr.lsr.jacobian import ModelJacobian, select_parameters
-from pinn_lsr.lsr.reduced import solve_dense, solve_streaming
+from pinn_lsr.lsr.checkpoint import CheckpointStore, tensor_digest
+from pinn_lsr.lsr.lean import lean_randomized_subspace
+from pinn_lsr.lsr.reduced import REDUCTIONS, ReducedSolution, accumulator, finish, solve_dense
 from pinn_lsr.lsr.residual import DataResidual
 from pinn_lsr.lsr.subspace import random_subspace, randomized_subspace
 from pinn_lsr.models.parameters import real_parameters
@@ -31,6 +34,7 @@ log = logging.getLogger(__name__)
 
 SOLVERS = ("streaming", "dense", "lsqr")
 SUBSPACES = ("randomized", "random")
+ENGINES = ("lean", "plain")
 
 
 @dataclass
@@ -114,6 +118,12 @@ def refine(
     evaluate: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None,
     chunk_samples: int = 256,
     chunk_tangents: int = 64,
+    engine: str = "lean",
+    reduction: str = "qr",
+    block_columns: int = 256,
+    checkpoint: str | Path | None = None,
+    checkpoint_seconds: float = 300.0,
+    progress: bool = False,
     seed: int = 0,
     forward=None,
     comm: MPI.Comm = MPI.COMM_WORLD,
@@ -143,6 +153,17 @@ def refine(
             the prefix ``lsr_``, e.g. ``-lsr_ksp_monitor``, or ``petsc_options``).
         chunk_samples, chunk_tangents: samples and tangents per vectorised Jacobian product
             (memory against speed).
+        engine: ``lean`` (:mod:`pinn_lsr.lsr.lean`: Ω regenerated from seeds, sketch kept in
+            the model's dtype, no explicit Q; peak about (n_sketch + m)·(r + p) values) or
+            ``plain`` (the paper's recipe as written, for comparison). Same V up to round-off.
+        reduction: how the ``streaming`` solver factorises ``[G V | f]``: ``qr`` (Householder,
+            robust) or ``gram`` (normal equations in float64 then Cholesky: about 3x faster,
+            squares the condition number of G V, which the scaled basis keeps small).
+        block_columns: (lean) columns of Ω per product block.
+        checkpoint: a directory where the lean engine keeps each block of the sketch and of the
+            projection and, every ``checkpoint_seconds``, the reduced factor so far; a run
+            restarted with the same arguments resumes from them.
+        progress: progress bars (rank 0) over the passes.
         forward: ``forward(model, inputs) -> outputs`` when the model is not called as model(x).
 
     Raises:
@@ -160,6 +181,12 @@ def refine(
         raise ValueError(f"unknown solver {solver!r}; choose one of {SOLVERS}")
     if subspace not in SUBSPACES:
         raise ValueError(f"unknown subspace {subspace!r}; choose one of {SUBSPACES}")
+    if engine not in ENGINES:
+        raise ValueError(f"unknown engine {engine!r}; choose one of {ENGINES}")
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"unknown reduction {reduction!r}; choose one of {REDUCTIONS}")
+    if checkpoint is not None and engine != "lean":
+        raise ValueError("checkpoints need engine='lean'")
     index = select_parameters(model, names=parameters, fraction=fraction, seed=seed)
     jacobian = ModelJacobian(model, inputs, index=index, forward=forward, chunk_samples=chunk_samples,
                              chunk_tangents=chunk_tangents)
@@ -186,11 +213,26 @@ def refine(
     if not comm.allreduce(bool(torch.isfinite(f0).all()), op=MPI.LAND):
         raise ValueError("the residual at θ0 contains NaN or infinite values (model outputs or targets)")
 
+    store = None
+    if checkpoint is not None:
+        fingerprint = {"rank": rank, "oversampling": oversampling, "power_iterations": power_iterations,
+                       "distribution": distribution, "scaled": scaled, "seed": seed, "row_fraction": row_fraction,
+                       "subspace": subspace, "reduction": reduction, "block_columns": block_columns,
+                       "n_rows": jacobian.n_rows, "index": tensor_digest(index), "theta0": tensor_digest(jacobian.theta0),
+                       "f0": tensor_digest(f0)}
+        store = CheckpointStore(checkpoint, fingerprint, comm)
+
     report = LSRReport(rank=rank, max_rank=rank, n_params=jacobian.n_params, n_rows=n_rows)
     if subspace == "randomized":
         sketch_residual = residual if row_fraction is None else residual.subset(sketch_samples)
-        basis = randomized_subspace(sketch_residual, rank, comm=comm, oversampling=oversampling, power_iterations=power_iterations,
-                                    distribution=distribution, scaled=scaled, seed=seed)
+        options = dict(comm=comm, oversampling=oversampling, power_iterations=power_iterations,
+                       distribution=distribution, scaled=scaled, seed=seed)
+        if engine == "lean":
+            basis = lean_randomized_subspace(sketch_residual, rank, block_columns=block_columns, store=store,
+                                             progress=progress, **options)
+        else:
+            basis = randomized_subspace(sketch_residual, rank, **options)
+        del sketch_residual
     else:
         basis = random_subspace(jacobian.n_params, rank, seed=seed, dtype=jacobian.dtype)
     report.seconds.update(basis.seconds)
@@ -204,8 +246,8 @@ def refine(
         reduced = LSQRSolution(residual.G(basis.V).double().numpy(), f0.double().numpy(), comm,
                                options=petsc_options, seed=seed)
     else:
-        reduced = solve_streaming(((GV.double().numpy(), f.double().numpy()) for GV, f in residual.G_blocks(basis.V, f0)),
-                                  rank, comm)
+        reduced = _stream_reduced(residual, basis.V, f0, rank, comm=comm, reduction=reduction, store=store,
+                                  progress=progress, checkpoint_seconds=checkpoint_seconds)
     report.seconds["gv_pass_and_qr"] = time.perf_counter() - start
 
     start = time.perf_counter()
@@ -240,6 +282,32 @@ def refine(
     return RefinedModel(model, index, delta, forward), report
 
 
+def _stream_reduced(residual: DataResidual, V: torch.Tensor, f0: torch.Tensor, rank: int, *, comm: MPI.Comm,
+                    reduction: str, store: CheckpointStore | None, progress: bool,
+                    checkpoint_seconds: float) -> ReducedSolution:
+    """One pass over this rank's rows accumulating ``[G V | f]`` (never held whole), saving the
+    accumulator to ``store`` every ``checkpoint_seconds`` and resuming from it. Collective."""
+    stream = accumulator(reduction, rank + 1)
+    n_samples, n_outputs = len(residual.jacobian.inputs), residual.jacobian.n_outputs
+    done = 0
+    saved = store.load("reduction") if store is not None else None
+    if saved is not None:
+        stream.restore(saved)
+        done = int(saved["samples"])
+    remaining = residual if done == 0 else residual.subset(torch.arange(done, n_samples))
+    last_save = time.perf_counter()
+    with tqdm(total=n_samples, initial=done, desc="LSR reduced problem [G·V | f]", unit="sample",
+              disable=not progress or comm.rank != 0) as bar:
+        for GV, f in remaining.G_blocks(V, f0[done * n_outputs :]):
+            stream.add(np.column_stack([GV.double().numpy(), f.double().numpy()]))
+            done += len(GV) // n_outputs
+            bar.update(len(GV) // n_outputs)
+            if store is not None and time.perf_counter() - last_save > checkpoint_seconds:
+                store.save("reduction", {**stream.state(), "samples": done})
+                last_save = time.perf_counter()
+    return finish(stream, rank, comm)
+
+
 def _sample_subset(n_local: int, fraction: float, seed: int, comm: MPI.Comm) -> torch.Tensor:
     """A random subset of this rank's samples, drawn by global sample index (so the same
     samples are chosen whatever the number of ranks). Collective."""
@@ -258,14 +326,14 @@ class _Probe:
         self.n_samples = len(jacobian.inputs)
         self.targets = residual.targets.double().reshape(self.n_samples, -1)
         self.q = jacobian.outputs().double().reshape(self.n_samples, -1)
-        self.JV = jacobian.jvp(V).double()
+        self.JV = jacobian.jvp(V)  # (n_rows, r), the model's dtype (float32 keeps large ranks affordable)
         self.weights = None if residual.row_weights is None else residual.row_weights.double().reshape(self.n_samples, -1)
         self.comm = comm
         self.n_total = comm.allreduce(self.n_samples)
 
     def errors(self, c: torch.Tensor) -> dict:
         """``objective`` (weighted squared residual per sample) and mean ``rel_l2``. Collective."""
-        error = self.q + (self.JV[:, : len(c)] @ c).reshape(self.n_samples, -1) - self.targets
+        error = self.q + (self.JV[:, : len(c)] @ c.to(self.JV.dtype)).double().reshape(self.n_samples, -1) - self.targets
         weighted = error if self.weights is None else error * self.weights
         objective = float(weighted.pow(2).sum())
         rel = float((torch.linalg.vector_norm(error, dim=1) / torch.linalg.vector_norm(self.targets, dim=1)).sum())

@@ -29,22 +29,37 @@ class Subspace:
     seconds: dict = field(default_factory=dict)  # per phase
 
 
-def random_matrix(m: int, k: int, *, distribution: str, seed: int, dtype: torch.dtype) -> torch.Tensor:
-    """Ω (m, k): standard normal or uniform on [-1, 1], the same on every rank for one seed."""
-    generator = torch.Generator().manual_seed(seed)
-    if distribution == "gaussian":
-        return torch.randn(m, k, generator=generator, dtype=dtype)
-    if distribution == "uniform":
-        return 2 * torch.rand(m, k, generator=generator, dtype=dtype) - 1
-    raise ValueError(f"unknown distribution {distribution!r}; choose one of {DISTRIBUTIONS}")
+OMEGA_BLOCK = 64  # columns of Ω drawn from one seed: Ω[:, j] depends only on (seed, j // OMEGA_BLOCK)
 
 
-def _allreduce(t: torch.Tensor, comm: MPI.Comm) -> torch.Tensor:
-    if comm.size == 1:
-        return t
-    buffer = t.detach().numpy().copy()
-    comm.Allreduce(MPI.IN_PLACE, buffer, op=MPI.SUM)
-    return torch.from_numpy(buffer)
+def random_matrix(m: int, k: int, *, distribution: str, seed: int, dtype: torch.dtype, first: int = 0) -> torch.Tensor:
+    """Columns ``first .. first + k - 1`` of Ω (m, ∞): standard normal or uniform on [-1, 1].
+
+    Every group of ``OMEGA_BLOCK`` columns is drawn from its own seed ``(seed, group)``, so any
+    column block can be regenerated on its own (the lean engine never stores Ω whole) and Ω is
+    the same on every rank and for every way of splitting it into blocks.
+    """
+    if distribution not in DISTRIBUTIONS:
+        raise ValueError(f"unknown distribution {distribution!r}; choose one of {DISTRIBUTIONS}")
+    groups = range(first // OMEGA_BLOCK, (first + k - 1) // OMEGA_BLOCK + 1) if k > 0 else range(0)
+    pieces = []
+    for group in groups:
+        generator = torch.Generator().manual_seed(int(np.random.SeedSequence([seed, group]).generate_state(1)[0]))
+        if distribution == "gaussian":
+            pieces.append(torch.randn(m, OMEGA_BLOCK, generator=generator, dtype=dtype))
+        else:
+            pieces.append(2 * torch.rand(m, OMEGA_BLOCK, generator=generator, dtype=dtype) - 1)
+    if not pieces:
+        return torch.zeros(m, 0, dtype=dtype)
+    offset = first - groups[0] * OMEGA_BLOCK
+    return torch.cat(pieces, dim=1)[:, offset : offset + k]
+
+
+def allreduce_(t: torch.Tensor, comm: MPI.Comm) -> torch.Tensor:
+    """Sum a contiguous CPU tensor over ``comm`` in place (no copy); returns ``t``. Collective."""
+    if comm.size > 1:
+        comm.Allreduce(MPI.IN_PLACE, t.detach().numpy(), op=MPI.SUM)
+    return t
 
 
 def randomized_subspace(
@@ -71,12 +86,12 @@ def randomized_subspace(
     Y = residual.G(Omega)
     for _ in range(power_iterations):
         Q, _ = tsqr(Y.double().numpy(), comm)
-        Z = _allreduce(residual.Gt(torch.from_numpy(Q).to(dtype)), comm)
+        Z = allreduce_(residual.Gt(torch.from_numpy(Q).to(dtype)), comm)
         Y = residual.G(torch.linalg.qr(Z.double())[0].to(dtype))
     Q, _ = tsqr(Y.double().numpy(), comm)
     seconds["sketch"] = time.perf_counter() - start
     start = time.perf_counter()
-    Bt = _allreduce(residual.Gt(torch.from_numpy(Q).to(dtype)), comm)  # (m, k) = (Qᵀ G)ᵀ
+    Bt = allreduce_(residual.Gt(torch.from_numpy(Q).to(dtype)), comm)  # (m, k) = (Qᵀ G)ᵀ
     seconds["projection"] = time.perf_counter() - start
     start = time.perf_counter()
     # SVD of B = Btᵀ through a QR of the tall Bt (m × k) and an SVD of its k × k factor:

@@ -18,14 +18,19 @@ def _positive_diagonal(R: np.ndarray) -> np.ndarray:
 
 
 class StreamingQR:
-    """R factor of a tall matrix fed in row blocks: memory O(k² + block·k). Local.
+    """R factor of a tall matrix fed in row blocks: memory O(k² + buffer·k). Local.
 
     ``add(block)`` for each (rows, k) block, then ``R`` is the (min(n, k), k) factor of all rows.
+    Small blocks are buffered until at least ``max(2k, 4096)`` rows are waiting, so the cost
+    stays close to one Householder QR of all rows (re-factorising R with every small block
+    would cost k² per block row count, far more at large k).
     """
 
     def __init__(self, n_columns: int):
         self.n_columns = n_columns
-        self.R = np.zeros((0, n_columns))
+        self._R = np.zeros((0, n_columns))
+        self._buffer: list[np.ndarray] = []
+        self._buffered = 0
         self.n_rows = 0
 
     def add(self, block: np.ndarray) -> None:
@@ -35,7 +40,28 @@ class StreamingQR:
         if not np.all(np.isfinite(block)):
             raise FloatingPointError("a block fed to the QR contains NaN or infinite values")
         self.n_rows += len(block)
-        self.R = np.linalg.qr(np.vstack([self.R, block]), mode="r")
+        self._buffer.append(block)
+        self._buffered += len(block)
+        if self._buffered >= max(2 * self.n_columns, 4096):
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._buffer:
+            self._R = np.linalg.qr(np.vstack([self._R, *self._buffer]), mode="r")
+            self._buffer, self._buffered = [], 0
+
+    @property
+    def R(self) -> np.ndarray:
+        self._flush()
+        return self._R
+
+    def state(self) -> dict:
+        """What :meth:`restore` needs to continue (for checkpoints)."""
+        return {"R": self.R, "n_rows": self.n_rows}
+
+    def restore(self, state: dict) -> None:
+        self._R, self.n_rows = np.asarray(state["R"]), int(state["n_rows"])
+        self._buffer, self._buffered = [], 0
 
 
 def tsqr_r(R_local: np.ndarray, comm: MPI.Comm) -> np.ndarray:

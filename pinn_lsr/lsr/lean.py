@@ -1,0 +1,172 @@
+"""The lean randomized subspace: the paper's range finder at ranks of thousands.
+
+Same mathematics as :func:`pinn_lsr.lsr.subspace.randomized_subspace` (same Ω, same V up to
+column signs and round-off), with the memory of the arrays that are truly needed:
+
+* Ω (m × k, k = r + p) is never stored: each block of columns is regenerated from its seed;
+* the sketch ``Y = G Ω`` (n_sketch × k) is kept in the model's dtype (float32) and turned
+  into Q in place by block classical Gram–Schmidt with reorthogonalisation (BCGS2; products in
+  float64 row block by row block, each column block's QR by TSQR across ranks);
+* ``Bt = Gᵀ Q`` (m × k, summed over ranks) gives B's right singular vectors through the k × k
+  float64 Gram matrix ``Btᵀ Bt = U S² Uᵀ`` (rows of Bt split over the ranks), and
+  ``V = Bt U S⁻²`` (scaled) is written over Bt's storage block by block. Singular values
+  below about 1e-8·S[0] are not resolved by the Gram matrix (the plain recipe's float64 QR of
+  the float32 Bt resolves them, but they are below Bt's storage precision); they are clamped;
+* so the peak is one n_sketch × k and one m × k array in float32 plus k × k float64 matrices,
+  against three n × k float64 copies (TSQR), Ω, Bt and two m × k float64 arrays in the plain
+  recipe.
+
+Each column block of the sketch and of the projection can be checkpointed
+(:class:`pinn_lsr.lsr.checkpoint.CheckpointStore`) and shows on a progress bar.
+"""
+
+import time
+
+import numpy as np
+import scipy.linalg
+import torch
+from mpi4py import MPI
+from tqdm import tqdm
+
+from pinn_lsr.lsr.checkpoint import CheckpointStore
+from pinn_lsr.lsr.residual import DataResidual
+from pinn_lsr.lsr.subspace import Subspace, allreduce_, random_matrix
+from pinn_lsr.parallel.tsqr import tsqr
+
+GRAM_ROWS = 8192  # rows per float64 block of a Gram product
+
+
+def gram(A: torch.Tensor, rows: int = GRAM_ROWS) -> np.ndarray:
+    """``Aᵀ A`` (k, k) in float64 for A (n, k) of any float dtype, row block by row block. Local."""
+    result = np.zeros((A.shape[1], A.shape[1]))
+    for start in range(0, A.shape[0], rows):
+        block = A[start : start + rows].double().numpy()
+        result += block.T @ block
+    return result
+
+
+def fill_columns(out: torch.Tensor, compute, *, name: str, block: int, store: CheckpointStore | None,
+                 bar: tqdm) -> torch.Tensor:
+    """``out[:, cols] = compute(cols)`` for column blocks of ``block``; each block is read from /
+    written to ``store`` under ``name`` when a store is given. Collective when ``compute`` is."""
+    for start in range(0, out.shape[1], block):
+        cols = slice(start, min(start + block, out.shape[1]))
+        saved = store.load(f"{name}_{start}") if store is not None else None
+        if saved is None:
+            out[:, cols] = compute(cols)
+            if store is not None:
+                store.save(f"{name}_{start}", out[:, cols].clone())
+        else:
+            out[:, cols] = saved
+        bar.update(cols.stop - cols.start)
+    return out
+
+
+def _row_sum(local: np.ndarray, comm: MPI.Comm | None) -> np.ndarray:
+    if comm is not None and comm.size > 1:
+        comm.Allreduce(MPI.IN_PLACE, local, op=MPI.SUM)
+    return local
+
+
+def _project_out(A: torch.Tensor, cols: slice, comm: MPI.Comm | None) -> np.ndarray:
+    """``A[:, cols] -= Q Qᵀ A[:, cols]`` with Q = A[:, :cols.start] (orthonormal); returns Qᵀ A[:, cols]."""
+    C = np.zeros((cols.start, cols.stop - cols.start))
+    for first in range(0, A.shape[0], GRAM_ROWS):
+        rows = slice(first, first + GRAM_ROWS)
+        C += A[rows, : cols.start].double().numpy().T @ A[rows, cols].double().numpy()
+    C = _row_sum(C, comm)
+    C_t = torch.from_numpy(C)
+    for first in range(0, A.shape[0], GRAM_ROWS):
+        rows = slice(first, first + GRAM_ROWS)
+        A[rows, cols] -= (A[rows, : cols.start].double() @ C_t).to(A.dtype)
+    return C
+
+
+def _block_qr(A: torch.Tensor, cols: slice, comm: MPI.Comm | None) -> np.ndarray:
+    """``A[:, cols] = Q_b R_b`` in place (float64 QR, TSQR over ranks); returns R_b."""
+    if comm is None:
+        Q, R = np.linalg.qr(A[:, cols].double().numpy())
+    else:
+        Q, R = tsqr(A[:, cols].double().numpy(), comm)
+    A[:, cols] = torch.from_numpy(Q).to(A.dtype)
+    return R
+
+
+def orthonormalize_(A: torch.Tensor, comm: MPI.Comm | None, *, block: int = 256) -> None:
+    """Overwrite A (n_local, k), rows split over ``comm`` (or all local when None), with an
+    orthonormal basis of its columns' span: BCGS2 (Barlow & Smoktunowicz, Numer. Math. 2013),
+    column block by column block, float64 arithmetic on float32 storage. Collective."""
+    for start in range(0, A.shape[1], block):
+        cols = slice(start, min(start + block, A.shape[1]))
+        for _ in range(2):  # the second pass restores orthogonality lost to cancellation
+            if start:
+                _project_out(A, cols, comm)
+            _block_qr(A, cols, comm)
+
+
+def lean_randomized_subspace(
+    residual: DataResidual,
+    rank: int,
+    *,
+    comm: MPI.Comm = MPI.COMM_WORLD,
+    oversampling: int = 10,
+    power_iterations: int = 0,
+    distribution: str = "gaussian",
+    scaled: bool = True,
+    seed: int = 0,
+    block_columns: int = 256,
+    store: CheckpointStore | None = None,
+    progress: bool = False,
+) -> Subspace:
+    """The randomized subspace of rank ``rank`` for ``G`` with lean memory. Collective on ``comm``.
+
+    ``block_columns``: columns of Ω (tangents) per product pass block (memory m × block).
+    """
+    m, dtype = residual.jacobian.n_params, residual.jacobian.dtype
+    n_local = residual.jacobian.n_rows
+    k = min(rank + oversampling, m)
+    seconds = {}
+    quiet = not progress or comm.rank != 0
+    start = time.perf_counter()
+    Y = torch.empty(n_local, k, dtype=dtype)
+    with tqdm(total=k, desc="LSR sketch G·Ω", unit="col", disable=quiet) as bar:
+        fill_columns(Y, lambda c: residual.G(random_matrix(m, c.stop - c.start, distribution=distribution, seed=seed,
+                                                              dtype=dtype, first=c.start)),
+                     name="sketch", block=block_columns, store=store, bar=bar)
+    for iteration in range(power_iterations):
+        orthonormalize_(Y, comm)
+        Z = _project(residual, Y, comm, name=f"power{iteration}_projection", block=block_columns, store=store,
+                     quiet=quiet)
+        orthonormalize_(Z, None)
+        with tqdm(total=k, desc=f"LSR power iteration {iteration + 1}", unit="col", disable=quiet) as bar:
+            fill_columns(Y, lambda c: residual.G(Z[:, c].contiguous()),  # noqa: B023
+                         name=f"power{iteration}_sketch", block=block_columns, store=store, bar=bar)
+        del Z
+    orthonormalize_(Y, comm)
+    seconds["sketch"] = time.perf_counter() - start
+    start = time.perf_counter()
+    Bt = _project(residual, Y, comm, name="projection", block=block_columns, store=store, quiet=quiet)
+    del Y
+    seconds["projection"] = time.perf_counter() - start
+    start = time.perf_counter()
+    mine = np.array_split(np.arange(m), comm.size)[comm.rank]  # each rank sums a share of Bt's rows
+    lam, U = scipy.linalg.eigh(_row_sum(gram(Bt[mine[0] : mine[-1] + 1] if len(mine) else Bt[:0]), comm))
+    order = np.argsort(lam)[::-1]
+    S = np.sqrt(np.clip(lam[order], 0.0, None))
+    r = min(rank, k)
+    S_r = np.maximum(S[:r], S[0] * np.sqrt(k * np.finfo(np.float64).eps))
+    C = torch.from_numpy(U[:, order[:r]] / S_r ** (2 if scaled else 1))  # V = Bt C: B's right singular vectors (/ S)
+    for first in range(0, m, GRAM_ROWS):
+        rows = slice(first, first + GRAM_ROWS)
+        Bt[rows, :r] = (Bt[rows].double() @ C).to(dtype)
+    seconds["svd"] = time.perf_counter() - start
+    return Subspace(Bt[:, :r], S, seconds)
+
+
+def _project(residual: DataResidual, Y: torch.Tensor, comm: MPI.Comm, *, name: str, block: int,
+             store: CheckpointStore | None, quiet: bool) -> torch.Tensor:
+    """``Gᵀ Y`` (m, k) summed over ranks, block of columns by block. Collective."""
+    Z = torch.empty(residual.jacobian.n_params, Y.shape[1], dtype=Y.dtype)
+    with tqdm(total=Y.shape[1], desc="LSR projection Gᵀ·Y", unit="col", disable=quiet) as bar:
+        return fill_columns(Z, lambda c: allreduce_(residual.Gt(Y[:, c].contiguous()).contiguous(), comm),
+                            name=name, block=block, store=store, bar=bar)
