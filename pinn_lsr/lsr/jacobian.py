@@ -92,7 +92,23 @@ class ModelJacobian:
         self._sizes = [t.numel() for t in real.values()]
         self.theta0_full = torch.cat([t.detach().reshape(-1) for t in real.values()]).clone()
         self.index = torch.arange(len(self.theta0_full)) if index is None else index
+        if len(self.index) > 1 and not bool((self.index[1:] > self.index[:-1]).all()):
+            raise ValueError("the parameter index must be strictly increasing (see select_parameters)")
         self.theta0 = self.theta0_full[self.index].clone()
+        # per parameter tensor: its selected entries (a slice of θ, sorted index) or None, so that
+        # tensors without selected entries stay constants and carry no tangents (layer-restricted
+        # subspaces then skip the products through the layers before the first selected one)
+        offsets = np.cumsum([0] + self._sizes)
+        bounds = np.searchsorted(self.index.numpy(), offsets)
+        self._selected = []
+        for j, (first, last) in enumerate(zip(bounds[:-1], bounds[1:])):
+            if first == last:
+                self._selected.append(None)
+            elif last - first == self._sizes[j]:
+                self._selected.append((slice(int(first), int(last)), None))
+            else:
+                self._selected.append((slice(int(first), int(last)), self.index[first:last] - int(offsets[j])))
+        self._pieces0 = torch.split(self.theta0_full, self._sizes)
         self.dtype = self.theta0.dtype
         self._buffers = dict(model.named_buffers())
         self.chunk_samples = int(chunk_samples)
@@ -112,8 +128,14 @@ class ModelJacobian:
         return len(self.inputs) * self.n_outputs
 
     def _params(self, theta: torch.Tensor) -> dict[str, torch.Tensor]:
-        full = self.theta0_full.index_put((self.index,), theta)
-        pieces = torch.split(full, self._sizes)
+        pieces = []
+        for piece0, selected in zip(self._pieces0, self._selected):
+            if selected is None:
+                pieces.append(piece0)
+            elif selected[1] is None:
+                pieces.append(theta[selected[0]])
+            else:
+                pieces.append(piece0.index_put((selected[1],), theta[selected[0]]))
         # complex parameters: view_as_complex needs an even storage offset, hence the copy
         real = {name: piece.reshape(shape).clone() if name in self._complex else piece.reshape(shape)
                 for name, piece, shape in zip(self._names, pieces, self._shapes)}

@@ -23,6 +23,7 @@ from tqdm import tqdm
 from pinn_lsr.allocator import retain_freed_memory
 from pinn_lsr.io.atomic import atomic_path
 from pinn_lsr.lsr.jacobian import ModelJacobian, select_parameters
+from pinn_lsr.lsr.budget import measure_costs
 from pinn_lsr.lsr.checkpoint import CheckpointStore, tensor_digest
 from pinn_lsr.lsr.lean import lean_randomized_subspace
 from pinn_lsr.lsr.reduced import REDUCTIONS, ReducedSolution, accumulator, finish, solve_dense
@@ -53,7 +54,9 @@ class LSRReport:
     linearized_objective: float = float("nan")  # ||G V c + f||² / n_samples
     nonlinear_objective: float = float("nan")  # ||f(θ0 + δ)||² / n_samples
     seconds: dict = field(default_factory=dict)
-    peak_memory_mb: float = 0.0  # peak resident memory of this process so far
+    peak_memory_mb: float = 0.0  # peak resident memory of this process so far (the largest rank)
+    total_peak_memory_mb: float = 0.0  # the same summed over the ranks
+    predicted: dict = field(default_factory=dict)  # with a budget: predicted memory_gb, seconds, unit costs
 
 
 class RefinedModel:
@@ -101,7 +104,7 @@ def refine(
     inputs: torch.Tensor,
     targets: torch.Tensor,
     *,
-    rank: int,
+    rank: int | None,
     validation: tuple[torch.Tensor, torch.Tensor] | None = None,
     relative: bool = True,
     subspace: str = "randomized",
@@ -124,6 +127,8 @@ def refine(
     checkpoint: str | Path | None = None,
     checkpoint_seconds: float = 300.0,
     progress: bool = False,
+    memory_budget_gb: float | None = None,
+    time_budget_minutes: float | None = None,
     seed: int = 0,
     forward=None,
     comm: MPI.Comm = MPI.COMM_WORLD,
@@ -164,6 +169,10 @@ def refine(
             projection and, every ``checkpoint_seconds``, the reduced factor so far; a run
             restarted with the same arguments resumes from them.
         progress: progress bars (rank 0) over the passes.
+        memory_budget_gb, time_budget_minutes: a budget for the whole run (memory summed over
+            the ranks); a pilot measures the unit costs (:mod:`pinn_lsr.lsr.budget`) and the
+            largest rank predicted to fit is used (``rank``, if given, caps it). The report
+            holds the predicted and the measured figures.
         forward: ``forward(model, inputs) -> outputs`` when the model is not called as model(x).
 
     Raises:
@@ -193,13 +202,18 @@ def refine(
     residual = DataResidual.create(jacobian, targets, relative=relative, comm=comm)
     n_samples = comm.allreduce(len(inputs))
     n_rows = comm.allreduce(jacobian.n_rows)
-    if not 1 <= rank <= min(jacobian.n_params, n_rows - 1):
+    budgeted = memory_budget_gb is not None or time_budget_minutes is not None
+    if rank is None and not budgeted:
+        raise ValueError("give a rank, or a memory and/or time budget to choose it")
+    if budgeted and engine == "plain" and subspace != "randomized":
+        raise ValueError("budgets are predicted for the randomized subspace only")
+    if rank is not None and not 1 <= rank <= min(jacobian.n_params, n_rows - 1):
         raise ValueError(f"rank must be between 1 and min(parameters, rows - 1) = "
                          f"min({jacobian.n_params}, {n_rows - 1}), got {rank}")
     if row_fraction is not None:
         sketch_samples = _sample_subset(len(inputs), row_fraction, seed, comm)
         n_sketch_rows = comm.allreduce(int(sketch_samples.sum())) * jacobian.n_outputs
-        if n_sketch_rows < rank + oversampling:
+        if rank is not None and n_sketch_rows < rank + oversampling:
             raise ValueError(f"row_fraction={row_fraction} leaves {n_sketch_rows} rows for the sketch, "
                              f"fewer than rank + oversampling = {rank + oversampling}")
     held_out = {**(evaluate or {}), **({"validation": validation} if validation is not None else {})}
@@ -213,6 +227,23 @@ def refine(
     if not comm.allreduce(bool(torch.isfinite(f0).all()), op=MPI.LAND):
         raise ValueError("the residual at θ0 contains NaN or infinite values (model outputs or targets)")
 
+    predicted = {}
+    if budgeted:
+        costs = measure_costs(residual, n_sketch_samples=len(inputs) if row_fraction is None else int(sketch_samples.sum()),
+                              n_probe_samples=sum(len(x) for x, _ in held_out.values()), engine=engine,
+                              reduction=reduction, oversampling=oversampling, block_columns=block_columns, comm=comm)
+        cap = min(rank or jacobian.n_params, jacobian.n_params, n_rows - 1,
+                  n_rows - oversampling if row_fraction is None else n_sketch_rows - oversampling)
+        memory = None if memory_budget_gb is None else memory_budget_gb * 2**30
+        seconds = None if time_budget_minutes is None else time_budget_minutes * 60.0
+        rank = costs.largest_rank(memory_bytes=memory, seconds=seconds, cap=cap)
+        if rank < 1:
+            raise ValueError(f"the budget ({memory_budget_gb} GB, {time_budget_minutes} min) is too small for rank 1: "
+                             f"predicted {costs.memory_bytes(1) / 2**30:.2f} GB and {costs.seconds(1):.0f} s")
+        predicted = {"memory_gb": costs.memory_bytes(rank) / 2**30, "seconds": costs.seconds(rank),
+                     "costs": costs.as_dict()}
+        log.info("budget %s GB, %s min: rank %d, predicted %.2f GB and %.0f s", memory_budget_gb, time_budget_minutes,
+                 rank, predicted["memory_gb"], predicted["seconds"])
     store = None
     if checkpoint is not None:
         fingerprint = {"rank": rank, "oversampling": oversampling, "power_iterations": power_iterations,
@@ -222,7 +253,7 @@ def refine(
                        "f0": tensor_digest(f0)}
         store = CheckpointStore(checkpoint, fingerprint, comm)
 
-    report = LSRReport(rank=rank, max_rank=rank, n_params=jacobian.n_params, n_rows=n_rows)
+    report = LSRReport(rank=rank, max_rank=rank, n_params=jacobian.n_params, n_rows=n_rows, predicted=predicted)
     if subspace == "randomized":
         sketch_residual = residual if row_fraction is None else residual.subset(sketch_samples)
         options = dict(comm=comm, oversampling=oversampling, power_iterations=power_iterations,
@@ -275,7 +306,12 @@ def refine(
     report.nonlinear_objective = comm.allreduce(float(residual.value(jacobian.theta0 + delta).double().pow(2).sum())) / n_samples
     report.seconds["solve_and_scan"] = time.perf_counter() - start
     report.seconds["total"] = time.perf_counter() - total_start
-    report.peak_memory_mb = comm.allreduce(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, op=MPI.MAX)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    report.peak_memory_mb = comm.allreduce(peak, op=MPI.MAX)
+    report.total_peak_memory_mb = comm.allreduce(peak)
+    if predicted:
+        log.info("budget: predicted %.2f GB and %.0f s, measured %.2f GB and %.0f s", predicted["memory_gb"],
+                 predicted["seconds"], report.total_peak_memory_mb / 1024, report.seconds["total"])
     log.info("LSR rank %d (of %d): objective %.3e -> %.3e (linear), %.3e (committed weights) in %.1f s",
              report.rank, rank, report.initial_objective, report.linearized_objective, report.nonlinear_objective,
              report.seconds["total"])

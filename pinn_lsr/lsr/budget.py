@@ -1,0 +1,129 @@
+"""Budget-aware rank: predict an LSR run's memory and seconds from measured unit costs.
+
+A pilot measures, on this machine and model, the seconds of one Jacobian product per
+(tangent × sample) in forward and reverse mode, the float64 matrix-product and QR speeds, and
+the resident memory already in use; :class:`CostModel` turns them into the memory (summed over
+ranks, bytes) and wall time (seconds) of a refinement of rank r with a given engine, and
+:meth:`CostModel.largest_rank` finds the largest r inside a budget. The predictions ignore
+Python overheads; the report of :func:`pinn_lsr.lsr.refine.refine` prints them beside the
+measured figures.
+"""
+
+import resource
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+from mpi4py import MPI
+
+from pinn_lsr.lsr.residual import DataResidual
+from pinn_lsr.lsr.subspace import random_matrix
+
+F32, F64 = 4, 8
+
+
+@dataclass
+class CostModel:
+    """Unit costs and sizes of one refinement (sizes per rank: the largest share)."""
+
+    engine: str  # lean | plain
+    reduction: str  # qr | gram
+    n_ranks: int
+    n_params: int  # m
+    n_outputs: int  # rows per sample
+    n_samples: int  # samples of the reduced problem on the busiest rank
+    n_sketch_samples: int  # samples of the range finder on the busiest rank
+    n_probe_samples: int  # held-out samples scored at every rank (busiest rank)
+    oversampling: int
+    block_columns: int
+    jvp_seconds: float  # per tangent and sample
+    vjp_seconds: float  # per cotangent and sample
+    gemm_flops: float  # float64 matrix products, flop/s
+    qr_flops: float  # float64 Householder QR, flop/s
+    base_bytes: float  # resident memory before the refinement, summed over ranks
+
+    def memory_bytes(self, rank: int) -> float:
+        """Peak resident memory of the whole run (all ranks), bytes."""
+        k = min(rank + self.oversampling, self.n_params)
+        m, n_sketch = self.n_params, self.n_sketch_samples * self.n_outputs
+        n_chunk = 256 * self.n_outputs
+        if self.engine == "lean":  # Y and Bt (float32), a block of Ω, a float64 row block, k x k matrices
+            sketch = F32 * (n_sketch * k + m * k) + F32 * m * self.block_columns + F64 * 8192 * k + 3 * F64 * k * k
+        else:  # Ω, Y, three float64 n x k copies in TSQR; then Bt, Bt in float64, Q_B, V in float64
+            sketch = max(F32 * (m * k + n_sketch * k) + 3 * F64 * n_sketch * k,
+                         F32 * (2 * m * k + n_sketch * k) + 3 * F64 * m * k)
+        buffer = max(2 * (rank + 1), 4096) + rank + 1 if self.reduction == "qr" else n_chunk
+        reduced = F32 * m * rank + 2 * F64 * buffer * (rank + 1) + F64 * (rank + 1) ** 2
+        probes = F32 * self.n_probe_samples * self.n_outputs * rank
+        return self.base_bytes + self.n_ranks * (max(sketch, reduced) + probes)
+
+    def seconds(self, rank: int) -> float:
+        """Wall time of the refinement (the busiest rank), seconds."""
+        k = min(rank + self.oversampling, self.n_params)
+        m, n, n_sketch = self.n_params, self.n_samples * self.n_outputs, self.n_sketch_samples * self.n_outputs
+        products = (self.jvp_seconds + self.vjp_seconds) * self.n_sketch_samples * k \
+            + self.jvp_seconds * (self.n_samples + self.n_probe_samples) * rank
+        if self.engine == "lean":  # BCGS2 on Y; Gram of a share of Bt's rows; V = Bt C
+            algebra = (4 * n_sketch * k * k + 4 * n_sketch * k * 256 + 2 * m * k * k / self.n_ranks
+                       + 2 * m * k * rank) / self.gemm_flops
+        else:  # TSQR of Y and the explicit Q; QR of Bt; V = Q_B W
+            algebra = (4 * n_sketch * k * k + 4 * m * k * k) / self.qr_flops + 2 * m * k * rank / self.gemm_flops
+        reduce = 2 * n * rank * rank / (self.qr_flops if self.reduction == "qr" else self.gemm_flops)
+        return products + algebra + reduce
+
+    def largest_rank(self, *, memory_bytes: float | None, seconds: float | None, cap: int) -> int:
+        """The largest r ≤ cap whose predicted memory and time fit the budget (0 if none)."""
+        fits = lambda r: ((memory_bytes is None or self.memory_bytes(r) <= memory_bytes)  # noqa: E731
+                          and (seconds is None or self.seconds(r) <= seconds))
+        low, high = 0, cap
+        while low < high:  # both figures grow with r
+            middle = (low + high + 1) // 2
+            low, high = (middle, high) if fits(middle) else (low, middle - 1)
+        return low
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _flop_rates() -> tuple[float, float]:
+    """Measured float64 flop/s of a matrix product and of a Householder QR (local)."""
+    A = np.random.default_rng(0).standard_normal((4096, 512))
+    A.T @ A
+    start = time.perf_counter()
+    A.T @ A
+    gemm = 2 * 4096 * 512**2 / (time.perf_counter() - start)
+    start = time.perf_counter()
+    np.linalg.qr(A, mode="r")
+    qr = 2 * 4096 * 512**2 / (time.perf_counter() - start)
+    return gemm, qr
+
+
+def measure_costs(residual: DataResidual, *, n_sketch_samples: int, n_probe_samples: int, engine: str,
+                  reduction: str, oversampling: int, block_columns: int,
+                  comm: MPI.Comm = MPI.COMM_WORLD) -> CostModel:
+    """Time one Jacobian product each way on a chunk of this rank's samples (after a warm-up)
+    and the float64 kernels, and read the memory in use. Collective; a few seconds."""
+    jacobian = residual.jacobian
+    samples = min(len(jacobian.inputs), jacobian.chunk_samples)
+    probe = residual.subset(torch.arange(samples))
+    tangents = 2 * jacobian.chunk_tangents
+    T = random_matrix(jacobian.n_params, tangents, distribution="gaussian", seed=0, dtype=jacobian.dtype)
+    probe.G(T[:, : jacobian.chunk_tangents])  # warm-up
+    start = time.perf_counter()
+    Y = probe.G(T)
+    jvp = (time.perf_counter() - start) / (tangents * samples)
+    probe.Gt(Y[:, : jacobian.chunk_tangents])
+    start = time.perf_counter()
+    probe.Gt(Y)
+    vjp = (time.perf_counter() - start) / (tangents * samples)
+    gemm, qr = _flop_rates()
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024.0
+    return CostModel(
+        engine=engine, reduction=reduction, n_ranks=comm.size, n_params=jacobian.n_params,
+        n_outputs=jacobian.n_outputs, n_samples=comm.allreduce(len(jacobian.inputs), op=MPI.MAX),
+        n_sketch_samples=comm.allreduce(n_sketch_samples, op=MPI.MAX),
+        n_probe_samples=comm.allreduce(n_probe_samples, op=MPI.MAX), oversampling=oversampling,
+        block_columns=block_columns, jvp_seconds=comm.allreduce(jvp, op=MPI.MAX),
+        vjp_seconds=comm.allreduce(vjp, op=MPI.MAX), gemm_flops=comm.allreduce(gemm, op=MPI.MIN),
+        qr_flops=comm.allreduce(qr, op=MPI.MIN), base_bytes=comm.allreduce(rss))

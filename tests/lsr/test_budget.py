@@ -1,0 +1,60 @@
+"""The budget-aware rank: the chooser stays inside known costs, and refine() honours a budget."""
+
+import pytest
+import torch
+from mpi4py import MPI
+
+from pinn_lsr import refine
+from pinn_lsr.lsr.budget import CostModel
+from tests.lsr.test_lean import trained_float32  # noqa: F401 (fixture)
+from tests.lsr.test_refine import fit2d_data
+
+COMM = MPI.COMM_SELF
+
+
+def known_costs(engine="lean", reduction="qr"):
+    return CostModel(engine=engine, reduction=reduction, n_ranks=2, n_params=400_000, n_outputs=256, n_samples=250,
+                     n_sketch_samples=250, n_probe_samples=50, oversampling=10, block_columns=256, jvp_seconds=2e-5,
+                     vjp_seconds=4e-5, gemm_flops=4e10, qr_flops=1.5e10, base_bytes=2e9)
+
+
+@pytest.mark.parametrize("engine", ["lean", "plain"])
+@pytest.mark.parametrize("memory_gb, minutes", [(20, 30), (8, None), (None, 5), (4, 2)])
+def test_the_chosen_rank_is_the_largest_inside_the_budget(engine, memory_gb, minutes):
+    costs = known_costs(engine)
+    memory = None if memory_gb is None else memory_gb * 2**30
+    seconds = None if minutes is None else minutes * 60
+    r = costs.largest_rank(memory_bytes=memory, seconds=seconds, cap=60_000)
+    assert r >= 1
+    assert memory is None or costs.memory_bytes(r) <= memory
+    assert seconds is None or costs.seconds(r) <= seconds
+    over = r + 1
+    assert (memory is not None and costs.memory_bytes(over) > memory) or (seconds is not None and costs.seconds(over) > seconds)
+
+
+def test_the_lean_engine_fits_a_larger_rank_than_the_plain_recipe_in_the_same_memory():
+    lean, plain = known_costs("lean"), known_costs("plain")
+    budget = 20 * 2**30
+    assert lean.largest_rank(memory_bytes=budget, seconds=None, cap=100_000) > \
+        2 * plain.largest_rank(memory_bytes=budget, seconds=None, cap=100_000)
+
+
+def test_a_budget_too_small_for_rank_one_is_refused():
+    assert known_costs().largest_rank(memory_bytes=1e9, seconds=None, cap=1000) == 0
+
+
+def test_refine_with_a_budget_predicts_and_reports(trained_float32):  # noqa: F811
+    model, x, y = trained_float32
+    xv, yv = (t.float() for t in fit2d_data(100, 2))
+    refined, report = refine(model, x, y, rank=None, time_budget_minutes=0.05, validation=(xv, yv), relative=False,
+                             chunk_samples=100, comm=COMM)
+    assert report.predicted["seconds"] <= 3.0 and 1 <= report.max_rank
+    assert report.predicted["costs"]["jvp_seconds"] > 0
+    capped, capped_report = refine(model, x, y, rank=7, time_budget_minutes=10, relative=False, chunk_samples=100,
+                                   comm=COMM)
+    assert capped_report.max_rank == 7
+    with pytest.raises(ValueError, match="too small for rank 1"):
+        refine(model, x, y, rank=None, memory_budget_gb=1e-6, relative=False, comm=COMM)
+    with pytest.raises(ValueError, match="give a rank"):
+        refine(model, x, y, rank=None, relative=False, comm=COMM)
+    torch.testing.assert_close(refined.delta.isfinite().all(), torch.tensor(True))
