@@ -91,18 +91,27 @@ def _validate(cfg: DictConfig) -> None:
 
 
 def _validate_lsr(cfg: DictConfig) -> None:
-    from pinn_lsr.lsr.refine import SOLVERS, SUBSPACES
+    from pinn_lsr.lsr.reduced import REDUCTIONS
+    from pinn_lsr.lsr.refine import ENGINES, SOLVERS, SUBSPACES
     from pinn_lsr.lsr.subspace import DISTRIBUTIONS
 
     if cfg.get("model") is None and cfg.checkpoint is None:
         raise ValueError("method=lsr needs a model: choose model=... or checkpoint=PATH")
-    require_int(cfg, "method.rank", minimum=1)
+    budgets = ("memory_budget_gb", "time_budget_minutes")
+    for key in budgets:
+        value = cfg.method.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float) or value <= 0):
+            raise ValueError(f"method.{key} must be a positive number or null, got {value!r}")
+    if cfg.method.rank is not None or all(cfg.method.get(key) is None for key in budgets):
+        require_int(cfg, "method.rank", minimum=1)
+    require_int(cfg, "method.block_columns", minimum=1)
     require_int(cfg, "method.oversampling", minimum=0)
     require_int(cfg, "method.power_iterations", minimum=0)
     require_int(cfg, "method.chunk_samples", minimum=1)
     if not 0 < cfg.method.validation_fraction < 1:
         raise ValueError(f"method.validation_fraction must be in (0, 1), got {cfg.method.validation_fraction}")
-    for key, choices in (("solver", SOLVERS), ("subspace", SUBSPACES), ("distribution", DISTRIBUTIONS)):
+    for key, choices in (("solver", SOLVERS), ("subspace", SUBSPACES), ("distribution", DISTRIBUTIONS),
+                         ("engine", ENGINES), ("reduction", REDUCTIONS)):
         if cfg.method[key] not in choices:
             raise ValueError(f"method.{key} must be one of {choices}, got {cfg.method[key]!r}")
 

@@ -229,11 +229,12 @@ def refine_model(cfg: DictConfig, model: torch.nn.Module, train_data: Data, test
     options = {k: v for k, v in OmegaConf.to_container(cfg.method).items() if k not in ("name", "validation_fraction")}
     refined, report = refine(model, *share(fit, comm), validation=share(held_out, comm),
                              evaluate={"test": share(test, comm)} if test is not None else None,
-                             seed=int(cfg.seed), comm=comm, **options)
+                             progress=bool(cfg.output.progress), seed=int(cfg.seed), comm=comm, **options)
     metrics = {"rank": report.rank, "max_rank": report.max_rank, "n_parameters": report.n_params,
                "n_rows": report.n_rows, "seconds": report.seconds["total"], "seconds_by_phase": report.seconds,
                "condition_number": report.condition_number, "effective_rank": report.effective_rank,
-               "peak_memory_mb": report.peak_memory_mb,
+               "peak_memory_mb": report.peak_memory_mb, "total_peak_memory_mb": report.total_peak_memory_mb,
+               "predicted": report.predicted,
                "objective": {"initial": report.initial_objective, "linearized": report.linearized_objective,
                              "nonlinear": report.nonlinear_objective},
                "scan": report.scan}

@@ -40,7 +40,8 @@ def test_reduced_solve_two_ranks_equal_one(comm, solver):
     assert parallel.n_rows == 90
 
 
-def test_refine_two_ranks_equal_one(comm):
+@pytest.mark.parametrize("engine", ["lean", "plain"])
+def test_refine_two_ranks_equal_one(comm, engine):
     torch.manual_seed(0)
     model = set_precision(build_model("mlp", in_features=2, out_features=1, width=16, depth=2, activation="tanh"), torch.float64)
     g = torch.Generator().manual_seed(3)
@@ -51,10 +52,39 @@ def test_refine_two_ranks_equal_one(comm):
     val_share = torch.from_numpy(np.array_split(np.arange(250, 300), 2)[comm.rank])
     train_share = share[share < 250]
     serial, serial_report = refine(model, x[:250], y[:250], rank=40, validation=(x[val], y[val]), chunk_samples=32,
-                                   comm=MPI.COMM_SELF)
+                                   engine=engine, comm=MPI.COMM_SELF)
     parallel, parallel_report = refine(model, x[train_share], y[train_share], rank=40,
-                                       validation=(x[val_share], y[val_share]), chunk_samples=32, comm=comm)
+                                       validation=(x[val_share], y[val_share]), chunk_samples=32, engine=engine, comm=comm)
     assert parallel_report.rank == serial_report.rank and parallel_report.n_rows == 250
     torch.testing.assert_close(parallel.delta, serial.delta, rtol=1e-8, atol=1e-8 * serial.delta.abs().max().item())
     gathered = comm.allgather(parallel.delta.numpy())
     np.testing.assert_array_equal(gathered[0], gathered[1])
+
+
+def test_lean_refinement_resumes_on_two_ranks(comm, shared_tmp_path, monkeypatch):
+    from pinn_lsr.lsr.residual import DataResidual
+
+    torch.manual_seed(0)
+    model = build_model("mlp", in_features=2, out_features=1, width=16, depth=2, activation="tanh")
+    g = torch.Generator().manual_seed(3)
+    x = torch.rand(300, 2, generator=g) * 2 - 1
+    y = (torch.sin(math.pi * x[:, 0]) * torch.sin(math.pi * x[:, 1]))[:, None]
+    share = torch.from_numpy(np.array_split(np.arange(300), 2)[comm.rank])
+    options = dict(rank=30, chunk_samples=40, block_columns=8, comm=comm)
+    reference, _ = refine(model, x[share], y[share], **options)
+    calls = {"n": 0}
+    original = DataResidual.Gt
+
+    def interrupted(self, W):  # the same call on both ranks: a collective stop, as a killed job
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return original(self, W)
+
+    monkeypatch.setattr(DataResidual, "Gt", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        refine(model, x[share], y[share], checkpoint=shared_tmp_path / "lsr", **options)
+    monkeypatch.undo()
+    resumed, _ = refine(model, x[share], y[share], checkpoint=shared_tmp_path / "lsr", **options)
+    torch.testing.assert_close(resumed.delta, reference.delta, rtol=1e-5, atol=1e-6)
+    assert (shared_tmp_path / "lsr" / f"rank{comm.rank}of2" / "projection_0.pt").exists()
