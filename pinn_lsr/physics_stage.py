@@ -29,6 +29,9 @@ from pinn_lsr.train.physics import physics_finetune
 log = logging.getLogger(__name__)
 
 BASELINE_OPTIMIZERS = ("adam", "lbfgs", "none")
+#: PETSc solvers and preconditioners that assume a symmetric matrix (wrong for ``symmetric = False`` problems)
+SYMMETRIC_ONLY = {"ksp_type": ("cg", "pipecg", "groppcg", "pipecgrr", "cr", "pipecr", "minres", "symmlq"),
+                  "pc_type": ("cholesky", "icc")}
 
 
 def validate(cfg: DictConfig) -> None:
@@ -43,22 +46,41 @@ def validate(cfg: DictConfig) -> None:
         if OmegaConf.select(cfg, f"physics.{key}") not in choices:
             raise ValueError(f"physics.{key} must be one of {choices}, got {OmegaConf.select(cfg, f'physics.{key}')!r}")
     resolve_norm(cfg)
+    check_fem_solver(cfg)
+
+
+def check_fem_solver(cfg: DictConfig) -> None:
+    """Raise ValueError when ``fem.petsc_options`` pick a symmetric-only solver for a problem whose
+    operator is not symmetric (``symmetric = False``, e.g. ``cdr``); LU (the default) or GMRES fit."""
+    import problems
+    from pinn_lsr.fem.options import flatten_options
+
+    if getattr(problems.PROBLEMS[cfg.problem.name], "symmetric", True):
+        return
+    options = flatten_options(OmegaConf.to_container(cfg.fem.petsc_options) if cfg.fem.petsc_options else None)
+    for key, symmetric_only in SYMMETRIC_ONLY.items():
+        if options.get(key) in symmetric_only:
+            raise ValueError(f"fem.petsc_options.{key}={options[key]} needs a symmetric matrix, but the operator of "
+                             f"{cfg.problem.name} is not symmetric (use ksp_type=preonly with pc_type=lu, or gmres)")
 
 
 def resolve_norm(cfg: DictConfig) -> str:
-    """``physics.norm`` for the problem: ``auto`` is ``energy`` for linear (SPD) problems and ``dual``
-    (through the SPD part of the Jacobian) for nonlinear ones. Raises ValueError for a norm the
-    problem cannot provide."""
+    """``physics.norm`` for the problem: ``auto`` is ``energy`` for linear SPD problems and ``dual``
+    (through an SPD weighting the problem defines) for the others: nonlinear ones (the SPD part of the
+    Jacobian) and linear ones with ``symmetric = False`` (the weighting form their ``forms`` add).
+    Raises ValueError for a norm the problem cannot provide."""
     import problems
 
-    nonlinear = getattr(problems.PROBLEMS[cfg.problem.name], "kind", "linear") == "nonlinear"
+    problem = problems.PROBLEMS[cfg.problem.name]
+    nonlinear = getattr(problem, "kind", "linear") == "nonlinear"
+    symmetric = getattr(problem, "symmetric", not nonlinear)
     norm = cfg.physics.norm
     if norm == "auto":
-        return "dual" if nonlinear else "energy"
-    if norm == "energy" and nonlinear:
-        raise ValueError(f"physics.norm=energy needs a symmetric operator; the Jacobian of {cfg.problem.name} is not "
-                         "(use dual or auto)")
-    if norm == "dual" and not nonlinear:
+        return "energy" if symmetric else "dual"
+    if norm == "energy" and not symmetric:
+        raise ValueError(f"physics.norm=energy needs a symmetric operator; the "
+                         f"{'Jacobian' if nonlinear else 'operator'} of {cfg.problem.name} is not (use dual or auto)")
+    if norm == "dual" and symmetric:
         raise ValueError(f"physics.norm=dual needs an SPD weighting operator, which {cfg.problem.name} does not define "
                          "(its operator is SPD: use energy or auto)")
     return norm

@@ -5,19 +5,24 @@ Each PDE module defines a frozen dataclass with
 * ``sample_inputs(n_samples, size, *, seed, first=0) -> (n_samples, size, size)``: the input
   field (coefficient or source) on the grid, sample ``k`` depending only on ``(seed, k)``;
 * ``forms(u, v, w, x) -> (a, L)``: the weak form in UFL for trial ``u``, test ``v``, input
-  field ``w`` and spatial coordinate ``x``, with ``u = 0`` on the boundary.
+  field ``w`` and spatial coordinate ``x``, with ``u = 0`` on the boundary. A problem whose ``a``
+  is not symmetric sets ``symmetric = False`` and returns ``(a, L, s)``, ``s`` an SPD bilinear form
+  (the norm of physics LSR, ``physics.norm=dual``; ``cdr``).
 
 Problems with ``kind = "nonlinear"`` define ``residual(u, v, w, x)`` (the weak residual at the
 field u) and ``weight(u, du, v, w, x)`` (an SPD bilinear form: the norm of physics LSR) instead of
 ``forms``. Problems with ``kind = "function"`` (``fit2d``) are function-fitting tasks without a mesh.
 """
 
+from problems.convection_diffusion_reaction import ConvectionDiffusionReaction
 from problems.darcy import Darcy
 from problems.fit2d import Fit2D
 from problems.nonlinear_diffusion import NonlinearDiffusion
 from problems.poisson import Poisson
+from problems.reaction_diffusion import ReactionDiffusion
 
-PROBLEMS = {"darcy": Darcy, "poisson": Poisson, "nonlinear_diffusion": NonlinearDiffusion, "fit2d": Fit2D}
+PROBLEMS = {"darcy": Darcy, "poisson": Poisson, "cdr": ConvectionDiffusionReaction,
+            "reaction_diffusion": ReactionDiffusion, "nonlinear_diffusion": NonlinearDiffusion, "fit2d": Fit2D}
 
 
 def create_problem(name: str, **parameters):

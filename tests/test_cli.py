@@ -80,7 +80,8 @@ def test_mesh_file_run(tmp_path, lshape_msh):
 @pytest.mark.parametrize(
     "override, message",
     [
-        ("problem=heat", "Available options in 'problem':\n\tdarcy\n\tfit2d\n\tnonlinear_diffusion\n\tpoisson"),
+        ("problem=heat", "Available options in 'problem':\n\tcdr\n\tdarcy\n\tfit2d\n\tnonlinear_diffusion\n\tpoisson\n"
+                         "\treaction_diffusion"),
         ("data.n_trains=3", "unknown configuration key 'data.n_trains'. Valid keys here: data.n_train, data.n_test"),
         ("problem.resolution=1", "problem.resolution must be an integer >= 2, got 1"),
         ("fem.input_space=edge", "fem.input_space must be one of"),
@@ -102,7 +103,7 @@ def test_bad_input_exits_2_and_writes_nothing(tmp_path, capsys, override, messag
 def test_help_lists_problems(capsys):
     assert main(["--help"]) == 0
     out = capsys.readouterr().out
-    assert "darcy, fit2d, nonlinear_diffusion, poisson" in out and "n_train" in out
+    assert "cdr, darcy, fit2d, nonlinear_diffusion, poisson, reaction_diffusion" in out and "n_train" in out
 
 
 def test_console_script_and_solve_py_agree_on_errors(tmp_path):
@@ -208,3 +209,43 @@ def test_nonlinear_problem_runs_the_whole_pipeline_with_gauss_newton_physics_lsr
 def test_energy_norm_on_a_nonlinear_problem_is_a_usage_error(tmp_path, capsys):
     assert run(tmp_path, "problem=nonlinear_diffusion", "physics.norm=energy") == 2
     assert "use dual or auto" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("problem,norm", [("cdr", "dual"), ("reaction_diffusion", "energy")])
+def test_new_linear_problems_run_training_data_lsr_and_physics_lsr(tmp_path, problem, norm):
+    physics = ["physics.instances=1", "physics.rank=8", "physics.ilsr.iterations=1", "physics.ilsr.align_iterations=20"]
+    assert run(tmp_path, f"problem={problem}", "train.epochs=5", "data.n_train=10", "data.n_test=3", "method=lsr",
+               "method.rank=6", *physics) == 0
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["problem"] == problem and metrics["n_dofs"] == 144
+    assert metrics["fem"]["distributed_vs_dataset_max_abs_diff"] < 1e-12
+    assert 0 < metrics["train"]["test_rel_l2"] < 10
+    lsr = metrics["lsr"]
+    assert 1 <= lsr["rank"] <= 6 and np.isfinite(lsr["test_rel_l2"])
+    assert lsr["objective"]["linearized"] <= lsr["objective"]["initial"]
+    physics = metrics["physics"]
+    one_shot = physics["physics_lsr"]
+    assert one_shot["norm"] == norm and one_shot["per_instance"][0]["ksp_reason"].startswith("CONVERGED")
+    assert one_shot["fem_rel_l2"] < physics["stages"]["trained network"]
+    assert physics["ilsr"]["fem_rel_l2"] < physics["stages"]["trained network"]
+    assert np.isfinite(physics["baseline"]["fem_rel_l2"])
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["problem=cdr", "physics.norm=energy"], "the operator of cdr is not (use dual or auto)"),
+    (["problem=reaction_diffusion", "physics.norm=dual"], "its operator is SPD: use energy"),
+    (["problem=cdr", "fem.petsc_options.ksp_type=cg"], "fem.petsc_options.ksp_type=cg needs a symmetric matrix"),
+    (["problem=cdr", "fem.petsc_options.pc_type=cholesky"], "pc_type=cholesky needs a symmetric matrix"),
+])
+def test_settings_the_new_problems_cannot_use_are_usage_errors(tmp_path, capsys, overrides, message):
+    assert run(tmp_path, *overrides) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def test_cdr_runs_with_an_iterative_nonsymmetric_fem_solver(tmp_path):
+    # own prefix: an earlier nonlinear run in this process leaves its -fem_* options in PETSc's database
+    gmres = ["fem.prefix=gmres_", "fem.petsc_options.ksp_type=gmres", "fem.petsc_options.pc_type=jacobi",
+             "+fem.petsc_options.ksp_rtol=1e-12"]
+    assert run(tmp_path, "problem=cdr", *gmres) == 0
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["fem"]["ksp_type"] == "gmres"

@@ -19,13 +19,19 @@ from pinn_lsr.fem.solver import create_ksp, solve_checked
 
 __all__ = ["INPUT_SPACES", "FormsCallable", "LinearPDE"]
 
-#: forms(u, v, w, x) -> (a, L): trial u, test v, input field w, spatial coordinate x (UFL).
+#: forms(u, v, w, x) -> (a, L) or (a, L, s): trial u, test v, input field w, spatial coordinate x
+#: (UFL). A problem whose ``a`` is not symmetric adds ``s``, an SPD bilinear form (for instance the
+#: symmetric part of ``a``): the weighting of ``physics.norm=dual``, as ``weight`` is for nonlinear problems.
 FormsCallable = Callable[[ufl.Argument, ufl.Argument, dolfinx.fem.Function, ufl.SpatialCoordinate], tuple]
 
 
 class LinearPDE(GridPDE):
     """``A(w) u = b(w)`` from P1 finite elements with ``u = 0`` on the whole boundary
     (see :class:`~pinn_lsr.fem.grid_pde.GridPDE` for the input field).
+
+    ``A`` need not be symmetric: the default solver is MUMPS LU (``fem.petsc_options``). When the
+    forms give an SPD weighting ``s``, every :meth:`instance` carries it assembled (``S``, Dirichlet
+    rows and columns eliminated as in ``A``), for the dual norm of physics LSR.
 
     Collective on ``domain.mesh.comm`` for construction, :meth:`assemble` and :meth:`solve`.
     """
@@ -42,9 +48,12 @@ class LinearPDE(GridPDE):
     ):
         super().__init__(domain, grid_size=grid_size, input_space=input_space)
         u, v = ufl.TrialFunction(self.V), ufl.TestFunction(self.V)
-        a, L = forms(u, v, self.input, ufl.SpatialCoordinate(domain.mesh))
+        a, L, *weight = forms(u, v, self.input, ufl.SpatialCoordinate(domain.mesh))
+        if len(weight) > 1:
+            raise ValueError(f"forms must return (a, L) or (a, L, weight), got {2 + len(weight)} forms")
         self.a = dolfinx.fem.form(a)
         self.L = dolfinx.fem.form(L)
+        self.s = dolfinx.fem.form(weight[0]) if weight else None
         self.A = dolfinx.fem.petsc.create_matrix(self.a)
         self.b = dolfinx.fem.petsc.create_vector(self.V)
         self.ksp = create_ksp(domain.mesh.comm, prefix=prefix, options=petsc_options)
@@ -58,7 +67,11 @@ class LinearPDE(GridPDE):
         """The assembled system of one input field, as PETSc objects the caller owns. Collective."""
         self.set_input(grid_values)
         A, b = self.assemble()
-        return LinearInstance(A.copy(), b.copy())
+        S = None
+        if self.s is not None:
+            S = dolfinx.fem.petsc.assemble_matrix(self.s, bcs=self.bcs)
+            S.assemble()
+        return LinearInstance(A.copy(), b.copy(), S)
 
     def assemble(self) -> tuple[PETSc.Mat, PETSc.Vec]:
         """Assemble ``A`` and ``b`` for the current input, boundary conditions applied.
