@@ -50,6 +50,9 @@ class NonlinearPDE(GridPDE):
         self._newton = dolfinx.fem.petsc.NonlinearProblem(
             residual(self.solution, v, self.input, x), self.solution, bcs=self.bcs, petsc_options_prefix=prefix,
             petsc_options=options)
+        database = PETSc.Options()  # the SNES has read them: do not leak them to later solvers of this prefix
+        for key in options:
+            database.delValue(f"{prefix}{key}")
 
     @property
     def solver_description(self) -> dict:

@@ -47,3 +47,10 @@ def test_newton_failure_is_reported(pde):
                             petsc_options={"snes_max_it": 1}, prefix="one_step_")
     with pytest.raises(SolverError, match="SNES with prefix 'one_step_' did not converge"):
         one_step.solve(problem.sample_inputs(1, 10, seed=0)[0])
+
+
+def test_newton_options_do_not_leak_into_the_global_petsc_database(pde):
+    from petsc4py import PETSc
+
+    assert not [key for key in PETSc.Options().getAll() if key.startswith(pde.prefix)]
+    assert pde.solver_description["pc_type"] == "lu"  # the SNES kept them
