@@ -52,5 +52,6 @@ def test_newton_failure_is_reported(pde):
 def test_newton_options_do_not_leak_into_the_global_petsc_database(pde):
     from petsc4py import PETSc
 
-    assert not [key for key in PETSc.Options().getAll() if key.startswith(pde.prefix)]
-    assert pde.solver_description["pc_type"] == "lu"  # the SNES kept them
+    nonlinear, _ = pde
+    assert not [key for key in PETSc.Options().getAll() if key.startswith(nonlinear.prefix)]
+    assert nonlinear.solver_description["pc_type"] == "lu"  # the SNES kept them
