@@ -11,6 +11,7 @@ from pinn_lsr.lsr.reduced import solve_streaming
 from pinn_lsr.lsr.residual import DataResidual
 from pinn_lsr.lsr.subspace import random_matrix
 from pinn_lsr.models import build_model
+from pinn_lsr.parallel.tsqr import StreamingQR
 from pinn_lsr.train.loop import TrainSettings, train
 from tests.lsr.test_refine import fit2d_data
 
@@ -79,6 +80,19 @@ class Interrupted(Exception):
     pass
 
 
+def interrupt_on_call(monkeypatch, owner, name: str, call: int) -> None:
+    """Make ``owner.name`` raise Interrupted on its ``call``-th call (a killed run)."""
+    original, calls = getattr(owner, name), {"n": 0}
+
+    def interrupted(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == call:
+            raise Interrupted
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, interrupted)
+
+
 @pytest.mark.parametrize("where", ["projection", "reduction"])
 def test_an_interrupted_run_resumes_from_its_checkpoint_with_the_same_result(trained_float32, tmp_path, monkeypatch,
                                                                              where):
@@ -86,29 +100,8 @@ def test_an_interrupted_run_resumes_from_its_checkpoint_with_the_same_result(tra
     options = dict(rank=40, relative=False, chunk_samples=50, block_columns=16, comm=COMM)
     reference, _ = refine(model, x, y, **options)
 
-    calls = {"n": 0}
-    if where == "projection":
-        original = DataResidual.Gt
-
-        def failing(self, W):
-            calls["n"] += 1
-            if calls["n"] == 3:
-                raise Interrupted
-            return original(self, W)
-
-        monkeypatch.setattr(DataResidual, "Gt", failing)
-    else:
-        from pinn_lsr.parallel.tsqr import StreamingQR
-
-        original = StreamingQR.add
-
-        def failing(self, block):
-            calls["n"] += 1
-            if calls["n"] == 8:
-                raise Interrupted
-            return original(self, block)
-
-        monkeypatch.setattr(StreamingQR, "add", failing)
+    target, name, call = (DataResidual, "Gt", 3) if where == "projection" else (StreamingQR, "add", 8)
+    interrupt_on_call(monkeypatch, target, name, call)
     with pytest.raises(Interrupted):
         refine(model, x, y, checkpoint=tmp_path, checkpoint_seconds=0, **options)
     monkeypatch.undo()

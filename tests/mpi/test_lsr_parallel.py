@@ -63,6 +63,7 @@ def test_refine_two_ranks_equal_one(comm, engine):
 
 def test_lean_refinement_resumes_on_two_ranks(comm, shared_tmp_path, monkeypatch):
     from pinn_lsr.lsr.residual import DataResidual
+    from tests.lsr.test_lean import Interrupted, interrupt_on_call
 
     torch.manual_seed(0)
     model = build_model("mlp", in_features=2, out_features=1, width=16, depth=2, activation="tanh")
@@ -72,17 +73,8 @@ def test_lean_refinement_resumes_on_two_ranks(comm, shared_tmp_path, monkeypatch
     share = torch.from_numpy(np.array_split(np.arange(300), 2)[comm.rank])
     options = dict(rank=30, chunk_samples=40, block_columns=8, comm=comm)
     reference, _ = refine(model, x[share], y[share], **options)
-    calls = {"n": 0}
-    original = DataResidual.Gt
-
-    def interrupted(self, W):  # the same call on both ranks: a collective stop, as a killed job
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt
-        return original(self, W)
-
-    monkeypatch.setattr(DataResidual, "Gt", interrupted)
-    with pytest.raises(KeyboardInterrupt):
+    interrupt_on_call(monkeypatch, DataResidual, "Gt", 3)  # the same call on both ranks: a collective stop
+    with pytest.raises(Interrupted):
         refine(model, x[share], y[share], checkpoint=shared_tmp_path / "lsr", **options)
     monkeypatch.undo()
     resumed, _ = refine(model, x[share], y[share], checkpoint=shared_tmp_path / "lsr", **options)
