@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from mpi4py import MPI
 
+from pinn_lsr.lsr.jacobian import ModelJacobian
 from pinn_lsr.lsr.residual import DataResidual
 from pinn_lsr.lsr.subspace import random_matrix
 
@@ -37,6 +38,7 @@ class CostModel:
     n_probe_samples: int  # held-out samples scored at every rank (busiest rank)
     oversampling: int
     block_columns: int
+    chunk_samples: int  # samples per forward-mode product chunk (its rows × r temporaries)
     jvp_seconds: float  # per tangent and sample
     vjp_seconds: float  # per cotangent and sample
     gemm_flops: float  # float64 matrix products, flop/s
@@ -47,14 +49,16 @@ class CostModel:
         """Peak resident memory of the whole run (all ranks), bytes."""
         k = min(rank + self.oversampling, self.n_params)
         m, n_sketch = self.n_params, self.n_sketch_samples * self.n_outputs
-        n_chunk = 256 * self.n_outputs
-        if self.engine == "lean":  # Y and Bt (float32), a block of Ω, a float64 row block, k x k matrices
-            sketch = F32 * (n_sketch * k + m * k) + F32 * m * self.block_columns + F64 * 8192 * k + 3 * F64 * k * k
+        n_chunk = self.chunk_samples * self.n_outputs
+        if self.engine == "lean":  # Y and Bt (float32), a block of Ω and its product (twice each), a float64 row block, k x k
+            sketch = F32 * (n_sketch * k + m * k) + 2 * F32 * m * self.block_columns + F64 * 8192 * k + 3 * F64 * k * k
         else:  # Ω, Y, three float64 n x k copies in TSQR; then Bt, Bt in float64, Q_B, V in float64
             sketch = max(F32 * (m * k + n_sketch * k) + 3 * F64 * n_sketch * k,
                          F32 * (2 * m * k + n_sketch * k) + 3 * F64 * m * k)
-        buffer = max(2 * (rank + 1), 4096) + rank + 1 if self.reduction == "qr" else n_chunk
-        reduced = F32 * m * rank + 2 * F64 * buffer * (rank + 1) + F64 * (rank + 1) ** 2
+        # V, a chunk of G V (float32, twice while it is assembled) and [G V | f] in float64, the accumulator
+        buffer = 2 * (max(2 * (rank + 1), 4096) + rank + 1) if self.reduction == "qr" else 0
+        reduced = (F32 * m * rank + (2 * F32 + F64) * n_chunk * (rank + 1) + F64 * buffer * (rank + 1)
+                   + F64 * (rank + 1) ** 2)
         probes = F32 * self.n_probe_samples * self.n_outputs * rank
         return self.base_bytes + self.n_ranks * (max(sketch, reduced) + probes)
 
@@ -86,6 +90,52 @@ class CostModel:
         return asdict(self)
 
 
+MAX_CHUNK_ROWS = 32768  # samples × outputs per product chunk tried by fastest_chunks (memory of the temporaries)
+
+
+def fastest_chunks(jacobian: ModelJacobian, comm: MPI.Comm = MPI.COMM_WORLD, *, first: int = 2, factor: int = 4,
+                   max_seconds: float = 30.0) -> dict:
+    """Samples per chunk of the forward- and of the reverse-mode products, each the fastest
+    measured per tangent and sample among ``first, first·factor, ...`` with the Jacobian's
+    ``chunk_tangents`` (the best chunk depends on the whole batch, tangents × samples).
+
+    Measured on this machine and model because the best sizes differ: a DeepONet recomputes its
+    trunk for every chunk (larger is faster), an FNO's forward mode prefers small chunks, and
+    every reverse-mode chunk pays an m × tangents parameter gradient. Sizes stop at
+    ``MAX_CHUNK_ROWS`` rows, the smallest rank's sample count, or when the next one would take
+    the search past ``max_seconds`` per direction (predicted at twice the last measured speed). The slowest rank decides, so every rank gets
+    the same sizes. Collective.
+    """
+    n_local = comm.allreduce(len(jacobian.inputs), op=MPI.MIN)
+    limit = max(1, min(n_local, MAX_CHUNK_ROWS // jacobian.n_outputs))
+    sizes = [min(first, limit)]
+    while sizes[-1] < limit:
+        sizes.append(min(sizes[-1] * factor, limit))
+    tangents = jacobian.chunk_tangents
+    T = random_matrix(jacobian.n_params, tangents, distribution="gaussian", seed=0, dtype=jacobian.dtype)
+    best = {}
+    for mode in ("jvp", "vjp"):
+        timings, spent = [], 0.0
+        for size in sizes:
+            if timings and spent + 2 * timings[-1][0] * size * tangents > max_seconds:
+                break
+            probe = ModelJacobian(jacobian.model, jacobian.inputs[:size], index=jacobian.index,
+                                  forward=jacobian.forward, chunk_samples=size, chunk_tangents=tangents)
+            product = probe.jvp if mode == "jvp" else probe.vjp
+            operand = T if mode == "jvp" else torch.ones(probe.n_rows, tangents, dtype=jacobian.dtype)
+            start = time.perf_counter()
+            if not timings:
+                product(operand)  # warm-up
+            middle = time.perf_counter()
+            product(operand)
+            end = time.perf_counter()
+            spent += end - start
+            timings.append((comm.allreduce((end - middle) / (size * tangents), op=MPI.MAX), size))
+            spent = comm.allreduce(spent, op=MPI.MAX)
+        best[mode] = min(timings)[1]
+    return {"chunk_samples": best["jvp"], "vjp_chunk_samples": best["vjp"]}
+
+
 def _flop_rates() -> tuple[float, float]:
     """Measured float64 flop/s of a matrix product and of a Householder QR (local)."""
     A = np.random.default_rng(0).standard_normal((4096, 512))
@@ -105,14 +155,17 @@ def measure_costs(residual: DataResidual, *, n_sketch_samples: int, n_probe_samp
     """Time one Jacobian product each way on a chunk of this rank's samples (after a warm-up)
     and the float64 kernels, and read the memory in use. Collective; a few seconds."""
     jacobian = residual.jacobian
-    samples = min(len(jacobian.inputs), jacobian.chunk_samples)
-    probe = residual.subset(torch.arange(samples))
     tangents = 2 * jacobian.chunk_tangents
     T = random_matrix(jacobian.n_params, tangents, distribution="gaussian", seed=0, dtype=jacobian.dtype)
+    samples = min(len(jacobian.inputs), jacobian.chunk_samples)
+    probe = residual.subset(torch.arange(samples))
     probe.G(T[:, : jacobian.chunk_tangents])  # warm-up
     start = time.perf_counter()
-    Y = probe.G(T)
+    probe.G(T)
     jvp = (time.perf_counter() - start) / (tangents * samples)
+    samples = min(len(jacobian.inputs), jacobian.vjp_chunk_samples)
+    probe = residual.subset(torch.arange(samples))
+    Y = torch.ones(probe.jacobian.n_rows, tangents, dtype=jacobian.dtype)
     probe.Gt(Y[:, : jacobian.chunk_tangents])
     start = time.perf_counter()
     probe.Gt(Y)
@@ -124,6 +177,6 @@ def measure_costs(residual: DataResidual, *, n_sketch_samples: int, n_probe_samp
         n_outputs=jacobian.n_outputs, n_samples=comm.allreduce(len(jacobian.inputs), op=MPI.MAX),
         n_sketch_samples=comm.allreduce(n_sketch_samples, op=MPI.MAX),
         n_probe_samples=comm.allreduce(n_probe_samples, op=MPI.MAX), oversampling=oversampling,
-        block_columns=block_columns, jvp_seconds=comm.allreduce(jvp, op=MPI.MAX),
+        block_columns=block_columns, chunk_samples=jacobian.chunk_samples, jvp_seconds=comm.allreduce(jvp, op=MPI.MAX),
         vjp_seconds=comm.allreduce(vjp, op=MPI.MAX), gemm_flops=comm.allreduce(gemm, op=MPI.MIN),
         qr_flops=comm.allreduce(qr, op=MPI.MIN), base_bytes=comm.allreduce(rss))

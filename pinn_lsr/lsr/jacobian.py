@@ -66,8 +66,10 @@ class ModelJacobian:
         inputs: (n_samples, ...) this rank's inputs; each gives ``n_outputs`` rows.
         index: selected entries of the flat real parameter vector (default: all).
         forward: ``forward(model, inputs) -> (n_samples, n_outputs)``; default ``model(inputs)``.
-        chunk_samples: samples per forward evaluation.
+        chunk_samples: samples per forward evaluation and forward-mode product.
         chunk_tangents: tangents (or cotangents) per vectorised product.
+        vjp_chunk_samples: samples per reverse-mode product (default ``chunk_samples``): each
+            chunk pays an m × chunk_tangents parameter gradient, so larger chunks are faster.
     """
 
     def __init__(
@@ -79,6 +81,7 @@ class ModelJacobian:
         forward: Callable[[nn.Module, torch.Tensor], torch.Tensor] | None = None,
         chunk_samples: int = 256,
         chunk_tangents: int = 64,
+        vjp_chunk_samples: int | None = None,
     ):
         self.model = model
         self.inputs = inputs
@@ -113,6 +116,7 @@ class ModelJacobian:
         self._buffers = dict(model.named_buffers())
         self.chunk_samples = int(chunk_samples)
         self.chunk_tangents = int(chunk_tangents)
+        self.vjp_chunk_samples = int(vjp_chunk_samples or chunk_samples)
         with torch.no_grad():
             first = self.forward(model, inputs[:1])
         self.n_outputs = first.reshape(1, -1).shape[1]
@@ -145,9 +149,16 @@ class ModelJacobian:
         """Outputs on ``x`` with the selected parameters set to ``theta``, flattened to rows."""
         return self.forward(_Functional(self.model, self._params(theta)), x).reshape(-1)
 
-    def _sample_chunks(self):
-        for start in range(0, len(self.inputs), self.chunk_samples):
-            yield start * self.n_outputs, self.inputs[start : start + self.chunk_samples]
+    @property
+    def chunks(self) -> dict:
+        """The chunk sizes, as keyword arguments of the constructor (for Jacobians of other inputs)."""
+        return {"chunk_samples": self.chunk_samples, "chunk_tangents": self.chunk_tangents,
+                "vjp_chunk_samples": self.vjp_chunk_samples}
+
+    def _sample_chunks(self, size: int | None = None):
+        size = size or self.chunk_samples
+        for start in range(0, len(self.inputs), size):
+            yield start * self.n_outputs, self.inputs[start : start + size]
 
     @torch.no_grad()
     def outputs(self, theta: torch.Tensor | None = None) -> torch.Tensor:
@@ -181,7 +192,7 @@ class ModelJacobian:
         if W.shape[0] != self.n_rows:
             raise ValueError(f"cotangents must have {self.n_rows} rows, got shape {tuple(W.shape)}")
         result = torch.zeros(self.n_params, W.shape[1], dtype=self.dtype)
-        for row, x in self._sample_chunks():
+        for row, x in self._sample_chunks(self.vjp_chunk_samples):
             _, pullback = vjp(lambda theta: self._call(theta, x), self.theta0)
             rows = W[row : row + x.shape[0] * self.n_outputs].to(self.dtype)
             for k in range(0, W.shape[1], self.chunk_tangents):

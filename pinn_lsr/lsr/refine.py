@@ -23,7 +23,7 @@ from tqdm import tqdm
 from pinn_lsr.allocator import retain_freed_memory
 from pinn_lsr.io.atomic import atomic_path
 from pinn_lsr.lsr.jacobian import ModelJacobian, select_parameters
-from pinn_lsr.lsr.budget import measure_costs
+from pinn_lsr.lsr.budget import fastest_chunks, measure_costs
 from pinn_lsr.lsr.checkpoint import CheckpointStore, tensor_digest
 from pinn_lsr.lsr.lean import lean_randomized_subspace
 from pinn_lsr.lsr.reduced import REDUCTIONS, ReducedSolution, accumulator, finish, solve_dense
@@ -55,8 +55,10 @@ class LSRReport:
     nonlinear_objective: float = float("nan")  # ||f(θ0 + δ)||² / n_samples
     seconds: dict = field(default_factory=dict)
     peak_memory_mb: float = 0.0  # peak resident memory of this process so far (the largest rank)
+    peak_memory_mb_after: dict = field(default_factory=dict)  # the same at the end of each phase: where it grows
     total_peak_memory_mb: float = 0.0  # the same summed over the ranks
     predicted: dict = field(default_factory=dict)  # with a budget: predicted memory_gb, seconds, unit costs
+    chunks: dict = field(default_factory=dict)  # samples and tangents per Jacobian-product chunk
 
 
 class RefinedModel:
@@ -119,7 +121,7 @@ def refine(
     petsc_options: dict | None = None,
     scan_ranks: list[int] | None = None,
     evaluate: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None,
-    chunk_samples: int = 256,
+    chunk_samples: int | str = 256,
     chunk_tangents: int = 64,
     engine: str = "lean",
     reduction: str = "qr",
@@ -157,7 +159,8 @@ def refine(
             ``lsqr`` (PETSc KSPLSQR on the distributed G V, sketch-preconditioned; options under
             the prefix ``lsr_``, e.g. ``-lsr_ksp_monitor``, or ``petsc_options``).
         chunk_samples, chunk_tangents: samples and tangents per vectorised Jacobian product
-            (memory against speed).
+            (memory against speed); ``chunk_samples="auto"`` times a few sizes first and takes
+            the fastest for each product direction (:func:`pinn_lsr.lsr.budget.fastest_chunks`).
         engine: ``lean`` (:mod:`pinn_lsr.lsr.lean`: Ω regenerated from seeds, sketch kept in
             the model's dtype, no explicit Q; peak about (n_sketch + m)·(r + p) values) or
             ``plain`` (the paper's recipe as written, for comparison). Same V up to round-off.
@@ -197,8 +200,17 @@ def refine(
     if checkpoint is not None and engine != "lean":
         raise ValueError("checkpoints need engine='lean'")
     index = select_parameters(model, names=parameters, fraction=fraction, seed=seed)
-    jacobian = ModelJacobian(model, inputs, index=index, forward=forward, chunk_samples=chunk_samples,
-                             chunk_tangents=chunk_tangents)
+    if chunk_samples != "auto" and (isinstance(chunk_samples, bool) or not isinstance(chunk_samples, int)
+                                    or chunk_samples < 1):
+        raise ValueError(f"chunk_samples must be a positive integer or 'auto', got {chunk_samples!r}")
+    jacobian = ModelJacobian(model, inputs, index=index, forward=forward,
+                             chunk_samples=1 if chunk_samples == "auto" else chunk_samples, chunk_tangents=chunk_tangents)
+    if chunk_samples == "auto":
+        start = time.perf_counter()
+        chunks = fastest_chunks(jacobian, comm)
+        jacobian.chunk_samples, jacobian.vjp_chunk_samples = chunks["chunk_samples"], chunks["vjp_chunk_samples"]
+        log.info("Jacobian products: %d samples per forward-mode chunk, %d per reverse-mode chunk (measured in %.1f s)",
+                 jacobian.chunk_samples, jacobian.vjp_chunk_samples, time.perf_counter() - start)
     residual = DataResidual.create(jacobian, targets, relative=relative, comm=comm)
     n_samples = comm.allreduce(len(inputs))
     n_rows = comm.allreduce(jacobian.n_rows)
@@ -218,8 +230,7 @@ def refine(
                              f"fewer than rank + oversampling = {rank + oversampling}")
     held_out = {**(evaluate or {}), **({"validation": validation} if validation is not None else {})}
     held_out_residuals = {  # checked now, before the heavy work
-        name: DataResidual.create(ModelJacobian(model, x, index=index, forward=forward, chunk_samples=chunk_samples,
-                                                chunk_tangents=chunk_tangents), y,
+        name: DataResidual.create(ModelJacobian(model, x, index=index, forward=forward, **jacobian.chunks), y,
                                   relative=relative, comm=comm)
         for name, (x, y) in held_out.items()
     }
@@ -253,7 +264,8 @@ def refine(
                        "f0": tensor_digest(f0)}
         store = CheckpointStore(checkpoint, fingerprint, comm)
 
-    report = LSRReport(rank=rank, max_rank=rank, n_params=jacobian.n_params, n_rows=n_rows, predicted=predicted)
+    report = LSRReport(rank=rank, max_rank=rank, n_params=jacobian.n_params, n_rows=n_rows, predicted=predicted,
+                       chunks=jacobian.chunks)
     if subspace == "randomized":
         sketch_residual = residual if row_fraction is None else residual.subset(sketch_samples)
         options = dict(comm=comm, oversampling=oversampling, power_iterations=power_iterations,
@@ -267,6 +279,7 @@ def refine(
     else:
         basis = random_subspace(jacobian.n_params, rank, seed=seed, dtype=jacobian.dtype)
     report.seconds.update(basis.seconds)
+    report.peak_memory_mb_after["subspace"] = _peak_memory_mb(comm)
 
     start = time.perf_counter()
     if solver == "dense":
@@ -280,6 +293,7 @@ def refine(
         reduced = _stream_reduced(residual, basis.V, f0, rank, comm=comm, reduction=reduction, store=store,
                                   progress=progress, checkpoint_seconds=checkpoint_seconds)
     report.seconds["gv_pass_and_qr"] = time.perf_counter() - start
+    report.peak_memory_mb_after["reduced"] = _peak_memory_mb(comm)
 
     start = time.perf_counter()
     singular_values = reduced.singular_values()
@@ -292,6 +306,7 @@ def refine(
 
     ranks = sorted(set(scan_ranks or np.unique(np.geomspace(1, rank, 20).astype(int)).tolist()) | {rank})
     probes = {name: _Probe(r, basis.V, comm) for name, r in held_out_residuals.items()}
+    report.peak_memory_mb_after["probes"] = _peak_memory_mb(comm)
     for r in ranks:
         c = torch.from_numpy(reduced.coefficients(r))
         entry = {"rank": r, "train_objective": reduced.residual_norm(r) ** 2 / n_samples}
@@ -301,13 +316,13 @@ def refine(
     if validation is not None:
         report.rank = min(report.scan, key=lambda e: e["validation_objective"])["rank"]
     c = torch.from_numpy(reduced.coefficients(report.rank))
-    delta = (basis.V[:, : report.rank].double() @ c).to(jacobian.dtype)
+    delta = basis.correction(c).to(jacobian.dtype)
     report.linearized_objective = reduced.residual_norm(report.rank) ** 2 / n_samples
     report.nonlinear_objective = comm.allreduce(float(residual.value(jacobian.theta0 + delta).double().pow(2).sum())) / n_samples
     report.seconds["solve_and_scan"] = time.perf_counter() - start
     report.seconds["total"] = time.perf_counter() - total_start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    report.peak_memory_mb = comm.allreduce(peak, op=MPI.MAX)
+    report.peak_memory_mb = report.peak_memory_mb_after["scan"] = comm.allreduce(peak, op=MPI.MAX)
     report.total_peak_memory_mb = comm.allreduce(peak)
     if predicted:
         log.info("budget: predicted %.2f GB and %.0f s, measured %.2f GB and %.0f s", predicted["memory_gb"],
@@ -316,6 +331,11 @@ def refine(
              report.rank, rank, report.initial_objective, report.linearized_objective, report.nonlinear_objective,
              report.seconds["total"])
     return RefinedModel(model, index, delta, forward), report
+
+
+def _peak_memory_mb(comm: MPI.Comm) -> float:
+    """Peak resident memory of this process so far, MB, the largest over ``comm``. Collective."""
+    return comm.allreduce(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, op=MPI.MAX)
 
 
 def _stream_reduced(residual: DataResidual, V: torch.Tensor, f0: torch.Tensor, rank: int, *, comm: MPI.Comm,
@@ -362,7 +382,9 @@ class _Probe:
         self.n_samples = len(jacobian.inputs)
         self.targets = residual.targets.double().reshape(self.n_samples, -1)
         self.q = jacobian.outputs().double().reshape(self.n_samples, -1)
-        self.JV = jacobian.jvp(V)  # (n_rows, r), the model's dtype (float32 keeps large ranks affordable)
+        self.JV = torch.empty(jacobian.n_rows, V.shape[1], dtype=V.dtype)  # float32 keeps large ranks affordable
+        for first, block in jacobian.jvp_blocks(V):
+            self.JV[first : first + len(block)] = block
         self.weights = None if residual.row_weights is None else residual.row_weights.double().reshape(self.n_samples, -1)
         self.comm = comm
         self.n_total = comm.allreduce(self.n_samples)

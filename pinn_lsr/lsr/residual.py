@@ -74,7 +74,7 @@ class DataResidual:
         """The residual restricted to this rank's samples ``samples`` (indices or a boolean mask)."""
         jac = self.jacobian
         subset_jacobian = ModelJacobian(jac.model, jac.inputs[samples], index=jac.index, forward=jac.forward,
-                                        chunk_samples=jac.chunk_samples, chunk_tangents=jac.chunk_tangents)
+                                        **jac.chunks)
         per_sample = lambda rows: rows.reshape(len(jac.inputs), -1)[samples].reshape(-1)  # noqa: E731
         weights = None if self.row_weights is None else per_sample(self.row_weights)
         return DataResidual(subset_jacobian, per_sample(self.targets), weights)

@@ -28,6 +28,15 @@ class Subspace:
     sketch_singular_values: np.ndarray  # (r + p,), estimates of G's leading singular values
     seconds: dict = field(default_factory=dict)  # per phase
 
+    def correction(self, c: torch.Tensor, *, rows: int = 8192) -> torch.Tensor:
+        """``δ = V[:, :len(c)] c`` (m,) in V's dtype, accumulated in float64 row block by row block
+        (never a float64 copy of V: at m = 4e5, r = 2000 that copy alone is 6 GB). Local."""
+        c = c.double()
+        delta = torch.empty(self.V.shape[0], dtype=self.V.dtype)
+        for first in range(0, len(delta), rows):
+            delta[first : first + rows] = (self.V[first : first + rows, : len(c)].double() @ c).to(self.V.dtype)
+        return delta
+
 
 OMEGA_BLOCK = 64  # columns of Ω drawn from one seed: Ω[:, j] depends only on (seed, j // OMEGA_BLOCK)
 

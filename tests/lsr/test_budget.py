@@ -1,11 +1,14 @@
 """The budget-aware rank: the chooser stays inside known costs, and refine() honours a budget."""
 
+import numpy as np
 import pytest
 import torch
 from mpi4py import MPI
 
 from pinn_lsr import refine
-from pinn_lsr.lsr.budget import CostModel
+from pinn_lsr.lsr.budget import CostModel, fastest_chunks
+from pinn_lsr.lsr.jacobian import ModelJacobian
+from pinn_lsr.lsr.subspace import Subspace
 from tests.lsr.test_lean import trained_float32  # noqa: F401 (fixture)
 from tests.lsr.test_refine import fit2d_data
 
@@ -14,7 +17,8 @@ COMM = MPI.COMM_SELF
 
 def known_costs(engine="lean", reduction="qr"):
     return CostModel(engine=engine, reduction=reduction, n_ranks=2, n_params=400_000, n_outputs=256, n_samples=250,
-                     n_sketch_samples=250, n_probe_samples=50, oversampling=10, block_columns=256, jvp_seconds=2e-5,
+                     n_sketch_samples=250, n_probe_samples=50, oversampling=10, block_columns=256, chunk_samples=8,
+                     jvp_seconds=2e-5,
                      vjp_seconds=4e-5, gemm_flops=4e10, qr_flops=1.5e10, base_bytes=2e9)
 
 
@@ -58,3 +62,26 @@ def test_refine_with_a_budget_predicts_and_reports(trained_float32):  # noqa: F8
     with pytest.raises(ValueError, match="give a rank"):
         refine(model, x, y, rank=None, relative=False, comm=COMM)
     torch.testing.assert_close(refined.delta.isfinite().all(), torch.tensor(True))
+
+
+def test_auto_chunks_are_measured_within_the_limits_and_refine_the_same(trained_float32):  # noqa: F811
+    model, x, y = trained_float32
+    chunks = fastest_chunks(ModelJacobian(model, x, chunk_samples=1), COMM)
+    assert set(chunks) == {"chunk_samples", "vjp_chunk_samples"}
+    assert all(1 <= size <= len(x) for size in chunks.values())
+    xv = fit2d_data(200, 2)[0].float()
+    fixed, _ = refine(model, x, y, rank=30, relative=False, chunk_samples=100, comm=COMM)
+    auto, report = refine(model, x, y, rank=30, relative=False, chunk_samples="auto", comm=COMM)
+    assert report.chunks["chunk_samples"] >= 1 and report.chunks["vjp_chunk_samples"] >= 1
+    # chunking changes only the summation order of the float32 products
+    torch.testing.assert_close(auto.predict(xv), fixed.predict(xv), rtol=0, atol=1e-3 * float(y.abs().max()))
+    with pytest.raises(ValueError, match="chunk_samples"):
+        refine(model, x, y, rank=3, relative=False, chunk_samples=0, comm=COMM)
+
+
+def test_the_correction_is_v_times_c_without_a_float64_copy_of_v():
+    V = torch.randn(20_000, 12)
+    c = torch.randn(7, dtype=torch.float64)
+    delta = Subspace(V, np.ones(12)).correction(c, rows=3000)
+    assert delta.dtype == torch.float32
+    torch.testing.assert_close(delta.double(), V[:, :7].double() @ c, rtol=1e-6, atol=1e-6)
