@@ -28,7 +28,7 @@ import dolfinx_solver  # noqa: F401  (must precede dolfinx / petsc4py)
 import dolfinx.fem
 import problems
 from pinn_lsr.data.dataset import load_or_generate
-from pinn_lsr.fem.grid_pde import INPUT_SPACES, GridPDE
+from pinn_lsr.fem.grid_pde import INPUT_SPACES, GridPDE, dirichlet_facet_indices
 from pinn_lsr.fem.linear_pde import LinearPDE
 from pinn_lsr.fem.nonlinear_pde import NonlinearPDE
 from pinn_lsr.fem.mesh import Domain, read_mesh, unit_square
@@ -65,6 +65,7 @@ def setup(cfg: DictConfig, comm: MPI.Comm) -> Setup:
     s = int(cfg.problem.resolution)
     domain = build_domain(cfg.mesh.file, s, comm)
     local_domain = build_domain(cfg.mesh.file, s, MPI.COMM_SELF)
+    dirichlet_facet_indices(domain, dirichlet_tags(cfg))  # a tag absent from the mesh: ValueError now
     return Setup(problem, domain, local_domain, time.perf_counter() - start)
 
 
@@ -77,6 +78,7 @@ def _validate(cfg: DictConfig) -> None:
     require_int(cfg, "seed", minimum=0)
     if cfg.fem.input_space not in INPUT_SPACES:
         raise ValueError(f"fem.input_space must be one of {INPUT_SPACES}, got {cfg.fem.input_space!r}")
+    dirichlet_tags(cfg)
     if cfg.get("model") is not None and cfg.checkpoint is None:
         _validate_training(cfg)
     if cfg.checkpoint is not None and not Path(cfg.checkpoint).is_file():
@@ -107,7 +109,8 @@ def _validate_lsr(cfg: DictConfig) -> None:
     require_int(cfg, "method.block_columns", minimum=1)
     require_int(cfg, "method.oversampling", minimum=0)
     require_int(cfg, "method.power_iterations", minimum=0)
-    require_int(cfg, "method.chunk_samples", minimum=1)
+    if cfg.method.chunk_samples != "auto":
+        require_int(cfg, "method.chunk_samples", minimum=1)
     if cfg.method.row_fraction is not None and not 0 < cfg.method.row_fraction <= 1:
         raise ValueError(f"method.row_fraction must be in (0, 1] or null, got {cfg.method.row_fraction}")
     if not 0 < cfg.method.validation_fraction < 1:
@@ -139,6 +142,22 @@ def require_int(cfg: DictConfig, key: str, *, minimum: int) -> None:
         raise ValueError(f"{key} must be an integer >= {minimum}, got {value!r}")
 
 
+def dirichlet_tags(cfg: DictConfig) -> list[int] | None:
+    """``mesh.dirichlet_tags`` as a list of ints (a single int allowed), or None. Local.
+
+    Raises:
+        ValueError: anything else (the key is named).
+    """
+    tags = cfg.mesh.get("dirichlet_tags")
+    if tags is None:
+        return None
+    tags = OmegaConf.to_container(tags) if OmegaConf.is_list(tags) else tags
+    tags = [tags] if isinstance(tags, int) and not isinstance(tags, bool) else tags
+    if not isinstance(tags, list) or not tags or any(isinstance(t, bool) or not isinstance(t, int) for t in tags):
+        raise ValueError(f"mesh.dirichlet_tags must be null or a non-empty list of integer facet tags, got {tags!r}")
+    return tags
+
+
 def build_domain(mesh_file: str | None, resolution: int, comm: MPI.Comm) -> Domain:
     """The unit square with ``resolution - 1`` cells per side, or the mesh file. Collective."""
     if mesh_file is None:
@@ -156,13 +175,16 @@ def run(cfg: DictConfig, prepared: Setup, run_dir: Path, comm: MPI.Comm) -> dict
     problem, domain = prepared.problem, prepared.domain
     s = int(cfg.problem.resolution)
     petsc_options = OmegaConf.to_container(cfg.fem.petsc_options)
+    components = getattr(problem, "components", 1)  # values per grid node: a solution is (s, s) or (c, s, s)
+    field_shape = (s, s) if components == 1 else (components, s, s)
 
     def make_pde(d: Domain) -> GridPDE:
         if getattr(problem, "kind", "linear") == "nonlinear":
             return NonlinearPDE(d, problem.residual, problem.weight, grid_size=s, input_space=cfg.fem.input_space,
-                                petsc_options=petsc_options, prefix=cfg.fem.prefix)
+                                petsc_options=petsc_options, prefix=cfg.fem.prefix, dirichlet_tags=dirichlet_tags(cfg))
         return LinearPDE(d, problem.forms, grid_size=s, input_space=cfg.fem.input_space,
-                         petsc_options=petsc_options, prefix=cfg.fem.prefix)
+                         petsc_options=petsc_options, prefix=cfg.fem.prefix, components=components,
+                         dirichlet_tags=dirichlet_tags(cfg))
 
     clock = time.perf_counter()
     dataset, cache = _data_stage(cfg, problem, make_pde(prepared.local_domain), petsc_options, comm)
@@ -199,16 +221,16 @@ def run(cfg: DictConfig, prepared: Setup, run_dir: Path, comm: MPI.Comm) -> dict
         model, metrics["train"] = fit_model(cfg, lambda: build_configured_model(cfg), train_data, test_data, run_dir, comm)
         seconds["train"] = time.perf_counter() - clock
         dtype = next(model.parameters()).dtype
-        if model(shown_inputs[:1].to(dtype)).shape[1] != s * s:
+        if model(shown_inputs[:1].to(dtype)).shape[1] != components * s * s:
             raise ValueError(f"the model predicts another grid than problem.resolution={s}")
         with torch.no_grad():
-            predictions[f"{metrics['train']['model']} prediction"] = model(shown_inputs.to(dtype)).double().numpy().reshape(-1, s, s)
+            predictions[f"{metrics['train']['model']} prediction"] = model(shown_inputs.to(dtype)).double().numpy().reshape(-1, *field_shape)
         predictors = {"trained network": lambda x: model(x).detach().double().numpy()}
         if cfg.method.name == "lsr":
             clock = time.perf_counter()
             metrics["lsr"], refined = refine_model(cfg, model, train_data, test_data, run_dir, comm)
             seconds["lsr"] = time.perf_counter() - clock
-            predictions["LSR refined"] = refined.predict(shown_inputs.to(dtype)).double().numpy().reshape(-1, s, s)
+            predictions["LSR refined"] = refined.predict(shown_inputs.to(dtype)).double().numpy().reshape(-1, *field_shape)
             predictors["LSR (data, linear predictor)"] = lambda x: refined.predict(x).double().numpy()
 
     pde = make_pde(domain)
@@ -253,6 +275,10 @@ def _data_stage(cfg, problem, local_pde: GridPDE, petsc_options, comm):
         "n_samples": int(cfg.data.n_train) + int(cfg.data.n_test),
         "seed": int(cfg.seed),
     }
+    if local_pde.components > 1:  # only then: the cache keys of scalar problems stay as they were
+        settings["components"] = local_pde.components
+    if dirichlet_tags(cfg) is not None:  # likewise: whole-boundary runs keep their cache keys
+        settings["dirichlet_tags"] = dirichlet_tags(cfg)
 
     def solve_on_grid(field: np.ndarray) -> np.ndarray:
         local_pde.solve(field)

@@ -27,6 +27,7 @@ Data = tuple[torch.Tensor, torch.Tensor]  # (inputs (n, ...), targets (n, n_outp
 def build_configured_model(cfg: DictConfig) -> torch.nn.Module:
     """The model ``cfg.model`` for ``cfg.problem``: grid operators take the s × s grid (an MLP
     maps the flattened grid to itself); function fitting takes an MLP from 2 inputs to 1 output.
+    A vector problem (``components = c > 1``) gets c output channels (MLP: c·s·s outputs).
 
     Raises:
         ValueError: bad model arguments, or a model that does not fit the problem.
@@ -36,14 +37,15 @@ def build_configured_model(cfg: DictConfig) -> torch.nn.Module:
 
     kwargs = {k: v for k, v in OmegaConf.to_container(cfg.model).items() if k != "name"}
     s = int(cfg.problem.resolution)
+    components = getattr(problems.PROBLEMS[cfg.problem.name], "components", 1)
     if getattr(problems.PROBLEMS[cfg.problem.name], "kind", "pde") == "function":
         if cfg.model.name != "mlp":
             raise ValueError(f"problem={cfg.problem.name} fits a function of (x, y): use model=mlp, not {cfg.model.name}")
         kwargs.update(in_features=2, out_features=1)
     elif cfg.model.name == "mlp":
-        kwargs.update(in_features=s * s, out_features=s * s)
+        kwargs.update(in_features=s * s, out_features=components * s * s)
     else:
-        kwargs.update(grid_size=s)
+        kwargs.update(grid_size=s, **({"out_channels": components} if components > 1 else {}))
     return build_model(cfg.model.name, **kwargs)
 
 
@@ -174,9 +176,9 @@ def validate_gnvpro(cfg: DictConfig) -> None:
     model = build_configured_model(cfg)  # raises ValueError for bad model arguments
     try:
         as_separable(model)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError) as exc:
         raise ValueError(f"method=gnvpro cannot train model={cfg.model.name}: GNvpro eliminates the network's final "
-                         f"affine layer, which model=deeponet and model=mlp have; choose one of them") from None
+                         f"affine layer, which model=deeponet and model=mlp have; choose one of them ({exc})") from None
 
 
 def train_gnvpro(cfg: DictConfig, build: Callable[[], torch.nn.Module], train_data: Data, run_dir: Path,
@@ -234,6 +236,7 @@ def refine_model(cfg: DictConfig, model: torch.nn.Module, train_data: Data, test
                "n_rows": report.n_rows, "seconds": report.seconds["total"], "seconds_by_phase": report.seconds,
                "condition_number": report.condition_number, "effective_rank": report.effective_rank,
                "peak_memory_mb": report.peak_memory_mb, "total_peak_memory_mb": report.total_peak_memory_mb,
+               "peak_memory_mb_after": report.peak_memory_mb_after,
                "predicted": report.predicted,
                "objective": {"initial": report.initial_objective, "linearized": report.linearized_objective,
                              "nonlinear": report.nonlinear_objective},

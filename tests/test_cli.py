@@ -80,7 +80,7 @@ def test_mesh_file_run(tmp_path, lshape_msh):
 @pytest.mark.parametrize(
     "override, message",
     [
-        ("problem=heat", "Available options in 'problem':\n\tcdr\n\tdarcy\n\tfit2d\n\tnonlinear_diffusion\n\tpoisson\n"
+        ("problem=heat", "Available options in 'problem':\n\tcdr\n\tdarcy\n\telasticity\n\tfit2d\n\tnonlinear_diffusion\n\tpoisson\n"
                          "\treaction_diffusion"),
         ("data.n_trains=3", "unknown configuration key 'data.n_trains'. Valid keys here: data.n_train, data.n_test"),
         ("problem.resolution=1", "problem.resolution must be an integer >= 2, got 1"),
@@ -91,6 +91,8 @@ def test_mesh_file_run(tmp_path, lshape_msh):
         ("method=gn", "Available options in 'method':\n\tgnvpro\n\tlsr\n\tnone"),
         ("checkpoint=nowhere.pt", "checkpoint nowhere.pt does not exist"),
         ("mesh.file=nowhere.msh", "mesh file nowhere.msh does not exist"),
+        ("mesh.dirichlet_tags=[2]", "mesh unit_square(11) has no facet tags"),
+        ("mesh.dirichlet_tags=[a]", "mesh.dirichlet_tags must be null or a non-empty list of integer facet tags"),
         ("--verbose", "unknown option"),
     ],
 )
@@ -103,7 +105,7 @@ def test_bad_input_exits_2_and_writes_nothing(tmp_path, capsys, override, messag
 def test_help_lists_problems(capsys):
     assert main(["--help"]) == 0
     out = capsys.readouterr().out
-    assert "cdr, darcy, fit2d, nonlinear_diffusion, poisson, reaction_diffusion" in out and "n_train" in out
+    assert "cdr, darcy, elasticity, fit2d, nonlinear_diffusion, poisson, reaction_diffusion" in out and "n_train" in out
 
 
 def test_console_script_and_solve_py_agree_on_errors(tmp_path):

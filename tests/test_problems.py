@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 import ufl
@@ -10,7 +12,7 @@ from pinn_lsr.fem.linear_pde import LinearPDE
 from pinn_lsr.fem.mesh import unit_square
 from pinn_lsr.fem.transfer import Grid
 
-NAMES = "cdr, darcy, fit2d, nonlinear_diffusion, poisson, reaction_diffusion"
+NAMES = "cdr, darcy, elasticity, fit2d, nonlinear_diffusion, poisson, reaction_diffusion"
 
 
 def test_registry_and_clear_errors():
@@ -160,3 +162,121 @@ def test_reaction_diffusion_operator_is_spd_and_reaction_lowers_the_solution():
     assert np.all(u <= u0 + 1e-14) and u.max() < 0.8 * u0.max()  # k > 0 lowers u (f > 0)
     pde.destroy()
     poisson.destroy()
+
+
+# --- elasticity: a vector-valued problem (components = 2) on the plate with holes -----------------------------
+
+PLATE = Path(__file__).parents[1] / "meshes" / "plate_holes.msh"
+
+
+def elasticity_pde(comm=MPI.COMM_SELF, size=12, **kwargs):
+    from pinn_lsr.fem.mesh import read_mesh
+
+    el = problems.create_problem("elasticity", **kwargs)
+    return el, LinearPDE(read_mesh(PLATE, comm), el.forms, grid_size=size, dirichlet_tags=[2], components=2)
+
+
+def test_elasticity_samples_are_positive_reproducible_and_clear_errors():
+    el = problems.create_problem("elasticity")
+    assert el.components == 2 and el.name == "elasticity"
+    samples = el.sample_inputs(4, 16, seed=7)
+    assert samples.shape == (4, 16, 16) and samples.min() > 0 and np.all(np.isfinite(samples))
+    assert np.all(samples.std(axis=(1, 2)) > 0.05 * samples.mean(axis=(1, 2)))
+    np.testing.assert_array_equal(el.sample_inputs(2, 16, seed=7, first=2), samples[2:])
+    assert not np.allclose(el.sample_inputs(1, 16, seed=8)[0], samples[0])
+    with pytest.raises(ValueError, match="poisson_ratio must be in"):
+        problems.create_problem("elasticity", poisson_ratio=0.5)
+    with pytest.raises(ValueError, match="youngs_modulus must be positive"):
+        problems.create_problem("elasticity", youngs_modulus=0.0)
+
+
+def test_elasticity_manufactured_solution_with_variable_modulus_converges_at_order_two():
+    el = problems.create_problem("elasticity")
+    modulus = lambda x, y: 1 + 0.5 * np.sin(2 * np.pi * x) * np.cos(np.pi * y)  # noqa: E731
+
+    def exact(x):  # zero on the boundary of the unit square, both components non-trivial
+        return ufl.as_vector((ufl.sin(ufl.pi * x[0]) * ufl.sin(ufl.pi * x[1]),
+                              x[0] * x[1] * (1 - x[0]) * (1 - x[1]) * (1 + x[0])))
+
+    errors = []
+    for n in (8, 16, 32):
+        def forms(u, v, w, x):  # the problem's bilinear form, the source -div σ(u_exact) by UFL (w: P1 modulus)
+            a = el.forms(u, v, w, x, ufl.ds)[0]
+            return a, ufl.inner(-ufl.div(el.stress(exact(x), w)), v) * ufl.dx
+
+        pde = LinearPDE(unit_square(MPI.COMM_WORLD, n), forms, grid_size=n + 1, input_space="vertex", components=2)
+        pde.solve(grid_values(modulus, n + 1))
+        errors.append(pde.l2_error(exact))
+        pde.destroy()
+    rates = np.log2(np.array(errors[:-1]) / np.array(errors[1:]))
+    assert np.all((rates > 1.8) & (rates < 2.3)), f"L2 errors {errors}, rates {rates}"
+
+
+def test_elasticity_operator_kills_rigid_motions_and_is_spd_with_the_clamp():
+    el, pde = elasticity_pde()
+    E = el.sample_inputs(1, 12, seed=1)[0]
+    instance = pde.instance(E)
+    A = dense(instance.A)
+    np.testing.assert_allclose(A, A.T, atol=1e-12 * np.abs(A).max())
+    np.linalg.cholesky(A)  # positive definite: the clamp removes the rigid motions
+    free = dolfinx.fem.petsc.assemble_matrix(pde.a)  # no boundary conditions
+    free.assemble()
+    A_free = dense(free)
+    xy = pde.V.tabulate_dof_coordinates()[:, :2]
+    ones, zeros = np.ones(len(xy)), np.zeros(len(xy))
+    for ux, uy in ((ones, zeros), (zeros, ones), (-xy[:, 1], xy[:, 0])):  # translations, rotation
+        rigid = np.column_stack([ux, uy]).ravel()  # blocked layout: dof 2·node + component
+        assert np.abs(A_free @ rigid).max() < 1e-10 * np.abs(A_free).max() * np.abs(rigid).max()
+    assert np.linalg.eigvalsh(A_free).min() < 1e-10 * np.abs(A_free).max()  # singular without the clamp
+    free.destroy()
+    instance.destroy()
+    pde.destroy()
+
+
+def test_elasticity_clamp_holds_and_reaction_balances_the_traction():
+    el, pde = elasticity_pde()
+    u = pde.solve(el.sample_inputs(1, 12, seed=2)[0]).x.array.copy()
+    facets = pde.domain.facet_tags.find(2)
+    clamped = dolfinx.fem.locate_dofs_topological(pde.V, 1, facets)  # block (node) indices
+    assert len(clamped) > 5
+    np.testing.assert_array_equal(u.reshape(-1, 2)[clamped], 0.0)
+    grid = pde.solution_on_grid()
+    assert grid.shape == (2, 12, 12)
+    np.testing.assert_allclose(grid[:, 0, :], 0.0, atol=1e-14)  # grid column x = 0: the clamped edge
+    assert grid[0, -1, :].min() > 0  # pulled to the right (t_x = 1 > 0)
+    # equilibrium: the clamp's reaction A u − b (no boundary conditions) balances the traction on x = 2
+    free = dolfinx.fem.petsc.assemble_matrix(pde.a)
+    free.assemble()
+    b = dolfinx.fem.petsc.assemble_vector(pde.L)
+    reaction = (dense(free) @ u - b.getArray()).reshape(-1, 2)
+    np.testing.assert_allclose(reaction.sum(axis=0), [-el.traction_x, -el.traction_y], rtol=1e-10)
+    interior = np.setdiff1d(np.arange(len(reaction)), clamped)
+    assert np.abs(reaction[interior]).max() < 1e-10
+    for obj in (free, b):
+        obj.destroy()
+    pde.destroy()
+
+
+def test_elasticity_needs_tagged_boundaries_that_exist():
+    el = problems.create_problem("elasticity")
+    with pytest.raises(ValueError, match="has no facet tags"):
+        LinearPDE(unit_square(MPI.COMM_SELF, 4), el.forms, grid_size=5, components=2)
+    with pytest.raises(ValueError, match=r"boundary tags \[7\]"):
+        elasticity_pde(traction_tag=7)
+
+
+def test_vector_grid_transfer_is_per_component_and_round_trips():
+    el = problems.create_problem("elasticity")
+    def forms(u, v, w, x):  # the problem's operator, a body force instead of the traction
+        return el.forms(u, v, w, x, ufl.ds)[0], ufl.inner(ufl.as_vector((0.0, -1.0)), v) * ufl.dx
+
+    pde = LinearPDE(unit_square(MPI.COMM_SELF, 5), forms, grid_size=6, components=2)
+    P = pde.grid_to_owned_dofs()
+    assert P.shape == (2 * 36, 2 * 36) and pde.n_dofs == pde.n_owned == 72
+    nodes = Grid(6).nodes()
+    field = np.stack([nodes[:, 0] + 2 * nodes[:, 1], 3 - nodes[:, 0] * nodes[:, 1]]).reshape(2, 6, 6)
+    dofs = (P @ field.ravel()).reshape(-1, 2)  # blocked: (node, component)
+    xy = pde.V.tabulate_dof_coordinates()[:, :2]
+    np.testing.assert_allclose(dofs, np.column_stack([xy[:, 0] + 2 * xy[:, 1], 3 - xy[:, 0] * xy[:, 1]]), atol=1e-12)
+    np.testing.assert_allclose(pde.field_on_grid(P @ field.ravel()), field, atol=1e-12)
+    pde.destroy()

@@ -31,7 +31,8 @@ class OperatorDataset:
 
     Attributes:
         inputs: (n_samples, s, s) float64, the input field (coefficient or source) at grid nodes.
-        solutions: (n_samples, s, s) float64, the FEM solution at grid nodes.
+        solutions: (n_samples, s, s) float64, the FEM solution at grid nodes; (n_samples, c, s, s)
+            for a vector problem with c components.
     """
 
     inputs: np.ndarray
@@ -86,19 +87,23 @@ def load_or_generate(
     """Load the cached dataset for ``settings`` or generate and cache it.
 
     Collective on ``comm``. ``settings`` must hold ``n_samples`` and ``grid_size`` and every
-    other value the data depend on (problem parameters, mesh, seed, ...). Generation splits
+    other value the data depend on (problem parameters, mesh, seed, ...), and ``components``
+    (c > 1) for a vector problem. Generation splits
     the samples into contiguous blocks, one per rank: ``sample_inputs(first, count)`` returns
-    inputs (count, s, s) and ``solve(input)`` the solution (s, s) on this rank's own mesh.
+    inputs (count, s, s) and ``solve(input)`` the solution (s, s) (vector: (c, s, s)) on this
+    rank's own mesh.
     Only rank 0 reads and writes the file.
     """
     start = time.perf_counter()
     n_samples, size = int(settings["n_samples"]), int(settings["grid_size"])
+    components = int(settings.get("components", 1))
+    solution_shape = (size, size) if components == 1 else (components, size, size)  # per sample
     key = settings_key(settings)
     path = (Path(cache_dir) / f"{settings.get('problem', 'data')}-{key}.h5").resolve()
 
     loaded, reason = (None, "")
     if comm.rank == 0:
-        loaded, reason = _read(path, key, (n_samples, size, size))
+        loaded, reason = _read(path, key, (n_samples, size, size), (n_samples, *solution_shape))
     loaded, reason = comm.bcast((loaded, reason), root=0)
     if loaded is not None:
         return loaded, CacheReport(path, "hit", "", time.perf_counter() - start, 0.0)
@@ -107,7 +112,7 @@ def load_or_generate(
     if status == "regenerated":
         log.warning("dataset cache %s is unusable (%s); regenerating it", path, reason)
     log.info("generating %d samples on %d rank(s) into %s", n_samples, comm.size, path)
-    dataset = _generate(n_samples, size, sample_inputs, solve, comm, progress)
+    dataset = _generate(n_samples, size, solution_shape, sample_inputs, solve, comm, progress)
     if comm.rank == 0:
         _write(path, dataset, settings, key)
     comm.Barrier()
@@ -115,7 +120,7 @@ def load_or_generate(
     return dataset, CacheReport(path, status, reason, seconds, n_samples / max(seconds, 1e-12))
 
 
-def _generate(n_samples, size, sample_inputs, solve, comm, progress) -> OperatorDataset:
+def _generate(n_samples, size, solution_shape, sample_inputs, solve, comm, progress) -> OperatorDataset:
     counts = np.full(comm.size, n_samples // comm.size)
     counts[: n_samples % comm.size] += 1
     first = int(counts[: comm.rank].sum())
@@ -123,14 +128,14 @@ def _generate(n_samples, size, sample_inputs, solve, comm, progress) -> Operator
     inputs = np.ascontiguousarray(sample_inputs(first, count), dtype=np.float64)
     if inputs.shape != (count, size, size):
         raise ValueError(f"sample_inputs returned shape {inputs.shape}, expected {(count, size, size)}")
-    solutions = np.empty_like(inputs)
+    solutions = np.empty((count, *solution_shape))
     bar = tqdm(range(count), desc="FEM solves (rank 0)", disable=not progress or comm.rank != 0, mininterval=1.0)
     for i in bar:
         solutions[i] = solve(inputs[i])
     gathered = []
     for local in (inputs, solutions):
-        full = np.empty((n_samples, size, size))
-        comm.Allgatherv(local, [full, counts * size * size])
+        full = np.empty((n_samples, *local.shape[1:]))
+        comm.Allgatherv(local, [full, counts * int(np.prod(local.shape[1:]))])
         gathered.append(full)
     if not np.all(np.isfinite(gathered[1])):
         raise FloatingPointError("FEM solutions contain NaN or infinite values")
@@ -148,7 +153,7 @@ def _write(path: Path, dataset: OperatorDataset, settings: Mapping, key: str) ->
             f.attrs["sha256"] = _checksum(dataset.inputs, dataset.solutions)
 
 
-def _read(path: Path, key: str, shape: tuple) -> tuple[OperatorDataset | None, str]:
+def _read(path: Path, key: str, shape: tuple, solution_shape: tuple) -> tuple[OperatorDataset | None, str]:
     """Return (dataset, "") or (None, reason it cannot be used). Local."""
     if not path.exists():
         return None, "missing"
@@ -160,8 +165,8 @@ def _read(path: Path, key: str, shape: tuple) -> tuple[OperatorDataset | None, s
             expected_sum = f.attrs["sha256"]
     except (OSError, KeyError, ValueError) as exc:
         return None, f"cannot be read: {exc}"
-    if inputs.shape != shape or solutions.shape != shape:
-        return None, f"shapes {inputs.shape}, {solutions.shape} differ from {shape}"
+    if inputs.shape != shape or solutions.shape != solution_shape:
+        return None, f"shapes {inputs.shape}, {solutions.shape} differ from {shape}, {solution_shape}"
     if _checksum(inputs, solutions) != expected_sum:
         return None, "checksum mismatch"
     return OperatorDataset(inputs, solutions), ""

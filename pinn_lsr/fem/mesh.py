@@ -1,4 +1,4 @@
-"""Meshes: the unit square at a given resolution, or a gmsh ``.msh`` / XDMF file.
+"""Meshes: the unit square at a given resolution, or a gmsh ``.msh`` / XDMF / ``.vtu`` file.
 
 Every reader validates the file on one rank and broadcasts the verdict before any collective,
 so a missing or broken file raises the same clear error on every rank instead of hanging.
@@ -15,6 +15,7 @@ import dolfinx
 import dolfinx.io
 import dolfinx.io.gmsh
 import dolfinx.mesh
+from pinn_lsr.io.meshio_io import Triangles, read_triangles
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +59,11 @@ def unit_square(comm: MPI.Comm, n_cells: int) -> Domain:
 
 
 def read_mesh(path: str | Path, comm: MPI.Comm, *, tdim: int = 2) -> Domain:
-    """Read a 2D mesh from a gmsh ``.msh`` or an XDMF file.
+    """Read a 2D mesh from a gmsh ``.msh``, an XDMF file or a ``.vtu``.
 
+    Facet tags come from the ``.msh`` physical curves, the MeshTags Grid ``facet_tags`` of an
+    XDMF (as :func:`pinn_lsr.io.meshio_io.convert_mesh` writes), or the ``gmsh:physical`` data
+    of a ``.vtu``'s line cells. A ``.vtu`` is read by meshio on rank 0 and distributed from there.
     Collective on ``comm``.
 
     Raises:
@@ -68,10 +72,17 @@ def read_mesh(path: str | Path, comm: MPI.Comm, *, tdim: int = 2) -> Domain:
             groups (gmsh), or a mesh of another dimension.
     """
     path = Path(path)
-    error = None
+    error, triangles, xdmf_facet_tags = None, None, False
     if comm.rank == 0:
         error = _check_mesh_file(path, tdim)
-    error = comm.bcast(error, root=0)
+        if error is None and path.suffix == ".vtu":
+            try:
+                triangles = read_triangles(path)
+            except ValueError as exc:
+                error = "invalid", str(exc)
+        if error is None and path.suffix == ".xdmf":
+            xdmf_facet_tags = _xdmf_has_grid(path, "facet_tags")
+    error, xdmf_facet_tags = comm.bcast((error, xdmf_facet_tags), root=0)
     if error is not None:
         kind, message = error
         raise (FileNotFoundError if kind == "missing" else ValueError)(message)
@@ -79,16 +90,60 @@ def read_mesh(path: str | Path, comm: MPI.Comm, *, tdim: int = 2) -> Domain:
     if path.suffix == ".msh":
         data = dolfinx.io.gmsh.read_from_msh(str(path), comm, rank=0, gdim=tdim)
         mesh, facet_tags = data.mesh, data.facet_tags
+    elif path.suffix == ".vtu":
+        mesh, facet_tags, _ = mesh_from_triangles(comm, triangles)
     else:
         with dolfinx.io.XDMFFile(comm, str(path), "r") as xdmf:
             mesh = xdmf.read_mesh()
-        facet_tags = None
+            facet_tags = None
+            if xdmf_facet_tags:
+                mesh.topology.create_connectivity(mesh.topology.dim - 1, mesh.topology.dim)
+                facet_tags = xdmf.read_meshtags(mesh, "facet_tags")
     if mesh.topology.dim != tdim:
         raise ValueError(f"mesh file {path} holds a {mesh.topology.dim}D mesh, expected {tdim}D")
     n_cells = comm.allreduce(mesh.topology.index_map(tdim).size_local, op=MPI.SUM)
     if n_cells == 0:
         raise ValueError(f"mesh file {path} holds no cells of dimension {tdim}")
     return Domain(mesh=mesh, facet_tags=facet_tags, source=str(path))
+
+
+def mesh_from_triangles(comm: MPI.Comm, triangles: Triangles | None, *, root: int = 0):
+    """Distribute the triangle mesh held by rank ``root`` (others pass None) over ``comm``.
+
+    Returns ``(mesh, facet_tags, cell_tags)``, the tags None when ``triangles`` has none.
+    Collective on ``comm``.
+    """
+    import basix.ufl
+    import ufl
+
+    from dolfinx.graph import adjacencylist
+    from dolfinx.io.utils import distribute_entity_data
+
+    mine = comm.rank == root
+    has_tags = comm.bcast((triangles.facet_tags is not None, triangles.cell_tags is not None) if mine else None, root)
+    x = triangles.points if mine else np.empty((0, 2))
+    cells = triangles.cells if mine else np.empty((0, 3), dtype=np.int64)
+    element = ufl.Mesh(basix.ufl.element("Lagrange", "triangle", 1, shape=(2,)))
+    mesh = dolfinx.mesh.create_mesh(comm, cells, element, x)
+    tdim = mesh.topology.dim
+    result = []
+    for dim, present in ((tdim - 1, has_tags[0]), (tdim, has_tags[1])):
+        if not present:
+            result.append(None)
+            continue
+        if not mine:
+            entities, values = np.empty((0, dim + 1), dtype=np.int64), np.empty(0, dtype=np.int32)
+        elif dim < tdim:
+            entities, values = triangles.facets, triangles.facet_tags
+        else:
+            entities, values = triangles.cells, triangles.cell_tags
+        local_entities, local_values = distribute_entity_data(mesh, dim, entities, values)
+        mesh.topology.create_connectivity(dim, tdim)
+        tags = dolfinx.mesh.meshtags_from_entities(mesh, dim, adjacencylist(local_entities),
+                                                   local_values.astype(np.int32, copy=False))
+        tags.name = "facet_tags" if dim < tdim else "cell_tags"
+        result.append(tags)
+    return mesh, *result
 
 
 def _check_mesh_file(path: Path, tdim: int) -> tuple[str, str] | None:
@@ -99,7 +154,9 @@ def _check_mesh_file(path: Path, tdim: int) -> tuple[str, str] | None:
         return _check_msh(path, tdim)
     if path.suffix == ".xdmf":
         return _check_xdmf(path)
-    return "invalid", f"mesh file {path}: unknown format {path.suffix!r}, expected .msh or .xdmf"
+    if path.suffix == ".vtu":
+        return None if tdim == 2 else ("invalid", f"mesh file {path}: a .vtu is read as triangles, expected {tdim}D")
+    return "invalid", f"mesh file {path}: unknown format {path.suffix!r}, expected .msh, .xdmf or .vtu"
 
 
 def _check_msh(path: Path, tdim: int) -> tuple[str, str] | None:
@@ -136,10 +193,18 @@ def _check_xdmf(path: Path) -> tuple[str, str] | None:
     except ET.ParseError as exc:
         return "invalid", f"mesh file {path} is not valid XDMF: {exc}"
     if root.find(".//Grid[@Name='mesh']") is None:
-        return "invalid", f"mesh file {path} has no Grid named 'mesh' (write it with XDMFFile.write_mesh)"
+        return "invalid", (f"mesh file {path} has no Grid named 'mesh' (write it with XDMFFile.write_mesh, "
+                           "or convert it with pinn_lsr.io.meshio_io.convert_mesh)")
     for item in root.iter("DataItem"):
         if item.get("Format") == "HDF" and item.text:
             heavy = path.parent / item.text.strip().split(":")[0]
             if not heavy.is_file():
                 return "invalid", f"mesh file {path} refers to {heavy}, which does not exist"
     return None
+
+
+def _xdmf_has_grid(path: Path, name: str) -> bool:
+    """Whether the (already checked) XDMF file has a Grid called ``name``. Local."""
+    import xml.etree.ElementTree as ET
+
+    return ET.parse(path).getroot().find(f".//Grid[@Name='{name}']") is not None

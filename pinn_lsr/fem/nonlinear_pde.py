@@ -1,7 +1,7 @@
 """A nonlinear PDE ``F(u; v, w) = 0`` with one grid-given input field: residual form from the
 problem, Jacobian by ``ufl.derivative``, Newton's method by PETSc SNES through DOLFINx."""
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import ufl
@@ -34,8 +34,9 @@ class NonlinearPDE(GridPDE):
     """
 
     def __init__(self, domain: Domain, residual: ResidualCallable, weight: WeightCallable, *, grid_size: int,
-                 input_space: str = "cell", petsc_options: Mapping | None = None, prefix: str = "fem_"):
-        super().__init__(domain, grid_size=grid_size, input_space=input_space)
+                 input_space: str = "cell", petsc_options: Mapping | None = None, prefix: str = "fem_",
+                 dirichlet_tags: Sequence[int] | None = None):
+        super().__init__(domain, grid_size=grid_size, input_space=input_space, dirichlet_tags=dirichlet_tags)
         x = ufl.SpatialCoordinate(domain.mesh)
         v, du = ufl.TestFunction(self.V), ufl.TrialFunction(self.V)
         self.state = dolfinx.fem.Function(self.V, name="state")

@@ -8,6 +8,10 @@ flattened in C order (``k = i * s + j``).
   functions, rows non-negative and summing to one.
 * ``R`` (dofs -> grid) evaluates the P1 function at the grid nodes: exact for P1 functions.
 When the mesh vertices are the grid nodes, ``P`` selects and ``R = Pᵀ`` on owned rows.
+
+Vector P1 spaces (block size ``bs``: DOLFINx stores component ``c`` of node ``i`` at dof
+``bs·i + c``) transfer per component: a grid field is (bs, s, s), flattened in C order (component
+``c`` in columns ``c·s² .. (c+1)·s² − 1``), and ``P`` interleaves the components as the dofs do.
 """
 
 from dataclasses import dataclass
@@ -68,21 +72,35 @@ def bilinear_weights(grid: Grid, points: np.ndarray) -> scipy.sparse.csr_matrix:
 
 
 def grid_to_dofs_local(V: dolfinx.fem.FunctionSpace, grid: Grid) -> scipy.sparse.csr_matrix:
-    """``P`` restricted to this rank's dofs, owned then ghost: shape (n_local + n_ghost, s*s). Local."""
-    return bilinear_weights(grid, V.tabulate_dof_coordinates())
+    """``P`` restricted to this rank's dofs, owned then ghost: shape (bs·(n_local + n_ghost), bs·s*s)
+    (``bs`` the block size, 1 for scalar spaces; module docstring). Local."""
+    return blocked(bilinear_weights(grid, V.tabulate_dof_coordinates()), V.dofmap.index_map_bs)
+
+
+def blocked(W: scipy.sparse.spmatrix, bs: int) -> scipy.sparse.csr_matrix:
+    """The map ``W`` (n_nodes, n_grid) applied to each of ``bs`` components: shape
+    (bs·n_nodes, bs·n_grid), row ``bs·i + c`` = row ``i`` of ``W`` in the columns of component ``c``
+    (``c·n_grid ..``). ``W`` itself (as CSR) when ``bs = 1``. Local."""
+    if bs == 1:
+        return W.tocsr()
+    W = W.tocoo()
+    n_nodes, n_grid = W.shape
+    rows = np.concatenate([W.row * bs + c for c in range(bs)])
+    cols = np.concatenate([W.col + c * n_grid for c in range(bs)])
+    return scipy.sparse.csr_matrix((np.tile(W.data, bs), (rows, cols)), shape=(bs * n_nodes, bs * n_grid))
 
 
 def grid_to_dofs_matrix(V: dolfinx.fem.FunctionSpace, grid: Grid) -> PETSc.Mat:
-    """``P`` as a PETSc MPIAIJ matrix, global shape (n_dofs, s*s), rows laid out as ``V``'s dofs.
+    """``P`` as a PETSc MPIAIJ matrix, global shape (n_dofs, bs·s*s), rows laid out as ``V``'s dofs.
 
     Collective on ``V.mesh.comm``. Columns (grid nodes) use PETSc's default split.
     """
-    index_map = V.dofmap.index_map
-    n_owned = index_map.size_local
+    index_map, bs = V.dofmap.index_map, V.dofmap.index_map_bs
+    n_owned = index_map.size_local * bs
     W = grid_to_dofs_local(V, grid)[:n_owned].tocsr()
     W.sort_indices()
     P = PETSc.Mat().createAIJ(
-        size=((n_owned, index_map.size_global), (PETSc.DECIDE, grid.size**2)),
+        size=((n_owned, index_map.size_global * bs), (PETSc.DECIDE, bs * grid.size**2)),
         csr=(W.indptr.astype(PETSc.IntType), W.indices.astype(PETSc.IntType), W.data),
         comm=V.mesh.comm,
     )
@@ -91,7 +109,8 @@ def grid_to_dofs_matrix(V: dolfinx.fem.FunctionSpace, grid: Grid) -> PETSc.Mat:
 
 
 class GridEvaluator:
-    """``R``: evaluate a P1 function at the grid nodes, gathered on every rank.
+    """``R``: evaluate a P1 function at the grid nodes, gathered on every rank (vector P1: each
+    component).
 
     Each node is evaluated by one rank only (the lowest rank whose cells contain it), so the
     gathered grid does not depend on the partition beyond round-off. Nodes outside the mesh
@@ -99,12 +118,13 @@ class GridEvaluator:
     """
 
     def __init__(self, V: dolfinx.fem.FunctionSpace, grid: Grid, *, outside: float = np.nan):
-        """Collective on ``V.mesh.comm``. ``V`` must be a scalar P1 space on triangles."""
+        """Collective on ``V.mesh.comm``. ``V`` must be a (scalar or vector) P1 space on triangles."""
         mesh = V.mesh
         if V.element.basix_element.degree != 1 or mesh.topology.cell_name() != "triangle":
             raise ValueError("GridEvaluator supports P1 on triangles only")
         self.grid = grid
         self.comm = mesh.comm
+        self.bs = V.dofmap.index_map_bs
         points = np.zeros((grid.size**2, 3))
         points[:, :2] = grid.nodes()
         tdim = mesh.topology.dim
@@ -124,7 +144,7 @@ class GridEvaluator:
         self.outside = owner == self.comm.size
         self.outside_value = outside
         mine = np.flatnonzero(owner == self.comm.rank)
-        dofs = V.dofmap.list[first_cell[mine]]  # (n_mine, 3) local dof indices of P1 vertices
+        dofs = V.dofmap.list[first_cell[mine]]  # (n_mine, 3) local (block) dof indices of P1 vertices
         coords = V.tabulate_dof_coordinates()[:, :2]
         bary = _barycentric(coords[dofs], points[mine, :2])
         n_dofs_local = V.dofmap.index_map.size_local + V.dofmap.index_map.num_ghosts
@@ -133,12 +153,14 @@ class GridEvaluator:
         )
 
     def __call__(self, u: dolfinx.fem.Function) -> np.ndarray:
-        """Grid values of ``u`` (ghosts up to date), shape (s, s), identical on all ranks. Collective."""
-        local = self._R @ u.x.array
+        """Grid values of ``u`` (ghosts up to date), shape (s, s) (block size bs > 1: (bs, s, s)),
+        identical on all ranks. Collective."""
+        local = self._R @ u.x.array.reshape(-1, self.bs)  # (s*s, bs)
         values = np.empty_like(local)
         self.comm.Allreduce(local, values, op=MPI.SUM)
         values[self.outside] = self.outside_value
-        return values.reshape(self.grid.size, self.grid.size)
+        s = self.grid.size
+        return values[:, 0].reshape(s, s) if self.bs == 1 else values.T.reshape(self.bs, s, s)
 
 
 def _barycentric(vertices: np.ndarray, points: np.ndarray) -> np.ndarray:

@@ -15,13 +15,18 @@ from pinn_lsr.io.atomic import atomic_path  # noqa: E402
 def plot_fields(
     path: str | Path, columns: Sequence[tuple[str, np.ndarray]], *, sample_labels: Sequence[str] = ()
 ) -> None:
-    """One row per sample, one column per named field; each field array is (n_samples, s, s).
+    """One row per sample, one column per named field; each field array is (n_samples, s, s), or
+    (n_samples, c, s, s) for a vector field, drawn as its magnitude (title ``|name|``).
 
     ``field[k, i, j]`` is drawn at ``x = i``, ``y = j`` (origin lower left). Written atomically.
     """
     n_rows = len(columns[0][1])
     fig, axes = plt.subplots(n_rows, len(columns), figsize=(3.2 * len(columns), 2.8 * n_rows), squeeze=False)
     for col, (title, fields) in enumerate(columns):
+        fields = np.asarray(fields)
+        if fields.ndim == 4:
+            fields = np.linalg.norm(fields, axis=1)
+            title = title if title.startswith("|") else f"|{title}|"
         for row in range(n_rows):
             ax = axes[row, col]
             image = ax.imshow(np.asarray(fields[row]).T, origin="lower", extent=(0, 1, 0, 1), cmap="viridis")

@@ -78,10 +78,13 @@ class PhysicsResidual:
         instances: the K FEM instances, in the order of the inputs.
         to_dofs: ``P`` restricted to the owned dofs, (n_owned, n_grid).
         norm: ``energy``, ``dual`` or ``l2`` (module docstring).
+        local_outputs: the model's outputs are this rank's own (a DeepONet evaluated at the owned
+            dof coordinates, ``P`` the identity) rather than the same grid values on every rank;
+            pullbacks then sum ``Jᵀ Pᵀ C`` over ranks in parameter space.
     """
 
     def __init__(self, jacobian: ModelJacobian, instances: Sequence[LinearInstance], to_dofs: scipy.sparse.csr_matrix,
-                 *, norm: str = "energy", comm: MPI.Comm = MPI.COMM_WORLD):
+                 *, norm: str = "energy", comm: MPI.Comm = MPI.COMM_WORLD, local_outputs: bool = False):
         if norm not in NORMS:
             raise ValueError(f"unknown norm {norm!r}; choose one of {NORMS}")
         if len(jacobian.inputs) != len(instances):
@@ -90,7 +93,7 @@ class PhysicsResidual:
             raise ValueError(f"the model has {jacobian.n_outputs} outputs per input but the grid-to-dof map "
                              f"takes {to_dofs.shape[1]} grid values")
         self.jacobian, self.instances, self.to_dofs = jacobian, list(instances), to_dofs
-        self.norm, self.comm = norm, comm
+        self.norm, self.comm, self.local_outputs = norm, comm, local_outputs
         self.u0 = [u[:, 0] for u in self.fields(jacobian.outputs()[:, None])]
         for inst, u in zip(self.instances, self.u0):
             inst.linearize(u)
@@ -132,6 +135,10 @@ class PhysicsResidual:
     def pullback(self, C: list[np.ndarray]) -> torch.Tensor:
         """``Σ_k J_kᵀ Pᵀ C_k`` over instances and ranks for dof cotangents C_k (n_owned, k) -> (m, k)."""
         grid = np.stack([self.to_dofs.T @ X for X in C])  # (K, n_grid, k)
+        if self.local_outputs:
+            local = np.ascontiguousarray(self.jacobian.vjp(torch.from_numpy(grid.reshape(-1, grid.shape[-1]))).double())
+            self.comm.Allreduce(MPI.IN_PLACE, local, op=MPI.SUM)
+            return torch.from_numpy(local)
         self.comm.Allreduce(MPI.IN_PLACE, grid, op=MPI.SUM)
         return self.jacobian.vjp(torch.from_numpy(grid.reshape(-1, grid.shape[-1]))).double()
 

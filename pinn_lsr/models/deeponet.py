@@ -16,6 +16,10 @@ class DeepONet(nn.Module):
     coordinates (default: the grid nodes of the unit square, C order) -> (batch, n_points).
     The branch net reads the coefficient (an MLP on the flattened grid, or a small CNN), the
     trunk net the coordinates; their ``latent`` outputs are contracted, plus a bias.
+
+    With ``out_channels = c > 1`` (a vector field) both nets have ``c · latent`` outputs, split
+    into one group of ``latent`` per channel (each with its own bias): the output is
+    (batch, c * n_points), channel-major (the (c, n_points) field flattened in C order).
     """
 
     def __init__(
@@ -29,14 +33,17 @@ class DeepONet(nn.Module):
         trunk_width: int = 128,
         trunk_depth: int = 3,
         activation: str = "gelu",
+        out_channels: int = 1,
     ):
         super().__init__()
         if branch not in BRANCHES:
             raise ValueError(f"unknown DeepONet branch {branch!r}; choose one of {BRANCHES}")
         self.grid_size = grid_size
+        self.out_channels = out_channels
         s = grid_size
+        features = out_channels * latent
         if branch == "mlp":
-            self.branch = nn.Sequential(nn.Flatten(), mlp_layers([s * s] + [width] * depth + [latent], activation))
+            self.branch = nn.Sequential(nn.Flatten(), mlp_layers([s * s] + [width] * depth + [features], activation))
         else:
             act = ACTIVATIONS[activation]
             self.branch = nn.Sequential(
@@ -45,10 +52,10 @@ class DeepONet(nn.Module):
                 nn.Conv2d(16, 32, 5, stride=2, padding=2), act(),
                 nn.Conv2d(32, 64, 3, stride=2, padding=1), act(),
                 nn.AdaptiveAvgPool2d(4), nn.Flatten(),
-                mlp_layers([64 * 16, width, latent], activation),
+                mlp_layers([64 * 16, width, features], activation),
             )  # fmt: skip
-        self.trunk = nn.Sequential(mlp_layers([2] + [trunk_width] * trunk_depth + [latent], activation), ACTIVATIONS[activation]())
-        self.bias = nn.Parameter(torch.zeros(()))
+        self.trunk = nn.Sequential(mlp_layers([2] + [trunk_width] * trunk_depth + [features], activation), ACTIVATIONS[activation]())
+        self.bias = nn.Parameter(torch.zeros(()) if out_channels == 1 else torch.zeros(out_channels, 1))
         xs = torch.linspace(0.0, 1.0, s)
         X, Y = torch.meshgrid(xs, xs, indexing="ij")
         self.register_buffer("grid_points", torch.stack([X.reshape(-1), Y.reshape(-1)], dim=1))
@@ -62,6 +69,10 @@ class DeepONet(nn.Module):
         points = self.grid_points if points is None else points
         if points.dim() != 2 or points.shape[1] != 2:
             raise ValueError(f"DeepONet expects points of shape (n_points, 2), got {tuple(points.shape)}")
-        b = self.branch(self.input_normalizer.encode(a))  # (batch, latent)
-        t = self.trunk(points.to(b.dtype))  # (n_points, latent)
-        return self.output_normalizer.decode(b @ t.T + self.bias)
+        b = self.branch(self.input_normalizer.encode(a))  # (batch, out_channels * latent)
+        t = self.trunk(points.to(b.dtype))  # (n_points, out_channels * latent)
+        if self.out_channels == 1:
+            return self.output_normalizer.decode(b @ t.T + self.bias)
+        c = self.out_channels
+        y = torch.einsum("bcl,pcl->bcp", b.reshape(len(b), c, -1), t.reshape(len(t), c, -1)) + self.bias
+        return self.output_normalizer.decode(y.reshape(len(b), -1))

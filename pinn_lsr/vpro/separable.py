@@ -237,6 +237,9 @@ def as_separable(model: nn.Module, *, points: torch.Tensor | None = None) -> Sep
         TypeError: complex parameters (FNO's spectral weights are not supported).
     """
     if isinstance(model, DeepONet):
+        if model.out_channels != 1:
+            raise ValueError(f"GNvpro supports DeepONets with one output channel, got out_channels={model.out_channels}"
+                             " (a vector problem: use model=mlp)")
         return DeepONetSeparable(model, points)
     if isinstance(model, MLP):
         body, name = model.net, "net"

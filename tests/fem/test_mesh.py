@@ -109,3 +109,13 @@ def test_unknown_suffix_and_xdmf_without_data(tmp_path):
     (tmp_path / "bad.xdmf").write_text("<Xdmf><Domain>")
     with pytest.raises(ValueError, match="not valid XDMF"):
         read_mesh(tmp_path / "bad.xdmf", MPI.COMM_WORLD)
+
+
+def test_vtu_without_triangles_or_unreadable_is_rejected(tmp_path):
+    lines = tmp_path / "lines.vtu"
+    meshio.write_points_cells(lines, np.array([[0, 0, 0], [1, 0, 0.0]]), [("line", np.array([[0, 1]]))])
+    with pytest.raises(ValueError, match="lines.vtu holds no linear triangles"):
+        read_mesh(lines, MPI.COMM_WORLD)
+    (tmp_path / "broken.vtu").write_text("<VTKFile")
+    with pytest.raises(ValueError, match="broken.vtu could not be read by meshio"):
+        read_mesh(tmp_path / "broken.vtu", MPI.COMM_WORLD)

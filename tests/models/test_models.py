@@ -76,3 +76,20 @@ def test_set_precision_keeps_imaginary_parts():
     after = dict(model.named_parameters())[name]
     assert after.dtype == torch.complex128
     torch.testing.assert_close(after.detach(), weight.to(torch.complex128))
+
+
+@pytest.mark.parametrize("name", ["fno", "deeponet"])
+def test_vector_output_channels_are_channel_major(name):
+    torch.manual_seed(0)
+    model = set_precision(build_model(name, **SMALL[name], out_channels=2), torch.float64)
+    a = torch.rand(3, S, S, dtype=torch.float64) * 9 + 3
+    u = model(a)
+    assert u.shape == (3, 2 * S * S) and torch.isfinite(u).all()
+    # the channels are distinct fields (not a copy), and each sample's block is (2, S, S) in C order
+    channels = u.reshape(3, 2, S * S)
+    assert not torch.allclose(channels[:, 0], channels[:, 1])
+    if name == "deeponet":  # channel c at the grid points is branch group c · trunk group c + bias c
+        b = model.branch(model.input_normalizer.encode(a)).reshape(3, 2, -1)
+        t = model.trunk(model.grid_points).reshape(S * S, 2, -1)
+        expected = torch.einsum("bl,pl->bp", b[:, 1], t[:, 1]) + model.bias[1]
+        torch.testing.assert_close(channels[:, 1], model.output_normalizer.decode(expected))
