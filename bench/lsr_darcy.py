@@ -4,7 +4,8 @@ For each model (DeepONet, FNO; Adam-trained by ``solve.py``) and grid (16×16, 3
 engines run ``solve.py ... method=lsr method.rank=null method.memory_budget_gb=G
 method.time_budget_minutes=T`` under ``mpirun -n 2``: a pilot measures the unit costs, the
 largest rank predicted to fit the budget is refined, and every rank up to it is scored on the
-held-out samples (validation picks the rank) and on the test samples. Printed: the budget rank
+held-out samples (validation picks the rank) and on the test samples. Both engines measure
+their Jacobian-product chunk sizes first (``method.chunk_samples=auto``). Printed: the budget rank
 of each engine (and their ratio), predicted against measured memory (summed over the 2 ranks)
 and seconds, train / test relative L2 before LSR and at the chosen rank, and the reduction
 factor. ``lsr_darcy.png`` plots test and train error against rank.
@@ -50,7 +51,8 @@ def refine(args, model: str, resolution: int, engine: str, checkpoint: Path, env
     run_dir = OUT / f"lsr_{model}_{resolution}_{engine}"
     command = [*MPIRUN, *common(args, resolution), f"checkpoint={checkpoint}", "method=lsr", "method.rank=null",
                f"method.memory_budget_gb={args.memory_gb}", f"method.time_budget_minutes={args.minutes}",
-               f"method.engine={engine}", f"hydra.run.dir={run_dir}", *(args.lean if engine == "lean" else [])]
+               f"method.engine={engine}", "method.chunk_samples=auto", f"hydra.run.dir={run_dir}",
+               *(args.lean if engine == "lean" else [])]
     start = time.perf_counter()
     result = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True)
     wall = time.perf_counter() - start
