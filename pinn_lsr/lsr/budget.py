@@ -93,6 +93,23 @@ class CostModel:
 MAX_CHUNK_ROWS = 32768  # samples × outputs per product chunk tried by fastest_chunks (memory of the temporaries)
 
 
+def product_seconds(jacobian: ModelJacobian, mode: str, samples: int, tangents: int, *, warm_up: bool = True) -> float:
+    """Seconds per tangent and sample of one ``mode`` (jvp | vjp) product of ``tangents`` columns
+    on the first ``samples`` inputs, in one chunk (after a warm-up call). Local."""
+    probe = ModelJacobian(jacobian.model, jacobian.inputs[:samples], index=jacobian.index, forward=jacobian.forward,
+                          chunk_samples=samples, chunk_tangents=jacobian.chunk_tangents, vjp_chunk_samples=samples)
+    if mode == "jvp":
+        product, operand = probe.jvp, random_matrix(jacobian.n_params, tangents, distribution="gaussian", seed=0,
+                                                     dtype=jacobian.dtype)
+    else:
+        product, operand = probe.vjp, torch.ones(probe.n_rows, tangents, dtype=jacobian.dtype)
+    if warm_up:
+        product(operand)
+    start = time.perf_counter()
+    product(operand)
+    return (time.perf_counter() - start) / (samples * tangents)
+
+
 def fastest_chunks(jacobian: ModelJacobian, comm: MPI.Comm = MPI.COMM_WORLD, *, first: int = 2, factor: int = 4,
                    max_seconds: float = 30.0) -> dict:
     """Samples per chunk of the forward- and of the reverse-mode products, each the fastest
@@ -112,26 +129,16 @@ def fastest_chunks(jacobian: ModelJacobian, comm: MPI.Comm = MPI.COMM_WORLD, *, 
     while sizes[-1] < limit:
         sizes.append(min(sizes[-1] * factor, limit))
     tangents = jacobian.chunk_tangents
-    T = random_matrix(jacobian.n_params, tangents, distribution="gaussian", seed=0, dtype=jacobian.dtype)
     best = {}
     for mode in ("jvp", "vjp"):
         timings, spent = [], 0.0
         for size in sizes:
             if timings and spent + 2 * timings[-1][0] * size * tangents > max_seconds:
                 break
-            probe = ModelJacobian(jacobian.model, jacobian.inputs[:size], index=jacobian.index,
-                                  forward=jacobian.forward, chunk_samples=size, chunk_tangents=tangents)
-            product = probe.jvp if mode == "jvp" else probe.vjp
-            operand = T if mode == "jvp" else torch.ones(probe.n_rows, tangents, dtype=jacobian.dtype)
             start = time.perf_counter()
-            if not timings:
-                product(operand)  # warm-up
-            middle = time.perf_counter()
-            product(operand)
-            end = time.perf_counter()
-            spent += end - start
-            timings.append((comm.allreduce((end - middle) / (size * tangents), op=MPI.MAX), size))
-            spent = comm.allreduce(spent, op=MPI.MAX)
+            seconds = product_seconds(jacobian, mode, size, tangents, warm_up=not timings)
+            timings.append((comm.allreduce(seconds, op=MPI.MAX), size))
+            spent = comm.allreduce(spent + time.perf_counter() - start, op=MPI.MAX)
         best[mode] = min(timings)[1]
     return {"chunk_samples": best["jvp"], "vjp_chunk_samples": best["vjp"]}
 
@@ -156,20 +163,8 @@ def measure_costs(residual: DataResidual, *, n_sketch_samples: int, n_probe_samp
     and the float64 kernels, and read the memory in use. Collective; a few seconds."""
     jacobian = residual.jacobian
     tangents = 2 * jacobian.chunk_tangents
-    T = random_matrix(jacobian.n_params, tangents, distribution="gaussian", seed=0, dtype=jacobian.dtype)
-    samples = min(len(jacobian.inputs), jacobian.chunk_samples)
-    probe = residual.subset(torch.arange(samples))
-    probe.G(T[:, : jacobian.chunk_tangents])  # warm-up
-    start = time.perf_counter()
-    probe.G(T)
-    jvp = (time.perf_counter() - start) / (tangents * samples)
-    samples = min(len(jacobian.inputs), jacobian.vjp_chunk_samples)
-    probe = residual.subset(torch.arange(samples))
-    Y = torch.ones(probe.jacobian.n_rows, tangents, dtype=jacobian.dtype)
-    probe.Gt(Y[:, : jacobian.chunk_tangents])
-    start = time.perf_counter()
-    probe.Gt(Y)
-    vjp = (time.perf_counter() - start) / (tangents * samples)
+    jvp = product_seconds(jacobian, "jvp", min(len(jacobian.inputs), jacobian.chunk_samples), tangents)
+    vjp = product_seconds(jacobian, "vjp", min(len(jacobian.inputs), jacobian.vjp_chunk_samples), tangents)
     gemm, qr = _flop_rates()
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024.0
     return CostModel(
