@@ -66,14 +66,14 @@ def report(results: dict, args, commit: str) -> None:
     import matplotlib.pyplot as plt
 
     print(f"\nDarcy, {args.n_train} training samples (LSR fits {1 - 0.2:.0%} of them, the rest picks the rank), "
-          f"{args.n_test} test samples, budget {args.memory_gb} GB and {args.minutes} min on 2 ranks, commit {commit}; "
+          f"{args.n_test} test samples, budget {args.memory_gb} GB and {args.minutes} min on 2 ranks; "
           f"lean options: {' '.join(args.lean) or 'defaults'}\n")
     print("| model | grid | rows | parameters | engine | budget rank | predicted GB / s | measured GB / s | "
-          "train rel-L2 trained → LSR | test rel-L2 trained → LSR (rank) | test gain |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+          "train rel-L2 trained → LSR | test rel-L2 trained → LSR (rank) | test gain | commit |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for (model, resolution, engine), r in results.items():
         if "failed" in r:
-            print(f"| {model} | {resolution}² | | | {engine} | failed after {r['wall_seconds']:.0f} s | | | | | |")
+            print(f"| {model} | {resolution}² | | | {engine} | failed after {r['wall_seconds']:.0f} s | | | | | | {r.get('commit', '')} |")
             continue
         trained = r["trained"]
         print(f"| {model} | {resolution}² | {r['n_rows']} | {r['n_parameters']} | {engine} | {r['max_rank']} | "
@@ -81,7 +81,7 @@ def report(results: dict, args, commit: str) -> None:
               f"{r['total_peak_memory_mb'] / 1024:.1f} / {r['seconds']:.0f} | "
               f"{trained['train_rel_l2']:.2e} → {r['train_rel_l2']:.2e} | "
               f"{trained['test_rel_l2']:.2e} → {r['test_rel_l2']:.2e} ({r['rank']}) | "
-              f"{trained['test_rel_l2'] / r['test_rel_l2']:.2f}× |")
+              f"{trained['test_rel_l2'] / r['test_rel_l2']:.2f}× | {r.get('commit', '')} |")
     for model, resolution in sorted({(m, s) for m, s, _ in results}):
         lean, plain = results.get((model, resolution, "lean"), {}), results.get((model, resolution, "plain"), {})
         if "max_rank" in lean and "max_rank" in plain:
@@ -116,11 +116,21 @@ def main() -> None:
     parser.add_argument("--n-train", type=int, default=625)
     parser.add_argument("--n-test", type=int, default=100)
     parser.add_argument("--lean", nargs="*", default=LEAN)
+    parser.add_argument("--report-only", action="store_true", help="print the tables of the runs in results.json")
     args = parser.parse_args()
     commit = git_commit()
     env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
     OUT.mkdir(parents=True, exist_ok=True)
+    results_file = OUT / "results.json"
+    # runs accumulate: a run replaces the entries of its (model, grid, engine) and keeps the others
+    saved = json.loads(results_file.read_text()) if results_file.exists() else {}
     results = {}
+    for key, value in saved.items():
+        model, resolution, engine = key.split("|")
+        results[(model, int(resolution), engine)] = value
+    if args.report_only:
+        report(results, args, commit)
+        return
     for resolution in args.resolutions:
         for model in args.models:
             checkpoint = train(args, model, resolution, env)
@@ -129,7 +139,8 @@ def main() -> None:
                 print(f"{model} {resolution}² {engine}: " + json.dumps(
                     {k: results[(model, resolution, engine)].get(k) for k in ("max_rank", "rank", "test_rel_l2", "seconds",
                                                                               "total_peak_memory_mb", "failed")}), flush=True)
-    (OUT / "results.json").write_text(json.dumps({"|".join(map(str, k)): v for k, v in results.items()}, indent=1))
+                results[(model, resolution, engine)]["commit"] = commit
+                results_file.write_text(json.dumps({"|".join(map(str, k)): v for k, v in results.items()}, indent=1))
     report(results, args, commit)
 
 
