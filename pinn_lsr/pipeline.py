@@ -119,6 +119,10 @@ def _validate_lsr(cfg: DictConfig) -> None:
                          ("engine", ENGINES), ("reduction", REDUCTIONS)):
         if cfg.method[key] not in choices:
             raise ValueError(f"method.{key} must be one of {choices}, got {cfg.method[key]!r}")
+    if cfg.method.checkpoint is not None and (cfg.method.engine != "lean" or cfg.method.subspace != "randomized"):
+        raise ValueError("method.checkpoint needs method.engine=lean and method.subspace=randomized")
+    if cfg.method.subspace == "random" and any(cfg.method.get(key) is not None for key in budgets):
+        raise ValueError("budgets are predicted for method.subspace=randomized or krylov, not random")
 
 
 def _validate_training(cfg: DictConfig) -> None:

@@ -24,6 +24,13 @@ def test_deeponet_lsr_takes_a_memory_and_time_budget(tmp_path):
     assert predicted["costs"]["jvp_seconds"] > 0 and lsr["total_peak_memory_mb"] > 0
 
 
+def test_deeponet_krylov_lsr_takes_a_time_budget(tmp_path):
+    assert run(tmp_path, "method.subspace=krylov", "method.rank=null", "method.time_budget_minutes=0.1") == 0
+    lsr = json.loads((tmp_path / "run" / "metrics.json").read_text())["lsr"]
+    assert lsr["predicted"]["costs"]["subspace"] == "krylov" and lsr["predicted"]["seconds"] <= 6.0
+    assert "krylov" in lsr["seconds_by_phase"] and lsr["test_rel_l2"] > 0
+
+
 def test_plain_engine_and_checkpoint_give_the_same_refinement(tmp_path):
     results = {}
     for name, extra in {"lean": [f"method.checkpoint={tmp_path / 'lsr_checkpoint'}"], "plain": ["method.engine=plain"]}.items():
@@ -37,7 +44,9 @@ def test_plain_engine_and_checkpoint_give_the_same_refinement(tmp_path):
     ("method.engine=fast", "method.engine must be one of"),
     ("method.time_budget_minutes=-1", "method.time_budget_minutes must be a positive number"),
     ("method.rank=null", "method.rank must be an integer"),
+    ("method.subspace=krylov method.checkpoint=ckpt", "method.checkpoint needs method.engine=lean and method.subspace=randomized"),
+    ("method.subspace=random method.rank=null method.time_budget_minutes=1", "budgets are predicted for"),
 ])
 def test_bad_lsr_settings_are_usage_errors(tmp_path, capsys, override, message):
-    assert run(tmp_path, override) == 2
+    assert run(tmp_path, *override.split()) == 2
     assert message in capsys.readouterr().err

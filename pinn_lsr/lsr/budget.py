@@ -1,8 +1,9 @@
 """Budget-aware rank: predict an LSR run's memory and seconds from measured unit costs.
 
 A pilot measures, on this machine and model, the seconds of one Jacobian product per
-(tangent × sample) in forward and reverse mode, the float64 matrix-product and QR speeds, and
-the resident memory already in use; :class:`CostModel` turns them into the memory (summed over
+(tangent × sample) in forward and reverse mode (for a Krylov subspace also those of the
+one-tangent products it is built from), the float64 matrix-product, QR and matrix-vector
+speeds, and the resident memory already in use; :class:`CostModel` turns them into the memory (summed over
 ranks, bytes) and wall time (seconds) of a refinement of rank r with a given engine, and
 :meth:`CostModel.largest_rank` finds the largest r inside a budget. The predictions ignore
 Python overheads; the report of :func:`pinn_lsr.lsr.refine.refine` prints them beside the
@@ -19,7 +20,7 @@ from mpi4py import MPI
 
 from pinn_lsr.lsr.jacobian import ModelJacobian
 from pinn_lsr.lsr.residual import DataResidual
-from pinn_lsr.lsr.subspace import random_matrix
+from pinn_lsr.lsr.subspace import SINGLE_PRODUCT_ROWS, random_matrix
 
 F32, F64 = 4, 8
 
@@ -28,7 +29,8 @@ F32, F64 = 4, 8
 class CostModel:
     """Unit costs and sizes of one refinement (sizes per rank: the largest share)."""
 
-    engine: str  # lean | plain
+    engine: str  # lean | plain (randomized subspace)
+    subspace: str  # randomized | krylov
     reduction: str  # qr | gram
     n_ranks: int
     n_params: int  # m
@@ -44,13 +46,17 @@ class CostModel:
     gemm_flops: float  # float64 matrix products, flop/s
     qr_flops: float  # float64 Householder QR, flop/s
     base_bytes: float  # resident memory before the refinement, summed over ranks
+    krylov_seconds: float = 0.0  # krylov: one G and one Gᵀ product of a single vector, per sample
+    gemv_flops: float = 0.0  # krylov: reorthogonalisation (products with the m × j basis), flop/s
 
     def memory_bytes(self, rank: int) -> float:
         """Peak resident memory of the whole run (all ranks), bytes."""
         k = min(rank + self.oversampling, self.n_params)
         m, n_sketch = self.n_params, self.n_sketch_samples * self.n_outputs
         n_chunk = self.chunk_samples * self.n_outputs
-        if self.engine == "lean":  # Y and Bt (float32), a block of Ω and its product (twice each), a float64 row block, k x k
+        if self.subspace == "krylov":  # the basis (the model's dtype, float32 here), a few m-vectors
+            sketch = F32 * m * rank + 8 * F64 * m + 2 * F32 * n_sketch
+        elif self.engine == "lean":  # Y and Bt (float32), a block of Ω and its product (twice each), a float64 row block, k x k
             sketch = F32 * (n_sketch * k + m * k) + 2 * F32 * m * self.block_columns + F64 * 8192 * k + 3 * F64 * k * k
         else:  # Ω, Y, three float64 n x k copies in TSQR; then Bt, Bt in float64, Q_B, V in float64
             sketch = max(F32 * (m * k + n_sketch * k) + 3 * F64 * n_sketch * k,
@@ -66,12 +72,16 @@ class CostModel:
         """Wall time of the refinement (the busiest rank), seconds."""
         k = min(rank + self.oversampling, self.n_params)
         m, n, n_sketch = self.n_params, self.n_samples * self.n_outputs, self.n_sketch_samples * self.n_outputs
-        products = (self.jvp_seconds + self.vjp_seconds) * self.n_sketch_samples * k \
-            + self.jvp_seconds * (self.n_samples + self.n_probe_samples) * rank
-        if self.engine == "lean":  # BCGS2 on Y; Gram of a share of Bt's rows; V = Bt C
+        products = self.jvp_seconds * (self.n_samples + self.n_probe_samples) * rank  # G V and the probes
+        if self.subspace == "krylov":  # one product each way per vector; at most two Gram–Schmidt passes
+            products += self.krylov_seconds * self.n_sketch_samples * rank
+            algebra = 4 * m * rank * rank / self.gemv_flops
+        elif self.engine == "lean":  # sketch and projection; BCGS2 on Y; Gram of a share of Bt's rows; V = Bt C
+            products += (self.jvp_seconds + self.vjp_seconds) * self.n_sketch_samples * k
             algebra = (4 * n_sketch * k * k + 4 * n_sketch * k * 256 + 2 * m * k * k / self.n_ranks
                        + 2 * m * k * rank) / self.gemm_flops
-        else:  # TSQR of Y and the explicit Q; QR of Bt; V = Q_B W
+        else:  # sketch and projection; TSQR of Y and the explicit Q; QR of Bt; V = Q_B W
+            products += (self.jvp_seconds + self.vjp_seconds) * self.n_sketch_samples * k
             algebra = (4 * n_sketch * k * k + 4 * m * k * k) / self.qr_flops + 2 * m * k * rank / self.gemm_flops
         reduce = 2 * n * rank * rank / (self.qr_flops if self.reduction == "qr" else self.gemm_flops)
         return products + algebra + reduce
@@ -93,9 +103,11 @@ class CostModel:
 MAX_CHUNK_ROWS = 32768  # samples × outputs per product chunk tried by fastest_chunks (memory of the temporaries)
 
 
-def product_seconds(jacobian: ModelJacobian, mode: str, samples: int, tangents: int, *, warm_up: bool = True) -> float:
+def product_seconds(jacobian: ModelJacobian, mode: str, samples: int, tangents: int, *, warm_up: bool = True,
+                    repeats: int = 1) -> float:
     """Seconds per tangent and sample of one ``mode`` (jvp | vjp) product of ``tangents`` columns
-    on the first ``samples`` inputs, in one chunk (after a warm-up call). Local."""
+    on the first ``samples`` inputs, in one chunk (after a warm-up call); the fastest of
+    ``repeats`` timings. Local."""
     probe = ModelJacobian(jacobian.model, jacobian.inputs[:samples], index=jacobian.index, forward=jacobian.forward,
                           chunk_samples=samples, chunk_tangents=jacobian.chunk_tangents, vjp_chunk_samples=samples)
     if mode == "jvp":
@@ -105,9 +117,12 @@ def product_seconds(jacobian: ModelJacobian, mode: str, samples: int, tangents: 
         product, operand = probe.vjp, torch.ones(probe.n_rows, tangents, dtype=jacobian.dtype)
     if warm_up:
         product(operand)
-    start = time.perf_counter()
-    product(operand)
-    return (time.perf_counter() - start) / (samples * tangents)
+    timings = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        product(operand)
+        timings.append(time.perf_counter() - start)
+    return min(timings) / (samples * tangents)
 
 
 def fastest_chunks(jacobian: ModelJacobian, comm: MPI.Comm = MPI.COMM_WORLD, *, first: int = 2, factor: int = 4,
@@ -120,8 +135,10 @@ def fastest_chunks(jacobian: ModelJacobian, comm: MPI.Comm = MPI.COMM_WORLD, *, 
     trunk for every chunk (larger is faster), an FNO's forward mode prefers small chunks, and
     every reverse-mode chunk pays an m × tangents parameter gradient. Sizes stop at
     ``MAX_CHUNK_ROWS`` rows, the smallest rank's sample count, or when the next one would take
-    the search past ``max_seconds`` per direction (predicted at twice the last measured speed). The slowest rank decides, so every rank gets
-    the same sizes. Collective.
+    the search past ``max_seconds`` per direction (two timings each, predicted at the last
+    measured speed). Each size is timed twice and the faster kept, so that a moment of other load
+    on the machine does not decide. The slowest rank decides, so every rank gets the same sizes.
+    Collective.
     """
     n_local = comm.allreduce(len(jacobian.inputs), op=MPI.MIN)
     limit = max(1, min(n_local, MAX_CHUNK_ROWS // jacobian.n_outputs))
@@ -136,7 +153,7 @@ def fastest_chunks(jacobian: ModelJacobian, comm: MPI.Comm = MPI.COMM_WORLD, *, 
             if timings and spent + 2 * timings[-1][0] * size * tangents > max_seconds:
                 break
             start = time.perf_counter()
-            seconds = product_seconds(jacobian, mode, size, tangents, warm_up=not timings)
+            seconds = product_seconds(jacobian, mode, size, tangents, warm_up=not timings, repeats=2)
             timings.append((comm.allreduce(seconds, op=MPI.MAX), size))
             spent = comm.allreduce(spent + time.perf_counter() - start, op=MPI.MAX)
         best[mode] = min(timings)[1]
@@ -156,22 +173,40 @@ def _flop_rates() -> tuple[float, float]:
     return gemm, qr
 
 
+def _gemv_flops(dtype: torch.dtype) -> float:
+    """Measured flop/s of a product of a tall (65536 × 512) matrix in ``dtype`` with a vector
+    (memory-bound, as the Krylov reorthogonalisation is). Local."""
+    Q, w = torch.randn(65536, 512, dtype=dtype), torch.randn(65536, dtype=dtype)
+    Q.T @ w
+    start = time.perf_counter()
+    for _ in range(4):
+        Q.T @ w
+    return 4 * 2 * Q.numel() / (time.perf_counter() - start)
+
+
 def measure_costs(residual: DataResidual, *, n_sketch_samples: int, n_probe_samples: int, engine: str,
-                  reduction: str, oversampling: int, block_columns: int,
+                  subspace: str = "randomized", reduction: str, oversampling: int, block_columns: int,
                   comm: MPI.Comm = MPI.COMM_WORLD) -> CostModel:
-    """Time one Jacobian product each way on a chunk of this rank's samples (after a warm-up)
-    and the float64 kernels, and read the memory in use. Collective; a few seconds."""
+    """Time one Jacobian product each way on a chunk of this rank's samples (after a warm-up),
+    the one-tangent products of a Krylov basis (``subspace="krylov"``) and the float64 kernels,
+    and read the memory in use. Collective; a few seconds."""
     jacobian = residual.jacobian
     tangents = 2 * jacobian.chunk_tangents
     jvp = product_seconds(jacobian, "jvp", min(len(jacobian.inputs), jacobian.chunk_samples), tangents)
     vjp = product_seconds(jacobian, "vjp", min(len(jacobian.inputs), jacobian.vjp_chunk_samples), tangents)
+    krylov = gemv = 0.0
+    if subspace == "krylov":
+        chunk = max(1, min(len(jacobian.inputs), SINGLE_PRODUCT_ROWS // jacobian.n_outputs))
+        krylov = sum(product_seconds(jacobian, mode, chunk, 1) for mode in ("jvp", "vjp"))
+        gemv = comm.allreduce(_gemv_flops(jacobian.dtype), op=MPI.MIN)
     gemm, qr = _flop_rates()
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024.0
     return CostModel(
-        engine=engine, reduction=reduction, n_ranks=comm.size, n_params=jacobian.n_params,
+        engine=engine, subspace=subspace, reduction=reduction, n_ranks=comm.size, n_params=jacobian.n_params,
         n_outputs=jacobian.n_outputs, n_samples=comm.allreduce(len(jacobian.inputs), op=MPI.MAX),
         n_sketch_samples=comm.allreduce(n_sketch_samples, op=MPI.MAX),
         n_probe_samples=comm.allreduce(n_probe_samples, op=MPI.MAX), oversampling=oversampling,
         block_columns=block_columns, chunk_samples=jacobian.chunk_samples, jvp_seconds=comm.allreduce(jvp, op=MPI.MAX),
         vjp_seconds=comm.allreduce(vjp, op=MPI.MAX), gemm_flops=comm.allreduce(gemm, op=MPI.MIN),
-        qr_flops=comm.allreduce(qr, op=MPI.MIN), base_bytes=comm.allreduce(rss))
+        qr_flops=comm.allreduce(qr, op=MPI.MIN), base_bytes=comm.allreduce(rss),
+        krylov_seconds=comm.allreduce(krylov, op=MPI.MAX), gemv_flops=gemv)

@@ -31,9 +31,9 @@ recorded, and a solve that does not converge raises :class:`~pinn_lsr.fem.solver
 Subspaces (``subspace``):
 
 * ``krylov`` (default): the Lanczos basis of the Gauss–Newton matrix ``H = Jᵀ Pᵀ Aᵀ W A P J``
-  (``W`` the norm's weighting) started at the gradient ``Jᵀ Pᵀ Aᵀ W r0``, reorthogonalised
-  twice. In the energy norm the reduced solution is the ``r``-th conjugate-gradient iterate of
-  the Gauss–Newton step: the best energy-norm correction within ``r`` products, adapted to this
+  (``W`` the norm's weighting) started at the gradient ``Jᵀ Pᵀ Aᵀ W r0``, fully reorthogonalised
+  (:mod:`pinn_lsr.lsr.krylov`). In the energy norm the reduced solution is the ``r``-th
+  conjugate-gradient iterate of the Gauss–Newton step: the best energy-norm correction within ``r`` products, adapted to this
   residual.
 * ``randomized``: the LSR paper's recipe with the range basis orthonormal in the norm's inner
   product (residual-independent).
@@ -55,6 +55,7 @@ from pinn_lsr.fem.instance import LinearInstance
 from pinn_lsr.fem.options import options_inserted
 from pinn_lsr.fem.solver import reason_name, solve_checked
 from pinn_lsr.lsr.jacobian import ModelJacobian
+from pinn_lsr.lsr.krylov import lanczos
 from pinn_lsr.lsr.subspace import random_matrix
 
 log = logging.getLogger(__name__)
@@ -179,32 +180,21 @@ def krylov_subspace(residual: PhysicsResidual, rank: int, *, progress=None) -> P
     """
     start = time.perf_counter()
     g = residual.gradient()
-    norm_g = float(torch.linalg.vector_norm(g))
-    if norm_g == 0.0:
+    if float(torch.linalg.vector_norm(g)) == 0.0:
         raise ValueError("the residual's gradient is zero: the model already solves the FEM problem in this norm")
-    m = len(g)
-    Q = torch.zeros(m, rank, dtype=torch.float64)
-    Q[:, 0] = g / norm_g
-    columns = []
-    for j in range(rank):
-        Phi = residual.tangent_fields(Q[:, j : j + 1].to(residual.jacobian.dtype))
+    columns = []  # (Φ, K, Y) of every basis vector, kept for the reduced problem
+
+    def normal_product(q: torch.Tensor) -> torch.Tensor:
+        Phi = residual.tangent_fields(q[:, None].to(residual.jacobian.dtype))
         K, Y = residual.images(Phi)
         columns.append((Phi, K, Y))
-        if progress is not None:
-            progress(j + 1, rank)
-        if j + 1 == rank:
-            break
-        w = residual.pullback(residual.normal_cotangents(K, Y))[:, 0]
-        for _ in range(2):  # full reorthogonalisation, twice is enough
-            w -= Q[:, : j + 1] @ (Q[:, : j + 1].T @ w)
-        beta = float(torch.linalg.vector_norm(w))
-        if beta <= 1e-10 * norm_g:
-            log.warning("Krylov space invariant after %d vectors (asked for %d)", j + 1, rank)
-            Q = Q[:, : j + 1]
-            break
-        Q[:, j + 1] = w / beta
+        return residual.pullback(residual.normal_cotangents(K, Y))[:, 0]
+
+    basis = lanczos(g, normal_product, rank, progress=progress)
+    if basis.Q.shape[1] < rank:
+        log.warning("Krylov space invariant after %d vectors (asked for %d)", basis.Q.shape[1], rank)
     stack = lambda i: [np.hstack([c[i][k] for c in columns]) for k in range(len(residual.instances))]  # noqa: E731
-    return PhysicsSubspace(Q.to(residual.jacobian.dtype), stack(0), stack(1), stack(2),
+    return PhysicsSubspace(basis.Q.to(residual.jacobian.dtype), stack(0), stack(1), stack(2),
                            {"krylov": time.perf_counter() - start})
 
 

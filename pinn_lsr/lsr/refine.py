@@ -28,13 +28,13 @@ from pinn_lsr.lsr.checkpoint import CheckpointStore, tensor_digest
 from pinn_lsr.lsr.lean import lean_randomized_subspace
 from pinn_lsr.lsr.reduced import REDUCTIONS, ReducedSolution, accumulator, finish, solve_dense
 from pinn_lsr.lsr.residual import DataResidual
-from pinn_lsr.lsr.subspace import random_subspace, randomized_subspace
+from pinn_lsr.lsr.subspace import krylov_subspace, random_subspace, randomized_subspace
 from pinn_lsr.models.parameters import real_parameters
 
 log = logging.getLogger(__name__)
 
 SOLVERS = ("streaming", "dense", "lsqr")
-SUBSPACES = ("randomized", "random")
+SUBSPACES = ("randomized", "krylov", "random")
 ENGINES = ("lean", "plain")
 
 
@@ -150,10 +150,13 @@ def refine(
         evaluate: more named (inputs, targets) sets (e.g. ``{"test": ...}``) whose mean
             relative L2 error of the linear predictor is reported for every scanned rank.
         relative: weight samples by 1/||y_i|| (squared relative errors) instead of plain MSE.
-        subspace: ``randomized`` (the paper's recipe) or ``random`` (for comparison).
+        subspace: ``randomized`` (the paper's recipe), ``krylov`` (the Krylov space of the
+            Gauss–Newton matrix from the gradient, LSQR's space: residual-adapted, the best for
+            few directions) or ``random`` (for comparison); see :mod:`pinn_lsr.lsr.subspace`.
         oversampling, power_iterations, distribution, scaled: options of the randomized recipe.
-        row_fraction: find the subspace (the sketch and projection passes) on this random
-            fraction of the samples only; the reduced problem still uses every row.
+        row_fraction: find the subspace (the sketch and projection passes, or the Krylov
+            products) on this random fraction of the samples only; the reduced problem still
+            uses every row.
         parameters, fraction: restrict LSR to named parameters and/or a random fraction.
         solver: ``streaming`` (block QR over row chunks, G V never held whole), ``dense``, or
             ``lsqr`` (PETSc KSPLSQR on the distributed G V, sketch-preconditioned; options under
@@ -161,7 +164,7 @@ def refine(
         chunk_samples, chunk_tangents: samples and tangents per vectorised Jacobian product
             (memory against speed); ``chunk_samples="auto"`` times a few sizes first and takes
             the fastest for each product direction (:func:`pinn_lsr.lsr.budget.fastest_chunks`).
-        engine: ``lean`` (:mod:`pinn_lsr.lsr.lean`: Ω regenerated from seeds, sketch kept in
+        engine: (randomized subspace) ``lean`` (:mod:`pinn_lsr.lsr.lean`: Ω regenerated from seeds, sketch kept in
             the model's dtype, no explicit Q; peak about (n_sketch + m)·(r + p) values) or
             ``plain`` (the paper's recipe as written, for comparison). Same V up to round-off.
         reduction: how the ``streaming`` solver factorises ``[G V | f]``: ``qr`` (Householder,
@@ -197,8 +200,8 @@ def refine(
         raise ValueError(f"unknown engine {engine!r}; choose one of {ENGINES}")
     if reduction not in REDUCTIONS:
         raise ValueError(f"unknown reduction {reduction!r}; choose one of {REDUCTIONS}")
-    if checkpoint is not None and engine != "lean":
-        raise ValueError("checkpoints need engine='lean'")
+    if checkpoint is not None and (engine != "lean" or subspace != "randomized"):
+        raise ValueError("checkpoints need engine='lean' and subspace='randomized'")
     index = select_parameters(model, names=parameters, fraction=fraction, seed=seed)
     if chunk_samples != "auto" and (isinstance(chunk_samples, bool) or not isinstance(chunk_samples, int)
                                     or chunk_samples < 1):
@@ -217,8 +220,8 @@ def refine(
     budgeted = memory_budget_gb is not None or time_budget_minutes is not None
     if rank is None and not budgeted:
         raise ValueError("give a rank, or a memory and/or time budget to choose it")
-    if budgeted and engine == "plain" and subspace != "randomized":
-        raise ValueError("budgets are predicted for the randomized subspace only")
+    if budgeted and subspace == "random":
+        raise ValueError("budgets are predicted for the randomized and krylov subspaces only")
     if rank is not None and not 1 <= rank <= min(jacobian.n_params, n_rows - 1):
         raise ValueError(f"rank must be between 1 and min(parameters, rows - 1) = "
                          f"min({jacobian.n_params}, {n_rows - 1}), got {rank}")
@@ -242,7 +245,7 @@ def refine(
     if budgeted:
         costs = measure_costs(residual, n_sketch_samples=len(inputs) if row_fraction is None else int(sketch_samples.sum()),
                               n_probe_samples=sum(len(x) for x, _ in held_out.values()), engine=engine,
-                              reduction=reduction, oversampling=oversampling, block_columns=block_columns, comm=comm)
+                              subspace=subspace, reduction=reduction, oversampling=oversampling, block_columns=block_columns, comm=comm)
         cap = min(rank or jacobian.n_params, jacobian.n_params, n_rows - 1,
                   n_rows - oversampling if row_fraction is None else n_sketch_rows - oversampling)
         memory = None if memory_budget_gb is None else memory_budget_gb * 2**30
@@ -266,8 +269,8 @@ def refine(
 
     report = LSRReport(rank=rank, max_rank=rank, n_params=jacobian.n_params, n_rows=n_rows, predicted=predicted,
                        chunks=jacobian.chunks)
+    sketch_residual = residual if row_fraction is None else residual.subset(sketch_samples)
     if subspace == "randomized":
-        sketch_residual = residual if row_fraction is None else residual.subset(sketch_samples)
         options = dict(comm=comm, oversampling=oversampling, power_iterations=power_iterations,
                        distribution=distribution, scaled=scaled, seed=seed)
         if engine == "lean":
@@ -275,9 +278,15 @@ def refine(
                                              progress=progress, **options)
         else:
             basis = randomized_subspace(sketch_residual, rank, **options)
-        del sketch_residual
+    elif subspace == "krylov":
+        basis = krylov_subspace(sketch_residual, rank, comm=comm, progress=progress)
+        if basis.V.shape[1] < rank:
+            log.warning("the Krylov space became invariant after %d vectors (asked for %d): rank %d",
+                        basis.V.shape[1], rank, basis.V.shape[1])
+            rank = report.rank = report.max_rank = basis.V.shape[1]
     else:
         basis = random_subspace(jacobian.n_params, rank, seed=seed, dtype=jacobian.dtype)
+    del sketch_residual
     report.seconds.update(basis.seconds)
     report.peak_memory_mb_after["subspace"] = _peak_memory_mb(comm)
 

@@ -73,11 +73,18 @@ class DataResidual:
     def subset(self, samples: torch.Tensor) -> "DataResidual":
         """The residual restricted to this rank's samples ``samples`` (indices or a boolean mask)."""
         jac = self.jacobian
-        subset_jacobian = ModelJacobian(jac.model, jac.inputs[samples], index=jac.index, forward=jac.forward,
-                                        **jac.chunks)
         per_sample = lambda rows: rows.reshape(len(jac.inputs), -1)[samples].reshape(-1)  # noqa: E731
         weights = None if self.row_weights is None else per_sample(self.row_weights)
-        return DataResidual(subset_jacobian, per_sample(self.targets), weights)
+        return DataResidual(self._jacobian_on(jac.inputs[samples]), per_sample(self.targets), weights)
+
+    def rechunked(self, **chunks) -> "DataResidual":
+        """The same residual with other Jacobian-product chunk sizes (``chunk_samples``,
+        ``chunk_tangents``, ``vjp_chunk_samples``)."""
+        return DataResidual(self._jacobian_on(self.jacobian.inputs, **chunks), self.targets, self.row_weights)
+
+    def _jacobian_on(self, inputs: torch.Tensor, **chunks) -> ModelJacobian:
+        jac = self.jacobian
+        return ModelJacobian(jac.model, inputs, index=jac.index, forward=jac.forward, **{**jac.chunks, **chunks})
 
     def weigh(self, rows: torch.Tensor) -> torch.Tensor:
         """Apply the row weights to (n_rows,) or (n_rows, k)."""

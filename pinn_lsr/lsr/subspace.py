@@ -1,10 +1,17 @@
 """Parameter subspaces V (m × r) for LSR.
 
-The randomized recipe of the LSR paper ("A universal linearized subspace refinement framework
-for neural networks"): Ω (m × (r+p)) random; ``Q = qr(G Ω)``; ``B = Qᵀ G``;
-``B = U S Vhᵀ``; ``V = Vh[:r]ᵀ diag(1/S[:r])`` (Halko, Martinsson & Tropp, SIAM Rev. 2011 for
-the range finder and its power iterations). Rows of G are split across ranks: ``G Ω`` is
-local, ``Q`` comes from a TSQR and ``Qᵀ G`` is summed over ranks, so every rank gets the same V.
+* ``randomized``: the recipe of the LSR paper ("A universal linearized subspace refinement
+  framework for neural networks"): Ω (m × (r+p)) random; ``Q = qr(G Ω)``; ``B = Qᵀ G``;
+  ``B = U S Vhᵀ``; ``V = Vh[:r]ᵀ diag(1/S[:r])`` (Halko, Martinsson & Tropp, SIAM Rev. 2011 for
+  the range finder and its power iterations). Residual-independent: the leading right singular
+  directions of G. The lean engine (:mod:`pinn_lsr.lsr.lean`) computes the same V.
+* ``krylov``: an orthonormal basis of ``K_r(GᵀG, Gᵀf)``, the space of LSQR's r-th iterate
+  (:mod:`pinn_lsr.lsr.krylov`): adapted to the residual, it lowers the training residual with
+  far fewer directions, and its rank (picked on held-out data) is what keeps it from overfitting.
+* ``random``: orthonormal random directions, for comparison.
+
+Rows of G are split across ranks: products with G are local, those with Gᵀ (and the TSQR of the
+sketch) are summed over ranks, so every rank gets the same V.
 """
 
 import time
@@ -13,11 +20,14 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from mpi4py import MPI
+from tqdm import tqdm
 
+from pinn_lsr.lsr.krylov import lanczos
 from pinn_lsr.lsr.residual import DataResidual
 from pinn_lsr.parallel.tsqr import tsqr
 
 DISTRIBUTIONS = ("gaussian", "uniform")
+SINGLE_PRODUCT_ROWS = 32768  # rows per chunk of a one-tangent Jacobian product (bounds its temporaries)
 
 
 @dataclass
@@ -112,6 +122,35 @@ def randomized_subspace(
         V = V / S[:rank].clamp_min(S[0] * np.finfo(np.float64).eps)
     seconds["svd"] = time.perf_counter() - start
     return Subspace(V.to(dtype), S.numpy(), seconds)
+
+
+def krylov_subspace(residual: DataResidual, rank: int, *, comm: MPI.Comm = MPI.COMM_WORLD,
+                    progress: bool = False) -> Subspace:
+    """Orthonormal basis of ``K_rank(GᵀG, Gᵀf)`` at θ0 (module docstring). Collective on ``comm``.
+
+    One product with G and one with Gᵀ per vector (one tangent each, in chunks of
+    ``SINGLE_PRODUCT_ROWS`` rows), full reorthogonalisation of the float32/64 basis in float64.
+    Fewer than ``rank`` vectors (with a warning by the caller) if the space becomes invariant.
+    ``sketch_singular_values`` holds the Ritz estimates of G's leading singular values.
+
+    Raises:
+        ValueError: the gradient ``Gᵀ f`` is zero (θ0 is already a least-squares solution).
+    """
+    dtype, n_outputs = residual.jacobian.dtype, residual.jacobian.n_outputs
+    chunk = max(1, min(len(residual.jacobian.inputs), SINGLE_PRODUCT_ROWS // n_outputs))
+    single = residual.rechunked(chunk_samples=chunk, vjp_chunk_samples=chunk, chunk_tangents=1)
+    start = time.perf_counter()
+    gradient = allreduce_(single.Gt(single.value()[:, None]).contiguous(), comm)[:, 0]
+    if float(torch.linalg.vector_norm(gradient)) == 0.0:
+        raise ValueError("the residual's gradient is zero at θ0: there is no Krylov space to refine in")
+
+    def normal_product(q: torch.Tensor) -> torch.Tensor:
+        return allreduce_(single.Gt(single.G(q[:, None].to(dtype))).contiguous(), comm)[:, 0]
+
+    with tqdm(total=rank, desc="LSR Krylov basis", unit="vec", disable=not progress or comm.rank != 0) as bar:
+        basis = lanczos(gradient, normal_product, rank, dtype=dtype, progress=lambda done, _: bar.update(done - bar.n))
+    S = np.sqrt(np.clip(basis.ritz_values(), 0.0, None))
+    return Subspace(basis.Q, S, {"krylov": time.perf_counter() - start})
 
 
 def random_subspace(m: int, rank: int, *, seed: int = 0, dtype: torch.dtype = torch.float32) -> Subspace:

@@ -15,17 +15,18 @@ from tests.lsr.test_refine import fit2d_data
 COMM = MPI.COMM_SELF
 
 
-def known_costs(engine="lean", reduction="qr"):
-    return CostModel(engine=engine, reduction=reduction, n_ranks=2, n_params=400_000, n_outputs=256, n_samples=250,
+def known_costs(engine="lean", reduction="qr", subspace="randomized"):
+    return CostModel(engine=engine, subspace=subspace, reduction=reduction, n_ranks=2, n_params=400_000, n_outputs=256, n_samples=250,
                      n_sketch_samples=250, n_probe_samples=50, oversampling=10, block_columns=256, chunk_samples=8,
                      jvp_seconds=2e-5,
-                     vjp_seconds=4e-5, gemm_flops=4e10, qr_flops=1.5e10, base_bytes=2e9)
+                     vjp_seconds=4e-5, gemm_flops=4e10, qr_flops=1.5e10, base_bytes=2e9, krylov_seconds=1e-3,
+                     gemv_flops=5e9)
 
 
-@pytest.mark.parametrize("engine", ["lean", "plain"])
+@pytest.mark.parametrize("engine, subspace", [("lean", "randomized"), ("plain", "randomized"), ("lean", "krylov")])
 @pytest.mark.parametrize("memory_gb, minutes", [(20, 30), (8, None), (None, 5), (4, 2)])
-def test_the_chosen_rank_is_the_largest_inside_the_budget(engine, memory_gb, minutes):
-    costs = known_costs(engine)
+def test_the_chosen_rank_is_the_largest_inside_the_budget(engine, subspace, memory_gb, minutes):
+    costs = known_costs(engine, subspace=subspace)
     memory = None if memory_gb is None else memory_gb * 2**30
     seconds = None if minutes is None else minutes * 60
     r = costs.largest_rank(memory_bytes=memory, seconds=seconds, cap=60_000)
@@ -62,6 +63,17 @@ def test_refine_with_a_budget_predicts_and_reports(trained_float32):  # noqa: F8
     with pytest.raises(ValueError, match="give a rank"):
         refine(model, x, y, rank=None, relative=False, comm=COMM)
     torch.testing.assert_close(refined.delta.isfinite().all(), torch.tensor(True))
+
+
+def test_refine_with_a_budget_predicts_the_krylov_subspace(trained_float32):  # noqa: F811
+    model, x, y = trained_float32
+    _, report = refine(model, x, y, rank=None, time_budget_minutes=0.05, relative=False, chunk_samples=100,
+                       subspace="krylov", comm=COMM)
+    costs = report.predicted["costs"]
+    assert costs["subspace"] == "krylov" and costs["krylov_seconds"] > 0 and costs["gemv_flops"] > 0
+    assert report.predicted["seconds"] <= 3.0 and report.max_rank >= 1
+    with pytest.raises(ValueError, match="randomized and krylov"):
+        refine(model, x, y, rank=None, time_budget_minutes=1, relative=False, subspace="random", comm=COMM)
 
 
 def test_auto_chunks_are_measured_within_the_limits_and_refine_the_same(trained_float32):  # noqa: F811

@@ -87,6 +87,34 @@ def test_random_subspace_and_parameter_subsets_run():
     assert some.n_params < 400
 
 
+def test_krylov_lsr_is_lsqr_after_rank_iterations():
+    """In exact arithmetic LSR in K_r(GᵀG, Gᵀf) is the r-th LSQR iterate for min ||G δ + f||
+    (compared at ranks where scipy's LSQR, which does not reorthogonalise, is still exact:
+    this MLP's Jacobian has condition number 1e17)."""
+    from scipy.sparse.linalg import lsqr
+
+    from pinn_lsr.lsr.jacobian import ModelJacobian
+
+    model = small_mlp()
+    x, y = fit2d_data(200, 8)
+    jacobian = ModelJacobian(model, x)
+    G, f = jacobian.full().numpy(), (jacobian.outputs() - y[:, 0]).numpy()
+    for rank in (1, 2, 4):
+        refined, report = refine(model, x, y, rank=rank, relative=False, subspace="krylov", comm=COMM)
+        expected = lsqr(G, -f, atol=0, btol=0, conlim=0, iter_lim=rank)[0]
+        np.testing.assert_allclose(refined.delta.numpy(), expected, rtol=1e-6, atol=1e-6 * np.abs(expected).max())
+        assert report.linearized_objective == pytest.approx(np.sum((G @ expected + f) ** 2) / 200, rel=1e-8)
+        assert report.rank == rank and "krylov" in report.seconds and len(report.singular_values) == rank
+
+
+def test_krylov_lowers_the_training_residual_more_than_the_randomized_subspace_at_low_rank():
+    model = small_mlp()
+    x, y = fit2d_data(300, 9)
+    _, randomized = refine(model, x, y, rank=10, relative=False, comm=COMM)
+    _, krylov = refine(model, x, y, rank=10, relative=False, subspace="krylov", comm=COMM)
+    assert krylov.linearized_objective < randomized.linearized_objective
+
+
 def test_bad_input_is_rejected_before_heavy_work():
     model = small_mlp()
     x, y = fit2d_data(50, 6)

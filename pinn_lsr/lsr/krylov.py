@@ -1,0 +1,119 @@
+"""Lanczos bases of Krylov spaces of a Gauss–Newton matrix ``H = Gᵀ G`` (or a weighted one).
+
+``K_r(H, g) = span{g, H g, ..., H^{r-1} g}`` started at the gradient ``g = Gᵀ f`` is the space
+in which CG on the Gauss–Newton normal equations (LSQR on ``min ||G δ + f||``, Paige & Saunders,
+ACM TOMS 1982) finds its ``r``-th iterate: the correction adapted to this residual, where a
+randomized range basis is residual-independent. Used by data LSR
+(:func:`pinn_lsr.lsr.subspace.krylov_subspace`) and physics LSR
+(:func:`pinn_lsr.lsr.physics.krylov_subspace`); the caller supplies ``q -> H q``, so rows may be
+split over MPI ranks (the product then sums over them and every rank builds the same basis).
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.linalg
+import torch
+
+REORTHOGONALIZE_BELOW = 0.7  # a pass that keeps less of ||w|| is repeated; if the second one does too, w ∈ span(Q)
+ROWS = 65536  # rows per block of the reorthogonalisation products (bounded float64 temporaries)
+
+
+@dataclass
+class LanczosBasis:
+    """An orthonormal basis of ``K_k(H, g)`` and the Lanczos tridiagonal ``T = Qᵀ H Q``."""
+
+    Q: torch.Tensor  # (m, k), k ≤ the rank asked for (smaller when the space became invariant)
+    alphas: np.ndarray  # (k,), diagonal of T
+    betas: np.ndarray  # (k - 1,), off-diagonal of T
+
+    def ritz_values(self) -> np.ndarray:
+        """Eigenvalues of T, descending: estimates of H's extreme eigenvalues (σ² of G)."""
+        if len(self.alphas) == 1:
+            return self.alphas.copy()
+        return scipy.linalg.eigvalsh_tridiagonal(self.alphas, self.betas)[::-1]
+
+
+def _project_out(Q: torch.Tensor, w: torch.Tensor) -> None:
+    """``w -= Q (Qᵀ w)`` for Q (m, j) and w (m,) float64: matrix-vector products in Q's dtype (no
+    copy of Q; they are memory-bound), the coefficients summed in float64 over row blocks."""
+    c = torch.zeros(Q.shape[1], dtype=torch.float64)
+    for first in range(0, Q.shape[0], ROWS):
+        c += (Q[first : first + ROWS].T @ w[first : first + ROWS].to(Q.dtype)).double()
+    c = c.to(Q.dtype)
+    for first in range(0, Q.shape[0], ROWS):
+        w[first : first + ROWS] -= (Q[first : first + ROWS] @ c).double()
+
+
+def lanczos(
+    start: torch.Tensor,
+    normal_product: Callable[[torch.Tensor], torch.Tensor],
+    rank: int,
+    *,
+    dtype: torch.dtype = torch.float64,
+    breakdown: float | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> LanczosBasis:
+    """Orthonormal basis of ``K_rank(H, start)`` by Lanczos with full reorthogonalisation.
+
+    Local arithmetic: collective only if ``normal_product`` is (it must then return the same
+    vector on every rank, which makes the basis identical everywhere).
+
+    Args:
+        start: (m,) the first direction (normalised here), e.g. the residual's gradient.
+        normal_product: ``q (m,) float64 -> H q (m,)`` for the symmetric positive semidefinite H.
+        rank: the number of basis vectors wanted.
+        dtype: storage and matrix-vector products of the basis (float32 halves the memory and
+            time of large bases; the recurrence itself is float64).
+        breakdown: stop when the new direction's norm falls to this (the space is invariant);
+            default ``1e-10 · ||start||``. The basis also stops when a new direction loses most
+            of its norm in both Gram–Schmidt passes: it is then rounding noise in span(Q), and
+            normalising it would break the basis's orthogonality (this is what ends float32
+            bases of ill-conditioned Jacobians).
+        progress: called as ``progress(vectors_done, rank)`` after every product.
+
+    Returns:
+        The basis (fewer than ``rank`` vectors if the space became invariant: the caller decides
+        whether to warn) and the tridiagonal's coefficients.
+
+    Raises:
+        ValueError: a zero or non-finite start vector, or a rank < 1.
+    """
+    start = start.double()
+    norm = float(torch.linalg.vector_norm(start))
+    if not np.isfinite(norm) or norm == 0.0:
+        raise ValueError(f"the Krylov start vector must be finite and non-zero, got norm {norm}")
+    if rank < 1:
+        raise ValueError(f"rank must be at least 1, got {rank}")
+    breakdown = 1e-10 * norm if breakdown is None else breakdown
+    Q = torch.zeros(len(start), rank, dtype=dtype)
+    Q[:, 0] = (start / norm).to(dtype)
+    alphas, betas = [], []
+    for j in range(rank):
+        q = Q[:, j].double()
+        w = normal_product(q).double()
+        alphas.append(float(q @ w))
+        if progress is not None:
+            progress(j + 1, rank)
+        if j + 1 == rank:
+            break
+        norm_before = float(torch.linalg.vector_norm(w))
+        invariant = True
+        for _ in range(2):  # full Gram–Schmidt, "twice is enough" (Giraud, Langou & Rozložník 2005)
+            _project_out(Q[:, : j + 1], w)
+            norm_after = float(torch.linalg.vector_norm(w))
+            if not np.isfinite(norm_after):
+                raise ValueError(f"the Krylov product gave non-finite values after {j + 1} vectors")
+            if norm_after > REORTHOGONALIZE_BELOW * norm_before:
+                invariant = False
+                break
+            norm_before = norm_after
+        # a vector that lost most of its norm in both passes lies in span(Q) to working precision
+        beta = norm_after
+        if invariant or beta <= breakdown:
+            Q = Q[:, : j + 1]
+            break
+        betas.append(beta)
+        Q[:, j + 1] = (w / beta).to(dtype)
+    return LanczosBasis(Q, np.array(alphas), np.array(betas[: len(alphas) - 1]))
