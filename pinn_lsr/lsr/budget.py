@@ -58,9 +58,9 @@ class CostModel:
             sketch = F32 * m * rank + 8 * F64 * m + 2 * F32 * n_sketch
         elif self.engine == "lean":  # Y and Bt (float32), a block of Ω and its product (twice each), a float64 row block, k x k
             sketch = F32 * (n_sketch * k + m * k) + 2 * F32 * m * self.block_columns + F64 * 8192 * k + 3 * F64 * k * k
-        else:  # Ω, Y, three float64 n x k copies in TSQR; then Bt, Bt in float64, Q_B, V in float64
+        else:  # Ω, Y, three float64 n x k copies in TSQR; then Ω, Y, Bt, and in float64 Bt (QR's input), Q_B, V, V / S
             sketch = max(F32 * (m * k + n_sketch * k) + 3 * F64 * n_sketch * k,
-                         F32 * (2 * m * k + n_sketch * k) + 3 * F64 * m * k)
+                         F32 * (2 * m * k + n_sketch * k) + 4 * F64 * m * k)
         # V, a chunk of G V (float32, twice while it is assembled) and [G V | f] in float64, the accumulator
         buffer = 2 * (max(2 * (rank + 1), 4096) + rank + 1) if self.reduction == "qr" else 0
         reduced = (F32 * m * rank + (2 * F32 + F64) * n_chunk * (rank + 1) + F64 * buffer * (rank + 1)

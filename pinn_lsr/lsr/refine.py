@@ -364,9 +364,12 @@ def _stream_reduced(residual: DataResidual, V: torch.Tensor, f0: torch.Tensor, r
     with tqdm(total=n_samples, initial=done, desc="LSR reduced problem [G·V | f]", unit="sample",
               disable=not progress or comm.rank != 0) as bar:
         for GV, f in remaining.G_blocks(V, f0[done * n_outputs :]):
-            stream.add(np.column_stack([GV.double().numpy(), f.double().numpy()]))
-            done += len(GV) // n_outputs
-            bar.update(len(GV) // n_outputs)
+            block = np.empty((len(GV), GV.shape[1] + 1))  # [G V | f] in float64, cast in place: one copy
+            block[:, :-1], block[:, -1] = GV.numpy(), f.numpy()
+            del GV
+            stream.add(block)
+            done += len(block) // n_outputs
+            bar.update(len(block) // n_outputs)
             if store is not None and time.perf_counter() - last_save > checkpoint_seconds:
                 store.save("reduction", {**stream.state(), "samples": done})
                 last_save = time.perf_counter()

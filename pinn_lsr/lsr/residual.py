@@ -109,7 +109,7 @@ class DataResidual:
         for first, block in self.jacobian.jvp_blocks(T):
             rows = slice(first, first + len(block))
             weights = None if self.row_weights is None else self.row_weights[rows, None]
-            yield (block if weights is None else block * weights), f[rows]
+            yield (block if weights is None else block.mul_(weights)), f[rows]  # block is ours: weigh in place
 
     def Gt(self, W: torch.Tensor) -> torch.Tensor:
         """``Gᵀ W = Jᵀ (w ⊙ W)``: W (n_rows, k) -> (m, k), this rank's rows only."""
