@@ -126,7 +126,7 @@ def product_seconds(jacobian: ModelJacobian, mode: str, samples: int, tangents: 
 
 
 def fastest_chunks(jacobian: ModelJacobian, comm: MPI.Comm = MPI.COMM_WORLD, *, first: int = 2, factor: int = 4,
-                   max_seconds: float = 30.0) -> dict:
+                   max_seconds: float = 60.0) -> dict:
     """Samples per chunk of the forward- and of the reverse-mode products, each the fastest
     measured per tangent and sample among ``first, first·factor, ...`` with the Jacobian's
     ``chunk_tangents`` (the best chunk depends on the whole batch, tangents × samples).
