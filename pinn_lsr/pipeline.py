@@ -113,6 +113,9 @@ def _validate_lsr(cfg: DictConfig) -> None:
         require_int(cfg, "method.chunk_samples", minimum=1)
     if cfg.method.row_fraction is not None and not 0 < cfg.method.row_fraction <= 1:
         raise ValueError(f"method.row_fraction must be in (0, 1] or null, got {cfg.method.row_fraction}")
+    patience = cfg.method.krylov_patience
+    if patience is not None and (isinstance(patience, bool) or not isinstance(patience, int | float) or patience < 1):
+        raise ValueError(f"method.krylov_patience must be a number >= 1 or null, got {patience!r}")
     if not 0 < cfg.method.validation_fraction < 1:
         raise ValueError(f"method.validation_fraction must be in (0, 1), got {cfg.method.validation_fraction}")
     for key, choices in (("solver", SOLVERS), ("subspace", SUBSPACES), ("distribution", DISTRIBUTIONS),

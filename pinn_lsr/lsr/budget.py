@@ -47,6 +47,7 @@ class CostModel:
     qr_flops: float  # float64 Householder QR, flop/s
     base_bytes: float  # resident memory before the refinement, summed over ranks
     krylov_seconds: float = 0.0  # krylov: one G and one Gᵀ product of a single vector, per sample
+    krylov_jvp_seconds: float = 0.0  # krylov: the G product alone (held-out samples, early stopping)
     gemv_flops: float = 0.0  # krylov: reorthogonalisation (products with the m × j basis), flop/s
 
     def memory_bytes(self, rank: int) -> float:
@@ -54,8 +55,9 @@ class CostModel:
         k = min(rank + self.oversampling, self.n_params)
         m, n_sketch = self.n_params, self.n_sketch_samples * self.n_outputs
         n_chunk = self.chunk_samples * self.n_outputs
-        if self.subspace == "krylov":  # the basis (the model's dtype, float32 here), a few m-vectors
-            sketch = F32 * m * rank + 8 * F64 * m + 2 * F32 * n_sketch
+        if self.subspace == "krylov":  # the basis (the model's dtype, float32 here), m-vectors, held-out G Q
+            sketch = (F32 * m * rank + 8 * F64 * m + 2 * F32 * n_sketch
+                      + F32 * self.n_probe_samples * self.n_outputs * rank)
         elif self.engine == "lean":  # Y and Bt (float32), a block of Ω and its product (twice each), a float64 row block, k x k
             sketch = F32 * (n_sketch * k + m * k) + 2 * F32 * m * self.block_columns + F64 * 8192 * k + 3 * F64 * k * k
         else:  # Ω, Y, three float64 n x k copies in TSQR; then Ω, Y, Bt, and in float64 Bt (QR's input), Q_B, V, V / S
@@ -74,7 +76,8 @@ class CostModel:
         m, n, n_sketch = self.n_params, self.n_samples * self.n_outputs, self.n_sketch_samples * self.n_outputs
         products = self.jvp_seconds * (self.n_samples + self.n_probe_samples) * rank  # G V and the probes
         if self.subspace == "krylov":  # one product each way per vector; at most two Gram–Schmidt passes
-            products += self.krylov_seconds * self.n_sketch_samples * rank
+            products += rank * (self.krylov_seconds * self.n_sketch_samples
+                                + self.krylov_jvp_seconds * self.n_probe_samples)
             algebra = 4 * m * rank * rank / self.gemv_flops
         elif self.engine == "lean":  # sketch and projection; BCGS2 on Y; Gram of a share of Bt's rows; V = Bt C
             products += (self.jvp_seconds + self.vjp_seconds) * self.n_sketch_samples * k
@@ -194,10 +197,10 @@ def measure_costs(residual: DataResidual, *, n_sketch_samples: int, n_probe_samp
     tangents = 2 * jacobian.chunk_tangents
     jvp = product_seconds(jacobian, "jvp", min(len(jacobian.inputs), jacobian.chunk_samples), tangents)
     vjp = product_seconds(jacobian, "vjp", min(len(jacobian.inputs), jacobian.vjp_chunk_samples), tangents)
-    krylov = gemv = 0.0
+    krylov_jvp = krylov_vjp = gemv = 0.0
     if subspace == "krylov":
         chunk = max(1, min(len(jacobian.inputs), SINGLE_PRODUCT_ROWS // jacobian.n_outputs))
-        krylov = sum(product_seconds(jacobian, mode, chunk, 1) for mode in ("jvp", "vjp"))
+        krylov_jvp, krylov_vjp = (product_seconds(jacobian, mode, chunk, 1) for mode in ("jvp", "vjp"))
         gemv = comm.allreduce(_gemv_flops(jacobian.dtype), op=MPI.MIN)
     gemm, qr = _flop_rates()
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024.0
@@ -209,4 +212,5 @@ def measure_costs(residual: DataResidual, *, n_sketch_samples: int, n_probe_samp
         block_columns=block_columns, chunk_samples=jacobian.chunk_samples, jvp_seconds=comm.allreduce(jvp, op=MPI.MAX),
         vjp_seconds=comm.allreduce(vjp, op=MPI.MAX), gemm_flops=comm.allreduce(gemm, op=MPI.MIN),
         qr_flops=comm.allreduce(qr, op=MPI.MIN), base_bytes=comm.allreduce(rss),
-        krylov_seconds=comm.allreduce(krylov, op=MPI.MAX), gemv_flops=gemv)
+        krylov_seconds=comm.allreduce(krylov_jvp + krylov_vjp, op=MPI.MAX),
+        krylov_jvp_seconds=comm.allreduce(krylov_jvp, op=MPI.MAX), gemv_flops=gemv)

@@ -54,6 +54,7 @@ def lanczos(
     dtype: torch.dtype = torch.float64,
     breakdown: float | None = None,
     progress: Callable[[int, int], None] | None = None,
+    stop: Callable[[torch.Tensor, np.ndarray, np.ndarray], bool] | None = None,
 ) -> LanczosBasis:
     """Orthonormal basis of ``K_rank(H, start)`` by Lanczos with full reorthogonalisation.
 
@@ -72,6 +73,8 @@ def lanczos(
             normalising it would break the basis's orthogonality (this is what ends float32
             bases of ill-conditioned Jacobians).
         progress: called as ``progress(vectors_done, rank)`` after every product.
+        stop: called as ``stop(q_j, alphas, betas)`` after every product (``T``'s coefficients
+            so far: j + 1 and j); returning True ends the basis at ``q_j`` (early stopping).
 
     Returns:
         The basis (fewer than ``rank`` vectors if the space became invariant: the caller decides
@@ -97,6 +100,9 @@ def lanczos(
         if progress is not None:
             progress(j + 1, rank)
         if j + 1 == rank:
+            break
+        if stop is not None and stop(q, np.array(alphas), np.array(betas)):
+            Q = Q[:, : j + 1]
             break
         norm_before = float(torch.linalg.vector_norm(w))
         invariant = True

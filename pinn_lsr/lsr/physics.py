@@ -33,8 +33,8 @@ Subspaces (``subspace``):
 * ``krylov`` (default): the Lanczos basis of the Gauss–Newton matrix ``H = Jᵀ Pᵀ Aᵀ W A P J``
   (``W`` the norm's weighting) started at the gradient ``Jᵀ Pᵀ Aᵀ W r0``, fully reorthogonalised
   (:mod:`pinn_lsr.lsr.krylov`). In the energy norm the reduced solution is the ``r``-th
-  conjugate-gradient iterate of the Gauss–Newton step: the best energy-norm correction within ``r`` products, adapted to this
-  residual.
+  conjugate-gradient iterate of the Gauss–Newton step: the best energy-norm correction within
+  ``r`` products, adapted to this residual.
 * ``randomized``: the LSR paper's recipe with the range basis orthonormal in the norm's inner
   product (residual-independent).
 """

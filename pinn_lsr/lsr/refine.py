@@ -110,6 +110,7 @@ def refine(
     validation: tuple[torch.Tensor, torch.Tensor] | None = None,
     relative: bool = True,
     subspace: str = "randomized",
+    krylov_patience: float | None = 2.0,
     oversampling: int = 10,
     power_iterations: int = 0,
     row_fraction: float | None = None,
@@ -153,6 +154,9 @@ def refine(
         subspace: ``randomized`` (the paper's recipe), ``krylov`` (the Krylov space of the
             Gauss–Newton matrix from the gradient, LSQR's space: residual-adapted, the best for
             few directions) or ``random`` (for comparison); see :mod:`pinn_lsr.lsr.subspace`.
+        krylov_patience: (krylov, with ``validation``) stop the basis once its size is this many
+            times the rank whose solution fits the validation samples best (None: build all
+            ``rank`` vectors).
         oversampling, power_iterations, distribution, scaled: options of the randomized recipe.
         row_fraction: find the subspace (the sketch and projection passes, or the Krylov
             products) on this random fraction of the samples only; the reduced problem still
@@ -279,11 +283,9 @@ def refine(
         else:
             basis = randomized_subspace(sketch_residual, rank, **options)
     elif subspace == "krylov":
-        basis = krylov_subspace(sketch_residual, rank, comm=comm, progress=progress)
-        if basis.V.shape[1] < rank:
-            log.warning("the Krylov space became invariant after %d vectors (asked for %d): rank %d",
-                        basis.V.shape[1], rank, basis.V.shape[1])
-            rank = report.rank = report.max_rank = basis.V.shape[1]
+        basis = krylov_subspace(sketch_residual, rank, comm=comm, held_out=held_out_residuals.get("validation"),
+                                patience=krylov_patience, progress=progress)
+        rank = report.rank = report.max_rank = basis.V.shape[1]  # smaller if stopped early or invariant
     else:
         basis = random_subspace(jacobian.n_params, rank, seed=seed, dtype=jacobian.dtype)
     del sketch_residual

@@ -14,10 +14,12 @@ Rows of G are split across ranks: products with G are local, those with Gᵀ (an
 sketch) are summed over ranks, so every rank gets the same V.
 """
 
+import logging
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
+import scipy.linalg
 import torch
 from mpi4py import MPI
 from tqdm import tqdm
@@ -25,6 +27,8 @@ from tqdm import tqdm
 from pinn_lsr.lsr.krylov import lanczos
 from pinn_lsr.lsr.residual import DataResidual
 from pinn_lsr.parallel.tsqr import tsqr
+
+log = logging.getLogger(__name__)
 
 DISTRIBUTIONS = ("gaussian", "uniform")
 SINGLE_PRODUCT_ROWS = 32768  # rows per chunk of a one-tangent Jacobian product (bounds its temporaries)
@@ -124,31 +128,85 @@ def randomized_subspace(
     return Subspace(V.to(dtype), S.numpy(), seconds)
 
 
+MIN_EXTRA_VECTORS = 20  # early stopping looks at least this many vectors past the best rank
+
+
+class _HeldOutStopping:
+    """Early stopping of a Krylov basis on held-out samples: after every new vector q_k, the
+    held-out objective ``||f_v + G_v Q_k c_k||²`` of the LSR solution in the basis so far (from
+    the Lanczos tridiagonal, ``T_k c_k = −||g|| e_1``: the normal equations in K_k), and a stop
+    once the rank has grown ``patience`` times past the best one. Collective (one allreduce)."""
+
+    def __init__(self, held_out: DataResidual, gradient_norm: float, rank: int, patience: float, comm: MPI.Comm):
+        chunk = max(1, min(len(held_out.jacobian.inputs), SINGLE_PRODUCT_ROWS // held_out.jacobian.n_outputs))
+        self.residual = held_out.rechunked(chunk_samples=chunk, chunk_tangents=1)
+        self.f = held_out.value()
+        self.GQ = torch.empty(len(self.f), rank, dtype=self.f.dtype)  # held-out G_v Q, one column per vector
+        self.gradient_norm, self.patience, self.comm = gradient_norm, patience, comm
+        self.best_objective, self.best_rank = float("inf"), 0
+
+    def __call__(self, q: torch.Tensor, alphas: np.ndarray, betas: np.ndarray) -> bool:
+        k = len(alphas)
+        self.GQ[:, k - 1] = self.residual.G(q[:, None].to(self.GQ.dtype))[:, 0]
+        banded = np.zeros((3, k))
+        banded[0, 1:], banded[1], banded[2, :-1] = betas[: k - 1], alphas, betas[: k - 1]
+        rhs = np.zeros(k)
+        rhs[0] = -self.gradient_norm
+        try:
+            c = scipy.linalg.solve_banded((1, 1), banded, rhs)
+        except np.linalg.LinAlgError:  # a singular T_k (rounding): no estimate at this rank
+            return False
+        error = self.f + self.GQ[:, :k] @ torch.from_numpy(c).to(self.GQ.dtype)
+        objective = self.comm.allreduce(float(error.double().pow(2).sum()))
+        if objective < self.best_objective:
+            self.best_objective, self.best_rank = objective, k
+        return k >= max(self.patience * self.best_rank, self.best_rank + MIN_EXTRA_VECTORS)
+
+
 def krylov_subspace(residual: DataResidual, rank: int, *, comm: MPI.Comm = MPI.COMM_WORLD,
+                    held_out: DataResidual | None = None, patience: float | None = 2.0,
                     progress: bool = False) -> Subspace:
     """Orthonormal basis of ``K_rank(GᵀG, Gᵀf)`` at θ0 (module docstring). Collective on ``comm``.
 
     One product with G and one with Gᵀ per vector (one tangent each, in chunks of
     ``SINGLE_PRODUCT_ROWS`` rows), full reorthogonalisation of the float32/64 basis in float64.
-    Fewer than ``rank`` vectors (with a warning by the caller) if the space becomes invariant.
+    With ``held_out`` (this rank's share of held-out samples) and ``patience``, the basis stops
+    early once it has grown ``patience`` times (and by at least ``MIN_EXTRA_VECTORS``) past the
+    rank whose LSR solution fits the held-out samples best: past that point the Krylov
+    directions fit the training samples only, and each costs more than the last. Fewer than
+    ``rank`` vectors also when the space becomes invariant (logged either way).
     ``sketch_singular_values`` holds the Ritz estimates of G's leading singular values.
 
     Raises:
-        ValueError: the gradient ``Gᵀ f`` is zero (θ0 is already a least-squares solution).
+        ValueError: the gradient ``Gᵀ f`` is zero (θ0 is already a least-squares solution), or
+            ``patience`` < 1.
     """
+    if patience is not None and patience < 1:
+        raise ValueError(f"patience must be at least 1 (or None), got {patience}")
     dtype, n_outputs = residual.jacobian.dtype, residual.jacobian.n_outputs
     chunk = max(1, min(len(residual.jacobian.inputs), SINGLE_PRODUCT_ROWS // n_outputs))
     single = residual.rechunked(chunk_samples=chunk, vjp_chunk_samples=chunk, chunk_tangents=1)
     start = time.perf_counter()
     gradient = allreduce_(single.Gt(single.value()[:, None]).contiguous(), comm)[:, 0]
-    if float(torch.linalg.vector_norm(gradient)) == 0.0:
+    gradient_norm = float(torch.linalg.vector_norm(gradient))
+    if gradient_norm == 0.0:
         raise ValueError("the residual's gradient is zero at θ0: there is no Krylov space to refine in")
+    stopping = None
+    if held_out is not None and patience is not None:
+        stopping = _HeldOutStopping(held_out, gradient_norm, rank, patience, comm)
 
     def normal_product(q: torch.Tensor) -> torch.Tensor:
         return allreduce_(single.Gt(single.G(q[:, None].to(dtype))).contiguous(), comm)[:, 0]
 
     with tqdm(total=rank, desc="LSR Krylov basis", unit="vec", disable=not progress or comm.rank != 0) as bar:
-        basis = lanczos(gradient, normal_product, rank, dtype=dtype, progress=lambda done, _: bar.update(done - bar.n))
+        basis = lanczos(gradient, normal_product, rank, dtype=dtype, stop=stopping,
+                        progress=lambda done, _: bar.update(done - bar.n))
+    k = basis.Q.shape[1]
+    if k < rank and stopping is not None and k >= stopping.best_rank + MIN_EXTRA_VECTORS:
+        log.info("Krylov basis stopped at %d vectors of %d: the held-out error was lowest at %d", k, rank,
+                 stopping.best_rank)
+    elif k < rank:
+        log.warning("the Krylov space became invariant after %d vectors (asked for %d)", k, rank)
     S = np.sqrt(np.clip(basis.ritz_values(), 0.0, None))
     return Subspace(basis.Q, S, {"krylov": time.perf_counter() - start})
 

@@ -115,6 +115,28 @@ def test_krylov_lowers_the_training_residual_more_than_the_randomized_subspace_a
     assert krylov.linearized_objective < randomized.linearized_objective
 
 
+def test_krylov_stops_early_once_held_out_error_has_turned_up():
+    """Noisy linear least squares (semi-convergence): later Krylov directions fit the noise."""
+    g = torch.Generator().manual_seed(0)
+    scale = torch.logspace(0, -3, 60, dtype=torch.float64)
+
+    def data(n):
+        X = torch.randn(n, 60, generator=g, dtype=torch.float64) * scale
+        return X, X.sum(dim=1, keepdim=True) + 0.3 * torch.randn(n, 1, generator=g, dtype=torch.float64)
+
+    (x, y), validation = data(80), data(400)
+    model = nn.Linear(60, 1).double()
+    _, stopped = refine(model, x, y, rank=61, validation=validation, relative=False, subspace="krylov", comm=COMM)
+    _, full = refine(model, x, y, rank=61, validation=validation, relative=False, subspace="krylov",
+                     krylov_patience=None, comm=COMM)
+    assert full.max_rank == 61 and stopped.max_rank < 61
+    best = lambda report: min(e["validation_objective"] for e in report.scan)  # noqa: E731
+    assert best(stopped) <= 1.05 * best(full)
+    assert stopped.max_rank > stopped.rank  # it looked past the rank it kept
+    with pytest.raises(ValueError, match="patience"):
+        refine(model, x, y, rank=5, validation=validation, subspace="krylov", krylov_patience=0.5, comm=COMM)
+
+
 def test_bad_input_is_rejected_before_heavy_work():
     model = small_mlp()
     x, y = fit2d_data(50, 6)
