@@ -4,14 +4,12 @@ glibc's malloc serves large blocks (from 128 KiB, adapting up to 32 MiB) with mm
 them on free, so every new temporary tensor costs page faults on first touch. Vectorised
 Jacobian products allocate and free hundreds of MB per chunk: measured on an FNO (192k
 parameters, 64 tangents over 64 samples) the products took 33.6 s, 24 of them in the kernel,
-and 8.5 s with a 1 GiB threshold. The price is a resident size that stays at its peak: memory
-budgets count the freed part as reusable (:func:`heap_free_bytes`).
+and 8.5 s with a 1 GiB threshold. The price is a resident size that stays at its peak.
 """
 
 import ctypes
 import ctypes.util
 import logging
-import resource
 
 log = logging.getLogger(__name__)
 
@@ -37,29 +35,3 @@ def retain_freed_memory(threshold_bytes: int = 1 << 30) -> bool:
     if not _applied:
         log.debug("mallopt refused a threshold of %d bytes", threshold_bytes)
     return _applied
-
-
-class _MallInfo2(ctypes.Structure):
-    _fields_ = [(name, ctypes.c_size_t) for name in
-                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks",
-                 "keepcost")]
-
-
-def heap_free_bytes() -> int:
-    """Bytes freed but kept in the heap (glibc's ``mallinfo2().fordblks``, all arenas): resident
-    memory that later allocations reuse. 0 where the C library has no ``mallinfo2``. Local."""
-    try:
-        mallinfo2 = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallinfo2
-    except (OSError, AttributeError):
-        return 0
-    mallinfo2.restype = _MallInfo2
-    return int(mallinfo2().fordblks)
-
-
-def resident_bytes() -> int:
-    """Current resident set size of this process, bytes (``/proc/self/statm``; 0 elsewhere). Local."""
-    try:
-        with open("/proc/self/statm") as statm:
-            return int(statm.read().split()[1]) * resource.getpagesize()
-    except (OSError, IndexError, ValueError):
-        return 0

@@ -3,12 +3,11 @@
 A pilot measures, on this machine and model, the seconds of one Jacobian product per
 (tangent × sample) in forward and reverse mode (for a Krylov subspace also those of the
 one-tangent products it is built from), the float64 matrix-product, QR and matrix-vector
-speeds, and the memory already in use: resident minus what the heap holds freed, which later
-phases reuse (the chunk search's temporaries, 6.7 GB per rank for a 16×16 FNO, are not a
-base). :class:`CostModel` turns them into the memory (summed over ranks, bytes) and wall time
-(seconds) of a refinement of rank r with a given engine, and :meth:`CostModel.largest_rank`
-finds the largest r inside a budget. The predictions ignore Python overheads; the report of
-:func:`pinn_lsr.lsr.refine.refine` prints them beside the measured figures.
+speeds, and the resident memory already in use; :class:`CostModel` turns them into the memory (summed over
+ranks, bytes) and wall time (seconds) of a refinement of rank r with a given engine, and
+:meth:`CostModel.largest_rank` finds the largest r inside a budget. The predictions ignore
+Python overheads; the report of :func:`pinn_lsr.lsr.refine.refine` prints them beside the
+measured figures.
 """
 
 import resource
@@ -19,7 +18,6 @@ import numpy as np
 import torch
 from mpi4py import MPI
 
-from pinn_lsr.allocator import heap_free_bytes, resident_bytes
 from pinn_lsr.lsr.jacobian import ModelJacobian
 from pinn_lsr.lsr.residual import DataResidual
 from pinn_lsr.lsr.subspace import SINGLE_PRODUCT_ROWS, random_matrix
@@ -47,15 +45,13 @@ class CostModel:
     vjp_seconds: float  # per cotangent and sample
     gemm_flops: float  # float64 matrix products, flop/s
     qr_flops: float  # float64 Householder QR, flop/s
-    base_bytes: float  # memory in use before the refinement (resident minus freed heap), summed over ranks
+    base_bytes: float  # resident memory before the refinement, summed over ranks
     krylov_seconds: float = 0.0  # krylov: one G and one Gᵀ product of a single vector, per sample
     krylov_jvp_seconds: float = 0.0  # krylov: the G product alone (held-out samples, early stopping)
     gemv_flops: float = 0.0  # krylov: reorthogonalisation (products with the m × j basis), flop/s
-    peak_bytes: float = 0.0  # peak resident memory so far (the pilot's included), summed over ranks
 
     def memory_bytes(self, rank: int) -> float:
-        """Peak resident memory of the whole run (all ranks), bytes: the memory in use plus what
-        the largest phase allocates (freed heap memory is reused first), or the peak so far."""
+        """Peak resident memory of the whole run (all ranks), bytes."""
         k = min(rank + self.oversampling, self.n_params)
         m, n_sketch = self.n_params, self.n_sketch_samples * self.n_outputs
         n_chunk = self.chunk_samples * self.n_outputs
@@ -72,7 +68,7 @@ class CostModel:
         reduced = (F32 * m * rank + (2 * F32 + F64) * n_chunk * (rank + 1) + F64 * buffer * (rank + 1)
                    + F64 * (rank + 1) ** 2)
         probes = F32 * self.n_probe_samples * self.n_outputs * rank
-        return max(self.peak_bytes, self.base_bytes + self.n_ranks * (max(sketch, reduced) + probes))
+        return self.base_bytes + self.n_ranks * (max(sketch, reduced) + probes)
 
     def seconds(self, rank: int) -> float:
         """Wall time of the refinement (the busiest rank), seconds."""
@@ -207,8 +203,7 @@ def measure_costs(residual: DataResidual, *, n_sketch_samples: int, n_probe_samp
         krylov_jvp, krylov_vjp = (product_seconds(jacobian, mode, chunk, 1) for mode in ("jvp", "vjp"))
         gemv = comm.allreduce(_gemv_flops(jacobian.dtype), op=MPI.MIN)
     gemm, qr = _flop_rates()
-    in_use = resident_bytes() - heap_free_bytes()
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024.0
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024.0
     return CostModel(
         engine=engine, subspace=subspace, reduction=reduction, n_ranks=comm.size, n_params=jacobian.n_params,
         n_outputs=jacobian.n_outputs, n_samples=comm.allreduce(len(jacobian.inputs), op=MPI.MAX),
@@ -216,6 +211,6 @@ def measure_costs(residual: DataResidual, *, n_sketch_samples: int, n_probe_samp
         n_probe_samples=comm.allreduce(n_probe_samples, op=MPI.MAX), oversampling=oversampling,
         block_columns=block_columns, chunk_samples=jacobian.chunk_samples, jvp_seconds=comm.allreduce(jvp, op=MPI.MAX),
         vjp_seconds=comm.allreduce(vjp, op=MPI.MAX), gemm_flops=comm.allreduce(gemm, op=MPI.MIN),
-        qr_flops=comm.allreduce(qr, op=MPI.MIN), base_bytes=comm.allreduce(in_use), peak_bytes=comm.allreduce(peak),
+        qr_flops=comm.allreduce(qr, op=MPI.MIN), base_bytes=comm.allreduce(rss),
         krylov_seconds=comm.allreduce(krylov_jvp + krylov_vjp, op=MPI.MAX),
         krylov_jvp_seconds=comm.allreduce(krylov_jvp, op=MPI.MAX), gemv_flops=gemv)

@@ -44,13 +44,6 @@ def test_the_lean_engine_fits_a_larger_rank_than_the_plain_recipe_in_the_same_me
         2 * plain.largest_rank(memory_bytes=budget, seconds=None, cap=100_000)
 
 
-def test_the_peak_so_far_bounds_the_prediction_and_freed_memory_is_not_a_base():
-    costs = known_costs()
-    grown = CostModel(**{**costs.as_dict(), "peak_bytes": 30e9})
-    assert grown.memory_bytes(10) == 30e9  # the pilot's peak already reached
-    assert grown.memory_bytes(20_000) == costs.memory_bytes(20_000) > 30e9
-
-
 def test_a_budget_too_small_for_rank_one_is_refused():
     assert known_costs().largest_rank(memory_bytes=1e9, seconds=None, cap=1000) == 0
 
