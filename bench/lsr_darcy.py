@@ -102,15 +102,21 @@ def report(results: dict) -> None:
         if "max_rank" in lean and "max_rank" in plain:
             print(f"\n{key[0]} {key[1]}², {key[2]} samples: budget rank lean / plain = {lean['max_rank']} / "
                   f"{plain['max_rank']} = {lean['max_rank'] / plain['max_rank']:.2f}×")
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.8), sharey=True)
+    cases = sorted({key[:3] for key, r in results.items() if "scan" in r})  # one colour per case
+    styles = {"plain": "s--", "lean": "o-", "krylov": "^-."}  # one line style per method
     for (model, resolution, n_train, engine), r in sorted(results.items()):
         if "scan" not in r:
             continue
         ranks = [e["rank"] for e in r["scan"]]
+        colour = f"C{cases.index((model, resolution, n_train))}"
         for ax, key in zip(axes, ("test_rel_l2", "validation_rel_l2")):
-            ax.semilogx(ranks, [e[key] for e in r["scan"]], {"lean": "o-", "plain": "s--", "krylov": "^-."}[engine], ms=3,
-                        label=f"{model} {resolution}², {n_train} samples, "
-                              f"{'krylov' if engine == 'krylov' else 'randomized ' + engine}")
+            ax.semilogx(ranks, [e[key] for e in r["scan"]], styles[engine], color=colour, ms=3)
+    handles = [plt.Line2D([], [], color=f"C{i}", lw=6) for i in range(len(cases))]
+    handles += [plt.Line2D([], [], color="k", ls=style[1:], marker=style[0], ms=3) for style in styles.values()]
+    labels = [f"{model} {resolution}², {n_train} samples" for model, resolution, n_train in cases]
+    labels += ["randomized plain", "randomized lean", "krylov"]
+    fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=7, frameon=False)
     for ax, title in zip(axes, ("test samples", "held-out training samples (rank choice)")):
         ax.set_xlabel("rank r")
         ax.set_title(title, fontsize=9)
@@ -119,8 +125,7 @@ def report(results: dict) -> None:
     if trained:  # past its validation optimum a Krylov basis overfits steeply: keep the gains readable
         axes[0].set_ylim(top=1.6 * max(trained))
     axes[0].set_ylabel("mean relative L2 (linear predictor)")
-    axes[1].legend(fontsize=7)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.12, 1, 1))
     fig.savefig(OUT / "lsr_darcy.png", dpi=120)
     print(f"\nfigure: {(OUT / 'lsr_darcy.png').relative_to(ROOT)}")
 
