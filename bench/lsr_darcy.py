@@ -104,18 +104,18 @@ def report(results: dict) -> None:
                   f"{plain['max_rank']} = {lean['max_rank'] / plain['max_rank']:.2f}×")
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.8), sharey=True)
     cases = sorted({key[:3] for key, r in results.items() if "scan" in r})  # one colour per case
-    styles = {"plain": "s--", "lean": "o-", "krylov": "^-."}  # one line style per method
+    styles = {"plain": ("s--", "randomized plain"), "lean": ("o-", "randomized lean"), "krylov": ("^-.", "krylov")}
     for (model, resolution, n_train, engine), r in sorted(results.items()):
         if "scan" not in r:
             continue
         ranks = [e["rank"] for e in r["scan"]]
         colour = f"C{cases.index((model, resolution, n_train))}"
         for ax, key in zip(axes, ("test_rel_l2", "validation_rel_l2")):
-            ax.semilogx(ranks, [e[key] for e in r["scan"]], styles[engine], color=colour, ms=3)
+            ax.semilogx(ranks, [e[key] for e in r["scan"]], styles[engine][0], color=colour, ms=3)
     handles = [plt.Line2D([], [], color=f"C{i}", lw=6) for i in range(len(cases))]
-    handles += [plt.Line2D([], [], color="k", ls=style[1:], marker=style[0], ms=3) for style in styles.values()]
+    handles += [plt.Line2D([], [], color="k", ls=style[1:], marker=style[0], ms=3) for style, _ in styles.values()]
     labels = [f"{model} {resolution}², {n_train} samples" for model, resolution, n_train in cases]
-    labels += ["randomized plain", "randomized lean", "krylov"]
+    labels += [label for _, label in styles.values()]  # one line style per method
     fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=7, frameon=False)
     for ax, title in zip(axes, ("test samples", "held-out training samples (rank choice)")):
         ax.set_xlabel("rank r")
