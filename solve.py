@@ -2,7 +2,7 @@
 
 import sys
 
-from pinn_lsr.cli import main
+from pinn_lsr.run.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

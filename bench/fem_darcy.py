@@ -45,13 +45,27 @@ def worker(resolutions: list[int], repeats: int, n_data: int) -> None:
     for s in resolutions:
         a = darcy.sample_inputs(1, s, seed=0)[0]
         for solver, options in SOLVERS.items():
-            pde = LinearPDE(unit_square(comm, s - 1), darcy.forms, grid_size=s, petsc_options=options, prefix="bench_")
+            pde = LinearPDE(
+                unit_square(comm, s - 1),
+                darcy.forms,
+                grid_size=s,
+                petsc_options=options,
+                prefix="bench_",
+            )
             pde.set_input(a)
             pde.solve()  # warm-up: JIT, symbolic factorisation
             assemble = [timed(pde.assemble) for _ in range(repeats)]
             solve = [timed(lambda: pde.solve()) for _ in range(repeats)]  # includes assembly
-            rows.append({"s": s, "n_dofs": pde.n_dofs, "solver": solver, "iterations": pde.ksp.getIterationNumber(),
-                         "assemble": float(np.median(assemble)), "solve": float(np.median(solve) - np.median(assemble))})
+            rows.append(
+                {
+                    "s": s,
+                    "n_dofs": pde.n_dofs,
+                    "solver": solver,
+                    "iterations": pde.ksp.getIterationNumber(),
+                    "assemble": float(np.median(assemble)),
+                    "solve": float(np.median(solve) - np.median(assemble)),
+                }
+            )
             pde.destroy()
 
     throughput = []
@@ -65,8 +79,16 @@ def worker(resolutions: list[int], repeats: int, n_data: int) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             tmp = comm.bcast(tmp, root=0)
             settings = {"problem": "darcy", "grid_size": s, "n_samples": n_data, "seed": 0}
-            _, report = load_or_generate(tmp, settings, comm=comm, progress=False, solve=solve,
-                                         sample_inputs=lambda first, count: darcy.sample_inputs(count, s, seed=0, first=first))
+            _, report = load_or_generate(
+                tmp,
+                settings,
+                comm=comm,
+                progress=False,
+                solve=solve,
+                sample_inputs=lambda first, count: darcy.sample_inputs(
+                    count, s, seed=0, first=first
+                ),
+            )
             comm.Barrier()
         throughput.append({"s": s, "samples_per_second": report.samples_per_second})
         pde.destroy()
@@ -76,8 +98,20 @@ def worker(resolutions: list[int], repeats: int, n_data: int) -> None:
 
 def run_worker(n_ranks: int, args) -> dict:
     mpirun = Path(sys.executable).parent / "mpirun"
-    command = [str(mpirun), "-n", str(n_ranks), sys.executable, __file__, "--worker",
-               "--resolutions", *map(str, args.resolutions), "--repeats", str(args.repeats), "--n-data", str(args.n_data)]
+    command = [
+        str(mpirun),
+        "-n",
+        str(n_ranks),
+        sys.executable,
+        __file__,
+        "--worker",
+        "--resolutions",
+        *map(str, args.resolutions),
+        "--repeats",
+        str(args.repeats),
+        "--n-data",
+        str(args.n_data),
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     out = subprocess.run(command, check=True, capture_output=True, text=True, env=env).stdout
     return json.loads(next(line for line in out.splitlines() if line.startswith("RESULT "))[7:])
@@ -87,7 +121,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--resolutions", type=int, nargs="+", default=[32, 64, 128, 256])
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--n-data", type=int, default=200, help="samples generated for the throughput rows")
+    parser.add_argument(
+        "--n-data", type=int, default=200, help="samples generated for the throughput rows"
+    )
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -96,20 +132,30 @@ def main() -> None:
     commit = git_commit()
 
     results = {n: run_worker(n, args) for n in (1, 2)}
-    print(f"<!-- bench/fem_darcy.py: 1 and 2 MPI ranks, float64, 1 thread per rank, commit {commit}, "
-          f"median of {args.repeats} after a warm-up, per-rank maximum -->")
-    print("| s (grid) | dofs | solver | its | assemble 1 rank (ms) | assemble 2 ranks (ms) | solve 1 rank (ms) | solve 2 ranks (ms) | solve speed-up |")
+    print(
+        f"<!-- bench/fem_darcy.py: 1 and 2 MPI ranks, float64, 1 thread per rank, commit {commit}, "
+        f"median of {args.repeats} after a warm-up, per-rank maximum -->"
+    )
+    print(
+        "| s (grid) | dofs | solver | its | assemble 1 rank (ms) | assemble 2 ranks (ms) | solve 1 rank (ms) | solve 2 ranks (ms) | solve speed-up |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for one, two in zip(results[1]["rows"], results[2]["rows"]):
-        print(f"| {one['s']} | {one['n_dofs']} | {one['solver']} | {one['iterations']} | {1e3 * one['assemble']:.2f} | "
-              f"{1e3 * two['assemble']:.2f} | {1e3 * one['solve']:.2f} | {1e3 * two['solve']:.2f} | "
-              f"{one['solve'] / two['solve']:.2f}× |")
+        print(
+            f"| {one['s']} | {one['n_dofs']} | {one['solver']} | {one['iterations']} | {1e3 * one['assemble']:.2f} | "
+            f"{1e3 * two['assemble']:.2f} | {1e3 * one['solve']:.2f} | {1e3 * two['solve']:.2f} | "
+            f"{one['solve'] / two['solve']:.2f}× |"
+        )
     print()
-    print(f"| data generation ({args.n_data} Darcy samples, FEM solve + grid evaluation) | 1 rank (samples/s) | 2 ranks (samples/s) | speed-up |")
+    print(
+        f"| data generation ({args.n_data} Darcy samples, FEM solve + grid evaluation) | 1 rank (samples/s) | 2 ranks (samples/s) | speed-up |"
+    )
     print("|---|---|---|---|")
     for one, two in zip(results[1]["throughput"], results[2]["throughput"]):
-        print(f"| s = {one['s']} | {one['samples_per_second']:.0f} | {two['samples_per_second']:.0f} | "
-              f"{two['samples_per_second'] / one['samples_per_second']:.2f}× |")
+        print(
+            f"| s = {one['s']} | {one['samples_per_second']:.0f} | {two['samples_per_second']:.0f} | "
+            f"{two['samples_per_second'] / one['samples_per_second']:.2f}× |"
+        )
 
 
 if __name__ == "__main__":

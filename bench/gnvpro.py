@@ -44,10 +44,17 @@ def median(values):
 
 def peaks_data(n_train: int, seed: int = 0):
     """The classic peaks function on [-3, 3]²: x (n, 2), y (n, 1)."""
-    x = torch.rand(n_train, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(seed)) * 6 - 3
+    x = (
+        torch.rand(n_train, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
+        * 6
+        - 3
+    )
     a, b = x[:, 0], x[:, 1]
-    y = (3 * (1 - a) ** 2 * torch.exp(-a**2 - (b + 1) ** 2) - 10 * (a / 5 - a**3 - b**5) * torch.exp(-a**2 - b**2)
-         - torch.exp(-(a + 1) ** 2 - b**2) / 3)
+    y = (
+        3 * (1 - a) ** 2 * torch.exp(-(a**2) - (b + 1) ** 2)
+        - 10 * (a / 5 - a**3 - b**5) * torch.exp(-(a**2) - b**2)
+        - torch.exp(-((a + 1) ** 2) - b**2) / 3
+    )
     return x, y[:, None]
 
 
@@ -70,7 +77,11 @@ def cdr_data(n_samples: int, seed: int = 0):
 
     def forms(u, v, w, x):
         source = 10.0 * ufl.exp(-ufl.dot(x - center, x - center) / (2 * 0.1**2))
-        a = (kappa * ufl.inner(ufl.grad(u), ufl.grad(v)) + ufl.dot(beta, ufl.grad(u)) * v + reaction * u * v) * ufl.dx
+        a = (
+            kappa * ufl.inner(ufl.grad(u), ufl.grad(v))
+            + ufl.dot(beta, ufl.grad(u)) * v
+            + reaction * u * v
+        ) * ufl.dx
         return a, source * v * ufl.dx
 
     pde = LinearPDE(domain, forms, grid_size=s, prefix="cdr_")
@@ -94,9 +105,13 @@ def digits_data():
     from sklearn.model_selection import train_test_split
 
     digits = load_digits()
-    x_train, x_val, y_train, y_val = train_test_split(digits.data / 16.0, digits.target, test_size=0.2,
-                                                      random_state=0, stratify=digits.target)
-    return (torch.as_tensor(x_train), torch.as_tensor(y_train)), (torch.as_tensor(x_val), torch.as_tensor(y_val))
+    x_train, x_val, y_train, y_val = train_test_split(
+        digits.data / 16.0, digits.target, test_size=0.2, random_state=0, stratify=digits.target
+    )
+    return (torch.as_tensor(x_train), torch.as_tensor(y_train)), (
+        torch.as_tensor(x_val),
+        torch.as_tensor(y_val),
+    )
 
 
 # ---------------------------------------------------------------- training runs
@@ -117,12 +132,31 @@ def accuracy(model, x, labels) -> float:
         return float((model(x).argmax(dim=1) == labels).double().mean())
 
 
-def run_gradient(model, x, y, loss_fn, *, optimizer: str, lr: float, epochs: int, batch: int, seed: int,
-                 eval_every: int = 1):
+def run_gradient(
+    model,
+    x,
+    y,
+    loss_fn,
+    *,
+    optimizer: str,
+    lr: float,
+    epochs: int,
+    batch: int,
+    seed: int,
+    eval_every: int = 1,
+):
     """Adam or SGD (momentum 0.9) with mini-batches; curve of (WU, seconds, loss) per ``eval_every`` epochs."""
     params = list(model.parameters())
-    opt = torch.optim.Adam(params, lr=lr) if optimizer == "adam" else torch.optim.SGD(params, lr=lr, momentum=0.9)
-    per_sample = torch.nn.functional.cross_entropy if loss_fn is cross_entropy else torch.nn.functional.mse_loss
+    opt = (
+        torch.optim.Adam(params, lr=lr)
+        if optimizer == "adam"
+        else torch.optim.SGD(params, lr=lr, momentum=0.9)
+    )
+    per_sample = (
+        torch.nn.functional.cross_entropy
+        if loss_fn is cross_entropy
+        else torch.nn.functional.mse_loss
+    )
     rng = np.random.default_rng(seed)
     curve = [(0.0, 0.0, loss_fn(model, x, y))]
     seconds = 0.0
@@ -145,8 +179,14 @@ def run_gradient(model, x, y, loss_fn, *, optimizer: str, lr: float, epochs: int
 
 def run_lbfgs(model, x, y, loss_fn, *, max_work_units: float):
     """Full-batch L-BFGS (strong Wolfe); every function+gradient evaluation is 2 WU."""
-    opt = torch.optim.LBFGS(model.parameters(), lr=1.0, max_iter=20, history_size=50, line_search_fn="strong_wolfe")
-    per_sample = torch.nn.functional.cross_entropy if loss_fn is cross_entropy else torch.nn.functional.mse_loss
+    opt = torch.optim.LBFGS(
+        model.parameters(), lr=1.0, max_iter=20, history_size=50, line_search_fn="strong_wolfe"
+    )
+    per_sample = (
+        torch.nn.functional.cross_entropy
+        if loss_fn is cross_entropy
+        else torch.nn.functional.mse_loss
+    )
     calls = [0]
 
     def closure():
@@ -198,19 +238,50 @@ def regression_experiment(name, x, y, make_model, args, out: Path):
         return model
 
     for lr in args.adam_lrs:
-        curves[f"Adam lr {lr:g}"] = [run_gradient(fresh(0), x, y, mse, optimizer="adam", lr=lr, epochs=adam_epochs,
-                                                  batch=32, seed=0, eval_every=max(1, adam_epochs // 100))]
+        curves[f"Adam lr {lr:g}"] = [
+            run_gradient(
+                fresh(0),
+                x,
+                y,
+                mse,
+                optimizer="adam",
+                lr=lr,
+                epochs=adam_epochs,
+                batch=32,
+                seed=0,
+                eval_every=max(1, adam_epochs // 100),
+            )
+        ]
         log(f"{name}: Adam lr {lr:g}: {curves[f'Adam lr {lr:g}'][0][-1]}")
     adam_label = min((k for k in curves), key=lambda k: curves[k][0][-1][2])
     adam_curve = curves[adam_label][0]
     target = min(loss for _, _, loss in adam_curve)
     sgd_epochs = max(1, adam_epochs // 3)
-    curves["SGD+momentum lr 0.01"] = [run_gradient(fresh(0), x, y, mse, optimizer="sgd", lr=0.01, epochs=sgd_epochs,
-                                                   batch=32, seed=0, eval_every=max(1, sgd_epochs // 100))]
+    curves["SGD+momentum lr 0.01"] = [
+        run_gradient(
+            fresh(0),
+            x,
+            y,
+            mse,
+            optimizer="sgd",
+            lr=0.01,
+            epochs=sgd_epochs,
+            batch=32,
+            seed=0,
+            eval_every=max(1, sgd_epochs // 100),
+        )
+    ]
     curves["L-BFGS"] = [run_lbfgs(fresh(0), x, y, mse, max_work_units=budget)]
     gn_budget = budget / 2
-    curves["GN, no VarPro (LM)"] = [run_gn(fresh(0), x, y, vpro.GNSettings(max_iterations=10**6, max_work_units=gn_budget),
-                                           variable_projection=False)[0]]
+    curves["GN, no VarPro (LM)"] = [
+        run_gn(
+            fresh(0),
+            x,
+            y,
+            vpro.GNSettings(max_iterations=10**6, max_work_units=gn_budget),
+            variable_projection=False,
+        )[0]
+    ]
     sample = len(x) // 4
     main = f"GNvpro LM, curvature sample {sample}"
     variants = {
@@ -221,27 +292,42 @@ def regression_experiment(name, x, y, make_model, args, out: Path):
         f"GNvpro mini-batch {sample}": (dict(batch_size=sample, monitor_every=5), [0], gn_budget),
     }
     for label, (settings, seeds, wu) in variants.items():
-        curves[label] = [run_gn(fresh(seed), x, y, vpro.GNSettings(max_iterations=10**6, max_work_units=wu, seed=seed,
-                                                                     **settings))[0] for seed in seeds]
+        curves[label] = [
+            run_gn(
+                fresh(seed),
+                x,
+                y,
+                vpro.GNSettings(max_iterations=10**6, max_work_units=wu, seed=seed, **settings),
+            )[0]
+            for seed in seeds
+        ]
         log(f"{name}: {label}: {[c[-1] for c in curves[label]]}")
 
-    print(f"\n### {name}: training MSE; target = best Adam loss {target:.3e} ({adam_label}, {adam_epochs} epochs, "
-          f"{budget:.0f} WU, {adam_curve[-1][1]:.1f} s)\n")
-    print("| method | seeds | final loss (median) | WU to target | s to target | best loss within Adam's WU | WU run | s run |")
+    print(
+        f"\n### {name}: training MSE; target = best Adam loss {target:.3e} ({adam_label}, {adam_epochs} epochs, "
+        f"{budget:.0f} WU, {adam_curve[-1][1]:.1f} s)\n"
+    )
+    print(
+        "| method | seeds | final loss (median) | WU to target | s to target | best loss within Adam's WU | WU run | s run |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for label, runs in curves.items():
         reach = [first_reaching(c, target) for c in runs]
-        print(f"| {label} | {len(runs)} | {median([c[-1][2] for c in runs]):.3e} | {median([r[0] for r in reach]):.0f} | "
-              f"{median([r[1] for r in reach]):.1f} | {median([best_within(c, budget) for c in runs]):.3e} | "
-              f"{median([c[-1][0] for c in runs]):.0f} | {median([c[-1][1] for c in runs]):.1f} |")
+        print(
+            f"| {label} | {len(runs)} | {median([c[-1][2] for c in runs]):.3e} | {median([r[0] for r in reach]):.0f} | "
+            f"{median([r[1] for r in reach]):.1f} | {median([best_within(c, budget) for c in runs]):.3e} | "
+            f"{median([c[-1][0] for c in runs]):.0f} | {median([c[-1][1] for c in runs]):.1f} |"
+        )
     main_reach = [first_reaching(c, target) for c in curves[main]]
     wu, seconds = median([r[0] for r in main_reach]), median([r[1] for r in main_reach])
     gain = target / median([best_within(c, budget) for c in curves[main]])
-    print(f"\nGoals ({main}, median over seeds {args.seeds}): target reached in {wu:.0f} WU = "
-          f"{wu / budget:.3f} of Adam's {budget:.0f} (goal ≤ 0.2: {'met' if wu <= 0.2 * budget else 'NOT met'}) and "
-          f"{seconds:.1f} s = {seconds / adam_curve[-1][1]:.3f} of Adam's {adam_curve[-1][1]:.1f} s (goal ≤ 0.1: "
-          f"{'met' if seconds <= 0.1 * adam_curve[-1][1] else 'NOT met'}); within Adam's WU {gain:.1f}× lower "
-          f"(goal ≥ 10: {'met' if gain >= 10 else 'NOT met'}).")
+    print(
+        f"\nGoals ({main}, median over seeds {args.seeds}): target reached in {wu:.0f} WU = "
+        f"{wu / budget:.3f} of Adam's {budget:.0f} (goal ≤ 0.2: {'met' if wu <= 0.2 * budget else 'NOT met'}) and "
+        f"{seconds:.1f} s = {seconds / adam_curve[-1][1]:.3f} of Adam's {adam_curve[-1][1]:.1f} s (goal ≤ 0.1: "
+        f"{'met' if seconds <= 0.1 * adam_curve[-1][1] else 'NOT met'}); within Adam's WU {gain:.1f}× lower "
+        f"(goal ≥ 10: {'met' if gain >= 10 else 'NOT met'})."
+    )
     plot(out / f"gnvpro_{name}.png", curves, f"{name}: training MSE")
 
 
@@ -262,8 +348,20 @@ def digits_experiment(args, out: Path):
             accs, runs = [], []
             for seed in args.seeds:
                 model = fresh(seed)
-                runs.append(run_gradient(model, x, labels, cross_entropy, optimizer=optimizer, lr=lr, epochs=epochs,
-                                         batch=32, seed=seed, eval_every=max(1, epochs // 50)))
+                runs.append(
+                    run_gradient(
+                        model,
+                        x,
+                        labels,
+                        cross_entropy,
+                        optimizer=optimizer,
+                        lr=lr,
+                        epochs=epochs,
+                        batch=32,
+                        seed=seed,
+                        eval_every=max(1, epochs // 50),
+                    )
+                )
                 accs.append(accuracy(model, x_val, labels_val))
             label = f"{'Adam' if optimizer == 'adam' else 'SGD+momentum'} lr {lr:g}"
             curves[label] = runs
@@ -273,8 +371,13 @@ def digits_experiment(args, out: Path):
         accs, runs = [], []
         for seed in args.seeds:
             model = fresh(seed)
-            settings = vpro.GNSettings(loss="cross_entropy", alpha_W=alpha, alpha_theta=alpha, max_iterations=args.digits_gn_iterations,
-                                       seed=seed)
+            settings = vpro.GNSettings(
+                loss="cross_entropy",
+                alpha_W=alpha,
+                alpha_theta=alpha,
+                max_iterations=args.digits_gn_iterations,
+                seed=seed,
+            )
             curve, result = run_gn(model, x, labels, settings)
             runs.append(curve)
             accs.append(accuracy(model, x_val, labels_val))
@@ -282,18 +385,26 @@ def digits_experiment(args, out: Path):
         curves[label] = runs
         rows.append((label, runs, accs))
         log(f"digits: {label}: val {accs}")
-    print(f"\n### digits: cross-entropy, {len(x)} train / {len(x_val)} validation, MLP 64-32-32-10 tanh, "
-          f"Adam/SGD {epochs} epochs batch 32, GNvpro {args.digits_gn_iterations} iterations\n")
-    print("| method | seeds | train loss (median) | validation accuracy (median) | min–max | WU | s |")
+    print(
+        f"\n### digits: cross-entropy, {len(x)} train / {len(x_val)} validation, MLP 64-32-32-10 tanh, "
+        f"Adam/SGD {epochs} epochs batch 32, GNvpro {args.digits_gn_iterations} iterations\n"
+    )
+    print(
+        "| method | seeds | train loss (median) | validation accuracy (median) | min–max | WU | s |"
+    )
     print("|---|---|---|---|---|---|---|")
     for label, runs, accs in rows:
-        print(f"| {label} | {len(runs)} | {median([c[-1][2] for c in runs]):.3e} | {100 * median(accs):.2f} % | "
-              f"{100 * min(accs):.2f}–{100 * max(accs):.2f} | {median([c[-1][0] for c in runs]):.0f} | "
-              f"{median([c[-1][1] for c in runs]):.1f} |")
+        print(
+            f"| {label} | {len(runs)} | {median([c[-1][2] for c in runs]):.3e} | {100 * median(accs):.2f} % | "
+            f"{100 * min(accs):.2f}–{100 * max(accs):.2f} | {median([c[-1][0] for c in runs]):.0f} | "
+            f"{median([c[-1][1] for c in runs]):.1f} |"
+        )
     best_baseline = max(median(a) for label, _, a in rows if not label.startswith("GNvpro"))
     best_gn = max(median(a) for label, _, a in rows if label.startswith("GNvpro"))
-    print(f"\nGoal: GNvpro validation accuracy {100 * best_gn:.2f} % vs best tuned Adam/SGD {100 * best_baseline:.2f} % "
-          f"(within one point: {'met' if best_gn >= best_baseline - 0.01 else 'NOT met'}).")
+    print(
+        f"\nGoal: GNvpro validation accuracy {100 * best_gn:.2f} % vs best tuned Adam/SGD {100 * best_baseline:.2f} % "
+        f"(within one point: {'met' if best_gn >= best_baseline - 0.01 else 'NOT met'})."
+    )
     plot(out / "gnvpro_digits.png", curves, "digits: training cross-entropy")
 
 
@@ -318,45 +429,89 @@ def darcy_experiment(args, out: Path):
 
     def fresh():
         torch.manual_seed(0)
-        return DeepONet(s, branch="mlp", latent=32, width=64, depth=2, trunk_width=64, trunk_depth=2).double()
+        return DeepONet(
+            s, branch="mlp", latent=32, width=64, depth=2, trunk_width=64, trunk_depth=2
+        ).double()
 
     def rel_l2(predict, x, y):
         with torch.no_grad():
-            return float((torch.linalg.vector_norm(predict(x) - y, dim=1) / torch.linalg.vector_norm(y, dim=1)).mean())
+            return float(
+                (
+                    torch.linalg.vector_norm(predict(x) - y, dim=1)
+                    / torch.linalg.vector_norm(y, dim=1)
+                ).mean()
+            )
 
     rows, curves = [], {}
     adam = fresh()
     start = time.perf_counter()
-    result = train(adam, (a, u), None, TrainSettings(epochs=args.darcy_epochs, batch_size=20, lr=1e-3, weight_decay=0.0,
-                                                     scheduler="cosine", loss="mse"), comm=COMM, progress=False)
+    result = train(
+        adam,
+        (a, u),
+        None,
+        TrainSettings(
+            epochs=args.darcy_epochs,
+            batch_size=20,
+            lr=1e-3,
+            weight_decay=0.0,
+            scheduler="cosine",
+            loss="mse",
+        ),
+        comm=COMM,
+        progress=False,
+    )
     adam_seconds = time.perf_counter() - start
-    curves["Adam (lr 1e-3, cosine)"] = [[(2.0 * h["epoch"], adam_seconds * h["epoch"] / args.darcy_epochs,
-                                          h["train_loss"]) for h in result.history]]
+    curves["Adam (lr 1e-3, cosine)"] = [
+        [
+            (2.0 * h["epoch"], adam_seconds * h["epoch"] / args.darcy_epochs, h["train_loss"])
+            for h in result.history
+        ]
+    ]
     gn = fresh()
-    settings = vpro.GNSettings(curvature_batch_size=len(a) // 4, max_iterations=10**6, max_seconds=adam_seconds,
-                               max_work_units=2.0 * args.darcy_epochs)
+    settings = vpro.GNSettings(
+        curvature_batch_size=len(a) // 4,
+        max_iterations=10**6,
+        max_seconds=adam_seconds,
+        max_work_units=2.0 * args.darcy_epochs,
+    )
     start = time.perf_counter()
     gn_result = vpro.fit_gnvpro(gn, a, u, settings, comm=COMM)
     gn_seconds = time.perf_counter() - start
     curves["GNvpro LM"] = [[(h["work_units"], h["seconds"], h["loss"]) for h in gn_result.history]]
-    for label, model, seconds, wu in (("Adam", adam, adam_seconds, 2.0 * args.darcy_epochs),
-                                      ("GNvpro", gn, gn_seconds, gn_result.work_units)):
+    for label, model, seconds, wu in (
+        ("Adam", adam, adam_seconds, 2.0 * args.darcy_epochs),
+        ("GNvpro", gn, gn_seconds, gn_result.work_units),
+    ):
         before = (rel_l2(model, a, u), rel_l2(model, a_test, u_test))
         start = time.perf_counter()
-        refined, report = refine(model, a[:-50], u[:-50], rank=args.darcy_rank, validation=(a[-50:], u[-50:]),
-                                 relative=False, row_fraction=0.5, comm=COMM)
+        refined, report = refine(
+            model,
+            a[:-50],
+            u[:-50],
+            rank=args.darcy_rank,
+            validation=(a[-50:], u[-50:]),
+            relative=False,
+            row_fraction=0.5,
+            comm=COMM,
+        )
         lsr_seconds = time.perf_counter() - start
         after = (rel_l2(refined.predict, a, u), rel_l2(refined.predict, a_test, u_test))
         rows.append((label, wu, seconds, before, report.rank, after, lsr_seconds))
         log(f"darcy: {label}: {rows[-1]}")
-    print(f"\n### Darcy {s}×{s}: DeepONet (MLP branch 256-64-64-32, trunk 2-64-64-32, gelu, "
-          f"{sum(p.numel() for p in gn.parameters())} parameters), {len(a)} train / {len(a_test)} test, float64; "
-          f"then LSR (rank ≤ {args.darcy_rank}, picked on the last 50 training samples)\n")
-    print("| training | WU | s | train rel-L2 | test rel-L2 | LSR rank | train rel-L2 after LSR | test rel-L2 after LSR | LSR s |")
+    print(
+        f"\n### Darcy {s}×{s}: DeepONet (MLP branch 256-64-64-32, trunk 2-64-64-32, gelu, "
+        f"{sum(p.numel() for p in gn.parameters())} parameters), {len(a)} train / {len(a_test)} test, float64; "
+        f"then LSR (rank ≤ {args.darcy_rank}, picked on the last 50 training samples)\n"
+    )
+    print(
+        "| training | WU | s | train rel-L2 | test rel-L2 | LSR rank | train rel-L2 after LSR | test rel-L2 after LSR | LSR s |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for label, wu, seconds, before, rank, after, lsr_seconds in rows:
-        print(f"| {label} | {wu:.0f} | {seconds:.1f} | {before[0]:.4f} | {before[1]:.4f} | {rank} | {after[0]:.4f} | "
-              f"{after[1]:.4f} | {lsr_seconds:.1f} |")
+        print(
+            f"| {label} | {wu:.0f} | {seconds:.1f} | {before[0]:.4f} | {before[1]:.4f} | {rank} | {after[0]:.4f} | "
+            f"{after[1]:.4f} | {lsr_seconds:.1f} |"
+        )
     plot(out / "gnvpro_darcy.png", curves, "Darcy DeepONet: training MSE")
 
 
@@ -393,7 +548,9 @@ def log(message: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small sizes, one seed, short runs (about 2 minutes)")
+    parser.add_argument(
+        "--quick", action="store_true", help="small sizes, one seed, short runs (about 2 minutes)"
+    )
     parser.add_argument("--experiments", nargs="+", default=["peaks", "cdr", "digits", "darcy"])
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args()
@@ -403,11 +560,15 @@ def main() -> None:
     args.adam_lrs = [1e-3, 3e-3, 1e-2] if full else [3e-3]
     args.digits_epochs = 200 if full else 20
     args.digits_gn_iterations = 20 if full else 5
-    args.darcy_train, args.darcy_epochs, args.darcy_rank = (500, 200, 200) if full else (100, 10, 50)
+    args.darcy_train, args.darcy_epochs, args.darcy_rank = (
+        (500, 200, 200) if full else (100, 10, 50)
+    )
     torch.set_num_threads(1)
     commit = git_commit()
-    print(f"<!-- bench/gnvpro.py{' --quick' if args.quick else ''}: 1 process, 1 thread, float64, commit {commit}; "
-          f"GNvpro medians over seeds {args.seeds} where marked, baselines seed 0 -->")
+    print(
+        f"<!-- bench/gnvpro.py{' --quick' if args.quick else ''}: 1 process, 1 thread, float64, commit {commit}; "
+        f"GNvpro medians over seeds {args.seeds} where marked, baselines seed 0 -->"
+    )
     start = time.perf_counter()
     if "peaks" in args.experiments:
         x, y = peaks_data(2000 if full else 500)

@@ -21,7 +21,6 @@ import time
 
 from benchutil import git_commit
 
-import numpy as np
 import torch
 from mpi4py import MPI
 from torch.func import functional_call, jvp, vjp, vmap
@@ -40,7 +39,15 @@ def as_flat_function(model, x):
     buffers = dict(model.named_buffers())
 
     def f(theta):
-        params = dict(zip(names, (t.reshape(s) for t, s in zip(torch.split(theta, [s.numel() for s in shapes]), shapes))))
+        params = dict(
+            zip(
+                names,
+                (
+                    t.reshape(s)
+                    for t, s in zip(torch.split(theta, [s.numel() for s in shapes]), shapes)
+                ),
+            )
+        )
         return functional_call(model, {**params, **buffers}, (x,)).reshape(-1)
 
     return theta0, f
@@ -51,8 +58,13 @@ def plain_recipe(model, x, y, rank, *, seed, chunk=100):
     theta0, f = as_flat_function(model, x)
 
     def J_times(T):  # (m, k) -> (n, k), one full pass over the rows
-        return torch.cat([vmap(lambda t: jvp(f, (theta0,), (t,))[1])(T[:, k : k + chunk].T).T
-                          for k in range(0, T.shape[1], chunk)], dim=1)
+        return torch.cat(
+            [
+                vmap(lambda t: jvp(f, (theta0,), (t,))[1])(T[:, k : k + chunk].T).T
+                for k in range(0, T.shape[1], chunk)
+            ],
+            dim=1,
+        )
 
     seconds = {}
     start = time.perf_counter()
@@ -61,7 +73,9 @@ def plain_recipe(model, x, y, rank, *, seed, chunk=100):
     seconds["sketch"] = time.perf_counter() - start
     start = time.perf_counter()
     _, pullback = vjp(f, theta0)
-    B = torch.cat([vmap(lambda q: pullback(q)[0])(Q[:, k : k + chunk].T) for k in range(0, Q.shape[1], chunk)])
+    B = torch.cat(
+        [vmap(lambda q: pullback(q)[0])(Q[:, k : k + chunk].T) for k in range(0, Q.shape[1], chunk)]
+    )
     seconds["projection"] = time.perf_counter() - start
     start = time.perf_counter()
     _, S, Vh = torch.linalg.svd(B, full_matrices=False)
@@ -109,14 +123,30 @@ def main():
     x, y = (torch.as_tensor(a[:n_train], dtype=torch.float32) for a in (points, values))
     xv, yv = (torch.as_tensor(a[n_train:], dtype=torch.float32) for a in (points, values))
     grid = grid_points(100)
-    xt, yt = torch.as_tensor(grid, dtype=torch.float32), torch.as_tensor(target_values("sin_sin", grid), dtype=torch.float32)
+    xt, yt = (
+        torch.as_tensor(grid, dtype=torch.float32),
+        torch.as_tensor(target_values("sin_sin", grid), dtype=torch.float32),
+    )
 
     torch.manual_seed(args.seed)
     model = build_model("mlp", in_features=2, out_features=1, width=128, depth=6, activation="tanh")
     start = time.perf_counter()
-    train(model, (x, y), None, TrainSettings(epochs=args.epochs, batch_size=32, lr=1e-3, weight_decay=0.0,
-                                             scheduler="none", loss="mse", seed=args.seed), comm=MPI.COMM_SELF,
-          progress=False)
+    train(
+        model,
+        (x, y),
+        None,
+        TrainSettings(
+            epochs=args.epochs,
+            batch_size=32,
+            lr=1e-3,
+            weight_decay=0.0,
+            scheduler="none",
+            loss="mse",
+            seed=args.seed,
+        ),
+        comm=MPI.COMM_SELF,
+        progress=False,
+    )
     train_seconds = time.perf_counter() - start
     with torch.no_grad():
         before = float((model(xt) - yt).pow(2).mean())
@@ -125,9 +155,19 @@ def main():
     rows = []
     for rank in args.ranks:
         start = time.perf_counter()
-        refined, report = refine(model, x, y, rank=rank, validation=(xv, yv), relative=False,
-                                 row_fraction=args.row_fraction, chunk_samples=args.chunk_samples,
-                                 chunk_tangents=args.chunk_tangents, seed=args.seed, comm=MPI.COMM_SELF)
+        refined, report = refine(
+            model,
+            x,
+            y,
+            rank=rank,
+            validation=(xv, yv),
+            relative=False,
+            row_fraction=args.row_fraction,
+            chunk_samples=args.chunk_samples,
+            chunk_tangents=args.chunk_tangents,
+            seed=args.seed,
+            comm=MPI.COMM_SELF,
+        )
         ours_seconds = time.perf_counter() - start
         ours_mse = float((refined.predict(xt) - yt).pow(2).mean())
         ours_memory = peak_mb()
@@ -138,23 +178,41 @@ def main():
             delta, phases = plain_recipe(model, x, y, rank, seed=args.seed)
             plain_seconds = time.perf_counter() - start
             plain_mse = float((predict(model, delta, xt) - yt).pow(2).mean())
-        rows.append((rank, report, ours_seconds, ours_mse, ours_memory, plain_seconds, plain_mse, phases))
-        print(f"# r={rank}: ours {ours_seconds:.1f} s MSE {ours_mse:.2e} (rank kept {report.rank}); "
-              f"plain {plain_seconds:.1f} s MSE {plain_mse:.2e}", file=sys.stderr, flush=True)
+        rows.append(
+            (rank, report, ours_seconds, ours_mse, ours_memory, plain_seconds, plain_mse, phases)
+        )
+        print(
+            f"# r={rank}: ours {ours_seconds:.1f} s MSE {ours_mse:.2e} (rank kept {report.rank}); "
+            f"plain {plain_seconds:.1f} s MSE {plain_mse:.2e}",
+            file=sys.stderr,
+            flush=True,
+        )
 
-    print(f"<!-- bench/lsr_fit2d.py: 1 rank, 1 thread, float32 products, MLP 2-[128x6]-1 tanh ({n_params} parameters), "
-          f"{n_train} training points, {args.epochs} Adam epochs ({train_seconds:.0f} s), row fraction "
-          f"{args.row_fraction}, commit {commit}; one run per rank -->")
+    print(
+        f"<!-- bench/lsr_fit2d.py: 1 rank, 1 thread, float32 products, MLP 2-[128x6]-1 tanh ({n_params} parameters), "
+        f"{n_train} training points, {args.epochs} Adam epochs ({train_seconds:.0f} s), row fraction "
+        f"{args.row_fraction}, commit {commit}; one run per rank -->"
+    )
     print(f"Test MSE before LSR: {before:.2e}.\n")
-    print("| rank r | rank kept | test MSE pinn_lsr | reduction | s: sketch / projection / SVD / G V + QR / scan | "
-          "pinn_lsr s | test MSE plain | plain s (sketch / proj. / SVD / G V / solve) | speed-up | peak RSS MB |")
+    print(
+        "| rank r | rank kept | test MSE pinn_lsr | reduction | s: sketch / projection / SVD / G V + QR / scan | "
+        "pinn_lsr s | test MSE plain | plain s (sketch / proj. / SVD / G V / solve) | speed-up | peak RSS MB |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|")
     for rank, report, ours_seconds, ours_mse, memory, plain_seconds, plain_mse, phases in rows:
         s = report.seconds
-        ours_phases = " / ".join(f"{s.get(k, 0):.1f}" for k in ("sketch", "projection", "svd", "gv_pass_and_qr", "solve_and_scan"))
-        plain_phases = " / ".join(f"{phases.get(k, float('nan')):.1f}" for k in ("sketch", "projection", "svd", "gv_pass", "solve"))
-        print(f"| {rank} | {report.rank} | {ours_mse:.2e} | {before / ours_mse:.0f}× | {ours_phases} | {ours_seconds:.1f} | "
-              f"{plain_mse:.2e} | {plain_seconds:.1f} ({plain_phases}) | {plain_seconds / ours_seconds:.2f}× | {memory:.0f} |")
+        ours_phases = " / ".join(
+            f"{s.get(k, 0):.1f}"
+            for k in ("sketch", "projection", "svd", "gv_pass_and_qr", "solve_and_scan")
+        )
+        plain_phases = " / ".join(
+            f"{phases.get(k, float('nan')):.1f}"
+            for k in ("sketch", "projection", "svd", "gv_pass", "solve")
+        )
+        print(
+            f"| {rank} | {report.rank} | {ours_mse:.2e} | {before / ours_mse:.0f}× | {ours_phases} | {ours_seconds:.1f} | "
+            f"{plain_mse:.2e} | {plain_seconds:.1f} ({plain_phases}) | {plain_seconds / ours_seconds:.2f}× | {memory:.0f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -38,28 +38,75 @@ def worker(n_rows: int, rank: int) -> None:
     x, y = (torch.as_tensor(a[share], dtype=torch.float32) for a in (points, values))
     torch.manual_seed(0)
     model = build_model("mlp", in_features=2, out_features=1, width=64, depth=4, activation="tanh")
-    warm = torch.as_tensor(points[:2000], dtype=torch.float32), torch.as_tensor(values[:2000], dtype=torch.float32)
-    train(model, warm, None, TrainSettings(epochs=3, batch_size=32, loss="mse", scheduler="none", weight_decay=0.0),
-          comm=MPI.COMM_SELF, progress=False)
+    warm = (
+        torch.as_tensor(points[:2000], dtype=torch.float32),
+        torch.as_tensor(values[:2000], dtype=torch.float32),
+    )
+    train(
+        model,
+        warm,
+        None,
+        TrainSettings(epochs=3, batch_size=32, loss="mse", scheduler="none", weight_decay=0.0),
+        comm=MPI.COMM_SELF,
+        progress=False,
+    )
     comm.Barrier()
     start = time.perf_counter()
-    _, report = refine(model, x, y, rank=rank, relative=False, row_fraction=min(1.0, max(0.1, 20 * rank / n_rows)),
-                       chunk_samples=1000, scan_ranks=[rank], comm=comm)
+    _, report = refine(
+        model,
+        x,
+        y,
+        rank=rank,
+        relative=False,
+        row_fraction=min(1.0, max(0.1, 20 * rank / n_rows)),
+        chunk_samples=1000,
+        scan_ranks=[rank],
+        comm=comm,
+    )
     seconds = comm.allreduce(time.perf_counter() - start, op=MPI.MAX)
     if comm.rank == 0:
-        print("RESULT " + json.dumps({"rows": n_rows, "rank": rank, "ranks": comm.size, "seconds": seconds,
-                                      "phases": report.seconds, "peak_mb": report.peak_memory_mb,
-                                      "n_params": report.n_params,
-                                      "objective": [report.initial_objective, report.linearized_objective]}))
+        print(
+            "RESULT "
+            + json.dumps(
+                {
+                    "rows": n_rows,
+                    "rank": rank,
+                    "ranks": comm.size,
+                    "seconds": seconds,
+                    "phases": report.seconds,
+                    "peak_mb": report.peak_memory_mb,
+                    "n_params": report.n_params,
+                    "objective": [report.initial_objective, report.linearized_objective],
+                }
+            )
+        )
 
 
 def run(n_ranks: int, n_rows: int, rank: int) -> dict:
     mpirun = Path(sys.executable).parent / "mpirun"
-    command = [str(mpirun), "-n", str(n_ranks), sys.executable, __file__, "--worker", str(n_rows), str(rank)]
-    out = subprocess.run(command, check=True, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}).stdout
+    command = [
+        str(mpirun),
+        "-n",
+        str(n_ranks),
+        sys.executable,
+        __file__,
+        "--worker",
+        str(n_rows),
+        str(rank),
+    ]
+    out = subprocess.run(
+        command,
+        check=True,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    ).stdout
     result = json.loads(next(line for line in out.splitlines() if line.startswith("RESULT "))[7:])
-    print(f"# {n_ranks} rank(s), n={n_rows}, r={rank}: {result['seconds']:.1f} s, {result['peak_mb']:.0f} MB",
-          file=sys.stderr, flush=True)
+    print(
+        f"# {n_ranks} rank(s), n={n_rows}, r={rank}: {result['seconds']:.1f} s, {result['peak_mb']:.0f} MB",
+        file=sys.stderr,
+        flush=True,
+    )
     return result
 
 
@@ -81,15 +128,23 @@ def main() -> None:
     results = {(n, r): (run(1, n, r), run(2, n, r)) for n, r in cases}
     big = run(2, args.big_rows, args.big_rank)
     n_params = big["n_params"]
-    print(f"<!-- bench/lsr_scaling.py: MLP 2-[64x4]-1 tanh ({n_params} parameters), float32 products, "
-          f"1 thread per rank, streaming QR, sketch on a row subsample, commit {commit} -->")
-    print("| rows n | rank r | 1 rank (s) | 2 ranks (s) | speed-up | s per (n·r/10⁶), 2 ranks | peak RSS per rank, 2 ranks (MB) |")
+    print(
+        f"<!-- bench/lsr_scaling.py: MLP 2-[64x4]-1 tanh ({n_params} parameters), float32 products, "
+        f"1 thread per rank, streaming QR, sketch on a row subsample, commit {commit} -->"
+    )
+    print(
+        "| rows n | rank r | 1 rank (s) | 2 ranks (s) | speed-up | s per (n·r/10⁶), 2 ranks | peak RSS per rank, 2 ranks (MB) |"
+    )
     print("|---|---|---|---|---|---|---|")
     for (n, r), (one, two) in sorted(results.items()):
-        print(f"| {n} | {r} | {one['seconds']:.1f} | {two['seconds']:.1f} | {one['seconds'] / two['seconds']:.2f}× | "
-              f"{two['seconds'] / (n * r / 1e6):.3f} | {two['peak_mb']:.0f} |")
-    print(f"| {args.big_rows} | {args.big_rank} | – | {big['seconds']:.1f} | – | "
-          f"{big['seconds'] / (args.big_rows * args.big_rank / 1e6):.3f} | {big['peak_mb']:.0f} |")
+        print(
+            f"| {n} | {r} | {one['seconds']:.1f} | {two['seconds']:.1f} | {one['seconds'] / two['seconds']:.2f}× | "
+            f"{two['seconds'] / (n * r / 1e6):.3f} | {two['peak_mb']:.0f} |"
+        )
+    print(
+        f"| {args.big_rows} | {args.big_rank} | – | {big['seconds']:.1f} | – | "
+        f"{big['seconds'] / (args.big_rows * args.big_rank / 1e6):.3f} | {big['peak_mb']:.0f} |"
+    )
 
 
 if __name__ == "__main__":

@@ -21,7 +21,13 @@ from benchutil import git_commit
 
 ROOT = Path(__file__).parents[1]
 OUT = ROOT / "bench" / "results" / "problems"
-MPIRUN = [str(ROOT / ".venv" / "bin" / "mpirun"), "-n", "2", str(ROOT / ".venv" / "bin" / "python"), str(ROOT / "solve.py")]
+MPIRUN = [
+    str(ROOT / ".venv" / "bin" / "mpirun"),
+    "-n",
+    "2",
+    str(ROOT / ".venv" / "bin" / "python"),
+    str(ROOT / "solve.py"),
+]
 CASES = {
     "darcy": ["problem=darcy"],
     "darcy, L-shape": ["problem=darcy", "mesh.file=meshes/lshape.msh"],
@@ -36,9 +42,21 @@ CASES = {
 
 def run(name: str, overrides: list[str], args, env) -> dict:
     run_dir = OUT / name.replace(", ", "_").replace(" ", "_").replace("(", "").replace(")", "")
-    command = [*MPIRUN, *overrides, "model=fno", "method=none", f"data.n_train={args.n_train}", "data.n_test=4",
-               f"train.epochs={args.epochs}", "physics.instances=2", f"physics.rank={args.rank}",
-               "physics.ilsr.iterations=2", "output.progress=false", "output.n_show=1", f"hydra.run.dir={run_dir}"]
+    command = [
+        *MPIRUN,
+        *overrides,
+        "model=fno",
+        "method=none",
+        f"data.n_train={args.n_train}",
+        "data.n_test=4",
+        f"train.epochs={args.epochs}",
+        "physics.instances=2",
+        f"physics.rank={args.rank}",
+        "physics.ilsr.iterations=2",
+        "output.progress=false",
+        "output.n_show=1",
+        f"hydra.run.dir={run_dir}",
+    ]
     start = time.perf_counter()
     result = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True)
     wall = time.perf_counter() - start
@@ -46,10 +64,16 @@ def run(name: str, overrides: list[str], args, env) -> dict:
         return {"failed": result.stderr[-1500:], "wall_seconds": wall}
     metrics = json.loads((run_dir / "metrics.json").read_text())
     physics = metrics["physics"]
-    return {"n_dofs": metrics["n_dofs"], "stages": physics["stages"], "norm": physics["physics_lsr"]["norm"],
-            "physics_seconds": physics["physics_lsr"]["seconds_median"], "ilsr_seconds": physics["ilsr"]["seconds_median"],
-            "fem_solve_seconds": physics["fem_solve_seconds_median"], "train_seconds": metrics["seconds"]["train"],
-            "wall_seconds": wall}
+    return {
+        "n_dofs": metrics["n_dofs"],
+        "stages": physics["stages"],
+        "norm": physics["physics_lsr"]["norm"],
+        "physics_seconds": physics["physics_lsr"]["seconds_median"],
+        "ilsr_seconds": physics["ilsr"]["seconds_median"],
+        "fem_solve_seconds": physics["fem_solve_seconds_median"],
+        "train_seconds": metrics["seconds"]["train"],
+        "wall_seconds": wall,
+    }
 
 
 def main() -> None:
@@ -66,9 +90,13 @@ def main() -> None:
         results[name] = run(name, CASES[name], args, env)
         print(f"{name}: {json.dumps(results[name])[:300]}", flush=True)
     (OUT / "results.json").write_text(json.dumps(results, indent=1))
-    print(f"\nFNO, {args.n_train} training samples, {args.epochs} Adam epochs, physics rank {args.rank}, 2 instances, "
-          f"2 I-LSR iterations, mpirun -n 2, commit {git_commit()}\n")
-    print("| problem | dofs | norm | trained | physics LSR | I-LSR | Adam, same time | FEM solve s | physics LSR s | I-LSR s |")
+    print(
+        f"\nFNO, {args.n_train} training samples, {args.epochs} Adam epochs, physics rank {args.rank}, 2 instances, "
+        f"2 I-LSR iterations, mpirun -n 2, commit {git_commit()}\n"
+    )
+    print(
+        "| problem | dofs | norm | trained | physics LSR | I-LSR | Adam, same time | FEM solve s | physics LSR s | I-LSR s |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|")
     for name, r in results.items():
         if "failed" in r:
@@ -76,9 +104,11 @@ def main() -> None:
             continue
         st = r["stages"]
         baseline = next((v for k, v in st.items() if k.startswith("gradient")), float("nan"))
-        print(f"| {name} | {r['n_dofs']} | {r['norm']} | {st['trained network']:.2e} | {st['physics LSR']:.2e} | "
-              f"{st['I-LSR']:.2e} | {baseline:.2e} | {r['fem_solve_seconds']:.4f} | {r['physics_seconds']:.1f} | "
-              f"{r['ilsr_seconds']:.1f} |")
+        print(
+            f"| {name} | {r['n_dofs']} | {r['norm']} | {st['trained network']:.2e} | {st['physics LSR']:.2e} | "
+            f"{st['I-LSR']:.2e} | {baseline:.2e} | {r['fem_solve_seconds']:.4f} | {r['physics_seconds']:.1f} | "
+            f"{r['ilsr_seconds']:.1f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -35,21 +35,31 @@ from pinn_lsr.train.loop import broadcast_parameters
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("--out", default="outputs/couple_dolfinx", help="folder for refined.xdmf")
-parser.add_argument("--checkpoint", default=None,
-                    help="a trained pinn_lsr model checkpoint (DeepONet or FNO, one input field; skips training)")
+parser.add_argument(
+    "--checkpoint",
+    default=None,
+    help="a trained pinn_lsr model checkpoint (DeepONet or FNO, one input field; skips training)",
+)
 parser.add_argument("--rank", type=int, default=32, help="LSR rank")
 args = parser.parse_args()
 comm = MPI.COMM_WORLD
-torch.set_num_threads(1)  # a small network: one thread per rank is fastest on a shared 2-core machine
+torch.set_num_threads(
+    1
+)  # a small network: one thread per rank is fastest on a shared 2-core machine
 
 # ---- the user's own DOLFINx problem ------------------------------------------------------------------
-mesh = dolfinx.mesh.create_rectangle(comm, [[0.0, 0.0], [2.0, 1.0]], [32, 16], dolfinx.mesh.CellType.triangle)
+mesh = dolfinx.mesh.create_rectangle(
+    comm, [[0.0, 0.0], [2.0, 1.0]], [32, 16], dolfinx.mesh.CellType.triangle
+)
 V = dolfinx.fem.functionspace(mesh, ("Lagrange", 1))
 
 
 def kappa_values(x, mu):
     """κ_μ(x) at points x (2, n): a smooth positive coefficient."""
-    return np.exp(mu[0] * np.sin(0.5 * np.pi * x[0]) * np.sin(np.pi * x[1]) + 0.5 * mu[1] * np.cos(np.pi * x[0]))
+    return np.exp(
+        mu[0] * np.sin(0.5 * np.pi * x[0]) * np.sin(np.pi * x[1])
+        + 0.5 * mu[1] * np.cos(np.pi * x[0])
+    )
 
 
 kappa = dolfinx.fem.Function(V, name="kappa")
@@ -74,8 +84,18 @@ def set_coefficient(mu):
     kappa.interpolate(lambda x: kappa_values(x, mu))
 
 
-problem = dolfinx.fem.petsc.LinearProblem(a, L, bcs=bcs, petsc_options_prefix="user_", petsc_options={
-    "ksp_type": "preonly", "pc_type": "lu", "pc_factor_mat_solver_type": "mumps", "ksp_error_if_not_converged": True})
+problem = dolfinx.fem.petsc.LinearProblem(
+    a,
+    L,
+    bcs=bcs,
+    petsc_options_prefix="user_",
+    petsc_options={
+        "ksp_type": "preonly",
+        "pc_type": "lu",
+        "pc_factor_mat_solver_type": "mumps",
+        "ksp_error_if_not_converged": True,
+    },
+)
 
 
 def fem_solve(mu) -> dolfinx.fem.Function:
@@ -105,8 +125,12 @@ if not args.checkpoint:
     targets = torch.as_tensor(np.stack([evaluate(fem_solve(mu)).ravel() for mu in train_mu]))
     inputs = torch.as_tensor(np.stack([kappa_on_grid(mu) for mu in train_mu]))
     torch.manual_seed(0)
-    model = set_precision(build_model("deeponet", grid_size=s, latent=32, width=64, depth=2, trunk_width=64,
-                                      trunk_depth=2), torch.float64)
+    model = set_precision(
+        build_model(
+            "deeponet", grid_size=s, latent=32, width=64, depth=2, trunk_width=64, trunk_depth=2
+        ),
+        torch.float64,
+    )
     model.input_normalizer.fit(inputs)
     model.output_normalizer.fit(targets)
     optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
@@ -118,10 +142,15 @@ if not args.checkpoint:
     broadcast_parameters(model, comm)
 
 # ---- coupling: pinn_lsr refines the network against the user's own forms and bcs ---------------------
-reference = fem_solve(test_mu)  # the user's FEM solution for the new coefficient (sets κ to test_mu)
-evaluate_at = "dofs" if isinstance(model, DeepONet) else "grid"  # a DeepONet runs at the dofs, an FNO interpolates
-coupled = CoupledProblem.from_forms(a, L, bcs, [kappa_on_grid(test_mu)], grid=grid, evaluate_at=evaluate_at,
-                                    references=[reference])
+reference = fem_solve(
+    test_mu
+)  # the user's FEM solution for the new coefficient (sets κ to test_mu)
+evaluate_at = (
+    "dofs" if isinstance(model, DeepONet) else "grid"
+)  # a DeepONet runs at the dofs, an FNO interpolates
+coupled = CoupledProblem.from_forms(
+    a, L, bcs, [kappa_on_grid(test_mu)], grid=grid, evaluate_at=evaluate_at, references=[reference]
+)
 network = coupled.network_fields(model)
 result = refine_physics(coupled.residual(model, norm="energy"), args.rank)
 before, after = coupled.errors(network)[0], coupled.errors(result.fields)[0]
@@ -138,9 +167,13 @@ with dolfinx.io.XDMFFile(comm, str(out / "refined.xdmf"), "w") as xdmf:
     xdmf.write_function(reference)
 coupled.destroy()
 if comm.rank == 0:
-    print(f"{V.dofmap.index_map.size_global} dofs on {comm.size} rank(s); {type(model).__name__} evaluated at the "
-          f"{'dof coordinates' if evaluate_at == 'dofs' else 'grid, interpolated to the dofs'}, "
-          f"physics LSR rank {result.report.rank} (energy norm, {result.report.seconds['total']:.1f} s)")
-    print(f"relative L2 error against the FEM solution: network {before:.3e} -> refined {after:.3e} "
-          f"({before / after:.1f}x); ||A u - b||: {result.report.residual_l2_before:.2e} -> "
-          f"{result.report.residual_l2_after:.2e}; written {out / 'refined.xdmf'}")
+    print(
+        f"{V.dofmap.index_map.size_global} dofs on {comm.size} rank(s); {type(model).__name__} evaluated at the "
+        f"{'dof coordinates' if evaluate_at == 'dofs' else 'grid, interpolated to the dofs'}, "
+        f"physics LSR rank {result.report.rank} (energy norm, {result.report.seconds['total']:.1f} s)"
+    )
+    print(
+        f"relative L2 error against the FEM solution: network {before:.3e} -> refined {after:.3e} "
+        f"({before / after:.1f}x); ||A u - b||: {result.report.residual_l2_before:.2e} -> "
+        f"{result.report.residual_l2_after:.2e}; written {out / 'refined.xdmf'}"
+    )

@@ -26,9 +26,15 @@ from problems.nonlinear_diffusion import NonlinearDiffusion
 from problems.poisson import Poisson
 from problems.reaction_diffusion import ReactionDiffusion
 
-PROBLEMS = {"darcy": Darcy, "poisson": Poisson, "cdr": ConvectionDiffusionReaction,
-            "reaction_diffusion": ReactionDiffusion, "nonlinear_diffusion": NonlinearDiffusion, "fit2d": Fit2D,
-            "elasticity": Elasticity}
+PROBLEMS = {
+    "darcy": Darcy,
+    "poisson": Poisson,
+    "cdr": ConvectionDiffusionReaction,
+    "reaction_diffusion": ReactionDiffusion,
+    "nonlinear_diffusion": NonlinearDiffusion,
+    "fit2d": Fit2D,
+    "elasticity": Elasticity,
+}
 
 
 def create_problem(name: str, **parameters):

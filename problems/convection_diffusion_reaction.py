@@ -56,7 +56,9 @@ class ConvectionDiffusionReaction:
 
     def sample_inputs(self, n_samples: int, size: int, *, seed: int, first: int = 0) -> np.ndarray:
         """Diffusivity samples on the grid, shape (n_samples, size, size), all positive."""
-        psi = gaussian_random_field(n_samples, size, alpha=self.alpha, tau=self.tau, seed=seed, first=first)
+        psi = gaussian_random_field(
+            n_samples, size, alpha=self.alpha, tau=self.tau, seed=seed, first=first
+        )
         return self.kappa * np.exp(self.sigma * psi)
 
     def velocity(self):
@@ -66,11 +68,17 @@ class ConvectionDiffusionReaction:
     def forms(self, u, v, w, x):
         """``a(u, v) = ∫ w ∇u·∇v + (β·∇u) v + c u v``, ``L(v) = ∫ f v`` and the SPD weighting
         ``s(u, v) = ∫ w ∇u·∇v + c u v`` (the symmetric part of ``a``)."""
-        dx = ufl.dx(domain=ufl.domain.extract_unique_domain(x))  # on the mesh: β = 0 or c = 0 stay valid forms
-        diffusion_reaction = ufl.inner(w * ufl.grad(u), ufl.grad(v)) * dx + self.reaction * u * v * dx
+        dx = ufl.dx(
+            domain=ufl.domain.extract_unique_domain(x)
+        )  # on the mesh: β = 0 or c = 0 stay valid forms
+        diffusion_reaction = (
+            ufl.inner(w * ufl.grad(u), ufl.grad(v)) * dx + self.reaction * u * v * dx
+        )
         a = diffusion_reaction + ufl.dot(self.velocity(), ufl.grad(u)) * v * dx
         return a, self.source * v * dx, diffusion_reaction
 
     def cell_peclet(self, kappa_min: float, resolution: int) -> float:
         """``|β| h / (2 κ_min)`` on the unit-square mesh of ``resolution`` grid nodes per side."""
-        return float(np.hypot(self.velocity_x, self.velocity_y)) / (resolution - 1) / (2 * kappa_min)
+        return (
+            float(np.hypot(self.velocity_x, self.velocity_y)) / (resolution - 1) / (2 * kappa_min)
+        )

@@ -27,7 +27,9 @@ class Darcy:
 
     def sample_inputs(self, n_samples: int, size: int, *, seed: int, first: int = 0) -> np.ndarray:
         """Permeability samples on the grid, shape (n_samples, size, size), values in {low, high}."""
-        psi = gaussian_random_field(n_samples, size, alpha=self.alpha, tau=self.tau, seed=seed, first=first)
+        psi = gaussian_random_field(
+            n_samples, size, alpha=self.alpha, tau=self.tau, seed=seed, first=first
+        )
         return threshold(psi, high=self.high, low=self.low)
 
     def forms(self, u, v, w, x):

@@ -56,7 +56,9 @@ class Elasticity:
 
     def sample_inputs(self, n_samples: int, size: int, *, seed: int, first: int = 0) -> np.ndarray:
         """Young's modulus samples on the grid, shape (n_samples, size, size), all positive."""
-        psi = gaussian_random_field(n_samples, size, alpha=self.alpha, tau=self.tau, seed=seed, first=first)
+        psi = gaussian_random_field(
+            n_samples, size, alpha=self.alpha, tau=self.tau, seed=seed, first=first
+        )
         return self.youngs_modulus * np.exp(self.sigma * psi)
 
     def stress(self, u, E):

@@ -28,7 +28,9 @@ class NonlinearDiffusion:
 
     def sample_inputs(self, n_samples: int, size: int, *, seed: int, first: int = 0) -> np.ndarray:
         """Source samples on the grid, shape (n_samples, size, size)."""
-        return self.scale * gaussian_random_field(n_samples, size, alpha=self.alpha, tau=self.tau, seed=seed, first=first)
+        return self.scale * gaussian_random_field(
+            n_samples, size, alpha=self.alpha, tau=self.tau, seed=seed, first=first
+        )
 
     def residual(self, u, v, w, x):
         """``F(u; v) = ∫ (1 + u²) ∇u·∇v − ∫ w v``."""

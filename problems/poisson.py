@@ -26,7 +26,9 @@ class Poisson:
 
     def sample_inputs(self, n_samples: int, size: int, *, seed: int, first: int = 0) -> np.ndarray:
         """Source samples on the grid, shape (n_samples, size, size)."""
-        return self.scale * gaussian_random_field(n_samples, size, alpha=self.alpha, tau=self.tau, seed=seed, first=first)
+        return self.scale * gaussian_random_field(
+            n_samples, size, alpha=self.alpha, tau=self.tau, seed=seed, first=first
+        )
 
     def forms(self, u, v, w, x):
         """``a(u, v) = ∫ ∇u·∇v``, ``L(v) = ∫ w v``."""

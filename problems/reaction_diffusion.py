@@ -40,10 +40,14 @@ class ReactionDiffusion:
 
     def sample_inputs(self, n_samples: int, size: int, *, seed: int, first: int = 0) -> np.ndarray:
         """Reaction-coefficient samples on the grid, shape (n_samples, size, size), all positive."""
-        psi = gaussian_random_field(n_samples, size, alpha=self.alpha, tau=self.tau, seed=seed, first=first)
+        psi = gaussian_random_field(
+            n_samples, size, alpha=self.alpha, tau=self.tau, seed=seed, first=first
+        )
         return self.scale * np.exp(self.sigma * psi)
 
     def forms(self, u, v, w, x):
         """``a(u, v) = ∫ ∇u·∇v + w u v``, ``L(v) = ∫ f v``."""
-        dx = ufl.dx(domain=ufl.domain.extract_unique_domain(x))  # bound to the mesh: f = 0 stays a valid form
+        dx = ufl.dx(
+            domain=ufl.domain.extract_unique_domain(x)
+        )  # bound to the mesh: f = 0 stays a valid form
         return ufl.inner(ufl.grad(u), ufl.grad(v)) * dx + w * u * v * dx, self.source * v * dx

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Create or refresh .venv with a Python >= 3.12 and install pinn_lsr with its dev extra.
+# Create or refresh .venv with a Python >= 3.12 and install pinn_lsr with its dev and bench extras.
 #
 # The venv is rebuilt when it is missing, broken, or older than pyproject.toml (stale).
 # Python is searched in this order: $PINN_LSR_PYTHON, python3.12 and python3.13 on PATH,
@@ -51,6 +51,6 @@ rm -rf "$VENV"
 # then prints one "Location ... is ignored" warning per package. Those lines are dropped.
 quiet_pip() { "$VENV/bin/python" -m pip "$@" 2>&1 | { grep -v "^WARNING: Location '.*' is ignored" || true; }; }
 quiet_pip install --quiet --upgrade pip
-quiet_pip install --quiet -e '.[dev]'
+quiet_pip install --quiet -e '.[dev,bench]'
 touch "$STAMP"
 echo "bootstrap: $VENV ready"

@@ -120,16 +120,25 @@ def load_or_generate(
     return dataset, CacheReport(path, status, reason, seconds, n_samples / max(seconds, 1e-12))
 
 
-def _generate(n_samples, size, solution_shape, sample_inputs, solve, comm, progress) -> OperatorDataset:
+def _generate(
+    n_samples, size, solution_shape, sample_inputs, solve, comm, progress
+) -> OperatorDataset:
     counts = np.full(comm.size, n_samples // comm.size)
     counts[: n_samples % comm.size] += 1
     first = int(counts[: comm.rank].sum())
     count = int(counts[comm.rank])
     inputs = np.ascontiguousarray(sample_inputs(first, count), dtype=np.float64)
     if inputs.shape != (count, size, size):
-        raise ValueError(f"sample_inputs returned shape {inputs.shape}, expected {(count, size, size)}")
+        raise ValueError(
+            f"sample_inputs returned shape {inputs.shape}, expected {(count, size, size)}"
+        )
     solutions = np.empty((count, *solution_shape))
-    bar = tqdm(range(count), desc="FEM solves (rank 0)", disable=not progress or comm.rank != 0, mininterval=1.0)
+    bar = tqdm(
+        range(count),
+        desc="FEM solves (rank 0)",
+        disable=not progress or comm.rank != 0,
+        mininterval=1.0,
+    )
     for i in bar:
         solutions[i] = solve(inputs[i])
     gathered = []
@@ -153,7 +162,9 @@ def _write(path: Path, dataset: OperatorDataset, settings: Mapping, key: str) ->
             f.attrs["sha256"] = _checksum(dataset.inputs, dataset.solutions)
 
 
-def _read(path: Path, key: str, shape: tuple, solution_shape: tuple) -> tuple[OperatorDataset | None, str]:
+def _read(
+    path: Path, key: str, shape: tuple, solution_shape: tuple
+) -> tuple[OperatorDataset | None, str]:
     """Return (dataset, "") or (None, reason it cannot be used). Local."""
     if not path.exists():
         return None, "missing"
@@ -166,7 +177,10 @@ def _read(path: Path, key: str, shape: tuple, solution_shape: tuple) -> tuple[Op
     except (OSError, KeyError, ValueError) as exc:
         return None, f"cannot be read: {exc}"
     if inputs.shape != shape or solutions.shape != solution_shape:
-        return None, f"shapes {inputs.shape}, {solutions.shape} differ from {shape}, {solution_shape}"
+        return (
+            None,
+            f"shapes {inputs.shape}, {solutions.shape} differ from {shape}, {solution_shape}",
+        )
     if _checksum(inputs, solutions) != expected_sum:
         return None, "checksum mismatch"
     return OperatorDataset(inputs, solutions), ""

@@ -8,9 +8,11 @@ import numpy as np
 
 TARGETS = {
     "sin_sin": lambda x, y: np.sin(np.pi * x) * np.sin(np.pi * y),
-    "peaks": lambda x, y: 3 * (1 - 3 * x) ** 2 * np.exp(-9 * x**2 - (3 * y + 1) ** 2)
-    - 10 * (3 * x / 5 - 27 * x**3 - 243 * y**5) * np.exp(-9 * x**2 - 9 * y**2)
-    - np.exp(-(3 * x + 1) ** 2 - 9 * y**2) / 3,
+    "peaks": lambda x, y: (
+        3 * (1 - 3 * x) ** 2 * np.exp(-9 * x**2 - (3 * y + 1) ** 2)
+        - 10 * (3 * x / 5 - 27 * x**3 - 243 * y**5) * np.exp(-9 * x**2 - 9 * y**2)
+        - np.exp(-((3 * x + 1) ** 2) - 9 * y**2) / 3
+    ),
 }
 
 

@@ -16,7 +16,13 @@ def sample_seed_sequence(seed: int, index: int) -> np.random.Generator:
 
 
 def gaussian_random_field(
-    n_samples: int, size: int, *, alpha: float = 2.0, tau: float = 3.0, seed: int = 0, first: int = 0
+    n_samples: int,
+    size: int,
+    *,
+    alpha: float = 2.0,
+    tau: float = 3.0,
+    seed: int = 0,
+    first: int = 0,
 ) -> np.ndarray:
     """Samples ``first .. first + n_samples - 1`` of the field, shape (n_samples, size, size), float64.
 
@@ -24,7 +30,9 @@ def gaussian_random_field(
     batches draws the same fields.
     """
     if size < 2 or n_samples < 0:
-        raise ValueError(f"need size >= 2 and n_samples >= 0, got size={size}, n_samples={n_samples}")
+        raise ValueError(
+            f"need size >= 2 and n_samples >= 0, got size={size}, n_samples={n_samples}"
+        )
     k = np.arange(size)
     K1, K2 = np.meshgrid(k, k, indexing="ij")
     sqrt_eig = size * tau ** (alpha - 1) * (np.pi**2 * (K1**2 + K2**2) + tau**2) ** (-alpha / 2)

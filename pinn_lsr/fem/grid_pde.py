@@ -34,8 +34,15 @@ class GridPDE:
     Collective on ``domain.mesh.comm`` for construction.
     """
 
-    def __init__(self, domain: Domain, *, grid_size: int, input_space: str = "cell",
-                 dirichlet_tags: Sequence[int] | None = None, components: int = 1):
+    def __init__(
+        self,
+        domain: Domain,
+        *,
+        grid_size: int,
+        input_space: str = "cell",
+        dirichlet_tags: Sequence[int] | None = None,
+        components: int = 1,
+    ):
         if input_space not in INPUT_SPACES:
             raise ValueError(f"input_space must be one of {INPUT_SPACES}, got {input_space!r}")
         if isinstance(components, bool) or not isinstance(components, int) or components < 1:
@@ -47,14 +54,20 @@ class GridPDE:
         self.grid = Grid(int(grid_size), tuple(lower), tuple(upper))
         self.domain = domain
         scalar = dolfinx.fem.functionspace(mesh, ("Lagrange", 1))
-        self.V = scalar if components == 1 else dolfinx.fem.functionspace(mesh, ("Lagrange", 1, (components,)))
+        self.V = (
+            scalar
+            if components == 1
+            else dolfinx.fem.functionspace(mesh, ("Lagrange", 1, (components,)))
+        )
         W = dolfinx.fem.functionspace(mesh, ("DG", 0)) if input_space == "cell" else scalar
         self.input = dolfinx.fem.Function(W, name="input")
         self.solution = dolfinx.fem.Function(self.V, name="u")
         self._input_weights = self._grid_to_input(W, input_space)
         tdim = mesh.topology.dim
         boundary_dofs = dolfinx.fem.locate_dofs_topological(self.V, tdim - 1, dirichlet_facets)
-        zero = PETSc.ScalarType(0) if components == 1 else np.zeros(components, dtype=PETSc.ScalarType)
+        zero = (
+            PETSc.ScalarType(0) if components == 1 else np.zeros(components, dtype=PETSc.ScalarType)
+        )
         self.bcs = [dolfinx.fem.dirichletbc(zero, boundary_dofs, self.V)]
         self._evaluate_on_grid = None
         self._mass = None
@@ -79,7 +92,9 @@ class GridPDE:
         """The P1 mass matrix ``M`` (no boundary conditions), assembled once. Collective."""
         if self._mass is None:
             u, v = ufl.TrialFunction(self.V), ufl.TestFunction(self.V)
-            self._mass = dolfinx.fem.petsc.assemble_matrix(dolfinx.fem.form(ufl.inner(u, v) * ufl.dx))
+            self._mass = dolfinx.fem.petsc.assemble_matrix(
+                dolfinx.fem.form(ufl.inner(u, v) * ufl.dx)
+            )
             self._mass.assemble()
         return self._mass
 
@@ -89,14 +104,20 @@ class GridPDE:
             return grid_to_dofs_local(W, self.grid)
         mesh = W.mesh
         tdim = mesh.topology.dim
-        cells = np.arange(mesh.topology.index_map(tdim).size_local + mesh.topology.index_map(tdim).num_ghosts)
+        cells = np.arange(
+            mesh.topology.index_map(tdim).size_local + mesh.topology.index_map(tdim).num_ghosts
+        )
         midpoints = dolfinx.mesh.compute_midpoints(mesh, tdim, cells.astype(np.int32))[:, :2]
         lower, upper = np.asarray(self.grid.lower), np.asarray(self.grid.upper)
         s = self.grid.size
-        ij = np.clip(np.rint((midpoints - lower) / (upper - lower) * (s - 1)), 0, s - 1).astype(np.int64)
+        ij = np.clip(np.rint((midpoints - lower) / (upper - lower) * (s - 1)), 0, s - 1).astype(
+            np.int64
+        )
         dg0_dofs = W.dofmap.list[cells, 0]
         # one 1 per DG0 dof, in the column of the grid node nearest its cell's midpoint
-        return scipy.sparse.csr_matrix((np.ones(len(cells)), (dg0_dofs, ij[:, 0] * s + ij[:, 1])), shape=(len(cells), s * s))
+        return scipy.sparse.csr_matrix(
+            (np.ones(len(cells)), (dg0_dofs, ij[:, 0] * s + ij[:, 1])), shape=(len(cells), s * s)
+        )
 
     def set_input(self, grid_values: np.ndarray) -> None:
         """Set the input field from its grid values, shape (s, s), finite. Local."""
@@ -129,7 +150,9 @@ class GridPDE:
             self._evaluate_on_grid = GridEvaluator(self.V, self.grid, outside=0.0)
         return self._evaluate_on_grid(self._scratch)
 
-    def l2_error(self, exact: Callable[[ufl.SpatialCoordinate], ufl.core.expr.Expr], *, degree: int = 6) -> float:
+    def l2_error(
+        self, exact: Callable[[ufl.SpatialCoordinate], ufl.core.expr.Expr], *, degree: int = 6
+    ) -> float:
         """``||u_h - u_exact||_L2`` with quadrature of ``degree``. Collective."""
         x = ufl.SpatialCoordinate(self.domain.mesh)
         dx = ufl.dx(metadata={"quadrature_degree": degree})
@@ -158,13 +181,23 @@ def dirichlet_facet_indices(domain: Domain, tags: Sequence[int] | None) -> np.nd
         return dolfinx.mesh.exterior_facet_indices(mesh.topology)
     tags = [int(tag) for tag in tags]
     if not tags:
-        raise ValueError("dirichlet_tags is empty: give at least one tag (None: the whole boundary)")
-    if domain.facet_tags is None:  # the same on every rank: read_mesh and unit_square decide it collectively
-        raise ValueError(f"dirichlet_tags={tags} given, but mesh {domain.source} has no facet tags "
-                         "(use a gmsh mesh with physical curves, or dirichlet_tags=None for the whole boundary)")
+        raise ValueError(
+            "dirichlet_tags is empty: give at least one tag (None: the whole boundary)"
+        )
+    if (
+        domain.facet_tags is None
+    ):  # the same on every rank: read_mesh and unit_square decide it collectively
+        raise ValueError(
+            f"dirichlet_tags={tags} given, but mesh {domain.source} has no facet tags "
+            "(use a gmsh mesh with physical curves, or dirichlet_tags=None for the whole boundary)"
+        )
     # a rank may own none of a tag's facets: gather the tags that exist anywhere
-    present = sorted(set().union(*mesh.comm.allgather(set(np.unique(domain.facet_tags.values).tolist()))))
+    present = sorted(
+        set().union(*mesh.comm.allgather(set(np.unique(domain.facet_tags.values).tolist())))
+    )
     missing = [tag for tag in tags if tag not in present]
     if missing:
-        raise ValueError(f"dirichlet_tags {missing} not found in mesh {domain.source}; its facet tags are {present}")
+        raise ValueError(
+            f"dirichlet_tags {missing} not found in mesh {domain.source}; its facet tags are {present}"
+        )
     return np.unique(np.concatenate([domain.facet_tags.find(tag) for tag in tags])).astype(np.int32)

@@ -14,8 +14,11 @@ from pinn_lsr.fem.solver import DIRECT_SOLVER_OPTIONS, create_ksp, solve_checked
 
 def dense_matrix(X: np.ndarray, comm: MPI.Comm) -> PETSc.Mat:
     """A PETSc dense matrix with this rank's rows ``X`` (n_local, k)."""
-    D = PETSc.Mat().createDense(((X.shape[0], PETSc.DETERMINE), (PETSc.DECIDE, X.shape[1])),
-                                array=np.asfortranarray(X, dtype=np.float64), comm=comm)
+    D = PETSc.Mat().createDense(
+        ((X.shape[0], PETSc.DETERMINE), (PETSc.DECIDE, X.shape[1])),
+        array=np.asfortranarray(X, dtype=np.float64),
+        comm=comm,
+    )
     D.assemble()
     return D
 
@@ -33,7 +36,10 @@ class LinearInstance:
 
     def residual(self, u: np.ndarray) -> np.ndarray:
         """``A u − b`` on the owned rows for owned dof values ``u``. Collective."""
-        return self.apply(np.asarray(u, dtype=np.float64)[:, None])[:, 0] - self.b.getArray(readonly=True)[: len(u)]
+        return (
+            self.apply(np.asarray(u, dtype=np.float64)[:, None])[:, 0]
+            - self.b.getArray(readonly=True)[: len(u)]
+        )
 
     def apply(self, X: np.ndarray, *, transpose: bool = False) -> np.ndarray:
         """``A X`` (or ``Aᵀ X``) for owned rows ``X`` (n_owned, k) by PETSc MatMatMult. Collective."""
@@ -49,7 +55,9 @@ class LinearInstance:
         if self.weight is None:
             raise ValueError("norm='dual' needs an SPD weighting operator S on every instance")
         if self._weight_ksp is None:
-            self._weight_ksp = create_ksp(self.A.comm, prefix="physics_weight_", options=DIRECT_SOLVER_OPTIONS)
+            self._weight_ksp = create_ksp(
+                self.A.comm, prefix="physics_weight_", options=DIRECT_SOLVER_OPTIONS
+            )
         self._weight_ksp.setOperators(self.weight)
         x, y = self.weight.createVecs()
         out = np.empty_like(X)
@@ -76,7 +84,9 @@ class NonlinearInstance(LinearInstance):
         pde.set_input(grid_values)
         self.pde = pde
         self.input_values = pde.input.x.array.copy()
-        super().__init__(dolfinx.fem.petsc.create_matrix(pde.J), None, dolfinx.fem.petsc.create_matrix(pde.S))
+        super().__init__(
+            dolfinx.fem.petsc.create_matrix(pde.J), None, dolfinx.fem.petsc.create_matrix(pde.S)
+        )
         self._F = dolfinx.fem.petsc.create_vector(pde.V)
 
     def _set_state(self, u: np.ndarray) -> None:

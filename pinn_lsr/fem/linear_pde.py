@@ -25,7 +25,9 @@ __all__ = ["INPUT_SPACES", "FormsCallable", "LinearPDE"]
 #: symmetric part of ``a``): the weighting of ``physics.norm=dual``, as ``weight`` is for nonlinear problems.
 #: A problem with boundary terms (a traction, a flux) takes a fifth argument ``ds``: the exterior-facet
 #: measure of the mesh's facet tags, ``ds(tag)`` integrating over the facets of one tag.
-FormsCallable = Callable[[ufl.Argument, ufl.Argument, dolfinx.fem.Function, ufl.SpatialCoordinate], tuple]
+FormsCallable = Callable[
+    [ufl.Argument, ufl.Argument, dolfinx.fem.Function, ufl.SpatialCoordinate], tuple
+]
 
 
 class LinearPDE(GridPDE):
@@ -51,12 +53,25 @@ class LinearPDE(GridPDE):
         dirichlet_tags: Sequence[int] | None = None,
         components: int = 1,
     ):
-        super().__init__(domain, grid_size=grid_size, input_space=input_space, dirichlet_tags=dirichlet_tags,
-                         components=components)
+        super().__init__(
+            domain,
+            grid_size=grid_size,
+            input_space=input_space,
+            dirichlet_tags=dirichlet_tags,
+            components=components,
+        )
         u, v = ufl.TrialFunction(self.V), ufl.TestFunction(self.V)
-        a, L, *weight = forms(u, v, self.input, ufl.SpatialCoordinate(domain.mesh), **boundary_arguments(forms, domain))
+        a, L, *weight = forms(
+            u,
+            v,
+            self.input,
+            ufl.SpatialCoordinate(domain.mesh),
+            **boundary_arguments(forms, domain),
+        )
         if len(weight) > 1:
-            raise ValueError(f"forms must return (a, L) or (a, L, weight), got {2 + len(weight)} forms")
+            raise ValueError(
+                f"forms must return (a, L) or (a, L, weight), got {2 + len(weight)} forms"
+            )
         check_boundary_tags([a, L, *weight], domain)
         self.a = dolfinx.fem.form(a)
         self.L = dolfinx.fem.form(L)
@@ -129,21 +144,33 @@ def boundary_arguments(forms: Callable, domain: Domain) -> dict:
     if "ds" not in inspect.signature(forms).parameters:
         return {}
     if domain.facet_tags is None:
-        raise ValueError(f"the problem's forms integrate over tagged boundary facets (ds), but mesh {domain.source} "
-                         "has no facet tags: use a gmsh mesh with physical curves (mesh.file)")
+        raise ValueError(
+            f"the problem's forms integrate over tagged boundary facets (ds), but mesh {domain.source} "
+            "has no facet tags: use a gmsh mesh with physical curves (mesh.file)"
+        )
     return {"ds": ufl.Measure("ds", domain=domain.mesh, subdomain_data=domain.facet_tags)}
 
 
 def check_boundary_tags(forms: Sequence, domain: Domain) -> None:
     """Raise ValueError (on every rank alike) when a form integrates over ``ds(tag)`` with a tag
     no facet of the mesh carries: the term would silently vanish. Collective."""
-    used = sorted({integral.subdomain_id() for form in forms for integral in form.integrals_by_type("exterior_facet")
-                   if isinstance(integral.subdomain_id(), int)})  # UFL splits ds((3, 4)) into one integral per tag
+    used = sorted(
+        {
+            integral.subdomain_id()
+            for form in forms
+            for integral in form.integrals_by_type("exterior_facet")
+            if isinstance(integral.subdomain_id(), int)
+        }
+    )  # UFL splits ds((3, 4)) into one integral per tag
     if not used:
         return
-    local = set() if domain.facet_tags is None else set(np.unique(domain.facet_tags.values).tolist())
+    local = (
+        set() if domain.facet_tags is None else set(np.unique(domain.facet_tags.values).tolist())
+    )
     present = set().union(*domain.mesh.comm.allgather(local))
     missing = [tag for tag in used if tag not in present]
     if missing:
-        raise ValueError(f"the problem's forms integrate over boundary tags {missing}, which mesh {domain.source} "
-                         f"does not have (its facet tags: {sorted(present)})")
+        raise ValueError(
+            f"the problem's forms integrate over boundary tags {missing}, which mesh {domain.source} "
+            f"does not have (its facet tags: {sorted(present)})"
+        )

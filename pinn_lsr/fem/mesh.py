@@ -54,7 +54,9 @@ def unit_square(comm: MPI.Comm, n_cells: int) -> Domain:
     """
     if int(n_cells) < 1:
         raise ValueError(f"unit_square needs at least 1 cell per side, got {n_cells}")
-    mesh = dolfinx.mesh.create_unit_square(comm, int(n_cells), int(n_cells), dolfinx.mesh.CellType.triangle)
+    mesh = dolfinx.mesh.create_unit_square(
+        comm, int(n_cells), int(n_cells), dolfinx.mesh.CellType.triangle
+    )
     return Domain(mesh=mesh, facet_tags=None, source=f"unit_square({int(n_cells)})")
 
 
@@ -120,7 +122,9 @@ def mesh_from_triangles(comm: MPI.Comm, triangles: Triangles | None, *, root: in
     from dolfinx.io.utils import distribute_entity_data
 
     mine = comm.rank == root
-    has_tags = comm.bcast((triangles.facet_tags is not None, triangles.cell_tags is not None) if mine else None, root)
+    has_tags = comm.bcast(
+        (triangles.facet_tags is not None, triangles.cell_tags is not None) if mine else None, root
+    )
     x = triangles.points if mine else np.empty((0, 2))
     cells = triangles.cells if mine else np.empty((0, 3), dtype=np.int64)
     element = ufl.Mesh(basix.ufl.element("Lagrange", "triangle", 1, shape=(2,)))
@@ -139,8 +143,9 @@ def mesh_from_triangles(comm: MPI.Comm, triangles: Triangles | None, *, root: in
             entities, values = triangles.cells, triangles.cell_tags
         local_entities, local_values = distribute_entity_data(mesh, dim, entities, values)
         mesh.topology.create_connectivity(dim, tdim)
-        tags = dolfinx.mesh.meshtags_from_entities(mesh, dim, adjacencylist(local_entities),
-                                                   local_values.astype(np.int32, copy=False))
+        tags = dolfinx.mesh.meshtags_from_entities(
+            mesh, dim, adjacencylist(local_entities), local_values.astype(np.int32, copy=False)
+        )
         tags.name = "facet_tags" if dim < tdim else "cell_tags"
         result.append(tags)
     return mesh, *result
@@ -155,8 +160,15 @@ def _check_mesh_file(path: Path, tdim: int) -> tuple[str, str] | None:
     if path.suffix == ".xdmf":
         return _check_xdmf(path)
     if path.suffix == ".vtu":
-        return None if tdim == 2 else ("invalid", f"mesh file {path}: a .vtu is read as triangles, expected {tdim}D")
-    return "invalid", f"mesh file {path}: unknown format {path.suffix!r}, expected .msh, .xdmf or .vtu"
+        return (
+            None
+            if tdim == 2
+            else ("invalid", f"mesh file {path}: a .vtu is read as triangles, expected {tdim}D")
+        )
+    return (
+        "invalid",
+        f"mesh file {path}: unknown format {path.suffix!r}, expected .msh, .xdmf or .vtu",
+    )
 
 
 def _check_msh(path: Path, tdim: int) -> tuple[str, str] | None:
@@ -193,8 +205,10 @@ def _check_xdmf(path: Path) -> tuple[str, str] | None:
     except ET.ParseError as exc:
         return "invalid", f"mesh file {path} is not valid XDMF: {exc}"
     if root.find(".//Grid[@Name='mesh']") is None:
-        return "invalid", (f"mesh file {path} has no Grid named 'mesh' (write it with XDMFFile.write_mesh, "
-                           "or convert it with pinn_lsr.io.meshio_io.convert_mesh)")
+        return "invalid", (
+            f"mesh file {path} has no Grid named 'mesh' (write it with XDMFFile.write_mesh, "
+            "or convert it with pinn_lsr.io.meshio_io.convert_mesh)"
+        )
     for item in root.iter("DataItem"):
         if item.get("Format") == "HDF" and item.text:
             heavy = path.parent / item.text.strip().split(":")[0]

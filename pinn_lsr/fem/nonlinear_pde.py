@@ -17,12 +17,22 @@ from pinn_lsr.fem.options import flatten_options
 from pinn_lsr.fem.solver import SolverError
 
 #: residual(u, v, w, x) -> F: the weak residual for the field u (a Function), test v, input w.
-ResidualCallable = Callable[[dolfinx.fem.Function, ufl.Argument, dolfinx.fem.Function, ufl.SpatialCoordinate], ufl.Form]
+ResidualCallable = Callable[
+    [dolfinx.fem.Function, ufl.Argument, dolfinx.fem.Function, ufl.SpatialCoordinate], ufl.Form
+]
 #: weight(u, du, v, w, x) -> an SPD bilinear form in (du, v) at the field u (the norm of physics LSR).
 WeightCallable = Callable[..., ufl.Form]
 
-NEWTON_OPTIONS = {"snes_type": "newtonls", "snes_linesearch_type": "bt", "snes_rtol": 1e-12, "snes_atol": 1e-13,
-                  "snes_max_it": 50, "ksp_type": "preonly", "pc_type": "lu", "pc_factor_mat_solver_type": "mumps"}
+NEWTON_OPTIONS = {
+    "snes_type": "newtonls",
+    "snes_linesearch_type": "bt",
+    "snes_rtol": 1e-12,
+    "snes_atol": 1e-13,
+    "snes_max_it": 50,
+    "ksp_type": "preonly",
+    "pc_type": "lu",
+    "pc_factor_mat_solver_type": "mumps",
+}
 
 
 class NonlinearPDE(GridPDE):
@@ -33,10 +43,21 @@ class NonlinearPDE(GridPDE):
     :attr:`state` (set by :meth:`set_state`), for :class:`~pinn_lsr.fem.instance.NonlinearInstance`.
     """
 
-    def __init__(self, domain: Domain, residual: ResidualCallable, weight: WeightCallable, *, grid_size: int,
-                 input_space: str = "cell", petsc_options: Mapping | None = None, prefix: str = "fem_",
-                 dirichlet_tags: Sequence[int] | None = None):
-        super().__init__(domain, grid_size=grid_size, input_space=input_space, dirichlet_tags=dirichlet_tags)
+    def __init__(
+        self,
+        domain: Domain,
+        residual: ResidualCallable,
+        weight: WeightCallable,
+        *,
+        grid_size: int,
+        input_space: str = "cell",
+        petsc_options: Mapping | None = None,
+        prefix: str = "fem_",
+        dirichlet_tags: Sequence[int] | None = None,
+    ):
+        super().__init__(
+            domain, grid_size=grid_size, input_space=input_space, dirichlet_tags=dirichlet_tags
+        )
         x = ufl.SpatialCoordinate(domain.mesh)
         v, du = ufl.TestFunction(self.V), ufl.TrialFunction(self.V)
         self.state = dolfinx.fem.Function(self.V, name="state")
@@ -49,17 +70,26 @@ class NonlinearPDE(GridPDE):
         dofs, n_owned = self.bcs[0].dof_indices()
         self._owned_boundary_dofs = dofs[:n_owned].astype(PETSc.IntType)
         self._newton = dolfinx.fem.petsc.NonlinearProblem(
-            residual(self.solution, v, self.input, x), self.solution, bcs=self.bcs, petsc_options_prefix=prefix,
-            petsc_options=options)
-        database = PETSc.Options()  # the SNES has read them: do not leak them to later solvers of this prefix
+            residual(self.solution, v, self.input, x),
+            self.solution,
+            bcs=self.bcs,
+            petsc_options_prefix=prefix,
+            petsc_options=options,
+        )
+        database = (
+            PETSc.Options()
+        )  # the SNES has read them: do not leak them to later solvers of this prefix
         for key in options:
             database.delValue(f"{prefix}{key}")
 
     @property
     def solver_description(self) -> dict:
         snes = self._newton.solver
-        return {"snes_type": snes.getType(), "ksp_type": snes.getKSP().getType(),
-                "pc_type": snes.getKSP().getPC().getType()}
+        return {
+            "snes_type": snes.getType(),
+            "ksp_type": snes.getKSP().getType(),
+            "pc_type": snes.getKSP().getPC().getType(),
+        }
 
     def set_state(self, u: np.ndarray) -> None:
         """Set the field ``F``, ``J`` and ``S`` are evaluated at from its owned dof values. Collective."""
@@ -111,7 +141,9 @@ class NonlinearPDE(GridPDE):
         self._newton.solve()
         reason = self._newton.solver.getConvergedReason()
         if reason <= 0:
-            raise SolverError(f"SNES with prefix {self.prefix!r} did not converge (reason {reason}) after "
-                              f"{self._newton.solver.getIterationNumber()} Newton iterations; try -{self.prefix}snes_monitor")
+            raise SolverError(
+                f"SNES with prefix {self.prefix!r} did not converge (reason {reason}) after "
+                f"{self._newton.solver.getIterationNumber()} Newton iterations; try -{self.prefix}snes_monitor"
+            )
         self.solution.x.scatter_forward()
         return self.solution

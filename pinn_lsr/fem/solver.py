@@ -8,9 +8,15 @@ from petsc4py import PETSc
 from pinn_lsr.fem.options import options_inserted
 
 #: Small problems are solved directly: LU factorisation by MUMPS.
-DIRECT_SOLVER_OPTIONS = {"ksp_type": "preonly", "pc_type": "lu", "pc_factor_mat_solver_type": "mumps"}
+DIRECT_SOLVER_OPTIONS = {
+    "ksp_type": "preonly",
+    "pc_type": "lu",
+    "pc_factor_mat_solver_type": "mumps",
+}
 
-_REASONS = {getattr(PETSc.KSP.ConvergedReason, n): n for n in dir(PETSc.KSP.ConvergedReason) if n.isupper()}
+_REASONS = {
+    getattr(PETSc.KSP.ConvergedReason, n): n for n in dir(PETSc.KSP.ConvergedReason) if n.isupper()
+}
 
 
 def reason_name(reason: int) -> str:

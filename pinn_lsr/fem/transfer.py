@@ -87,7 +87,9 @@ def blocked(W: scipy.sparse.spmatrix, bs: int) -> scipy.sparse.csr_matrix:
     n_nodes, n_grid = W.shape
     rows = np.concatenate([W.row * bs + c for c in range(bs)])
     cols = np.concatenate([W.col + c * n_grid for c in range(bs)])
-    return scipy.sparse.csr_matrix((np.tile(W.data, bs), (rows, cols)), shape=(bs * n_nodes, bs * n_grid))
+    return scipy.sparse.csr_matrix(
+        (np.tile(W.data, bs), (rows, cols)), shape=(bs * n_nodes, bs * n_grid)
+    )
 
 
 def grid_to_dofs_matrix(V: dolfinx.fem.FunctionSpace, grid: Grid) -> PETSc.Mat:
@@ -144,7 +146,9 @@ class GridEvaluator:
         self.outside = owner == self.comm.size
         self.outside_value = outside
         mine = np.flatnonzero(owner == self.comm.rank)
-        dofs = V.dofmap.list[first_cell[mine]]  # (n_mine, 3) local (block) dof indices of P1 vertices
+        dofs = V.dofmap.list[
+            first_cell[mine]
+        ]  # (n_mine, 3) local (block) dof indices of P1 vertices
         coords = V.tabulate_dof_coordinates()[:, :2]
         bary = _barycentric(coords[dofs], points[mine, :2])
         n_dofs_local = V.dofmap.index_map.size_local + V.dofmap.index_map.num_ghosts

@@ -18,7 +18,9 @@ def atomic_path(target: str | Path, suffix: str | None = None):
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix or target.suffix, dir=target.parent)
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{target.name}.", suffix=suffix or target.suffix, dir=target.parent
+    )
     os.close(fd)
     umask = os.umask(0)
     os.umask(umask)
@@ -39,4 +41,6 @@ def write_atomic(target: str | Path, write: Callable[[Path], None]) -> None:
 
 def write_json(target: str | Path, data) -> None:
     """Write ``data`` as indented JSON, atomically. Local."""
-    write_atomic(target, lambda tmp: tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n"))
+    write_atomic(
+        target, lambda tmp: tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    )

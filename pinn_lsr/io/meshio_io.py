@@ -49,8 +49,15 @@ def read_triangles(path: str | Path) -> Triangles:
         raise FileNotFoundError(f"mesh file {path} does not exist")
     try:
         mesh = meshio.read(path)
-    except (Exception, SystemExit) as exc:  # ReadError, KeyError, XML errors, ...; sys.exit(1) when no reader fits
-        reason = "no reader accepts it" if isinstance(exc, SystemExit) else f"{type(exc).__name__}: {exc}"
+    except (
+        Exception,
+        SystemExit,
+    ) as exc:  # ReadError, KeyError, XML errors, ...; sys.exit(1) when no reader fits
+        reason = (
+            "no reader accepts it"
+            if isinstance(exc, SystemExit)
+            else f"{type(exc).__name__}: {exc}"
+        )
         raise ValueError(f"mesh file {path} could not be read by meshio: {reason}") from None
     types = sorted({block.type for block in mesh.cells})
     blocks = {"triangle": [], "line": []}
@@ -59,7 +66,9 @@ def read_triangles(path: str | Path) -> Triangles:
             tags = mesh.cell_data.get(TAG_KEY, [None] * len(mesh.cells))[index]
             blocks[block.type].append((np.asarray(block.data, dtype=np.int64), tags))
     if not blocks["triangle"] or not sum(len(cells) for cells, _ in blocks["triangle"]):
-        raise ValueError(f"mesh file {path} holds no linear triangles (cell types: {types or 'none'})")
+        raise ValueError(
+            f"mesh file {path} holds no linear triangles (cell types: {types or 'none'})"
+        )
     points = np.asarray(mesh.points, dtype=np.float64)
     if points.shape[1] == 3:
         if np.abs(points[:, 2]).max(initial=0.0) > 1e-12 * max(1.0, np.abs(points[:, :2]).max()):
@@ -80,7 +89,9 @@ def read_triangles(path: str | Path) -> Triangles:
     return Triangles(np.ascontiguousarray(points[used]), cells, cell_tags, facets, facet_tags)
 
 
-def _stack(blocks: list[tuple[np.ndarray, np.ndarray | None]]) -> tuple[np.ndarray, np.ndarray | None]:
+def _stack(
+    blocks: list[tuple[np.ndarray, np.ndarray | None]],
+) -> tuple[np.ndarray, np.ndarray | None]:
     """Concatenate cell blocks; their tags too if every block has some."""
     cells = np.concatenate([cells for cells, _ in blocks])
     if any(tags is None for _, tags in blocks):
@@ -112,11 +123,15 @@ def convert_mesh(source: str | Path, target: str | Path) -> Path:
         xdmf.write_mesh(mesh)
         for tags in (facet_tags, cell_tags):
             if tags is not None:
-                xdmf.write_meshtags(tags, mesh.geometry, geometry_xpath="/Xdmf/Domain/Grid[@Name='mesh']/Geometry")
+                xdmf.write_meshtags(
+                    tags, mesh.geometry, geometry_xpath="/Xdmf/Domain/Grid[@Name='mesh']/Geometry"
+                )
     return target
 
 
-def write_fields_vtu(path: str | Path, mesh_points: np.ndarray, cells: np.ndarray, fields: dict[str, np.ndarray]) -> Path:
+def write_fields_vtu(
+    path: str | Path, mesh_points: np.ndarray, cells: np.ndarray, fields: dict[str, np.ndarray]
+) -> Path:
     """Write a triangle mesh and point fields (one value per point, or (n, k) vectors) as ``.vtu``,
     for codes that read VTK rather than XDMF. Local; returns ``path``.
 
@@ -126,8 +141,14 @@ def write_fields_vtu(path: str | Path, mesh_points: np.ndarray, cells: np.ndarra
     mesh_points = np.asarray(mesh_points, dtype=np.float64)
     for name, values in fields.items():
         if len(values) != len(mesh_points):
-            raise ValueError(f"field {name!r} has {len(values)} values, the mesh {len(mesh_points)} points")
+            raise ValueError(
+                f"field {name!r} has {len(values)} values, the mesh {len(mesh_points)} points"
+            )
     path = Path(path)
-    meshio.write_points_cells(str(path), mesh_points, [("triangle", np.asarray(cells, dtype=np.int64))],
-                              point_data={name: np.asarray(values) for name, values in fields.items()})
+    meshio.write_points_cells(
+        str(path),
+        mesh_points,
+        [("triangle", np.asarray(cells, dtype=np.int64))],
+        point_data={name: np.asarray(values) for name, values in fields.items()},
+    )
     return path

@@ -13,7 +13,10 @@ from pinn_lsr.io.atomic import atomic_path  # noqa: E402
 
 
 def plot_fields(
-    path: str | Path, columns: Sequence[tuple[str, np.ndarray]], *, sample_labels: Sequence[str] = ()
+    path: str | Path,
+    columns: Sequence[tuple[str, np.ndarray]],
+    *,
+    sample_labels: Sequence[str] = (),
 ) -> None:
     """One row per sample, one column per named field; each field array is (n_samples, s, s), or
     (n_samples, c, s, s) for a vector field, drawn as its magnitude (title ``|name|``).
@@ -21,7 +24,9 @@ def plot_fields(
     ``field[k, i, j]`` is drawn at ``x = i``, ``y = j`` (origin lower left). Written atomically.
     """
     n_rows = len(columns[0][1])
-    fig, axes = plt.subplots(n_rows, len(columns), figsize=(3.2 * len(columns), 2.8 * n_rows), squeeze=False)
+    fig, axes = plt.subplots(
+        n_rows, len(columns), figsize=(3.2 * len(columns), 2.8 * n_rows), squeeze=False
+    )
     for col, (title, fields) in enumerate(columns):
         fields = np.asarray(fields)
         if fields.ndim == 4:
@@ -29,7 +34,9 @@ def plot_fields(
             title = title if title.startswith("|") else f"|{title}|"
         for row in range(n_rows):
             ax = axes[row, col]
-            image = ax.imshow(np.asarray(fields[row]).T, origin="lower", extent=(0, 1, 0, 1), cmap="viridis")
+            image = ax.imshow(
+                np.asarray(fields[row]).T, origin="lower", extent=(0, 1, 0, 1), cmap="viridis"
+            )
             fig.colorbar(image, ax=ax, fraction=0.046)
             label = sample_labels[row] if row < len(sample_labels) else f"sample {row}"
             ax.set_title(f"{title}, {label}", fontsize=9)
@@ -53,11 +60,19 @@ def plot_history(path: str | Path, history: Sequence[dict], *, title: str = "") 
     _save(fig, path)
 
 
-def plot_rank_scan(path: str | Path, scan: Sequence[dict], *, chosen: int, suffix: str = "_rel_l2") -> None:
+def plot_rank_scan(
+    path: str | Path, scan: Sequence[dict], *, chosen: int, suffix: str = "_rel_l2"
+) -> None:
     """LSR errors against rank: training objective and every ``*{suffix}`` entry of the scan."""
     ranks = [e["rank"] for e in scan]
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
-    ax.loglog(ranks, [e["train_objective"] for e in scan], "o-", ms=3, label="training objective (linearized)")
+    ax.loglog(
+        ranks,
+        [e["train_objective"] for e in scan],
+        "o-",
+        ms=3,
+        label="training objective (linearized)",
+    )
     for key in sorted(k for k in scan[0] if k.endswith(suffix) and k != "train_objective"):
         ax.loglog(ranks, [e[key] for e in scan], "o-", ms=3, label=key.replace("_", " "))
     ax.axvline(chosen, color="gray", ls=":", label=f"chosen rank {chosen}")
@@ -82,21 +97,40 @@ def plot_stage_errors(path: str | Path, errors: dict[str, float]) -> None:
     _save(fig, path)
 
 
-def plot_ilsr_history(path: str | Path, ilsr: Sequence[Sequence[dict]], baseline: Sequence[Sequence[dict]] = ()) -> None:
+def plot_ilsr_history(
+    path: str | Path, ilsr: Sequence[Sequence[dict]], baseline: Sequence[Sequence[dict]] = ()
+) -> None:
     """Error against wall time per instance: I-LSR's refined fields and aligned network per outer
     iteration, and the gradient baseline per step."""
     fig, ax = plt.subplots(figsize=(6, 4))
     for k, history in enumerate(ilsr):
         refined = [h for h in history if "refined_rel_l2" in h]
-        ax.semilogy([h["seconds"] for h in refined], [h["refined_rel_l2"] for h in refined], "o-", color=f"C{k}",
-                    label=f"I-LSR refined, instance {k}")
+        ax.semilogy(
+            [h["seconds"] for h in refined],
+            [h["refined_rel_l2"] for h in refined],
+            "o-",
+            color=f"C{k}",
+            label=f"I-LSR refined, instance {k}",
+        )
         # the network's error is measured when an iteration starts, i.e. when the previous one ends
         starts = [0.0] + [h["seconds"] for h in history[:-1]]
-        ax.semilogy(starts, [h["network_rel_l2"] for h in history], "s:", color=f"C{k}",
-                    ms=3, label=f"I-LSR network, instance {k}")
+        ax.semilogy(
+            starts,
+            [h["network_rel_l2"] for h in history],
+            "s:",
+            color=f"C{k}",
+            ms=3,
+            label=f"I-LSR network, instance {k}",
+        )
     for k, history in enumerate(baseline):
-        ax.semilogy([h["seconds"] for h in history], [h["rel_l2"] for h in history], "-", color=f"C{k}", alpha=0.5,
-                    label=f"gradient baseline, instance {k}")
+        ax.semilogy(
+            [h["seconds"] for h in history],
+            [h["rel_l2"] for h in history],
+            "-",
+            color=f"C{k}",
+            alpha=0.5,
+            label=f"gradient baseline, instance {k}",
+        )
     ax.set_xlabel("seconds")
     ax.set_ylabel("relative L2 error against the FEM solution")
     ax.grid(True, which="both", alpha=0.3)
@@ -107,11 +141,22 @@ def plot_ilsr_history(path: str | Path, ilsr: Sequence[Sequence[dict]], baseline
 def plot_gnvpro_history(path: str | Path, history: Sequence[dict], *, title: str = "") -> None:
     """GNvpro's training loss (MSE) against work units (log scale), rejected steps marked. Written atomically."""
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
-    ax.semilogy([h["work_units"] for h in history], [h["loss"] for h in history], "o-", ms=3, label="training loss (MSE)")
+    ax.semilogy(
+        [h["work_units"] for h in history],
+        [h["loss"] for h in history],
+        "o-",
+        ms=3,
+        label="training loss (MSE)",
+    )
     rejected = [h for h in history if h.get("accepted") is False]
     if rejected:
-        ax.semilogy([h["work_units"] for h in rejected], [h["loss"] for h in rejected], "x", color="tab:red",
-                    label="rejected step")
+        ax.semilogy(
+            [h["work_units"] for h in rejected],
+            [h["loss"] for h in rejected],
+            "x",
+            color="tab:red",
+            label="rejected step",
+        )
     ax.set_xlabel("work units (1: a forward or backward pass over the data)")
     ax.set_title(title, fontsize=10)
     ax.grid(True, which="both", alpha=0.3)

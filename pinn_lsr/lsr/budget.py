@@ -47,7 +47,9 @@ class CostModel:
     qr_flops: float  # float64 Householder QR, flop/s
     base_bytes: float  # resident memory before the refinement, summed over ranks
     krylov_seconds: float = 0.0  # krylov: one G and one Gᵀ product of a single vector, per sample
-    krylov_jvp_seconds: float = 0.0  # krylov: the G product alone (held-out samples, early stopping)
+    krylov_jvp_seconds: float = (
+        0.0  # krylov: the G product alone (held-out samples, early stopping)
+    )
     gemv_flops: float = 0.0  # krylov: reorthogonalisation (products with the m × j basis), flop/s
 
     def memory_bytes(self, rank: int) -> float:
@@ -55,44 +57,87 @@ class CostModel:
         k = min(rank + self.oversampling, self.n_params)
         m, n_sketch = self.n_params, self.n_sketch_samples * self.n_outputs
         n_chunk = self.chunk_samples * self.n_outputs
-        if self.subspace == "krylov":  # the basis (the model's dtype, float32 here), m-vectors, held-out G Q
-            sketch = (F32 * m * rank + 8 * F64 * m + 2 * F32 * n_sketch
-                      + F32 * self.n_probe_samples * self.n_outputs * rank)
-        elif self.engine == "lean":  # Y and Bt (float32), a block of Ω and its product (twice each), a float64 row block, k x k
-            sketch = F32 * (n_sketch * k + m * k) + 2 * F32 * m * self.block_columns + F64 * 8192 * k + 3 * F64 * k * k
+        if (
+            self.subspace == "krylov"
+        ):  # the basis (the model's dtype, float32 here), m-vectors, held-out G Q
+            sketch = (
+                F32 * m * rank
+                + 8 * F64 * m
+                + 2 * F32 * n_sketch
+                + F32 * self.n_probe_samples * self.n_outputs * rank
+            )
+        elif (
+            self.engine == "lean"
+        ):  # Y and Bt (float32), a block of Ω and its product (twice each), a float64 row block, k x k
+            sketch = (
+                F32 * (n_sketch * k + m * k)
+                + 2 * F32 * m * self.block_columns
+                + F64 * 8192 * k
+                + 3 * F64 * k * k
+            )
         else:  # Ω, Y, three float64 n x k copies in TSQR; then Ω, Y, Bt, and in float64 Bt (QR's input), Q_B, V, V / S
-            sketch = max(F32 * (m * k + n_sketch * k) + 3 * F64 * n_sketch * k,
-                         F32 * (2 * m * k + n_sketch * k) + 4 * F64 * m * k)
+            sketch = max(
+                F32 * (m * k + n_sketch * k) + 3 * F64 * n_sketch * k,
+                F32 * (2 * m * k + n_sketch * k) + 4 * F64 * m * k,
+            )
         # V, a chunk of G V (float32, twice while it is assembled) and [G V | f] in float64, the accumulator
         buffer = 2 * (max(2 * (rank + 1), 4096) + rank + 1) if self.reduction == "qr" else 0
-        reduced = (F32 * m * rank + (2 * F32 + F64) * n_chunk * (rank + 1) + F64 * buffer * (rank + 1)
-                   + F64 * (rank + 1) ** 2)
+        reduced = (
+            F32 * m * rank
+            + (2 * F32 + F64) * n_chunk * (rank + 1)
+            + F64 * buffer * (rank + 1)
+            + F64 * (rank + 1) ** 2
+        )
         probes = F32 * self.n_probe_samples * self.n_outputs * rank
         return self.base_bytes + self.n_ranks * (max(sketch, reduced) + probes)
 
     def seconds(self, rank: int) -> float:
         """Wall time of the refinement (the busiest rank), seconds."""
         k = min(rank + self.oversampling, self.n_params)
-        m, n, n_sketch = self.n_params, self.n_samples * self.n_outputs, self.n_sketch_samples * self.n_outputs
-        products = self.jvp_seconds * (self.n_samples + self.n_probe_samples) * rank  # G V and the probes
-        if self.subspace == "krylov":  # one product each way per vector; at most two Gram–Schmidt passes
-            products += rank * (self.krylov_seconds * self.n_sketch_samples
-                                + self.krylov_jvp_seconds * self.n_probe_samples)
+        m, n, n_sketch = (
+            self.n_params,
+            self.n_samples * self.n_outputs,
+            self.n_sketch_samples * self.n_outputs,
+        )
+        products = (
+            self.jvp_seconds * (self.n_samples + self.n_probe_samples) * rank
+        )  # G V and the probes
+        if (
+            self.subspace == "krylov"
+        ):  # one product each way per vector; at most two Gram–Schmidt passes
+            products += rank * (
+                self.krylov_seconds * self.n_sketch_samples
+                + self.krylov_jvp_seconds * self.n_probe_samples
+            )
             algebra = 4 * m * rank * rank / self.gemv_flops
-        elif self.engine == "lean":  # sketch and projection; BCGS2 on Y; Gram of a share of Bt's rows; V = Bt C
+        elif (
+            self.engine == "lean"
+        ):  # sketch and projection; BCGS2 on Y; Gram of a share of Bt's rows; V = Bt C
             products += (self.jvp_seconds + self.vjp_seconds) * self.n_sketch_samples * k
-            algebra = (4 * n_sketch * k * k + 4 * n_sketch * k * 256 + 2 * m * k * k / self.n_ranks
-                       + 2 * m * k * rank) / self.gemm_flops
+            algebra = (
+                4 * n_sketch * k * k
+                + 4 * n_sketch * k * 256
+                + 2 * m * k * k / self.n_ranks
+                + 2 * m * k * rank
+            ) / self.gemm_flops
         else:  # sketch and projection; TSQR of Y and the explicit Q; QR of Bt; V = Q_B W
             products += (self.jvp_seconds + self.vjp_seconds) * self.n_sketch_samples * k
-            algebra = (4 * n_sketch * k * k + 4 * m * k * k) / self.qr_flops + 2 * m * k * rank / self.gemm_flops
-        reduce = 2 * n * rank * rank / (self.qr_flops if self.reduction == "qr" else self.gemm_flops)
+            algebra = (
+                4 * n_sketch * k * k + 4 * m * k * k
+            ) / self.qr_flops + 2 * m * k * rank / self.gemm_flops
+        reduce = (
+            2 * n * rank * rank / (self.qr_flops if self.reduction == "qr" else self.gemm_flops)
+        )
         return products + algebra + reduce
 
     def largest_rank(self, *, memory_bytes: float | None, seconds: float | None, cap: int) -> int:
         """The largest r ≤ cap whose predicted memory and time fit the budget (0 if none)."""
-        fits = lambda r: ((memory_bytes is None or self.memory_bytes(r) <= memory_bytes)  # noqa: E731
-                          and (seconds is None or self.seconds(r) <= seconds))
+
+        def fits(r):
+            return (memory_bytes is None or self.memory_bytes(r) <= memory_bytes) and (
+                seconds is None or self.seconds(r) <= seconds
+            )
+
         low, high = 0, cap
         while low < high:  # both figures grow with r
             middle = (low + high + 1) // 2
@@ -103,19 +148,39 @@ class CostModel:
         return asdict(self)
 
 
-MAX_CHUNK_ROWS = 32768  # samples × outputs per product chunk tried by fastest_chunks (memory of the temporaries)
+MAX_CHUNK_ROWS = (
+    32768  # samples × outputs per product chunk tried by fastest_chunks (memory of the temporaries)
+)
 
 
-def product_seconds(jacobian: ModelJacobian, mode: str, samples: int, tangents: int, *, warm_up: bool = True,
-                    repeats: int = 1) -> float:
+def product_seconds(
+    jacobian: ModelJacobian,
+    mode: str,
+    samples: int,
+    tangents: int,
+    *,
+    warm_up: bool = True,
+    repeats: int = 1,
+) -> float:
     """Seconds per tangent and sample of one ``mode`` (jvp | vjp) product of ``tangents`` columns
     on the first ``samples`` inputs, in one chunk (after a warm-up call); the fastest of
     ``repeats`` timings. Local."""
-    probe = ModelJacobian(jacobian.model, jacobian.inputs[:samples], index=jacobian.index, forward=jacobian.forward,
-                          chunk_samples=samples, chunk_tangents=jacobian.chunk_tangents, vjp_chunk_samples=samples)
+    probe = ModelJacobian(
+        jacobian.model,
+        jacobian.inputs[:samples],
+        index=jacobian.index,
+        forward=jacobian.forward,
+        chunk_samples=samples,
+        chunk_tangents=jacobian.chunk_tangents,
+        vjp_chunk_samples=samples,
+    )
     if mode == "jvp":
-        product, operand = probe.jvp, random_matrix(jacobian.n_params, tangents, distribution="gaussian", seed=0,
-                                                     dtype=jacobian.dtype)
+        product, operand = (
+            probe.jvp,
+            random_matrix(
+                jacobian.n_params, tangents, distribution="gaussian", seed=0, dtype=jacobian.dtype
+            ),
+        )
     else:
         product, operand = probe.vjp, torch.ones(probe.n_rows, tangents, dtype=jacobian.dtype)
     if warm_up:
@@ -128,8 +193,14 @@ def product_seconds(jacobian: ModelJacobian, mode: str, samples: int, tangents: 
     return min(timings) / (samples * tangents)
 
 
-def fastest_chunks(jacobian: ModelJacobian, comm: MPI.Comm = MPI.COMM_WORLD, *, first: int = 2, factor: int = 4,
-                   max_seconds: float = 60.0) -> dict:
+def fastest_chunks(
+    jacobian: ModelJacobian,
+    comm: MPI.Comm = MPI.COMM_WORLD,
+    *,
+    first: int = 2,
+    factor: int = 4,
+    max_seconds: float = 60.0,
+) -> dict:
     """Samples per chunk of the forward- and of the reverse-mode products, each the fastest
     measured per tangent and sample among ``first, first·factor, ...`` with the Jacobian's
     ``chunk_tangents`` (the best chunk depends on the whole batch, tangents × samples).
@@ -156,7 +227,9 @@ def fastest_chunks(jacobian: ModelJacobian, comm: MPI.Comm = MPI.COMM_WORLD, *, 
             if timings and spent + 2 * timings[-1][0] * size * tangents > max_seconds:
                 break
             start = time.perf_counter()
-            seconds = product_seconds(jacobian, mode, size, tangents, warm_up=not timings, repeats=2)
+            seconds = product_seconds(
+                jacobian, mode, size, tangents, warm_up=not timings, repeats=2
+            )
             timings.append((comm.allreduce(seconds, op=MPI.MAX), size))
             spent = comm.allreduce(spent + time.perf_counter() - start, op=MPI.MAX)
         best[mode] = min(timings)[1]
@@ -187,30 +260,57 @@ def _gemv_flops(dtype: torch.dtype) -> float:
     return 4 * 2 * Q.numel() / (time.perf_counter() - start)
 
 
-def measure_costs(residual: DataResidual, *, n_sketch_samples: int, n_probe_samples: int, engine: str,
-                  subspace: str = "randomized", reduction: str, oversampling: int, block_columns: int,
-                  comm: MPI.Comm = MPI.COMM_WORLD) -> CostModel:
+def measure_costs(
+    residual: DataResidual,
+    *,
+    n_sketch_samples: int,
+    n_probe_samples: int,
+    engine: str,
+    subspace: str = "randomized",
+    reduction: str,
+    oversampling: int,
+    block_columns: int,
+    comm: MPI.Comm = MPI.COMM_WORLD,
+) -> CostModel:
     """Time one Jacobian product each way on a chunk of this rank's samples (after a warm-up),
     the one-tangent products of a Krylov basis (``subspace="krylov"``) and the float64 kernels,
     and read the memory in use. Collective; a few seconds."""
     jacobian = residual.jacobian
     tangents = 2 * jacobian.chunk_tangents
-    jvp = product_seconds(jacobian, "jvp", min(len(jacobian.inputs), jacobian.chunk_samples), tangents)
-    vjp = product_seconds(jacobian, "vjp", min(len(jacobian.inputs), jacobian.vjp_chunk_samples), tangents)
+    jvp = product_seconds(
+        jacobian, "jvp", min(len(jacobian.inputs), jacobian.chunk_samples), tangents
+    )
+    vjp = product_seconds(
+        jacobian, "vjp", min(len(jacobian.inputs), jacobian.vjp_chunk_samples), tangents
+    )
     krylov_jvp = krylov_vjp = gemv = 0.0
     if subspace == "krylov":
         chunk = max(1, min(len(jacobian.inputs), SINGLE_PRODUCT_ROWS // jacobian.n_outputs))
-        krylov_jvp, krylov_vjp = (product_seconds(jacobian, mode, chunk, 1) for mode in ("jvp", "vjp"))
+        krylov_jvp, krylov_vjp = (
+            product_seconds(jacobian, mode, chunk, 1) for mode in ("jvp", "vjp")
+        )
         gemv = comm.allreduce(_gemv_flops(jacobian.dtype), op=MPI.MIN)
     gemm, qr = _flop_rates()
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024.0
     return CostModel(
-        engine=engine, subspace=subspace, reduction=reduction, n_ranks=comm.size, n_params=jacobian.n_params,
-        n_outputs=jacobian.n_outputs, n_samples=comm.allreduce(len(jacobian.inputs), op=MPI.MAX),
+        engine=engine,
+        subspace=subspace,
+        reduction=reduction,
+        n_ranks=comm.size,
+        n_params=jacobian.n_params,
+        n_outputs=jacobian.n_outputs,
+        n_samples=comm.allreduce(len(jacobian.inputs), op=MPI.MAX),
         n_sketch_samples=comm.allreduce(n_sketch_samples, op=MPI.MAX),
-        n_probe_samples=comm.allreduce(n_probe_samples, op=MPI.MAX), oversampling=oversampling,
-        block_columns=block_columns, chunk_samples=jacobian.chunk_samples, jvp_seconds=comm.allreduce(jvp, op=MPI.MAX),
-        vjp_seconds=comm.allreduce(vjp, op=MPI.MAX), gemm_flops=comm.allreduce(gemm, op=MPI.MIN),
-        qr_flops=comm.allreduce(qr, op=MPI.MIN), base_bytes=comm.allreduce(rss),
+        n_probe_samples=comm.allreduce(n_probe_samples, op=MPI.MAX),
+        oversampling=oversampling,
+        block_columns=block_columns,
+        chunk_samples=jacobian.chunk_samples,
+        jvp_seconds=comm.allreduce(jvp, op=MPI.MAX),
+        vjp_seconds=comm.allreduce(vjp, op=MPI.MAX),
+        gemm_flops=comm.allreduce(gemm, op=MPI.MIN),
+        qr_flops=comm.allreduce(qr, op=MPI.MIN),
+        base_bytes=comm.allreduce(rss),
         krylov_seconds=comm.allreduce(krylov_jvp + krylov_vjp, op=MPI.MAX),
-        krylov_jvp_seconds=comm.allreduce(krylov_jvp, op=MPI.MAX), gemv_flops=gemv)
+        krylov_jvp_seconds=comm.allreduce(krylov_jvp, op=MPI.MAX),
+        gemv_flops=gemv,
+    )

@@ -46,8 +46,10 @@ class CheckpointStore:
         fingerprint = json.loads(json.dumps(fingerprint))
         mismatch = stamp.exists() and json.loads(stamp.read_text()) != fingerprint
         if comm.allreduce(mismatch, op=MPI.LOR):
-            raise ValueError(f"the checkpoint directory {directory} holds pieces of a different refinement "
-                             f"(other settings, data or model); remove it or choose another directory")
+            raise ValueError(
+                f"the checkpoint directory {directory} holds pieces of a different refinement "
+                f"(other settings, data or model); remove it or choose another directory"
+            )
         if not stamp.exists():
             write_json(stamp, fingerprint)
         self.comm = comm

@@ -53,7 +53,9 @@ from pinn_lsr.models.deeponet import DeepONet
 EVALUATE_AT = ("grid", "dofs")
 
 
-def raise_collectively(comm: MPI.Comm, message: str | None, error: type[Exception] = ValueError) -> None:
+def raise_collectively(
+    comm: MPI.Comm, message: str | None, error: type[Exception] = ValueError
+) -> None:
     """Raise ``error`` on every rank if any rank has a ``message`` (its own, else the first). Collective."""
     messages = comm.allgather(message)
     if any(messages):
@@ -81,8 +83,10 @@ def bounding_grid(V: dolfinx.fem.FunctionSpace, size: int) -> Grid:
 def _scalar_space(V: dolfinx.fem.FunctionSpace, what: str) -> None:
     message = None
     if V.dofmap.index_map_bs != 1:
-        message = (f"{what} needs a scalar function space (block size {V.dofmap.index_map_bs} here); "
-                   "pass your own to_dofs map for vector-valued spaces")
+        message = (
+            f"{what} needs a scalar function space (block size {V.dofmap.index_map_bs} here); "
+            "pass your own to_dofs map for vector-valued spaces"
+        )
     raise_collectively(V.mesh.comm, message)
 
 
@@ -105,20 +109,41 @@ def owned_dof_points(V: dolfinx.fem.FunctionSpace, grid: Grid) -> np.ndarray:
     return model_coordinates(V.tabulate_dof_coordinates()[: n_owned_dofs(V)], grid)
 
 
-def dof_point_residual(model: nn.Module, inputs: torch.Tensor, points: np.ndarray, systems: Sequence[LinearInstance],
-                       *, norm: str, comm: MPI.Comm, chunk_tangents: int = 64) -> PhysicsResidual:
+def dof_point_residual(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    points: np.ndarray,
+    systems: Sequence[LinearInstance],
+    *,
+    norm: str,
+    comm: MPI.Comm,
+    chunk_tangents: int = 64,
+) -> PhysicsResidual:
     """The physics residual of a DeepONet evaluated at this rank's dof ``points`` (``P`` the identity). Collective."""
-    raise_collectively(comm, None if isinstance(model, DeepONet) else
-                       f"evaluating at the dof coordinates needs a DeepONet (its trunk takes points); got a "
-                       f"{type(model).__name__}: use the grid-to-dof map (evaluate_at='grid' / to_dofs) instead")
+    raise_collectively(
+        comm,
+        None
+        if isinstance(model, DeepONet)
+        else f"evaluating at the dof coordinates needs a DeepONet (its trunk takes points); got a "
+        f"{type(model).__name__}: use the grid-to-dof map (evaluate_at='grid' / to_dofs) instead",
+    )
     channels = getattr(model, "out_channels", 1)
-    raise_collectively(comm, None if channels == 1 else
-                       f"evaluating at the dof coordinates needs a scalar DeepONet (out_channels=1), got "
-                       f"out_channels={channels}: pass a to_dofs map that interleaves the channels as your dofs do")
+    raise_collectively(
+        comm,
+        None
+        if channels == 1
+        else f"evaluating at the dof coordinates needs a scalar DeepONet (out_channels=1), got "
+        f"out_channels={channels}: pass a to_dofs map that interleaves the channels as your dofs do",
+    )
     dtype = next(model.parameters()).dtype
     pts = torch.as_tensor(np.asarray(points), dtype=dtype)
-    jacobian = ModelJacobian(model, inputs, forward=lambda m, a: m(a, pts), chunk_samples=len(inputs),
-                             chunk_tangents=chunk_tangents)
+    jacobian = ModelJacobian(
+        model,
+        inputs,
+        forward=lambda m, a: m(a, pts),
+        chunk_samples=len(inputs),
+        chunk_tangents=chunk_tangents,
+    )
     identity = scipy.sparse.identity(len(pts), format="csr")
     return PhysicsResidual(jacobian, systems, identity, norm=norm, comm=comm, local_outputs=True)
 
@@ -126,7 +151,9 @@ def dof_point_residual(model: nn.Module, inputs: torch.Tensor, points: np.ndarra
 # -- systems ---------------------------------------------------------------------------------------------
 
 
-def assemble_system(a, L, bcs: Sequence[dolfinx.fem.DirichletBC] = (), *, weight=None) -> LinearInstance:
+def assemble_system(
+    a, L, bcs: Sequence[dolfinx.fem.DirichletBC] = (), *, weight=None
+) -> LinearInstance:
     """``A``, ``b`` (and the SPD weighting ``S`` from the bilinear form ``weight``) of UFL or compiled
     forms, boundary conditions applied as :meth:`LinearPDE.assemble` does. The caller owns the
     PETSc objects (``destroy()``). Collective."""
@@ -163,8 +190,10 @@ def _check_system(system: LinearInstance, k: int, n_rows: int | None, comm: MPI.
     rows, cols = system.A.getLocalSize()
     message = None
     if rows != cols:
-        message = (f"instance {k}: A has {rows} local rows but {cols} local columns; pinn_lsr multiplies A with "
-                   "owned dof values, so the column layout must be the row layout")
+        message = (
+            f"instance {k}: A has {rows} local rows but {cols} local columns; pinn_lsr multiplies A with "
+            "owned dof values, so the column layout must be the row layout"
+        )
     elif system.b.getLocalSize() != rows:
         message = f"instance {k}: b has {system.b.getLocalSize()} local entries but A has {rows} local rows"
     elif system.weight is not None and system.weight.getLocalSize() != (rows, rows):
@@ -207,8 +236,17 @@ class CoupledProblem:
     Collective on the systems' communicator.
     """
 
-    def __init__(self, systems: Sequence[LinearInstance], inputs, *, to_dofs=None, points=None, references=None,
-                 space: dolfinx.fem.FunctionSpace | None = None, owns_systems: bool = False):
+    def __init__(
+        self,
+        systems: Sequence[LinearInstance],
+        inputs,
+        *,
+        to_dofs=None,
+        points=None,
+        references=None,
+        space: dolfinx.fem.FunctionSpace | None = None,
+        owns_systems: bool = False,
+    ):
         self.systems = list(systems)
         if not self.systems:
             raise ValueError("a coupled problem needs at least one system")
@@ -216,20 +254,30 @@ class CoupledProblem:
         self.inputs = torch.as_tensor(np.asarray(inputs) if not torch.is_tensor(inputs) else inputs)
         self.space, self.owns_systems = space, owns_systems
         self._mass = None
-        raise_collectively(self.comm, None if len(self.inputs) == len(self.systems) else
-                           f"{len(self.inputs)} network inputs but {len(self.systems)} FEM systems "
-                           "(inputs is a batch, one per system: (K, ...))")
+        raise_collectively(
+            self.comm,
+            None
+            if len(self.inputs) == len(self.systems)
+            else f"{len(self.inputs)} network inputs but {len(self.systems)} FEM systems "
+            "(inputs is a batch, one per system: (K, ...))",
+        )
         n = None
         for k, system in enumerate(self.systems):
             n = _check_system(system, k, n, self.comm)
         self.n_owned = n
         if space is not None:
             owned = n_owned_dofs(space)
-            raise_collectively(self.comm, None if owned == n else
-                               f"the space V owns {owned} dof values on this rank but A has {n} local rows")
+            raise_collectively(
+                self.comm,
+                None
+                if owned == n
+                else f"the space V owns {owned} dof values on this rank but A has {n} local rows",
+            )
         if (to_dofs is None) == (points is None):
-            raise ValueError("give exactly one of to_dofs (a map from the network's outputs to the owned dofs) "
-                             "and points (the owned dofs' coordinates, for a DeepONet)")
+            raise ValueError(
+                "give exactly one of to_dofs (a map from the network's outputs to the owned dofs) "
+                "and points (the owned dofs' coordinates, for a DeepONet)"
+            )
         self.to_dofs = self.points = None
         if to_dofs is not None:
             P = scipy.sparse.csr_matrix(to_dofs)
@@ -240,9 +288,13 @@ class CoupledProblem:
                 message = "to_dofs contains NaN or infinite values"
             raise_collectively(self.comm, message)
             columns = self.comm.allgather(P.shape[1])
-            raise_collectively(self.comm, None if len(set(columns)) == 1 else
-                               f"to_dofs must have the same number of columns (network outputs) on every rank, "
-                               f"got {columns}")
+            raise_collectively(
+                self.comm,
+                None
+                if len(set(columns)) == 1
+                else f"to_dofs must have the same number of columns (network outputs) on every rank, "
+                f"got {columns}",
+            )
             self.to_dofs = P
         else:
             pts = np.asarray(points, dtype=np.float64)
@@ -255,33 +307,72 @@ class CoupledProblem:
             self.points = pts
         self.references = None
         if references is not None:
-            refs = [_owned_array(r, n) for r in (references if isinstance(references, (list, tuple)) else [references])]
-            raise_collectively(self.comm, None if len(refs) == len(self.systems) and all(r.shape == (n,) for r in refs)
-                               else f"references must be {len(self.systems)} arrays of the {n} owned dof values")
+            refs = [
+                _owned_array(r, n)
+                for r in (references if isinstance(references, (list, tuple)) else [references])
+            ]
+            raise_collectively(
+                self.comm,
+                None
+                if len(refs) == len(self.systems) and all(r.shape == (n,) for r in refs)
+                else f"references must be {len(self.systems)} arrays of the {n} owned dof values",
+            )
             self.references = refs
 
     # -- constructors
 
     @classmethod
-    def from_petsc(cls, A, b, inputs, *, to_dofs=None, points=None, weight=None, reference=None,
-                   space: dolfinx.fem.FunctionSpace | None = None) -> "CoupledProblem":
+    def from_petsc(
+        cls,
+        A,
+        b,
+        inputs,
+        *,
+        to_dofs=None,
+        points=None,
+        weight=None,
+        reference=None,
+        space: dolfinx.fem.FunctionSpace | None = None,
+    ) -> "CoupledProblem":
         """From your assembled ``A`` (Mat), ``b`` (Vec) and optional SPD weighting ``weight`` (Mat), or
         lists of them for several instances. The PETSc objects stay yours. Collective."""
         many = isinstance(A, (list, tuple))
         As, bs = (list(A), list(b)) if many else ([A], [b])
         weights = list(weight) if isinstance(weight, (list, tuple)) else [weight] * len(As)
         if not (len(As) == len(bs) == len(weights)):
-            raise ValueError(f"got {len(As)} matrices, {len(bs)} right-hand sides and {len(weights)} weightings")
+            raise ValueError(
+                f"got {len(As)} matrices, {len(bs)} right-hand sides and {len(weights)} weightings"
+            )
         systems = [LinearInstance(Ak, bk, Sk) for Ak, bk, Sk in zip(As, bs, weights)]
-        references = reference if reference is None or isinstance(reference, (list, tuple)) else [reference]
-        return cls(systems, inputs, to_dofs=to_dofs, points=points, references=references, space=space,
-                   owns_systems=False)
+        references = (
+            reference if reference is None or isinstance(reference, (list, tuple)) else [reference]
+        )
+        return cls(
+            systems,
+            inputs,
+            to_dofs=to_dofs,
+            points=points,
+            references=references,
+            space=space,
+            owns_systems=False,
+        )
 
     @classmethod
-    def from_forms(cls, a, L, bcs: Sequence[dolfinx.fem.DirichletBC], inputs, *,
-                   update: Callable[[int], None] | None = None, weight=None, grid: Grid | int | None = None,
-                   evaluate_at: str = "grid", to_dofs=None, references=None,
-                   space: dolfinx.fem.FunctionSpace | None = None) -> "CoupledProblem":
+    def from_forms(
+        cls,
+        a,
+        L,
+        bcs: Sequence[dolfinx.fem.DirichletBC],
+        inputs,
+        *,
+        update: Callable[[int], None] | None = None,
+        weight=None,
+        grid: Grid | int | None = None,
+        evaluate_at: str = "grid",
+        to_dofs=None,
+        references=None,
+        space: dolfinx.fem.FunctionSpace | None = None,
+    ) -> "CoupledProblem":
         """Assemble your forms (:func:`assemble_system`) once per network input and couple them.
 
         Args:
@@ -303,16 +394,22 @@ class CoupledProblem:
         V = space
         if V is None:
             if isinstance(a, dolfinx.fem.Form):
-                raise ValueError("a is a compiled form: pass its function space too (space=V), or the UFL form")
+                raise ValueError(
+                    "a is a compiled form: pass its function space too (space=V), or the UFL form"
+                )
             V = a.arguments()[0].ufl_function_space()
         a, L = _compiled(a), _compiled(L)
         K = len(inputs)
         if K > 1 and update is None:
-            raise ValueError(f"{K} inputs but no update(k) to set the forms' coefficients between instances")
+            raise ValueError(
+                f"{K} inputs but no update(k) to set the forms' coefficients between instances"
+            )
         points = None
         if to_dofs is None:
             if grid is None:
-                raise ValueError("give the model's grid (a Grid or its size) or your own to_dofs map")
+                raise ValueError(
+                    "give the model's grid (a Grid or its size) or your own to_dofs map"
+                )
             grid = grid if isinstance(grid, Grid) else bounding_grid(V, grid)
             if evaluate_at == "dofs":
                 points = owned_dof_points(V, grid)
@@ -325,8 +422,15 @@ class CoupledProblem:
                 update(k)
             systems.append(assemble_system(a, L, bcs, weight=weight))
         try:
-            return cls(systems, inputs, to_dofs=to_dofs, points=points, references=references, space=V,
-                       owns_systems=True)
+            return cls(
+                systems,
+                inputs,
+                to_dofs=to_dofs,
+                points=points,
+                references=references,
+                space=V,
+                owns_systems=True,
+            )
         except ValueError:
             for system in systems:
                 system.destroy()
@@ -340,16 +444,31 @@ class CoupledProblem:
     def model_inputs(self, model: nn.Module) -> torch.Tensor:
         return self.inputs.to(next(model.parameters()).dtype)
 
-    def residual(self, model: nn.Module, *, norm: str = "energy", chunk_tangents: int = 64) -> PhysicsResidual:
+    def residual(
+        self, model: nn.Module, *, norm: str = "energy", chunk_tangents: int = 64
+    ) -> PhysicsResidual:
         """The linearizable residual ``A_k P u_θ(a_k) − b_k`` for :func:`refine_physics`. Collective."""
         inputs = self.model_inputs(model)
         if self.points is not None:
-            return dof_point_residual(model, inputs, self.points, self.systems, norm=norm, comm=self.comm,
-                                      chunk_tangents=chunk_tangents)
-        jacobian = ModelJacobian(model, inputs, chunk_samples=len(inputs), chunk_tangents=chunk_tangents)
-        raise_collectively(self.comm, None if jacobian.n_outputs == self.to_dofs.shape[1] else
-                           f"the model has {jacobian.n_outputs} outputs per input but to_dofs takes "
-                           f"{self.to_dofs.shape[1]} (its columns)")
+            return dof_point_residual(
+                model,
+                inputs,
+                self.points,
+                self.systems,
+                norm=norm,
+                comm=self.comm,
+                chunk_tangents=chunk_tangents,
+            )
+        jacobian = ModelJacobian(
+            model, inputs, chunk_samples=len(inputs), chunk_tangents=chunk_tangents
+        )
+        raise_collectively(
+            self.comm,
+            None
+            if jacobian.n_outputs == self.to_dofs.shape[1]
+            else f"the model has {jacobian.n_outputs} outputs per input but to_dofs takes "
+            f"{self.to_dofs.shape[1]} (its columns)",
+        )
         return PhysicsResidual(jacobian, self.systems, self.to_dofs, norm=norm, comm=self.comm)
 
     def network_fields(self, model: nn.Module) -> list[np.ndarray]:
@@ -357,7 +476,9 @@ class CoupledProblem:
         inputs = self.model_inputs(model)
         with torch.no_grad():
             if self.points is not None:
-                return list(model(inputs, torch.as_tensor(self.points, dtype=inputs.dtype)).double().numpy())
+                return list(
+                    model(inputs, torch.as_tensor(self.points, dtype=inputs.dtype)).double().numpy()
+                )
             out = model(inputs).double().numpy().reshape(len(self), -1)
         return [self.to_dofs @ row for row in out]
 
@@ -372,6 +493,7 @@ class CoupledProblem:
         if self.references is None:
             raise ValueError("no reference solutions were given (references=... / reference=...)")
         if self.space is None:
+
             def norm(u):
                 return float(np.sqrt(self.comm.allreduce(float(u @ u))))
         else:
@@ -379,6 +501,7 @@ class CoupledProblem:
 
             def norm(u):
                 return matrix_norm(mass, u)
+
         return [norm(u - ref) / norm(ref) for u, ref in zip(fields, self.references)]
 
     def mass_matrix(self) -> PETSc.Mat:
@@ -387,7 +510,9 @@ class CoupledProblem:
             raise ValueError("no function space was given (space=V)")
         if self._mass is None:
             u, v = ufl.TrialFunction(self.space), ufl.TestFunction(self.space)
-            self._mass = dolfinx.fem.petsc.assemble_matrix(dolfinx.fem.form(ufl.inner(u, v) * ufl.dx))
+            self._mass = dolfinx.fem.petsc.assemble_matrix(
+                dolfinx.fem.form(ufl.inner(u, v) * ufl.dx)
+            )
             self._mass.assemble()
         return self._mass
 
@@ -410,13 +535,19 @@ class CoupledProblem:
             self._mass = None
 
 
-def to_function(values: np.ndarray, V: dolfinx.fem.FunctionSpace, *, name: str = "u") -> dolfinx.fem.Function:
+def to_function(
+    values: np.ndarray, V: dolfinx.fem.FunctionSpace, *, name: str = "u"
+) -> dolfinx.fem.Function:
     """A ``dolfinx.fem.Function`` on ``V`` with the owned dof ``values`` (e.g. a refined field from
     ``refine_physics(...).fields[k]``), ghost values updated. Collective."""
     values = np.asarray(values, dtype=np.float64)
     n = n_owned_dofs(V)
-    raise_collectively(V.mesh.comm, None if values.shape == (n,) else
-                       f"values must hold the {n} owned dof values of V on this rank, got shape {values.shape}")
+    raise_collectively(
+        V.mesh.comm,
+        None
+        if values.shape == (n,)
+        else f"values must hold the {n} owned dof values of V on this rank, got shape {values.shape}",
+    )
     u = dolfinx.fem.Function(V, name=name)
     u.x.array[:n] = values
     u.x.scatter_forward()

@@ -64,8 +64,14 @@ class FEMInstances:
             grid = model(self.model_inputs(model)).double().numpy().reshape(len(self), -1)
         return [self.to_dofs @ g for g in grid]
 
-    def residual(self, model: nn.Module, *, norm: str = "energy", chunk_tangents: int = 64,
-                 evaluate_at: str = "grid") -> PhysicsResidual:
+    def residual(
+        self,
+        model: nn.Module,
+        *,
+        norm: str = "energy",
+        chunk_tangents: int = 64,
+        evaluate_at: str = "grid",
+    ) -> PhysicsResidual:
         """The linearizable FEM residual of ``model``'s predictions on these instances. Collective.
 
         ``evaluate_at="dofs"`` (DeepONet only): the trunk runs at the owned dof coordinates, so
@@ -73,11 +79,20 @@ class FEMInstances:
         if evaluate_at == "dofs":
             from pinn_lsr.lsr.coupling import dof_point_residual, owned_dof_points
 
-            return dof_point_residual(model, self.model_inputs(model), owned_dof_points(self.pde.V, self.pde.grid),
-                                      self.systems, norm=norm, comm=self.comm, chunk_tangents=chunk_tangents)
+            return dof_point_residual(
+                model,
+                self.model_inputs(model),
+                owned_dof_points(self.pde.V, self.pde.grid),
+                self.systems,
+                norm=norm,
+                comm=self.comm,
+                chunk_tangents=chunk_tangents,
+            )
         if evaluate_at != "grid":
             raise ValueError(f"evaluate_at must be 'grid' or 'dofs', got {evaluate_at!r}")
-        jacobian = ModelJacobian(model, self.model_inputs(model), chunk_samples=len(self), chunk_tangents=chunk_tangents)
+        jacobian = ModelJacobian(
+            model, self.model_inputs(model), chunk_samples=len(self), chunk_tangents=chunk_tangents
+        )
         return PhysicsResidual(jacobian, self.systems, self.to_dofs, norm=norm, comm=self.comm)
 
     def errors(self, fields: list[np.ndarray]) -> list[float]:

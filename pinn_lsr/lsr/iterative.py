@@ -47,14 +47,20 @@ class ILSRSettings:
     align: AlignSettings = field(default_factory=AlignSettings)
 
 
-def align(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, settings: AlignSettings,
-          comm: MPI.Comm = MPI.COMM_WORLD) -> float:
+def align(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    settings: AlignSettings,
+    comm: MPI.Comm = MPI.COMM_WORLD,
+) -> float:
     """Fit ``model(inputs)`` to ``targets`` (K, n_outputs): mean relative squared error. Every rank
     holds the same data; rank 0's weights are broadcast at the end. Returns the final loss."""
     targets = targets.to(inputs.dtype).reshape(len(inputs), -1)
     scale = targets.pow(2).sum(dim=1)
-    optimizer = make_optimizer(model.parameters(), settings.optimizer, lr=settings.lr,
-                               lbfgs_max_iter=settings.iterations)
+    optimizer = make_optimizer(
+        model.parameters(), settings.optimizer, lr=settings.lr, lbfgs_max_iter=settings.iterations
+    )
 
     def loss_value():
         return ((model(inputs).reshape(len(inputs), -1) - targets).pow(2).sum(dim=1) / scale).mean()
@@ -75,8 +81,15 @@ def align(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, setting
         return float(loss_value())
 
 
-def iterative_lsr(model: nn.Module, fem: FEMInstances, settings: ILSRSettings, *, seed: int = 0,
-                  first: PhysicsRefinement | None = None, progress=None) -> tuple[list[np.ndarray], list[dict]]:
+def iterative_lsr(
+    model: nn.Module,
+    fem: FEMInstances,
+    settings: ILSRSettings,
+    *,
+    seed: int = 0,
+    first: PhysicsRefinement | None = None,
+    progress=None,
+) -> tuple[list[np.ndarray], list[dict]]:
     """Run I-LSR on ``fem``'s instances jointly, aligning ``model`` in place. Collective.
 
     ``first``: a one-shot refinement of this model on these instances already computed with
@@ -99,23 +112,48 @@ def iterative_lsr(model: nn.Module, fem: FEMInstances, settings: ILSRSettings, *
         if it == 0 and first is not None:
             result = first
         else:
-            result = refine_physics(fem.residual(model, norm=settings.norm), settings.rank, subspace=settings.subspace,
-                                    oversampling=settings.oversampling, petsc_options=settings.petsc_options,
-                                    seed=seed + it)
+            result = refine_physics(
+                fem.residual(model, norm=settings.norm),
+                settings.rank,
+                subspace=settings.subspace,
+                oversampling=settings.oversampling,
+                petsc_options=settings.petsc_options,
+                seed=seed + it,
+            )
         fields = result.fields
         targets = torch.from_numpy(fem.on_grid(fields).reshape(len(fem), -1))
         loss = align(model, inputs, targets, settings.align, comm=fem.comm)
-        entry = {"iteration": it + 1, "network_rel_l2": float(np.mean(fem.errors(network))),
-                 "network_residual": fem.residual_norm(network), "refined_rel_l2": float(np.mean(fem.errors(fields))),
-                 "refined_residual": fem.residual_norm(fields), "align_loss": loss,
-                 "ksp_iterations": result.report.ksp_iterations, "seconds": time.perf_counter() - start}
+        entry = {
+            "iteration": it + 1,
+            "network_rel_l2": float(np.mean(fem.errors(network))),
+            "network_residual": fem.residual_norm(network),
+            "refined_rel_l2": float(np.mean(fem.errors(fields))),
+            "refined_residual": fem.residual_norm(fields),
+            "align_loss": loss,
+            "ksp_iterations": result.report.ksp_iterations,
+            "seconds": time.perf_counter() - start,
+        }
         history.append(entry)
-        log.info("I-LSR %d/%d: network %.3e -> refined %.3e (rel. L2 vs FEM), residual %.3e -> %.3e, align %.2e, %.1f s",
-                 it + 1, settings.iterations, entry["network_rel_l2"], entry["refined_rel_l2"],
-                 entry["network_residual"], entry["refined_residual"], loss, entry["seconds"])
+        log.info(
+            "I-LSR %d/%d: network %.3e -> refined %.3e (rel. L2 vs FEM), residual %.3e -> %.3e, align %.2e, %.1f s",
+            it + 1,
+            settings.iterations,
+            entry["network_rel_l2"],
+            entry["refined_rel_l2"],
+            entry["network_residual"],
+            entry["refined_residual"],
+            loss,
+            entry["seconds"],
+        )
         if progress is not None:
             progress(entry)
     final = fem.network_fields(model)
-    history.append({"iteration": settings.iterations + 1, "network_rel_l2": float(np.mean(fem.errors(final))),
-                    "network_residual": fem.residual_norm(final), "seconds": time.perf_counter() - start})
+    history.append(
+        {
+            "iteration": settings.iterations + 1,
+            "network_rel_l2": float(np.mean(fem.errors(final))),
+            "network_residual": fem.residual_norm(final),
+            "seconds": time.perf_counter() - start,
+        }
+    )
     return fields, history

@@ -22,7 +22,11 @@ from pinn_lsr.models.parameters import as_model_parameters, real_parameters
 
 
 def select_parameters(
-    model: nn.Module, *, names: Sequence[str] | None = None, fraction: float | None = None, seed: int = 0
+    model: nn.Module,
+    *,
+    names: Sequence[str] | None = None,
+    fraction: float | None = None,
+    seed: int = 0,
 ) -> torch.Tensor:
     """Indices into the flat real parameter vector of the parameters LSR may change.
 
@@ -35,7 +39,11 @@ def select_parameters(
     if names is None:
         index = np.arange(offsets[-1])
     else:
-        chosen = [k for k, name in enumerate(real) if any(name == n or name.startswith(n + ".") for n in names)]
+        chosen = [
+            k
+            for k, name in enumerate(real)
+            if any(name == n or name.startswith(n + ".") for n in names)
+        ]
         if not chosen:
             raise ValueError(f"no parameter matches {list(names)}; parameters are {list(real)}")
         index = np.concatenate([np.arange(offsets[k], offsets[k + 1]) for k in chosen])
@@ -96,7 +104,9 @@ class ModelJacobian:
         self.theta0_full = torch.cat([t.detach().reshape(-1) for t in real.values()]).clone()
         self.index = torch.arange(len(self.theta0_full)) if index is None else index
         if len(self.index) > 1 and not bool((self.index[1:] > self.index[:-1]).all()):
-            raise ValueError("the parameter index must be strictly increasing (see select_parameters)")
+            raise ValueError(
+                "the parameter index must be strictly increasing (see select_parameters)"
+            )
         self.theta0 = self.theta0_full[self.index].clone()
         # per parameter tensor: its selected entries (a slice of θ, sorted index) or None, so that
         # tensors without selected entries stay constants and carry no tangents (layer-restricted
@@ -110,7 +120,9 @@ class ModelJacobian:
             elif last - first == self._sizes[j]:
                 self._selected.append((slice(int(first), int(last)), None))
             else:
-                self._selected.append((slice(int(first), int(last)), self.index[first:last] - int(offsets[j])))
+                self._selected.append(
+                    (slice(int(first), int(last)), self.index[first:last] - int(offsets[j]))
+                )
         self._pieces0 = torch.split(self.theta0_full, self._sizes)
         self.dtype = self.theta0.dtype
         self._buffers = dict(model.named_buffers())
@@ -141,8 +153,10 @@ class ModelJacobian:
             else:
                 pieces.append(piece0.index_put((selected[1],), theta[selected[0]]))
         # complex parameters: view_as_complex needs an even storage offset, hence the copy
-        real = {name: piece.reshape(shape).clone() if name in self._complex else piece.reshape(shape)
-                for name, piece, shape in zip(self._names, pieces, self._shapes)}
+        real = {
+            name: piece.reshape(shape).clone() if name in self._complex else piece.reshape(shape)
+            for name, piece, shape in zip(self._names, pieces, self._shapes)
+        }
         return {**as_model_parameters(real, self.model), **self._buffers}
 
     def _call(self, theta: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -152,8 +166,11 @@ class ModelJacobian:
     @property
     def chunks(self) -> dict:
         """The chunk sizes, as keyword arguments of the constructor (for Jacobians of other inputs)."""
-        return {"chunk_samples": self.chunk_samples, "chunk_tangents": self.chunk_tangents,
-                "vjp_chunk_samples": self.vjp_chunk_samples}
+        return {
+            "chunk_samples": self.chunk_samples,
+            "chunk_tangents": self.chunk_tangents,
+            "vjp_chunk_samples": self.vjp_chunk_samples,
+        }
 
     def _sample_chunks(self, size: int | None = None):
         size = size or self.chunk_samples
@@ -197,7 +214,9 @@ class ModelJacobian:
             rows = W[row : row + x.shape[0] * self.n_outputs].to(self.dtype)
             for k in range(0, W.shape[1], self.chunk_tangents):
                 cotangents = rows[:, k : k + self.chunk_tangents].T
-                result[:, k : k + self.chunk_tangents] += vmap(lambda c: pullback(c)[0])(cotangents).T
+                result[:, k : k + self.chunk_tangents] += vmap(lambda c: pullback(c)[0])(
+                    cotangents
+                ).T
         return result.detach()
 
     def full(self) -> torch.Tensor:

@@ -16,7 +16,9 @@ import numpy as np
 import scipy.linalg
 import torch
 
-REORTHOGONALIZE_BELOW = 0.7  # a pass that keeps less of ||w|| is repeated; if the second one does too, w ∈ span(Q)
+REORTHOGONALIZE_BELOW = (
+    0.7  # a pass that keeps less of ||w|| is repeated; if the second one does too, w ∈ span(Q)
+)
 ROWS = 65536  # rows per block of the reorthogonalisation products (bounded float64 temporaries)
 
 

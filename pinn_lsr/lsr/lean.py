@@ -45,8 +45,9 @@ def gram(A: torch.Tensor, rows: int = GRAM_ROWS) -> np.ndarray:
     return result
 
 
-def fill_columns(out: torch.Tensor, compute, *, name: str, block: int, store: CheckpointStore | None,
-                 bar: tqdm) -> torch.Tensor:
+def fill_columns(
+    out: torch.Tensor, compute, *, name: str, block: int, store: CheckpointStore | None, bar: tqdm
+) -> torch.Tensor:
     """``out[:, cols] = compute(cols)`` for column blocks of ``block``; each block is read from /
     written to ``store`` under ``name`` when a store is given. Collective when ``compute`` is."""
     for start in range(0, out.shape[1], block):
@@ -130,32 +131,67 @@ def lean_randomized_subspace(
     start = time.perf_counter()
     Y = torch.empty(n_local, k, dtype=dtype)
     with tqdm(total=k, desc="LSR sketch G·Ω", unit="col", disable=quiet) as bar:
-        fill_columns(Y, lambda c: residual.G(random_matrix(m, c.stop - c.start, distribution=distribution, seed=seed,
-                                                              dtype=dtype, first=c.start)),
-                     name="sketch", block=block_columns, store=store, bar=bar)
+        fill_columns(
+            Y,
+            lambda c: residual.G(
+                random_matrix(
+                    m,
+                    c.stop - c.start,
+                    distribution=distribution,
+                    seed=seed,
+                    dtype=dtype,
+                    first=c.start,
+                )
+            ),
+            name="sketch",
+            block=block_columns,
+            store=store,
+            bar=bar,
+        )
     for iteration in range(power_iterations):
         orthonormalize_(Y, comm)
-        Z = _project(residual, Y, comm, name=f"power{iteration}_projection", block=block_columns, store=store,
-                     quiet=quiet)
+        Z = _project(
+            residual,
+            Y,
+            comm,
+            name=f"power{iteration}_projection",
+            block=block_columns,
+            store=store,
+            quiet=quiet,
+        )
         orthonormalize_(Z, None)
-        with tqdm(total=k, desc=f"LSR power iteration {iteration + 1}", unit="col", disable=quiet) as bar:
-            fill_columns(Y, lambda c: residual.G(Z[:, c].contiguous()),  # noqa: B023
-                         name=f"power{iteration}_sketch", block=block_columns, store=store, bar=bar)
+        with tqdm(
+            total=k, desc=f"LSR power iteration {iteration + 1}", unit="col", disable=quiet
+        ) as bar:
+            fill_columns(
+                Y,
+                lambda c, Z=Z: residual.G(Z[:, c].contiguous()),
+                name=f"power{iteration}_sketch",
+                block=block_columns,
+                store=store,
+                bar=bar,
+            )
         del Z
     orthonormalize_(Y, comm)
     seconds["sketch"] = time.perf_counter() - start
     start = time.perf_counter()
-    Bt = _project(residual, Y, comm, name="projection", block=block_columns, store=store, quiet=quiet)
+    Bt = _project(
+        residual, Y, comm, name="projection", block=block_columns, store=store, quiet=quiet
+    )
     del Y
     seconds["projection"] = time.perf_counter() - start
     start = time.perf_counter()
     mine = np.array_split(np.arange(m), comm.size)[comm.rank]  # each rank sums a share of Bt's rows
-    lam, U = scipy.linalg.eigh(_row_sum(gram(Bt[mine[0] : mine[-1] + 1] if len(mine) else Bt[:0]), comm))
+    lam, U = scipy.linalg.eigh(
+        _row_sum(gram(Bt[mine[0] : mine[-1] + 1] if len(mine) else Bt[:0]), comm)
+    )
     order = np.argsort(lam)[::-1]
     S = np.sqrt(np.clip(lam[order], 0.0, None))
     r = min(rank, k)
     S_r = np.maximum(S[:r], S[0] * np.sqrt(k * np.finfo(np.float64).eps))
-    C = torch.from_numpy(U[:, order[:r]] / S_r ** (2 if scaled else 1))  # V = Bt C: B's right singular vectors (/ S)
+    C = torch.from_numpy(
+        U[:, order[:r]] / S_r ** (2 if scaled else 1)
+    )  # V = Bt C: B's right singular vectors (/ S)
     for first in range(0, m, GRAM_ROWS):
         rows = slice(first, first + GRAM_ROWS)
         Bt[rows, :r] = (Bt[rows].double() @ C).to(dtype)
@@ -163,10 +199,24 @@ def lean_randomized_subspace(
     return Subspace(Bt[:, :r], S, seconds)
 
 
-def _project(residual: DataResidual, Y: torch.Tensor, comm: MPI.Comm, *, name: str, block: int,
-             store: CheckpointStore | None, quiet: bool) -> torch.Tensor:
+def _project(
+    residual: DataResidual,
+    Y: torch.Tensor,
+    comm: MPI.Comm,
+    *,
+    name: str,
+    block: int,
+    store: CheckpointStore | None,
+    quiet: bool,
+) -> torch.Tensor:
     """``Gᵀ Y`` (m, k) summed over ranks, block of columns by block. Collective."""
     Z = torch.empty(residual.jacobian.n_params, Y.shape[1], dtype=Y.dtype)
     with tqdm(total=Y.shape[1], desc="LSR projection Gᵀ·Y", unit="col", disable=quiet) as bar:
-        return fill_columns(Z, lambda c: allreduce_(residual.Gt(Y[:, c].contiguous()).contiguous(), comm),
-                            name=name, block=block, store=store, bar=bar)
+        return fill_columns(
+            Z,
+            lambda c: allreduce_(residual.Gt(Y[:, c].contiguous()).contiguous(), comm),
+            name=name,
+            block=block,
+            store=store,
+            bar=bar,
+        )

@@ -20,13 +20,21 @@ from petsc4py import PETSc
 from pinn_lsr.fem.options import options_inserted
 from pinn_lsr.fem.solver import solve_checked
 
-DEFAULT_OPTIONS = {"ksp_type": "lsqr", "pc_type": "none", "ksp_rtol": 1e-12, "ksp_atol": 1e-14, "ksp_max_it": 200}
+DEFAULT_OPTIONS = {
+    "ksp_type": "lsqr",
+    "pc_type": "none",
+    "ksp_rtol": 1e-12,
+    "ksp_atol": 1e-14,
+    "ksp_max_it": 200,
+}
 
 
 class _PreconditionedOperator:
     """Shell matrix context: x (r, distributed) -> A R⁻¹ x (n rows, distributed), and its transpose."""
 
-    def __init__(self, A_local: np.ndarray, R: np.ndarray, comm: MPI.Comm, column_range: tuple[int, int]):
+    def __init__(
+        self, A_local: np.ndarray, R: np.ndarray, comm: MPI.Comm, column_range: tuple[int, int]
+    ):
         self.A_local, self.R, self.comm, self.columns = A_local, R, comm, slice(*column_range)
 
     def _gather(self, x: PETSc.Vec) -> np.ndarray:
@@ -78,24 +86,32 @@ class LSQRSolution:
     def _solve(self, r: int) -> np.ndarray:
         A_local = np.ascontiguousarray(self.A_local[:, :r], dtype=np.float64)
         sketch_rows = min(2 * r + 10, max(self.n_rows, r))
-        S_local = np.random.default_rng([self.seed, self.comm.rank]).standard_normal((sketch_rows, len(A_local)))
+        S_local = np.random.default_rng([self.seed, self.comm.rank]).standard_normal(
+            (sketch_rows, len(A_local))
+        )
         SA = S_local @ A_local
         self.comm.Allreduce(MPI.IN_PLACE, SA, op=MPI.SUM)
         R = np.linalg.qr(SA, mode="r")
         diagonal = np.abs(np.diag(R))
-        R[np.diag_indices(r)] = np.where(diagonal > 1e-14 * diagonal.max(), np.diag(R), 1e-14 * diagonal.max())
+        R[np.diag_indices(r)] = np.where(
+            diagonal > 1e-14 * diagonal.max(), np.diag(R), 1e-14 * diagonal.max()
+        )
 
         n_local = len(A_local)
         x = PETSc.Vec().createMPI((PETSc.DECIDE, r), comm=self.comm)
         context = _PreconditionedOperator(A_local, R, self.comm, x.getOwnershipRange())
-        operator = PETSc.Mat().createPython(((n_local, PETSc.DETERMINE), x.getSizes()), context, comm=self.comm)
+        operator = PETSc.Mat().createPython(
+            ((n_local, PETSc.DETERMINE), x.getSizes()), context, comm=self.comm
+        )
         operator.setUp()
         b = PETSc.Vec().createMPI((n_local, PETSc.DETERMINE), comm=self.comm)
         b.setArray(-np.asarray(self.f_local, dtype=np.float64))
         ksp = PETSc.KSP().create(self.comm)
         ksp.setOptionsPrefix(self.prefix)
         ksp.setOperators(operator)
-        with options_inserted(self.prefix, DEFAULT_OPTIONS if self.options is None else self.options):
+        with options_inserted(
+            self.prefix, DEFAULT_OPTIONS if self.options is None else self.options
+        ):
             ksp.setFromOptions()
         try:
             self.iterations[r] = solve_checked(ksp, b, x)
@@ -119,7 +135,9 @@ class LSQRSolution:
         """Singular values of ``A`` from the R factor of a TSQR of its rows. Collective."""
         from pinn_lsr.parallel.tsqr import tsqr_r
 
-        local = np.linalg.qr(self.A_local, mode="r") if len(self.A_local) else np.zeros((0, self.rank))
+        local = (
+            np.linalg.qr(self.A_local, mode="r") if len(self.A_local) else np.zeros((0, self.rank))
+        )
         return scipy.linalg.svdvals(tsqr_r(local, self.comm))
 
     def effective_rank(self, rtol: float = 1e-10) -> int:

@@ -66,8 +66,14 @@ PREFIX = "physics_"
 #: the reduced Galerkin system: conjugate gradients, Jacobi-scaled, to round-off. CG's residual is
 #: not monotone on ill-conditioned SPD systems, so PETSc's divergence test (residual grown 1e5×)
 #: is switched off; the iteration cap still reports a solve that does not converge.
-GALERKIN_OPTIONS = {"ksp_type": "cg", "pc_type": "jacobi", "ksp_rtol": 1e-12, "ksp_atol": 1e-30, "ksp_divtol": 1e30,
-                    "ksp_max_it": 10000}
+GALERKIN_OPTIONS = {
+    "ksp_type": "cg",
+    "pc_type": "jacobi",
+    "ksp_rtol": 1e-12,
+    "ksp_atol": 1e-30,
+    "ksp_divtol": 1e30,
+    "ksp_max_it": 10000,
+}
 
 
 class PhysicsResidual:
@@ -84,15 +90,25 @@ class PhysicsResidual:
             pullbacks then sum ``Jᵀ Pᵀ C`` over ranks in parameter space.
     """
 
-    def __init__(self, jacobian: ModelJacobian, instances: Sequence[LinearInstance], to_dofs: scipy.sparse.csr_matrix,
-                 *, norm: str = "energy", comm: MPI.Comm = MPI.COMM_WORLD, local_outputs: bool = False):
+    def __init__(
+        self,
+        jacobian: ModelJacobian,
+        instances: Sequence[LinearInstance],
+        to_dofs: scipy.sparse.csr_matrix,
+        *,
+        norm: str = "energy",
+        comm: MPI.Comm = MPI.COMM_WORLD,
+        local_outputs: bool = False,
+    ):
         if norm not in NORMS:
             raise ValueError(f"unknown norm {norm!r}; choose one of {NORMS}")
         if len(jacobian.inputs) != len(instances):
             raise ValueError(f"{len(jacobian.inputs)} inputs but {len(instances)} FEM instances")
         if jacobian.n_outputs != to_dofs.shape[1]:
-            raise ValueError(f"the model has {jacobian.n_outputs} outputs per input but the grid-to-dof map "
-                             f"takes {to_dofs.shape[1]} grid values")
+            raise ValueError(
+                f"the model has {jacobian.n_outputs} outputs per input but the grid-to-dof map "
+                f"takes {to_dofs.shape[1]} grid values"
+            )
         self.jacobian, self.instances, self.to_dofs = jacobian, list(instances), to_dofs
         self.norm, self.comm, self.local_outputs = norm, comm, local_outputs
         self.u0 = [u[:, 0] for u in self.fields(jacobian.outputs()[:, None])]
@@ -100,7 +116,9 @@ class PhysicsResidual:
             inst.linearize(u)
         self.r0 = [inst.residual(u) for inst, u in zip(self.instances, self.u0)]
         if not comm.allreduce(all(bool(np.isfinite(r).all()) for r in self.r0), op=MPI.LAND):
-            raise ValueError("the FEM residual at θ0 contains NaN or infinite values (model outputs or inputs)")
+            raise ValueError(
+                "the FEM residual at θ0 contains NaN or infinite values (model outputs or inputs)"
+            )
 
     @property
     def n_dofs(self) -> int:
@@ -137,7 +155,9 @@ class PhysicsResidual:
         """``Σ_k J_kᵀ Pᵀ C_k`` over instances and ranks for dof cotangents C_k (n_owned, k) -> (m, k)."""
         grid = np.stack([self.to_dofs.T @ X for X in C])  # (K, n_grid, k)
         if self.local_outputs:
-            local = np.ascontiguousarray(self.jacobian.vjp(torch.from_numpy(grid.reshape(-1, grid.shape[-1]))).double())
+            local = np.ascontiguousarray(
+                self.jacobian.vjp(torch.from_numpy(grid.reshape(-1, grid.shape[-1]))).double()
+            )
             self.comm.Allreduce(MPI.IN_PLACE, local, op=MPI.SUM)
             return torch.from_numpy(local)
         self.comm.Allreduce(MPI.IN_PLACE, grid, op=MPI.SUM)
@@ -148,8 +168,14 @@ class PhysicsResidual:
         r0 = [r[:, None] for r in self.r0]
         if self.norm == "energy":
             return self.pullback(r0)[:, 0]
-        weighted = [inst.solve_weight(r) for inst, r in zip(self.instances, r0)] if self.norm == "dual" else r0
-        return self.pullback([inst.apply(X, transpose=True) for inst, X in zip(self.instances, weighted)])[:, 0]
+        weighted = (
+            [inst.solve_weight(r) for inst, r in zip(self.instances, r0)]
+            if self.norm == "dual"
+            else r0
+        )
+        return self.pullback(
+            [inst.apply(X, transpose=True) for inst, X in zip(self.instances, weighted)]
+        )[:, 0]
 
     def gram(self, A: list[np.ndarray], B: list[np.ndarray]) -> np.ndarray:
         """``Σ_k A_kᵀ B_k`` over instances and ranks."""
@@ -181,7 +207,9 @@ def krylov_subspace(residual: PhysicsResidual, rank: int, *, progress=None) -> P
     start = time.perf_counter()
     g = residual.gradient()
     if float(torch.linalg.vector_norm(g)) == 0.0:
-        raise ValueError("the residual's gradient is zero: the model already solves the FEM problem in this norm")
+        raise ValueError(
+            "the residual's gradient is zero: the model already solves the FEM problem in this norm"
+        )
     columns = []  # (Φ, K, Y) of every basis vector, kept for the reduced problem
 
     def normal_product(q: torch.Tensor) -> torch.Tensor:
@@ -192,21 +220,34 @@ def krylov_subspace(residual: PhysicsResidual, rank: int, *, progress=None) -> P
 
     basis = lanczos(g, normal_product, rank, progress=progress)
     if basis.Q.shape[1] < rank:
-        log.warning("Krylov space invariant after %d vectors (asked for %d)", basis.Q.shape[1], rank)
-    stack = lambda i: [np.hstack([c[i][k] for c in columns]) for k in range(len(residual.instances))]  # noqa: E731
-    return PhysicsSubspace(basis.Q.to(residual.jacobian.dtype), stack(0), stack(1), stack(2),
-                           {"krylov": time.perf_counter() - start})
+        log.warning(
+            "Krylov space invariant after %d vectors (asked for %d)", basis.Q.shape[1], rank
+        )
+
+    def stack(i):
+        return [np.hstack([c[i][k] for c in columns]) for k in range(len(residual.instances))]
+
+    return PhysicsSubspace(
+        basis.Q.to(residual.jacobian.dtype),
+        stack(0),
+        stack(1),
+        stack(2),
+        {"krylov": time.perf_counter() - start},
+    )
 
 
-def randomized_physics_subspace(residual: PhysicsResidual, rank: int, *, oversampling: int = 10,
-                                seed: int = 0) -> PhysicsSubspace:
+def randomized_physics_subspace(
+    residual: PhysicsResidual, rank: int, *, oversampling: int = 10, seed: int = 0
+) -> PhysicsSubspace:
     """The LSR paper's randomized subspace, the range basis orthonormal in the norm's inner
     product: Gram ``Σ (A Φ_Ω)ᵀ Y_Ω = U Λ Uᵀ``, ``T = U Λ^{-1/2}``, ``Bᵀ = Jᵀ Pᵀ Aᵀ W (A Φ_Ω T)``,
     ``V = right singular vectors of B / singular values``. Collective."""
     start = time.perf_counter()
     jacobian = residual.jacobian
     k = min(rank + oversampling, jacobian.n_params)
-    Omega = random_matrix(jacobian.n_params, k, distribution="gaussian", seed=seed, dtype=jacobian.dtype)
+    Omega = random_matrix(
+        jacobian.n_params, k, distribution="gaussian", seed=seed, dtype=jacobian.dtype
+    )
     Phi = residual.tangent_fields(Omega)
     K, Y = residual.images(Phi)
     gram = residual.gram(K, Y)
@@ -239,8 +280,13 @@ class ReducedPhysicsProblem:
         if residual.norm == "l2":
             from pinn_lsr.lsr.lsqr import LSQRSolution
 
-            self._lsqr = LSQRSolution(np.vstack(sub.K), np.concatenate(residual.r0), residual.comm,
-                                      prefix=PREFIX, options=self.options)
+            self._lsqr = LSQRSolution(
+                np.vstack(sub.K),
+                np.concatenate(residual.r0),
+                residual.comm,
+                prefix=PREFIX,
+                options=self.options,
+            )
         else:
             self.H = residual.gram(sub.K, sub.Y)
             self.H = 0.5 * (self.H + self.H.T)
@@ -264,7 +310,9 @@ class ReducedPhysicsProblem:
 
     def _galerkin(self, r: int) -> np.ndarray:
         """Solve ``H[:r, :r] c = −g[:r]`` with a KSP under ``physics_`` (redundantly on each rank)."""
-        H = PETSc.Mat().createDense((r, r), array=np.asfortranarray(self.H[:r, :r]), comm=MPI.COMM_SELF)
+        H = PETSc.Mat().createDense(
+            (r, r), array=np.asfortranarray(self.H[:r, :r]), comm=MPI.COMM_SELF
+        )
         H.assemble()
         ksp = PETSc.KSP().create(MPI.COMM_SELF)
         ksp.setOptionsPrefix(PREFIX)
@@ -313,8 +361,16 @@ class PhysicsRefinement:
     problem: ReducedPhysicsProblem
 
 
-def refine_physics(residual: PhysicsResidual, rank: int, *, subspace: str = "krylov", oversampling: int = 10,
-                   petsc_options: Mapping | None = None, seed: int = 0, progress=None) -> PhysicsRefinement:
+def refine_physics(
+    residual: PhysicsResidual,
+    rank: int,
+    *,
+    subspace: str = "krylov",
+    oversampling: int = 10,
+    petsc_options: Mapping | None = None,
+    seed: int = 0,
+    progress=None,
+) -> PhysicsRefinement:
     """One-shot physics LSR of rank ``rank`` on ``residual``'s instances. Collective.
 
     Raises:
@@ -326,8 +382,10 @@ def refine_physics(residual: PhysicsResidual, rank: int, *, subspace: str = "kry
         raise ValueError(f"unknown subspace {subspace!r}; choose one of {SUBSPACES}")
     n_rows = residual.n_dofs
     if not 1 <= rank <= min(residual.jacobian.n_params, n_rows):
-        raise ValueError(f"rank must be between 1 and min(parameters, FEM rows) = "
-                         f"min({residual.jacobian.n_params}, {n_rows}), got {rank}")
+        raise ValueError(
+            f"rank must be between 1 and min(parameters, FEM rows) = "
+            f"min({residual.jacobian.n_params}, {n_rows}), got {rank}"
+        )
     if subspace == "krylov":
         sub = krylov_subspace(residual, rank, progress=progress)
     else:
@@ -343,12 +401,30 @@ def refine_physics(residual: PhysicsResidual, rank: int, *, subspace: str = "kry
 
     after = [inst.residual(u) for inst, u in zip(residual.instances, fields)]
     seconds["total"] = time.perf_counter() - total
-    report = PhysicsReport(rank=sub.rank, norm=residual.norm, subspace=subspace, n_instances=len(residual.instances),
-                           n_rows=n_rows, n_params=residual.jacobian.n_params,
-                           ksp_iterations=problem.iterations[sub.rank], ksp_reason=problem.reasons[sub.rank],
-                           residual_l2_before=l2(residual.r0), residual_l2_after=l2(after), seconds=seconds)
+    report = PhysicsReport(
+        rank=sub.rank,
+        norm=residual.norm,
+        subspace=subspace,
+        n_instances=len(residual.instances),
+        n_rows=n_rows,
+        n_params=residual.jacobian.n_params,
+        ksp_iterations=problem.iterations[sub.rank],
+        ksp_reason=problem.reasons[sub.rank],
+        residual_l2_before=l2(residual.r0),
+        residual_l2_after=l2(after),
+        seconds=seconds,
+    )
     delta = (sub.V.double() @ torch.from_numpy(c)).to(residual.jacobian.dtype)
-    log.info("physics LSR (%s norm, %s subspace, rank %d, %d instances): ||A u - b|| %.3e -> %.3e in %.2f s "
-             "(%d KSP iterations)", report.norm, subspace, report.rank, report.n_instances, report.residual_l2_before,
-             report.residual_l2_after, seconds["total"], report.ksp_iterations)
+    log.info(
+        "physics LSR (%s norm, %s subspace, rank %d, %d instances): ||A u - b|| %.3e -> %.3e in %.2f s "
+        "(%d KSP iterations)",
+        report.norm,
+        subspace,
+        report.rank,
+        report.n_instances,
+        report.residual_l2_before,
+        report.residual_l2_after,
+        seconds["total"],
+        report.ksp_iterations,
+    )
     return PhysicsRefinement(fields, delta, report, problem)

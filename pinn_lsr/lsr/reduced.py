@@ -68,8 +68,12 @@ class ReducedSolution:
 
 def _from_augmented_r(R_aug: np.ndarray, r: int, n_rows: int) -> ReducedSolution:
     if R_aug.shape[0] < r + 1:
-        raise ValueError(f"the reduced problem has {R_aug.shape[0]} rows in all, fewer than rank + 1 = {r + 1}")
-    return ReducedSolution(R=R_aug[:r, :r].copy(), z=R_aug[:r, r].copy(), rho=float(abs(R_aug[r, r])), n_rows=n_rows)
+        raise ValueError(
+            f"the reduced problem has {R_aug.shape[0]} rows in all, fewer than rank + 1 = {r + 1}"
+        )
+    return ReducedSolution(
+        R=R_aug[:r, :r].copy(), z=R_aug[:r, r].copy(), rho=float(abs(R_aug[r, r])), n_rows=n_rows
+    )
 
 
 def solve_dense(GV: np.ndarray, f: np.ndarray, comm: MPI.Comm = MPI.COMM_WORLD) -> ReducedSolution:
@@ -77,7 +81,9 @@ def solve_dense(GV: np.ndarray, f: np.ndarray, comm: MPI.Comm = MPI.COMM_WORLD) 
     augmented = np.column_stack([np.asarray(GV, dtype=np.float64), np.asarray(f, dtype=np.float64)])
     if not np.all(np.isfinite(augmented)):
         raise FloatingPointError("G V or f contains NaN or infinite values")
-    R_local = np.linalg.qr(augmented, mode="r") if len(augmented) else np.zeros((0, augmented.shape[1]))
+    R_local = (
+        np.linalg.qr(augmented, mode="r") if len(augmented) else np.zeros((0, augmented.shape[1]))
+    )
     return _from_augmented_r(tsqr_r(R_local, comm), GV.shape[1], comm.allreduce(len(augmented)))
 
 
@@ -101,7 +107,9 @@ class NormalEquations:
         if block.ndim != 2 or block.shape[1] != len(self.M):
             raise ValueError(f"blocks must have {len(self.M)} columns, got shape {block.shape}")
         if not np.all(np.isfinite(block)):
-            raise FloatingPointError("a block fed to the normal equations contains NaN or infinite values")
+            raise FloatingPointError(
+                "a block fed to the normal equations contains NaN or infinite values"
+            )
         self.M += block.T @ block
         self.n_rows += len(block)
 
@@ -121,7 +129,9 @@ def accumulator(reduction: str, n_columns: int) -> "StreamingQR | NormalEquation
     raise ValueError(f"unknown reduction {reduction!r}; choose one of {REDUCTIONS}")
 
 
-def finish(stream: "StreamingQR | NormalEquations", rank: int, comm: MPI.Comm = MPI.COMM_WORLD) -> ReducedSolution:
+def finish(
+    stream: "StreamingQR | NormalEquations", rank: int, comm: MPI.Comm = MPI.COMM_WORLD
+) -> ReducedSolution:
     """Combine every rank's accumulated ``[G V | f]`` rows into the reduced solution. Collective.
 
     Raises:
@@ -134,20 +144,33 @@ def finish(stream: "StreamingQR | NormalEquations", rank: int, comm: MPI.Comm = 
     M = stream.M.copy()
     comm.Allreduce(MPI.IN_PLACE, M, op=MPI.SUM)
     if n_rows < rank + 1:
-        raise ValueError(f"the reduced problem has {n_rows} rows in all, fewer than rank + 1 = {rank + 1}")
+        raise ValueError(
+            f"the reduced problem has {n_rows} rows in all, fewer than rank + 1 = {rank + 1}"
+        )
     try:
         R = scipy.linalg.cholesky(M, lower=False)
     except np.linalg.LinAlgError:
-        raise FloatingPointError("the normal equations of G V are not numerically positive definite "
-                                 "(rank-deficient or ill-conditioned G V); use reduction='qr'") from None
+        raise FloatingPointError(
+            "the normal equations of G V are not numerically positive definite "
+            "(rank-deficient or ill-conditioned G V); use reduction='qr'"
+        ) from None
     return _from_augmented_r(R, rank, n_rows)
 
 
-def solve_streaming(blocks: Iterable[tuple[np.ndarray, np.ndarray]], rank: int, comm: MPI.Comm = MPI.COMM_WORLD,
-                    *, reduction: str = "qr") -> ReducedSolution:
+def solve_streaming(
+    blocks: Iterable[tuple[np.ndarray, np.ndarray]],
+    rank: int,
+    comm: MPI.Comm = MPI.COMM_WORLD,
+    *,
+    reduction: str = "qr",
+) -> ReducedSolution:
     """From row blocks ``(GV_block (rows, r), f_block (rows,))``: memory O(r² + block·r), never
     holding G V whole; each rank streams its rows, then the ranks' factors are combined. Collective."""
     stream = accumulator(reduction, rank + 1)
     for GV_block, f_block in blocks:
-        stream.add(np.column_stack([np.asarray(GV_block, dtype=np.float64), np.asarray(f_block, dtype=np.float64)]))
+        stream.add(
+            np.column_stack(
+                [np.asarray(GV_block, dtype=np.float64), np.asarray(f_block, dtype=np.float64)]
+            )
+        )
     return finish(stream, rank, comm)

@@ -43,8 +43,14 @@ class DataResidual:
     row_weights: torch.Tensor | None = None
 
     @classmethod
-    def create(cls, jacobian: ModelJacobian, targets: torch.Tensor, *, relative: bool = False,
-               comm: MPI.Comm = MPI.COMM_WORLD) -> "DataResidual":
+    def create(
+        cls,
+        jacobian: ModelJacobian,
+        targets: torch.Tensor,
+        *,
+        relative: bool = False,
+        comm: MPI.Comm = MPI.COMM_WORLD,
+    ) -> "DataResidual":
         """Check the shapes and values (collectively) and build the residual; ``relative``
         weighs each sample by ``1/||y_i||``.
 
@@ -56,18 +62,24 @@ class DataResidual:
         if len(targets) != n_samples:
             problems.append(f"inputs and targets differ in length: {n_samples} vs {len(targets)}")
         elif targets.reshape(n_samples, -1).shape[1] != jacobian.n_outputs:
-            problems.append(f"targets have {targets.reshape(n_samples, -1).shape[1]} values per sample, "
-                            f"the model gives {jacobian.n_outputs}")
+            problems.append(
+                f"targets have {targets.reshape(n_samples, -1).shape[1]} values per sample, "
+                f"the model gives {jacobian.n_outputs}"
+            )
         elif not torch.isfinite(targets).all():
             problems.append("targets contain NaN or infinite values")
-        elif relative and not torch.all(torch.linalg.vector_norm(targets.reshape(n_samples, -1), dim=1) > 0):
+        elif relative and not torch.all(
+            torch.linalg.vector_norm(targets.reshape(n_samples, -1), dim=1) > 0
+        ):
             problems.append("relative weights need targets with non-zero norm in every sample")
         problems = sorted(set(sum(comm.allgather(problems), [])))
         if problems:
             raise ValueError("; ".join(problems))
         rows = None
         if relative:
-            rows = relative_weights(targets).to(jacobian.dtype).repeat_interleave(jacobian.n_outputs)
+            rows = (
+                relative_weights(targets).to(jacobian.dtype).repeat_interleave(jacobian.n_outputs)
+            )
         return cls(jacobian, targets.reshape(-1).to(jacobian.dtype), rows)
 
     def subset(self, samples: torch.Tensor) -> "DataResidual":
@@ -75,16 +87,22 @@ class DataResidual:
         jac = self.jacobian
         per_sample = lambda rows: rows.reshape(len(jac.inputs), -1)[samples].reshape(-1)  # noqa: E731
         weights = None if self.row_weights is None else per_sample(self.row_weights)
-        return DataResidual(self._jacobian_on(jac.inputs[samples]), per_sample(self.targets), weights)
+        return DataResidual(
+            self._jacobian_on(jac.inputs[samples]), per_sample(self.targets), weights
+        )
 
     def rechunked(self, **chunks) -> "DataResidual":
         """The same residual with other Jacobian-product chunk sizes (``chunk_samples``,
         ``chunk_tangents``, ``vjp_chunk_samples``)."""
-        return DataResidual(self._jacobian_on(self.jacobian.inputs, **chunks), self.targets, self.row_weights)
+        return DataResidual(
+            self._jacobian_on(self.jacobian.inputs, **chunks), self.targets, self.row_weights
+        )
 
     def _jacobian_on(self, inputs: torch.Tensor, **chunks) -> ModelJacobian:
         jac = self.jacobian
-        return ModelJacobian(jac.model, inputs, index=jac.index, forward=jac.forward, **{**jac.chunks, **chunks})
+        return ModelJacobian(
+            jac.model, inputs, index=jac.index, forward=jac.forward, **{**jac.chunks, **chunks}
+        )
 
     def weigh(self, rows: torch.Tensor) -> torch.Tensor:
         """Apply the row weights to (n_rows,) or (n_rows, k)."""
@@ -109,7 +127,10 @@ class DataResidual:
         for first, block in self.jacobian.jvp_blocks(T):
             rows = slice(first, first + len(block))
             weights = None if self.row_weights is None else self.row_weights[rows, None]
-            yield (block if weights is None else block.mul_(weights)), f[rows]  # block is ours: weigh in place
+            yield (
+                (block if weights is None else block.mul_(weights)),
+                f[rows],
+            )  # block is ours: weigh in place
 
     def Gt(self, W: torch.Tensor) -> torch.Tensor:
         """``Gᵀ W = Jᵀ (w ⊙ W)``: W (n_rows, k) -> (m, k), this rank's rows only."""
@@ -125,13 +146,19 @@ class StackedResidual:
     Collective construction (row counts are summed over ranks).
     """
 
-    def __init__(self, blocks: list[DataResidual], lambdas: list[float], *, comm: MPI.Comm = MPI.COMM_WORLD):
+    def __init__(
+        self, blocks: list[DataResidual], lambdas: list[float], *, comm: MPI.Comm = MPI.COMM_WORLD
+    ):
         if len(blocks) != len(lambdas) or not blocks:
-            raise ValueError(f"need one λ per block, got {len(blocks)} blocks and {len(lambdas)} weights")
+            raise ValueError(
+                f"need one λ per block, got {len(blocks)} blocks and {len(lambdas)} weights"
+            )
         if any(not torch.equal(b.jacobian.index, blocks[0].jacobian.index) for b in blocks):
             raise ValueError("all blocks must use the same parameter selection")
         self.blocks = blocks
-        self.weights = block_weights(list(lambdas), [comm.allreduce(b.jacobian.n_rows) for b in blocks])
+        self.weights = block_weights(
+            list(lambdas), [comm.allreduce(b.jacobian.n_rows) for b in blocks]
+        )
         self.jacobian = blocks[0].jacobian  # parameters (index, theta0, n_params, dtype) are shared
 
     def value(self, theta: torch.Tensor | None = None) -> torch.Tensor:
@@ -145,7 +172,11 @@ class StackedResidual:
         return sum(w * b.Gt(part) for w, b, part in zip(self.weights, self.blocks, parts))
 
     def G_blocks(self, T: torch.Tensor, f: torch.Tensor | None = None):
-        parts = [None] * len(self.blocks) if f is None else torch.split(f, [b.jacobian.n_rows for b in self.blocks])
+        parts = (
+            [None] * len(self.blocks)
+            if f is None
+            else torch.split(f, [b.jacobian.n_rows for b in self.blocks])
+        )
         for w, b, part in zip(self.weights, self.blocks, parts):
             for GT, f_block in b.G_blocks(T, None if part is None else part / w):
                 yield w * GT, w * f_block

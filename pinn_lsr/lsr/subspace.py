@@ -31,7 +31,9 @@ from pinn_lsr.parallel.tsqr import tsqr
 log = logging.getLogger(__name__)
 
 DISTRIBUTIONS = ("gaussian", "uniform")
-SINGLE_PRODUCT_ROWS = 32768  # rows per chunk of a one-tangent Jacobian product (bounds its temporaries)
+SINGLE_PRODUCT_ROWS = (
+    32768  # rows per chunk of a one-tangent Jacobian product (bounds its temporaries)
+)
 
 
 @dataclass
@@ -48,14 +50,20 @@ class Subspace:
         c = c.double()
         delta = torch.empty(self.V.shape[0], dtype=self.V.dtype)
         for first in range(0, len(delta), rows):
-            delta[first : first + rows] = (self.V[first : first + rows, : len(c)].double() @ c).to(self.V.dtype)
+            delta[first : first + rows] = (self.V[first : first + rows, : len(c)].double() @ c).to(
+                self.V.dtype
+            )
         return delta
 
 
-OMEGA_BLOCK = 64  # columns of Ω drawn from one seed: Ω[:, j] depends only on (seed, j // OMEGA_BLOCK)
+OMEGA_BLOCK = (
+    64  # columns of Ω drawn from one seed: Ω[:, j] depends only on (seed, j // OMEGA_BLOCK)
+)
 
 
-def random_matrix(m: int, k: int, *, distribution: str, seed: int, dtype: torch.dtype, first: int = 0) -> torch.Tensor:
+def random_matrix(
+    m: int, k: int, *, distribution: str, seed: int, dtype: torch.dtype, first: int = 0
+) -> torch.Tensor:
     """Columns ``first .. first + k - 1`` of Ω (m, ∞): standard normal or uniform on [-1, 1].
 
     Every group of ``OMEGA_BLOCK`` columns is drawn from its own seed ``(seed, group)``, so any
@@ -67,7 +75,9 @@ def random_matrix(m: int, k: int, *, distribution: str, seed: int, dtype: torch.
     groups = range(first // OMEGA_BLOCK, (first + k - 1) // OMEGA_BLOCK + 1) if k > 0 else range(0)
     pieces = []
     for group in groups:
-        generator = torch.Generator().manual_seed(int(np.random.SeedSequence([seed, group]).generate_state(1)[0]))
+        generator = torch.Generator().manual_seed(
+            int(np.random.SeedSequence([seed, group]).generate_state(1)[0])
+        )
         if distribution == "gaussian":
             pieces.append(torch.randn(m, OMEGA_BLOCK, generator=generator, dtype=dtype))
         else:
@@ -137,11 +147,23 @@ class _HeldOutStopping:
     the Lanczos tridiagonal, ``T_k c_k = −||g|| e_1``: the normal equations in K_k), and a stop
     once the rank has grown ``patience`` times past the best one. Collective (one allreduce)."""
 
-    def __init__(self, held_out: DataResidual, gradient_norm: float, rank: int, patience: float, comm: MPI.Comm):
-        chunk = max(1, min(len(held_out.jacobian.inputs), SINGLE_PRODUCT_ROWS // held_out.jacobian.n_outputs))
+    def __init__(
+        self,
+        held_out: DataResidual,
+        gradient_norm: float,
+        rank: int,
+        patience: float,
+        comm: MPI.Comm,
+    ):
+        chunk = max(
+            1,
+            min(len(held_out.jacobian.inputs), SINGLE_PRODUCT_ROWS // held_out.jacobian.n_outputs),
+        )
         self.residual = held_out.rechunked(chunk_samples=chunk, chunk_tangents=1)
         self.f = held_out.value()
-        self.GQ = torch.empty(len(self.f), rank, dtype=self.f.dtype)  # held-out G_v Q, one column per vector
+        self.GQ = torch.empty(
+            len(self.f), rank, dtype=self.f.dtype
+        )  # held-out G_v Q, one column per vector
         self.gradient_norm, self.patience, self.comm = gradient_norm, patience, comm
         self.best_objective, self.best_rank = float("inf"), 0
 
@@ -163,9 +185,15 @@ class _HeldOutStopping:
         return k >= max(self.patience * self.best_rank, self.best_rank + MIN_EXTRA_VECTORS)
 
 
-def krylov_subspace(residual: DataResidual, rank: int, *, comm: MPI.Comm = MPI.COMM_WORLD,
-                    held_out: DataResidual | None = None, patience: float | None = 2.0,
-                    progress: bool = False) -> Subspace:
+def krylov_subspace(
+    residual: DataResidual,
+    rank: int,
+    *,
+    comm: MPI.Comm = MPI.COMM_WORLD,
+    held_out: DataResidual | None = None,
+    patience: float | None = 2.0,
+    progress: bool = False,
+) -> Subspace:
     """Orthonormal basis of ``K_rank(GᵀG, Gᵀf)`` at θ0 (module docstring). Collective on ``comm``.
 
     One product with G and one with Gᵀ per vector (one tangent each, in chunks of
@@ -190,7 +218,9 @@ def krylov_subspace(residual: DataResidual, rank: int, *, comm: MPI.Comm = MPI.C
     gradient = allreduce_(single.Gt(single.value()[:, None]).contiguous(), comm)[:, 0]
     gradient_norm = float(torch.linalg.vector_norm(gradient))
     if gradient_norm == 0.0:
-        raise ValueError("the residual's gradient is zero at θ0: there is no Krylov space to refine in")
+        raise ValueError(
+            "the residual's gradient is zero at θ0: there is no Krylov space to refine in"
+        )
     stopping = None
     if held_out is not None and patience is not None:
         stopping = _HeldOutStopping(held_out, gradient_norm, rank, patience, comm)
@@ -198,20 +228,34 @@ def krylov_subspace(residual: DataResidual, rank: int, *, comm: MPI.Comm = MPI.C
     def normal_product(q: torch.Tensor) -> torch.Tensor:
         return allreduce_(single.Gt(single.G(q[:, None].to(dtype))).contiguous(), comm)[:, 0]
 
-    with tqdm(total=rank, desc="LSR Krylov basis", unit="vec", disable=not progress or comm.rank != 0) as bar:
-        basis = lanczos(gradient, normal_product, rank, dtype=dtype, stop=stopping,
-                        progress=lambda done, _: bar.update(done - bar.n))
+    with tqdm(
+        total=rank, desc="LSR Krylov basis", unit="vec", disable=not progress or comm.rank != 0
+    ) as bar:
+        basis = lanczos(
+            gradient,
+            normal_product,
+            rank,
+            dtype=dtype,
+            stop=stopping,
+            progress=lambda done, _: bar.update(done - bar.n),
+        )
     k = basis.Q.shape[1]
     if k < rank and stopping is not None and k >= stopping.best_rank + MIN_EXTRA_VECTORS:
-        log.info("Krylov basis stopped at %d vectors of %d: the held-out error was lowest at %d", k, rank,
-                 stopping.best_rank)
+        log.info(
+            "Krylov basis stopped at %d vectors of %d: the held-out error was lowest at %d",
+            k,
+            rank,
+            stopping.best_rank,
+        )
     elif k < rank:
         log.warning("the Krylov space became invariant after %d vectors (asked for %d)", k, rank)
     S = np.sqrt(np.clip(basis.ritz_values(), 0.0, None))
     return Subspace(basis.Q, S, {"krylov": time.perf_counter() - start})
 
 
-def random_subspace(m: int, rank: int, *, seed: int = 0, dtype: torch.dtype = torch.float32) -> Subspace:
+def random_subspace(
+    m: int, rank: int, *, seed: int = 0, dtype: torch.dtype = torch.float32
+) -> Subspace:
     """A plain random subspace (orthonormal columns), for comparison. Local (same on every rank)."""
     Omega = random_matrix(m, rank, distribution="gaussian", seed=seed, dtype=torch.float64)
     return Subspace(torch.linalg.qr(Omega)[0].to(dtype), np.array([]), {})

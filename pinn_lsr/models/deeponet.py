@@ -43,7 +43,9 @@ class DeepONet(nn.Module):
         s = grid_size
         features = out_channels * latent
         if branch == "mlp":
-            self.branch = nn.Sequential(nn.Flatten(), mlp_layers([s * s] + [width] * depth + [features], activation))
+            self.branch = nn.Sequential(
+                nn.Flatten(), mlp_layers([s * s] + [width] * depth + [features], activation)
+            )
         else:
             act = ACTIVATIONS[activation]
             self.branch = nn.Sequential(
@@ -54,8 +56,13 @@ class DeepONet(nn.Module):
                 nn.AdaptiveAvgPool2d(4), nn.Flatten(),
                 mlp_layers([64 * 16, width, features], activation),
             )  # fmt: skip
-        self.trunk = nn.Sequential(mlp_layers([2] + [trunk_width] * trunk_depth + [features], activation), ACTIVATIONS[activation]())
-        self.bias = nn.Parameter(torch.zeros(()) if out_channels == 1 else torch.zeros(out_channels, 1))
+        self.trunk = nn.Sequential(
+            mlp_layers([2] + [trunk_width] * trunk_depth + [features], activation),
+            ACTIVATIONS[activation](),
+        )
+        self.bias = nn.Parameter(
+            torch.zeros(()) if out_channels == 1 else torch.zeros(out_channels, 1)
+        )
         xs = torch.linspace(0.0, 1.0, s)
         X, Y = torch.meshgrid(xs, xs, indexing="ij")
         self.register_buffer("grid_points", torch.stack([X.reshape(-1), Y.reshape(-1)], dim=1))
@@ -65,14 +72,21 @@ class DeepONet(nn.Module):
     def forward(self, a: torch.Tensor, points: torch.Tensor | None = None) -> torch.Tensor:
         s = self.grid_size
         if a.dim() != 3 or a.shape[1:] != (s, s):
-            raise ValueError(f"DeepONet expects coefficients of shape (batch, {s}, {s}), got {tuple(a.shape)}")
+            raise ValueError(
+                f"DeepONet expects coefficients of shape (batch, {s}, {s}), got {tuple(a.shape)}"
+            )
         points = self.grid_points if points is None else points
         if points.dim() != 2 or points.shape[1] != 2:
-            raise ValueError(f"DeepONet expects points of shape (n_points, 2), got {tuple(points.shape)}")
+            raise ValueError(
+                f"DeepONet expects points of shape (n_points, 2), got {tuple(points.shape)}"
+            )
         b = self.branch(self.input_normalizer.encode(a))  # (batch, out_channels * latent)
         t = self.trunk(points.to(b.dtype))  # (n_points, out_channels * latent)
         if self.out_channels == 1:
             return self.output_normalizer.decode(b @ t.T + self.bias)
         c = self.out_channels
-        y = torch.einsum("bcl,pcl->bcp", b.reshape(len(b), c, -1), t.reshape(len(t), c, -1)) + self.bias
+        y = (
+            torch.einsum("bcl,pcl->bcp", b.reshape(len(b), c, -1), t.reshape(len(t), c, -1))
+            + self.bias
+        )
         return self.output_normalizer.decode(y.reshape(len(b), -1))

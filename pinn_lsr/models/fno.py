@@ -17,20 +17,37 @@ class FNOOperator(nn.Module):
     :func:`pinn_lsr.models.parameters.real_parameters` to see them as real pairs.
     """
 
-    def __init__(self, grid_size: int, *, modes: int = 8, width: int = 24, layers: int = 4, out_channels: int = 1):
+    def __init__(
+        self,
+        grid_size: int,
+        *,
+        modes: int = 8,
+        width: int = 24,
+        layers: int = 4,
+        out_channels: int = 1,
+    ):
         super().__init__()
         if modes > grid_size // 2 + 1:
-            raise ValueError(f"FNO modes={modes} exceed what a {grid_size}-point grid resolves ({grid_size // 2 + 1})")
+            raise ValueError(
+                f"FNO modes={modes} exceed what a {grid_size}-point grid resolves ({grid_size // 2 + 1})"
+            )
         self.grid_size = grid_size
         self.out_channels = out_channels
-        self.fno = FNO(n_modes=(modes, modes), in_channels=1, out_channels=out_channels, hidden_channels=width,
-                       n_layers=layers)
+        self.fno = FNO(
+            n_modes=(modes, modes),
+            in_channels=1,
+            out_channels=out_channels,
+            hidden_channels=width,
+            n_layers=layers,
+        )
         self.input_normalizer = Normalizer()
         self.output_normalizer = Normalizer()
 
     def forward(self, a: torch.Tensor) -> torch.Tensor:
         s = self.grid_size
         if a.dim() != 3 or a.shape[1:] != (s, s):
-            raise ValueError(f"FNO expects coefficients of shape (batch, {s}, {s}), got {tuple(a.shape)}")
+            raise ValueError(
+                f"FNO expects coefficients of shape (batch, {s}, {s}), got {tuple(a.shape)}"
+            )
         y = self.fno(self.input_normalizer.encode(a).unsqueeze(1))  # (batch, out_channels, s, s)
         return self.output_normalizer.decode(y).reshape(a.shape[0], self.out_channels * s * s)

@@ -28,7 +28,15 @@ class MLP(nn.Module):
     (``in_features = out_features = s*s``). Inputs and outputs are normalised inside.
     """
 
-    def __init__(self, in_features: int, out_features: int, *, width: int = 128, depth: int = 6, activation: str = "tanh"):
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        *,
+        width: int = 128,
+        depth: int = 6,
+        activation: str = "tanh",
+    ):
         super().__init__()
         self.in_features = in_features
         self.out_features = out_features
@@ -39,5 +47,7 @@ class MLP(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         flat = x.reshape(x.shape[0], -1)
         if flat.shape[1] != self.in_features:
-            raise ValueError(f"MLP expects {self.in_features} input features per sample, got shape {tuple(x.shape)}")
+            raise ValueError(
+                f"MLP expects {self.in_features} input features per sample, got shape {tuple(x.shape)}"
+            )
         return self.output_normalizer.decode(self.net(self.input_normalizer.encode(flat)))

@@ -22,7 +22,10 @@ def as_model_parameters(real: dict[str, torch.Tensor], model: nn.Module) -> dict
     """Inverse of :func:`real_parameters`: views complex where the model's parameter is complex,
     ready for ``torch.func.functional_call(model, ...)``."""
     params = dict(model.named_parameters())
-    return {name: torch.view_as_complex(t) if params[name].is_complex() else t for name, t in real.items()}
+    return {
+        name: torch.view_as_complex(t) if params[name].is_complex() else t
+        for name, t in real.items()
+    }
 
 
 def count_real_parameters(model: nn.Module) -> int:

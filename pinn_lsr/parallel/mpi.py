@@ -17,7 +17,9 @@ def abort_on_uncaught_exception(comm: MPI.Comm = MPI.COMM_WORLD) -> None:
         return
 
     def hook(exc_type, exc, tb):
-        sys.stderr.write(f"[rank {comm.rank}] uncaught exception, aborting all {comm.size} ranks:\n")
+        sys.stderr.write(
+            f"[rank {comm.rank}] uncaught exception, aborting all {comm.size} ranks:\n"
+        )
         traceback.print_exception(exc_type, exc, tb, file=sys.stderr)
         sys.stderr.flush()
         comm.Abort(1)
@@ -25,7 +27,9 @@ def abort_on_uncaught_exception(comm: MPI.Comm = MPI.COMM_WORLD) -> None:
     sys.excepthook = hook
 
 
-def configure_logging(comm: MPI.Comm = MPI.COMM_WORLD, *, level: int = logging.INFO, logfile=None) -> None:
+def configure_logging(
+    comm: MPI.Comm = MPI.COMM_WORLD, *, level: int = logging.INFO, logfile=None
+) -> None:
     """Log ``level`` and above on rank 0 (console, and ``logfile`` if given); warnings elsewhere.
 
     Messages from ranks other than 0 are prefixed with their rank.

@@ -99,7 +99,9 @@ def allreduce_gradients(model: nn.Module, comm: MPI.Comm) -> None:
         g.copy_(values.reshape(g.shape))
 
 
-def evaluate_rel_l2(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, comm: MPI.Comm) -> float:
+def evaluate_rel_l2(
+    model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, comm: MPI.Comm
+) -> float:
     """Mean per-sample relative L2 error of ``model`` on the whole data (identical on every
     rank), rows split across ranks. Collective."""
     share = torch.from_numpy(np.array_split(np.arange(len(inputs)), comm.size)[comm.rank])
@@ -133,12 +135,26 @@ def train(
     if settings.loss not in LOSSES:
         raise ValueError(f"unknown loss {settings.loss!r}; choose one of {sorted(LOSSES)}")
     if settings.epochs < 0 or settings.batch_size < 1:
-        raise ValueError(f"need epochs >= 0 and batch_size >= 1, got {settings.epochs}, {settings.batch_size}")
+        raise ValueError(
+            f"need epochs >= 0 and batch_size >= 1, got {settings.epochs}, {settings.batch_size}"
+        )
 
-    optimizer = make_optimizer(model.parameters(), settings.optimizer, lr=settings.lr, weight_decay=settings.weight_decay,
-                               momentum=settings.momentum, lbfgs_max_iter=settings.lbfgs_max_iter)
-    scheduler = make_scheduler(optimizer, settings.scheduler, epochs=settings.epochs, step_size=settings.step_size,
-                               gamma=settings.gamma, patience=settings.patience)
+    optimizer = make_optimizer(
+        model.parameters(),
+        settings.optimizer,
+        lr=settings.lr,
+        weight_decay=settings.weight_decay,
+        momentum=settings.momentum,
+        lbfgs_max_iter=settings.lbfgs_max_iter,
+    )
+    scheduler = make_scheduler(
+        optimizer,
+        settings.scheduler,
+        epochs=settings.epochs,
+        step_size=settings.step_size,
+        gamma=settings.gamma,
+        patience=settings.patience,
+    )
     result = TrainResult()
     first_epoch = 0
     if resume and checkpoint is not None and Path(checkpoint).is_file():
@@ -157,37 +173,67 @@ def train(
         broadcast_parameters(model, comm)
 
     loss_fn = LOSSES[settings.loss]
-    bar = tqdm(range(first_epoch, settings.epochs), desc="training", disable=not progress or comm.rank != 0,
-               initial=first_epoch, total=settings.epochs, mininterval=1.0)
+    bar = tqdm(
+        range(first_epoch, settings.epochs),
+        desc="training",
+        disable=not progress or comm.rank != 0,
+        initial=first_epoch,
+        total=settings.epochs,
+        mininterval=1.0,
+    )
     for epoch in bar:
         start = time.perf_counter()
         model.train()
         if settings.optimizer == "lbfgs":
-            train_loss = _lbfgs_epoch(model, optimizer, loss_fn, inputs, targets, comm, result.counters)
+            train_loss = _lbfgs_epoch(
+                model, optimizer, loss_fn, inputs, targets, comm, result.counters
+            )
         else:
-            train_loss = _minibatch_epoch(model, optimizer, loss_fn, inputs, targets, comm, settings, epoch, result.counters)
+            train_loss = _minibatch_epoch(
+                model, optimizer, loss_fn, inputs, targets, comm, settings, epoch, result.counters
+            )
         if scheduler is not None:
             scheduler.step(train_loss) if settings.scheduler == "plateau" else scheduler.step()
         model.eval()
-        test_error = evaluate_rel_l2(model, *test_data, comm) if test_data is not None else float("nan")
+        test_error = (
+            evaluate_rel_l2(model, *test_data, comm) if test_data is not None else float("nan")
+        )
         result.counters.forward_samples += len(test_data[0]) if test_data is not None else 0
         result.counters.epochs = epoch + 1
         result.counters.seconds += comm.allreduce(time.perf_counter() - start, op=MPI.MAX)
-        result.history.append({"epoch": epoch + 1, "train_loss": train_loss, "test_rel_l2": test_error,
-                               "lr": optimizer.param_groups[0]["lr"]})
+        result.history.append(
+            {
+                "epoch": epoch + 1,
+                "train_loss": train_loss,
+                "test_rel_l2": test_error,
+                "lr": optimizer.param_groups[0]["lr"],
+            }
+        )
         bar.set_postfix(loss=f"{train_loss:.3e}", test=f"{test_error:.3e}", refresh=False)
         if not np.isfinite(train_loss):
-            raise FloatingPointError(f"training loss is {train_loss} at epoch {epoch + 1}; lower train.lr")
+            raise FloatingPointError(
+                f"training loss is {train_loss} at epoch {epoch + 1}; lower train.lr"
+            )
         last = epoch + 1 == settings.epochs
-        if checkpoint is not None and (last or (settings.checkpoint_every and (epoch + 1) % settings.checkpoint_every == 0)):
+        if checkpoint is not None and (
+            last or (settings.checkpoint_every and (epoch + 1) % settings.checkpoint_every == 0)
+        ):
             if comm.rank == 0:
-                save_checkpoint(checkpoint, {
-                    "model_spec": getattr(model, "spec", None), "model_state": model_state(model),
-                    "optimizer_state": optimizer.state_dict(),
-                    "scheduler_state": scheduler.state_dict() if scheduler is not None else None,
-                    "epoch": epoch + 1, "history": result.history, "counters": asdict(result.counters),
-                    "settings": asdict(settings),
-                })
+                save_checkpoint(
+                    checkpoint,
+                    {
+                        "model_spec": getattr(model, "spec", None),
+                        "model_state": model_state(model),
+                        "optimizer_state": optimizer.state_dict(),
+                        "scheduler_state": scheduler.state_dict()
+                        if scheduler is not None
+                        else None,
+                        "epoch": epoch + 1,
+                        "history": result.history,
+                        "counters": asdict(result.counters),
+                        "settings": asdict(settings),
+                    },
+                )
             comm.Barrier()
 
     model.eval()
@@ -197,7 +243,9 @@ def train(
     return result
 
 
-def _minibatch_epoch(model, optimizer, loss_fn, inputs, targets, comm, settings, epoch, counters) -> float:
+def _minibatch_epoch(
+    model, optimizer, loss_fn, inputs, targets, comm, settings, epoch, counters
+) -> float:
     n = len(inputs)
     order = np.random.default_rng([settings.seed, epoch]).permutation(n)
     total = 0.0
@@ -223,7 +271,11 @@ def _lbfgs_epoch(model, optimizer, loss_fn, inputs, targets, comm, counters) -> 
 
     def closure():
         optimizer.zero_grad(set_to_none=False)
-        local = loss_fn(model(inputs[share]), targets[share]).sum() / n if len(share) else torch.zeros((), requires_grad=True)
+        local = (
+            loss_fn(model(inputs[share]), targets[share]).sum() / n
+            if len(share)
+            else torch.zeros((), requires_grad=True)
+        )
         local.backward()
         allreduce_gradients(model, comm)
         counters.forward_samples += n
@@ -233,12 +285,17 @@ def _lbfgs_epoch(model, optimizer, loss_fn, inputs, targets, comm, counters) -> 
     optimizer.step(closure)
     counters.optimizer_steps += 1
     with torch.no_grad():
-        return comm.allreduce(float(loss_fn(model(inputs[share]), targets[share]).sum()), op=MPI.SUM) / n
+        return (
+            comm.allreduce(float(loss_fn(model(inputs[share]), targets[share]).sum()), op=MPI.SUM)
+            / n
+        )
 
 
 def _check_data(inputs: torch.Tensor, targets: torch.Tensor, what: str) -> None:
     if len(inputs) != len(targets):
-        raise ValueError(f"{what} inputs and targets differ in length: {len(inputs)} vs {len(targets)}")
+        raise ValueError(
+            f"{what} inputs and targets differ in length: {len(inputs)} vs {len(targets)}"
+        )
     if len(inputs) == 0:
         raise ValueError(f"{what} data are empty")
     if not (torch.isfinite(inputs).all() and torch.isfinite(targets).all()):

@@ -5,7 +5,9 @@ import torch
 
 def relative_l2(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """``||prediction - target||_2 / ||target||_2`` per sample (the FNO papers' loss)."""
-    return torch.linalg.vector_norm(prediction - target, dim=1) / torch.linalg.vector_norm(target, dim=1).clamp_min(1e-30)
+    return torch.linalg.vector_norm(prediction - target, dim=1) / torch.linalg.vector_norm(
+        target, dim=1
+    ).clamp_min(1e-30)
 
 
 def mse(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

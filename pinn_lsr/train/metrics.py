@@ -9,8 +9,12 @@ from mpi4py import MPI
 
 @torch.no_grad()
 def error_summary(
-    predict: Callable[[torch.Tensor], torch.Tensor], inputs: torch.Tensor, targets: torch.Tensor,
-    comm: MPI.Comm = MPI.COMM_WORLD, *, batch_size: int = 256,
+    predict: Callable[[torch.Tensor], torch.Tensor],
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    comm: MPI.Comm = MPI.COMM_WORLD,
+    *,
+    batch_size: int = 256,
 ) -> dict[str, float]:
     """Errors of ``predict`` on this rank's ``(inputs, targets)`` (n_local, ...), summed over ranks.
 
@@ -23,9 +27,16 @@ def error_summary(
         x = inputs[start : start + batch_size]
         y = targets[start : start + batch_size].double().reshape(len(x), -1)
         e = predict(x).double().reshape(len(x), -1) - y
-        sums += [float(e.pow(2).sum()), float(y.pow(2).sum()),
-                 float((e.norm(dim=1) / y.norm(dim=1).clamp_min(1e-300)).sum()), y.numel()]
+        sums += [
+            float(e.pow(2).sum()),
+            float(y.pow(2).sum()),
+            float((e.norm(dim=1) / y.norm(dim=1).clamp_min(1e-300)).sum()),
+            y.numel(),
+        ]
     comm.Allreduce(MPI.IN_PLACE, sums, op=MPI.SUM)
     n_samples = comm.allreduce(len(inputs))
-    return {"mse": sums[0] / max(sums[3], 1), "rel_l2": sums[2] / max(n_samples, 1),
-            "global_rel_l2": float(np.sqrt(sums[0] / sums[1])) if sums[1] > 0 else float("nan")}
+    return {
+        "mse": sums[0] / max(sums[3], 1),
+        "rel_l2": sums[2] / max(n_samples, 1),
+        "global_rel_l2": float(np.sqrt(sums[0] / sums[1])) if sums[1] > 0 else float("nan"),
+    }

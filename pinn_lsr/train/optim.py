@@ -9,8 +9,13 @@ SCHEDULERS = ("none", "step", "plateau", "cosine")
 
 
 def make_optimizer(
-    params: Iterable[torch.nn.Parameter], name: str, *, lr: float, weight_decay: float = 0.0,
-    momentum: float = 0.9, lbfgs_max_iter: int = 20,
+    params: Iterable[torch.nn.Parameter],
+    name: str,
+    *,
+    lr: float,
+    weight_decay: float = 0.0,
+    momentum: float = 0.9,
+    lbfgs_max_iter: int = 20,
 ) -> torch.optim.Optimizer:
     """``adam`` (Adam with decoupled-free L2 ``weight_decay``), ``sgd`` (with momentum) or
     ``lbfgs`` (full batch, strong Wolfe line search, ``lbfgs_max_iter`` iterations per step)."""
@@ -19,12 +24,19 @@ def make_optimizer(
     if name == "sgd":
         return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
     if name == "lbfgs":
-        return torch.optim.LBFGS(params, lr=lr, max_iter=lbfgs_max_iter, history_size=50, line_search_fn="strong_wolfe")
+        return torch.optim.LBFGS(
+            params, lr=lr, max_iter=lbfgs_max_iter, history_size=50, line_search_fn="strong_wolfe"
+        )
     raise ValueError(f"unknown optimizer {name!r}; choose one of {OPTIMIZERS}")
 
 
 def make_scheduler(
-    optimizer: torch.optim.Optimizer, name: str, *, epochs: int, step_size: int = 100, gamma: float = 0.5,
+    optimizer: torch.optim.Optimizer,
+    name: str,
+    *,
+    epochs: int,
+    step_size: int = 100,
+    gamma: float = 0.5,
     patience: int = 10,
 ):
     """Per-epoch schedule: ``none``, ``step`` (×gamma every step_size epochs), ``plateau``
@@ -35,7 +47,9 @@ def make_scheduler(
     if name == "step":
         return torch.optim.lr_scheduler.StepLR(optimizer, step_size=step_size, gamma=gamma)
     if name == "plateau":
-        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=gamma, patience=patience)
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, factor=gamma, patience=patience
+        )
     if name == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(epochs, 1))
     raise ValueError(f"unknown scheduler {name!r}; choose one of {SCHEDULERS}")

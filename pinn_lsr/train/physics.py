@@ -22,7 +22,9 @@ from pinn_lsr.train.optim import make_optimizer
 LOSS_NORMS = ("energy", "l2")
 
 
-def fem_loss_and_grid_gradient(fem: FEMInstances, grid: np.ndarray, norm: str) -> tuple[float, np.ndarray]:
+def fem_loss_and_grid_gradient(
+    fem: FEMInstances, grid: np.ndarray, norm: str
+) -> tuple[float, np.ndarray]:
     """The summed FEM loss of grid fields (K, n_grid) and its gradient with respect to them,
     identical on all ranks. Collective."""
     if norm not in LOSS_NORMS:
@@ -33,7 +35,9 @@ def fem_loss_and_grid_gradient(fem: FEMInstances, grid: np.ndarray, norm: str) -
         r = system.residual(u)
         if norm == "energy":  # ½ uᵀAu − bᵀu = ½ uᵀ(r − b)
             if system.b is None:
-                raise ValueError("the energy loss needs a linear SPD problem; use norm='l2' for nonlinear residuals")
+                raise ValueError(
+                    "the energy loss needs a linear SPD problem; use norm='l2' for nonlinear residuals"
+                )
             loss += 0.5 * float(u @ (r - system.b.getArray(readonly=True)[: len(u)]))
             du = r
         else:
@@ -47,8 +51,16 @@ def fem_loss_and_grid_gradient(fem: FEMInstances, grid: np.ndarray, norm: str) -
     return float(total[0]), gradient
 
 
-def physics_finetune(model: nn.Module, fem: FEMInstances, *, seconds: float, optimizer: str = "adam",
-                     lr: float = 1e-4, norm: str = "energy", lbfgs_max_iter: int = 20) -> list[dict]:
+def physics_finetune(
+    model: nn.Module,
+    fem: FEMInstances,
+    *,
+    seconds: float,
+    optimizer: str = "adam",
+    lr: float = 1e-4,
+    norm: str = "energy",
+    lbfgs_max_iter: int = 20,
+) -> list[dict]:
     """Minimise the FEM loss of ``model`` on ``fem``'s instances for ``seconds`` of wall time
     (checked between steps; an L-BFGS step does up to ``lbfgs_max_iter`` iterations). Every rank
     computes the same steps; rank 0's weights are broadcast at the end. Collective.
@@ -67,14 +79,25 @@ def physics_finetune(model: nn.Module, fem: FEMInstances, *, seconds: float, opt
         return torch.tensor(loss)
 
     def record(step, loss):
-        history.append({"step": step, "seconds": time.perf_counter() - start, "loss": loss,
-                        "rel_l2": float(np.mean(fem.errors(fem.network_fields(model))))})
+        history.append(
+            {
+                "step": step,
+                "seconds": time.perf_counter() - start,
+                "loss": loss,
+                "rel_l2": float(np.mean(fem.errors(fem.network_fields(model)))),
+            }
+        )
 
     start = time.perf_counter()
     history: list[dict] = []
     model.eval()
     with torch.no_grad():
-        record(0, fem_loss_and_grid_gradient(fem, model(inputs).reshape(len(fem), -1).double().numpy(), norm)[0])
+        record(
+            0,
+            fem_loss_and_grid_gradient(
+                fem, model(inputs).reshape(len(fem), -1).double().numpy(), norm
+            )[0],
+        )
     step = 0
     # every rank takes the same decision: the clock of rank 0
     while fem.comm.bcast(time.perf_counter() - start < seconds, root=0):

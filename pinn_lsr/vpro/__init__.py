@@ -11,4 +11,13 @@ from pinn_lsr.vpro.api import build_problem, fit, fit_gnvpro, train
 from pinn_lsr.vpro.optimizer import GNResult, GNSettings, minimize
 from pinn_lsr.vpro.separable import as_separable
 
-__all__ = ["GNResult", "GNSettings", "as_separable", "build_problem", "fit", "fit_gnvpro", "minimize", "train"]
+__all__ = [
+    "GNResult",
+    "GNSettings",
+    "as_separable",
+    "build_problem",
+    "fit",
+    "fit_gnvpro",
+    "minimize",
+    "train",
+]

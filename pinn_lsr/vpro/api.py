@@ -18,9 +18,17 @@ from pinn_lsr.vpro.squared import SquaredProblem
 LOSSES = ("squared", "cross_entropy")
 
 
-def build_problem(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, settings: GNSettings, *,
-                  comm: MPI.Comm = MPI.COMM_WORLD, theta_ref: torch.Tensor | None = None,
-                  points: torch.Tensor | None = None, variable_projection: bool = True) -> ReducedProblem:
+def build_problem(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    settings: GNSettings,
+    *,
+    comm: MPI.Comm = MPI.COMM_WORLD,
+    theta_ref: torch.Tensor | None = None,
+    points: torch.Tensor | None = None,
+    variable_projection: bool = True,
+) -> ReducedProblem:
     """The reduced problem of ``model`` on this rank's ``(inputs, targets)``. Collective.
 
     ``variable_projection=False`` gives plain Gauss–Newton over all parameters (squared loss only).
@@ -31,37 +39,63 @@ def build_problem(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
     """
     if settings.loss not in LOSSES:
         raise ValueError(f"unknown loss {settings.loss!r}; choose one of {LOSSES}")
-    ok = len(inputs) == len(targets) and bool(torch.isfinite(inputs).all()) and (
-        not targets.dtype.is_floating_point or bool(torch.isfinite(targets).all()))
+    ok = (
+        len(inputs) == len(targets)
+        and bool(torch.isfinite(inputs).all())
+        and (not targets.dtype.is_floating_point or bool(torch.isfinite(targets).all()))
+    )
     if not comm.allreduce(ok, op=MPI.LAND):
-        raise ValueError(f"inputs and targets must have the same length and finite values on every rank; "
-                         f"got {tuple(inputs.shape)} and {tuple(targets.shape)} here"
-                         f"{'' if ok else ' (this rank is at fault)'}")
+        raise ValueError(
+            f"inputs and targets must have the same length and finite values on every rank; "
+            f"got {tuple(inputs.shape)} and {tuple(targets.shape)} here"
+            f"{'' if ok else ' (this rank is at fault)'}"
+        )
     if comm.allreduce(len(inputs)) == 0:
         raise ValueError("no training samples")
-    kwargs = {"alpha_W": settings.alpha_W, "alpha_theta": settings.alpha_theta, "theta_ref": theta_ref, "comm": comm,
-              "work": WorkCounter()}
+    kwargs = {
+        "alpha_W": settings.alpha_W,
+        "alpha_theta": settings.alpha_theta,
+        "theta_ref": theta_ref,
+        "comm": comm,
+        "work": WorkCounter(),
+    }
     dtype = next(model.parameters()).dtype
     inputs = inputs.to(dtype)
     if not variable_projection:
         if settings.loss != "squared":
-            raise ValueError("plain Gauss–Newton (variable_projection=False) supports the squared loss only")
+            raise ValueError(
+                "plain Gauss–Newton (variable_projection=False) supports the squared loss only"
+            )
         return PlainSquaredProblem(WholeModel(model), inputs, targets.to(dtype), **kwargs)
     separable = as_separable(model, points=points)
     if settings.loss == "cross_entropy":
-        inner = {"tol": settings.inner_tol, "max_iterations": settings.inner_max_iterations,
-                 "krylov_rtol": settings.inner_krylov_rtol, "krylov_max_iterations": settings.inner_krylov_max_iterations}
+        inner = {
+            "tol": settings.inner_tol,
+            "max_iterations": settings.inner_max_iterations,
+            "krylov_rtol": settings.inner_krylov_rtol,
+            "krylov_max_iterations": settings.inner_krylov_max_iterations,
+        }
         return CrossEntropyProblem(separable, inputs, targets, inner=inner, **kwargs)
     expected = len(inputs) * separable.rows_per_sample * separable.n_outputs
     if targets.numel() != expected:
-        raise ValueError(f"targets of shape {tuple(targets.shape)} do not match the model: expected "
-                         f"{separable.rows_per_sample * separable.n_outputs} values per sample")
+        raise ValueError(
+            f"targets of shape {tuple(targets.shape)} do not match the model: expected "
+            f"{separable.rows_per_sample * separable.n_outputs} values per sample"
+        )
     return SquaredProblem(separable, inputs, targets.to(dtype), **kwargs)
 
 
-def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, loss: str = "squared",
-          comm: MPI.Comm = MPI.COMM_WORLD, theta_ref: torch.Tensor | None = None, points: torch.Tensor | None = None,
-          **settings) -> tuple[nn.Module, list[dict]]:
+def train(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    loss: str = "squared",
+    comm: MPI.Comm = MPI.COMM_WORLD,
+    theta_ref: torch.Tensor | None = None,
+    points: torch.Tensor | None = None,
+    **settings,
+) -> tuple[nn.Module, list[dict]]:
     """Train ``model`` by GNvpro on ``(x, y)``; return the model (changed in place) and the history.
 
     Collective on ``comm``: each rank passes its own share of the samples and all ranks take the
@@ -91,27 +125,60 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, loss: str = "sq
     unknown = set(settings) - {f.name for f in dataclasses.fields(GNSettings)}
     if unknown:
         raise ValueError(f"unknown GNvpro settings {sorted(unknown)}; see pinn_lsr.vpro.GNSettings")
-    result = fit(model, x, y, GNSettings(loss=loss, **settings), comm=comm, theta_ref=theta_ref, points=points)
+    result = fit(
+        model,
+        x,
+        y,
+        GNSettings(loss=loss, **settings),
+        comm=comm,
+        theta_ref=theta_ref,
+        points=points,
+    )
     history = [dict(entry) for entry in result.history]
     history[-1]["status"] = result.status
     return model, history
 
 
-def fit(model, x, y, settings: GNSettings, *, comm=MPI.COMM_WORLD, theta_ref=None, points=None,
-        variable_projection=True) -> GNResult:
+def fit(
+    model,
+    x,
+    y,
+    settings: GNSettings,
+    *,
+    comm=MPI.COMM_WORLD,
+    theta_ref=None,
+    points=None,
+    variable_projection=True,
+) -> GNResult:
     """:func:`train` with a settings object, returning the whole :class:`GNResult`. Collective."""
-    problem = build_problem(model, x, y, settings, comm=comm, theta_ref=theta_ref, points=points,
-                            variable_projection=variable_projection)
+    problem = build_problem(
+        model,
+        x,
+        y,
+        settings,
+        comm=comm,
+        theta_ref=theta_ref,
+        points=points,
+        variable_projection=variable_projection,
+    )
     result = minimize(problem, problem.separable.theta(), settings)
     problem.separable.write(result.theta, result.W)
     if result.status in ("trust_region_collapsed", "line_search_failed"):
-        warnings.warn(f"GNvpro: {result.status}; the model holds the best iterate (loss {result.loss:.3e})",
-                      RuntimeWarning, stacklevel=2)
+        warnings.warn(
+            f"GNvpro: {result.status}; the model holds the best iterate (loss {result.loss:.3e})",
+            RuntimeWarning,
+            stacklevel=2,
+        )
     return result
 
 
-def fit_gnvpro(model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor, settings: GNSettings,
-               comm: MPI.Comm = MPI.COMM_WORLD) -> GNResult:
+def fit_gnvpro(
+    model: nn.Module,
+    x_train: torch.Tensor,
+    y_train: torch.Tensor,
+    settings: GNSettings,
+    comm: MPI.Comm = MPI.COMM_WORLD,
+) -> GNResult:
     """Pipeline entry: fit normalisers, split the samples over ranks, train by GNvpro. Collective.
 
     Every rank passes the whole training set (as :func:`pinn_lsr.train.loop.train` takes it);

@@ -53,13 +53,20 @@ class CrossEntropyProblem(ReducedProblem):
 
     def __init__(self, separable, inputs, targets, *, inner: dict | None = None, **kwargs):
         super().__init__(separable, inputs, targets, **kwargs)
-        self.inner = {"tol": 1e-10, "max_iterations": 50, "krylov_rtol": 1e-2, "krylov_max_iterations": 200,
-                      **(inner or {})}
+        self.inner = {
+            "tol": 1e-10,
+            "max_iterations": 50,
+            "krylov_rtol": 1e-2,
+            "krylov_max_iterations": 200,
+            **(inner or {}),
+        }
         n_classes = separable.n_outputs
         labels = targets.reshape(-1)
         if labels.dtype.is_floating_point or len(labels) != len(inputs):
-            raise ValueError(f"cross-entropy targets must be integer class indices of shape ({len(inputs)},), "
-                             f"got {tuple(targets.shape)} {targets.dtype}")
+            raise ValueError(
+                f"cross-entropy targets must be integer class indices of shape ({len(inputs)},), "
+                f"got {tuple(targets.shape)} {targets.dtype}"
+            )
         if not self.comm.allreduce(bool(((labels >= 0) & (labels < n_classes)).all()), op=MPI.LAND):
             raise ValueError(f"class indices must lie in [0, {n_classes}) (the model's outputs)")
         self.Y = torch.nn.functional.one_hot(labels.long(), n_classes).to(separable.theta().dtype)
@@ -71,9 +78,16 @@ class CrossEntropyProblem(ReducedProblem):
 
     def _objective_W(self, A: torch.Tensor, Wt: torch.Tensor) -> tuple[float, torch.Tensor, float]:
         """(data term, S, ½α_W‖W‖²) at W."""
-        O = A @ Wt
-        data = float(self.allreduce((torch.logsumexp(O, dim=1) - (O * self.Y).sum(dim=1)).sum())) / self.n_samples
-        return data, torch.softmax(O, dim=1), 0.5 * self.alpha_W * float(Wt.pow(2).sum())
+        logits = A @ Wt
+        data = (
+            float(
+                self.allreduce(
+                    (torch.logsumexp(logits, dim=1) - (logits * self.Y).sum(dim=1)).sum()
+                )
+            )
+            / self.n_samples
+        )
+        return data, torch.softmax(logits, dim=1), 0.5 * self.alpha_W * float(Wt.pow(2).sum())
 
     def _hessian_W(self, A, S, V):
         return self.allreduce(A.T @ softmax_curvature(S, A @ V)) / self.n_samples + self.alpha_W * V
@@ -87,9 +101,13 @@ class CrossEntropyProblem(ReducedProblem):
             grad_norm = float(grad.norm())
             if grad_norm <= self.inner["tol"] or iterations == self.inner["max_iterations"]:
                 break
-            krylov = steihaug_cg(lambda v: self._hessian_W(A, S, v.reshape(Wt.shape)).reshape(-1), grad.reshape(-1),
-                                 math.inf, rtol=self.inner["krylov_rtol"],
-                                 max_iterations=self.inner["krylov_max_iterations"])
+            krylov = steihaug_cg(
+                lambda v: self._hessian_W(A, S, v.reshape(Wt.shape)).reshape(-1),
+                grad.reshape(-1),
+                math.inf,
+                rtol=self.inner["krylov_rtol"],
+                max_iterations=self.inner["krylov_max_iterations"],
+            )
             step = krylov.step.reshape(Wt.shape)
             slope = float((grad * step).sum())
             t = 1.0
@@ -99,7 +117,11 @@ class CrossEntropyProblem(ReducedProblem):
                     break
                 t *= 0.5
             Wt, data, S, penalty = Wt + t * step, trial_data, trial_S, trial_penalty
-        facts = {"w_iterations": iterations, "w_gradient_norm": grad_norm, "w_converged": grad_norm <= self.inner["tol"]}
+        facts = {
+            "w_iterations": iterations,
+            "w_gradient_norm": grad_norm,
+            "w_converged": grad_norm <= self.inner["tol"],
+        }
         return Wt, facts
 
     def evaluate(self, theta, start=None) -> CrossEntropyPoint:
@@ -110,17 +132,32 @@ class CrossEntropyProblem(ReducedProblem):
         Wt0 = (start.W if start is not None else self.separable.get_weights().to(Z.dtype)).T
         Wt, facts = self.solve_weights(A, Wt0.contiguous())
         data, S, penalty = self._objective_W(A, Wt)
-        return CrossEntropyPoint(theta=theta, W=Wt.T.contiguous(), objective=data + penalty + self.theta_penalty(theta),
-                                 loss=data, info=facts, linearization=linearization, A=A, S=S, Wt=Wt,
-                                 cholesky=self._factor_hessian(A, S))
+        return CrossEntropyPoint(
+            theta=theta,
+            W=Wt.T.contiguous(),
+            objective=data + penalty + self.theta_penalty(theta),
+            loss=data,
+            info=facts,
+            linearization=linearization,
+            A=A,
+            S=S,
+            Wt=Wt,
+            cholesky=self._factor_hessian(A, S),
+        )
 
     def _factor_hessian(self, A: torch.Tensor, S: torch.Tensor) -> torch.Tensor:
         """Lower Cholesky factor of H_W in the row-major vec of (p + 1, C)."""
         n_cols, n_classes = A.shape[1], S.shape[1]
         Lam = torch.diag_embed(S) - S[:, :, None] * S[:, None, :]  # (n, C, C)
         AA = (A[:, :, None] * A[:, None, :]).reshape(len(A), -1)  # (n, (p+1)²)
-        H = self.allreduce(AA.T @ Lam.reshape(len(A), -1)) / self.n_samples  # ((p+1)², C²) as [j,k],[c,d]
-        H = H.reshape(n_cols, n_cols, n_classes, n_classes).permute(0, 2, 1, 3).reshape(n_cols * n_classes, -1)
+        H = (
+            self.allreduce(AA.T @ Lam.reshape(len(A), -1)) / self.n_samples
+        )  # ((p+1)², C²) as [j,k],[c,d]
+        H = (
+            H.reshape(n_cols, n_cols, n_classes, n_classes)
+            .permute(0, 2, 1, 3)
+            .reshape(n_cols * n_classes, -1)
+        )
         H = H + self.alpha_W * torch.eye(len(H), dtype=H.dtype)
         return torch.linalg.cholesky(0.5 * (H + H.T))
 
@@ -135,21 +172,34 @@ class CrossEntropyProblem(ReducedProblem):
         G_A = (point.S - self.Y) @ point.Wt.T / self.n_samples
         return self._pull(point, G_A) + self.alpha_theta * (point.theta - self.theta_ref)
 
-    def reduced_jvp(self, point: CrossEntropyPoint, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def reduced_jvp(
+        self, point: CrossEntropyPoint, v: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """J_red v: (dO (n_local, C), √α_W dWᵀ (p + 1, C)). Collective; not counted."""
         dZ = point.linearization.jvp(v)
         dA = self.separable.scale * torch.cat([dZ, torch.zeros(len(dZ), 1, dtype=dZ.dtype)], dim=1)
-        rhs = self.allreduce(point.A.T @ softmax_curvature(point.S, dA @ point.Wt) + dA.T @ (point.S - self.Y))
+        rhs = self.allreduce(
+            point.A.T @ softmax_curvature(point.S, dA @ point.Wt) + dA.T @ (point.S - self.Y)
+        )
         dWt = -self._H_inverse(point, rhs / self.n_samples)
         return dA @ point.Wt + point.A @ dWt, math.sqrt(self.alpha_W) * dWt
 
-    def reduced_vjp(self, point: CrossEntropyPoint, U: torch.Tensor, V: torch.Tensor) -> torch.Tensor:
+    def reduced_vjp(
+        self, point: CrossEntropyPoint, U: torch.Tensor, V: torch.Tensor
+    ) -> torch.Tensor:
         """J_redᵀ (U, V) for U (n_local, C), V (p + 1, C): (m,), summed over ranks. Collective."""
         M = self._H_inverse(point, self.allreduce(point.A.T @ U) + math.sqrt(self.alpha_W) * V)
-        G_A = U @ point.Wt.T - (softmax_curvature(point.S, point.A @ M) @ point.Wt.T + (point.S - self.Y) @ M.T) / self.n_samples
+        G_A = (
+            U @ point.Wt.T
+            - (softmax_curvature(point.S, point.A @ M) @ point.Wt.T + (point.S - self.Y) @ M.T)
+            / self.n_samples
+        )
         return self._pull(point, G_A)
 
     def gn_product(self, point: CrossEntropyPoint, v: torch.Tensor) -> torch.Tensor:
         self.count(2)
         dO, dW = self.reduced_jvp(point, v)
-        return self.reduced_vjp(point, softmax_curvature(point.S, dO) / self.n_samples, dW) + self.alpha_theta * v
+        return (
+            self.reduced_vjp(point, softmax_curvature(point.S, dO) / self.n_samples, dW)
+            + self.alpha_theta * v
+        )

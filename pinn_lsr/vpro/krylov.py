@@ -23,8 +23,14 @@ class KrylovResult:
     reason: str  # one of REASONS
 
 
-def steihaug_cg(apply_B: Callable[[torch.Tensor], torch.Tensor], g: torch.Tensor, radius: float, *, rtol: float,
-                max_iterations: int) -> KrylovResult:
+def steihaug_cg(
+    apply_B: Callable[[torch.Tensor], torch.Tensor],
+    g: torch.Tensor,
+    radius: float,
+    *,
+    rtol: float,
+    max_iterations: int,
+) -> KrylovResult:
     """CG on ``B s = −g`` from s = 0, stopped when
 
     * ``converged``: ‖B s + g‖ ≤ rtol · ‖g‖;

@@ -82,7 +82,9 @@ class GNSettings:
     seed: int = 0  # mini-batch draws
     inner_tol: float = 1e-10  # cross-entropy: ‖∇_W L‖ at which the inner Newton–Krylov solve stops
     inner_max_iterations: int = 50  # cross-entropy: inner Newton steps
-    inner_krylov_rtol: float = 1e-2  # cross-entropy: relative CG tolerance of each inner Newton step
+    inner_krylov_rtol: float = (
+        1e-2  # cross-entropy: relative CG tolerance of each inner Newton step
+    )
     inner_krylov_max_iterations: int = 200
 
 
@@ -116,13 +118,17 @@ def minimize(problem: ReducedProblem, theta0: torch.Tensor, settings: GNSettings
         ValueError: unknown globalisation, bad batch size, or a non-finite objective at θ0.
     """
     if settings.globalization not in GLOBALIZATIONS:
-        raise ValueError(f"unknown globalization {settings.globalization!r}; choose one of {GLOBALIZATIONS}")
+        raise ValueError(
+            f"unknown globalization {settings.globalization!r}; choose one of {GLOBALIZATIONS}"
+        )
     for name in ("batch_size", "curvature_batch_size"):
         size = getattr(settings, name)
         if size is not None and not 1 <= size <= problem.n_samples:
             raise ValueError(f"{name} must be between 1 and {problem.n_samples}, got {size}")
     if settings.batch_size is not None and settings.curvature_batch_size is not None:
-        raise ValueError("choose batch_size (mini-batch variant) or curvature_batch_size (subsampled products), not both")
+        raise ValueError(
+            "choose batch_size (mini-batch variant) or curvature_batch_size (subsampled products), not both"
+        )
     comm = problem.comm
     clock = _Clock(comm)
     point = problem.evaluate(theta0)
@@ -137,11 +143,15 @@ def minimize(problem: ReducedProblem, theta0: torch.Tensor, settings: GNSettings
     for iteration in range(1, settings.max_iterations + 1):
         local = problem
         if settings.batch_size is not None:
-            local = problem.subset(_draw(settings.seed, iteration, settings.batch_size, problem, offset))
+            local = problem.subset(
+                _draw(settings.seed, iteration, settings.batch_size, problem, offset)
+            )
             point = local.evaluate(point.theta, start=point)
         g = local.gradient(point)
         if settings.curvature_batch_size is not None:
-            sample = problem.subset(_draw(settings.seed, iteration, settings.curvature_batch_size, problem, offset))
+            sample = problem.subset(
+                _draw(settings.seed, iteration, settings.curvature_batch_size, problem, offset)
+            )
             sample_point = sample.evaluate(point.theta, start=point)
             gn_product = lambda v: sample.gn_product(sample_point, v)  # noqa: E731
         else:
@@ -153,11 +163,14 @@ def minimize(problem: ReducedProblem, theta0: torch.Tensor, settings: GNSettings
         if settings.globalization == "trust_region":
             point, radius, facts = _trust_region_step(local, point, g, gn_product, radius, settings)
         elif settings.globalization == "levenberg_marquardt":
-            point, damping, facts = _levenberg_marquardt_step(local, point, g, gn_product, damping, settings)
+            point, damping, facts = _levenberg_marquardt_step(
+                local, point, g, gn_product, damping, settings
+            )
         else:
             point, facts = _armijo_step(local, point, g, gn_product, settings)
-        if settings.batch_size is not None and (iteration % settings.monitor_every == 0 or
-                                                iteration == settings.max_iterations):
+        if settings.batch_size is not None and (
+            iteration % settings.monitor_every == 0 or iteration == settings.max_iterations
+        ):
             with clock.paused():
                 full = _uncounted(problem, point.theta, point)
             history.append(_record(iteration, full, gradient_norm, problem, clock, facts))
@@ -167,8 +180,11 @@ def minimize(problem: ReducedProblem, theta0: torch.Tensor, settings: GNSettings
             best = point
         if facts.get("failed"):
             status = facts["failed"]
-            warnings.warn(f"GNvpro stopped at iteration {iteration}: {status}; keeping the best iterate", RuntimeWarning,
-                          stacklevel=2)
+            warnings.warn(
+                f"GNvpro stopped at iteration {iteration}: {status}; keeping the best iterate",
+                RuntimeWarning,
+                stacklevel=2,
+            )
             break
         if problem.work.units >= settings.max_work_units:
             status = "max_work_units"
@@ -176,14 +192,34 @@ def minimize(problem: ReducedProblem, theta0: torch.Tensor, settings: GNSettings
         if clock.seconds() >= settings.max_seconds:
             status = "max_seconds"
             break
-    return GNResult(theta=best.theta, W=best.W, objective=best.objective, loss=best.loss, status=status,
-                    iterations=len(history) - 1, work_units=problem.work.units, seconds=clock.seconds(),
-                    history=history)
+    return GNResult(
+        theta=best.theta,
+        W=best.W,
+        objective=best.objective,
+        loss=best.loss,
+        status=status,
+        iterations=len(history) - 1,
+        work_units=problem.work.units,
+        seconds=clock.seconds(),
+        history=history,
+    )
 
 
-def _trust_region_step(problem: ReducedProblem, point: Point, g: torch.Tensor, gn_product, radius: float,
-                       settings: GNSettings):
-    krylov = steihaug_cg(gn_product, g, radius, rtol=settings.krylov_rtol, max_iterations=settings.krylov_max_iterations)
+def _trust_region_step(
+    problem: ReducedProblem,
+    point: Point,
+    g: torch.Tensor,
+    gn_product,
+    radius: float,
+    settings: GNSettings,
+):
+    krylov = steihaug_cg(
+        gn_product,
+        g,
+        radius,
+        rtol=settings.krylov_rtol,
+        max_iterations=settings.krylov_max_iterations,
+    )
     step_norm = float(krylov.step.norm())
     trial = _safe_evaluate(problem, point.theta + krylov.step, point)
     predicted = -krylov.model_change
@@ -194,18 +230,35 @@ def _trust_region_step(problem: ReducedProblem, point: Point, g: torch.Tensor, g
         radius = settings.shrink * min(radius, step_norm)
     elif ratio > settings.eta_expand and krylov.reason == "boundary":
         radius = min(settings.expand * radius, settings.max_radius)
-    facts = {"inner_iterations": krylov.iterations, "krylov_reason": krylov.reason, "step_norm": step_norm,
-             "ratio": ratio, "accepted": accepted, "radius": radius}
+    facts = {
+        "inner_iterations": krylov.iterations,
+        "krylov_reason": krylov.reason,
+        "step_norm": step_norm,
+        "ratio": ratio,
+        "accepted": accepted,
+        "radius": radius,
+    }
     if radius < settings.min_radius:
         facts["failed"] = "trust_region_collapsed"
     return (trial if accepted else point), radius, facts
 
 
-def _levenberg_marquardt_step(problem: ReducedProblem, point: Point, g: torch.Tensor, gn_product, damping: float,
-                              settings: GNSettings):
+def _levenberg_marquardt_step(
+    problem: ReducedProblem,
+    point: Point,
+    g: torch.Tensor,
+    gn_product,
+    damping: float,
+    settings: GNSettings,
+):
     """One damping-form trust-region step; the history's ``radius`` is the implied one, ‖s(λ)‖."""
-    krylov = steihaug_cg(lambda v: gn_product(v) + damping * v, g, math.inf,
-                         rtol=settings.krylov_rtol, max_iterations=settings.krylov_max_iterations)
+    krylov = steihaug_cg(
+        lambda v: gn_product(v) + damping * v,
+        g,
+        math.inf,
+        rtol=settings.krylov_rtol,
+        max_iterations=settings.krylov_max_iterations,
+    )
     trial = _safe_evaluate(problem, point.theta + krylov.step, point)
     predicted = -(krylov.model_change - 0.5 * damping * float(krylov.step @ krylov.step))
     actual = point.objective - trial.objective if trial is not None else -math.inf
@@ -216,19 +269,39 @@ def _levenberg_marquardt_step(problem: ReducedProblem, point: Point, g: torch.Te
     elif ratio > settings.eta_expand:
         damping = damping / settings.expand
     step_norm = float(krylov.step.norm())
-    facts = {"inner_iterations": krylov.iterations, "krylov_reason": krylov.reason, "step_norm": step_norm,
-             "ratio": ratio, "accepted": accepted, "damping": damping, "radius": step_norm}
+    facts = {
+        "inner_iterations": krylov.iterations,
+        "krylov_reason": krylov.reason,
+        "step_norm": step_norm,
+        "ratio": ratio,
+        "accepted": accepted,
+        "damping": damping,
+        "radius": step_norm,
+    }
     if damping > settings.max_damping:
         facts["failed"] = "trust_region_collapsed"
     return (trial if accepted else point), damping, facts
 
 
-def _armijo_step(problem: ReducedProblem, point: Point, g: torch.Tensor, gn_product, settings: GNSettings):
-    krylov = steihaug_cg(lambda v: gn_product(v) + settings.damping * v, g, math.inf,
-                         rtol=settings.krylov_rtol, max_iterations=settings.krylov_max_iterations)
+def _armijo_step(
+    problem: ReducedProblem, point: Point, g: torch.Tensor, gn_product, settings: GNSettings
+):
+    krylov = steihaug_cg(
+        lambda v: gn_product(v) + settings.damping * v,
+        g,
+        math.inf,
+        rtol=settings.krylov_rtol,
+        max_iterations=settings.krylov_max_iterations,
+    )
     slope = float(g @ krylov.step)
-    facts = {"inner_iterations": krylov.iterations, "krylov_reason": krylov.reason,
-             "step_norm": float(krylov.step.norm()), "accepted": False, "step_length": 0.0, "radius": math.nan}
+    facts = {
+        "inner_iterations": krylov.iterations,
+        "krylov_reason": krylov.reason,
+        "step_norm": float(krylov.step.norm()),
+        "accepted": False,
+        "step_length": 0.0,
+        "radius": math.nan,
+    }
     t = 1.0
     for _ in range(settings.max_backtracks + 1):
         trial = _safe_evaluate(problem, point.theta + t * krylov.step, point)
@@ -247,7 +320,9 @@ def _safe_evaluate(problem: ReducedProblem, theta: torch.Tensor, start: Point) -
             trial = problem.evaluate(theta, start=start)
         except (FloatingPointError, torch.linalg.LinAlgError, np.linalg.LinAlgError):
             trial = None
-    if not problem.comm.allreduce(trial is not None and math.isfinite(trial.objective), op=MPI.LAND):
+    if not problem.comm.allreduce(
+        trial is not None and math.isfinite(trial.objective), op=MPI.LAND
+    ):
         return None
     return trial
 
@@ -260,18 +335,29 @@ def _uncounted(problem: ReducedProblem, theta: torch.Tensor, start: Point) -> Po
     return full
 
 
-def _draw(seed: int, iteration: int, size: int, problem: ReducedProblem, offset: int) -> torch.Tensor:
+def _draw(
+    seed: int, iteration: int, size: int, problem: ReducedProblem, offset: int
+) -> torch.Tensor:
     """This rank's local indices of a random draw of ``size`` of all samples (same draw on every rank)."""
-    chosen = np.sort(np.random.default_rng([seed, iteration]).choice(problem.n_samples, size, replace=False))
+    chosen = np.sort(
+        np.random.default_rng([seed, iteration]).choice(problem.n_samples, size, replace=False)
+    )
     mine = chosen[(chosen >= offset) & (chosen < offset + len(problem.inputs))] - offset
     return torch.from_numpy(mine)
 
 
 def _record(iteration, point, gradient_norm, problem, clock, facts) -> dict:
-    entry = {"iteration": iteration, "objective": point.objective, "loss": point.loss,
-             "gradient_norm": gradient_norm if gradient_norm is not None else math.nan,
-             "work_units": problem.work.units, "seconds": clock.seconds(), "inner_iterations": 0, **facts,
-             **point.info}
+    entry = {
+        "iteration": iteration,
+        "objective": point.objective,
+        "loss": point.loss,
+        "gradient_norm": gradient_norm if gradient_norm is not None else math.nan,
+        "work_units": problem.work.units,
+        "seconds": clock.seconds(),
+        "inner_iterations": 0,
+        **facts,
+        **point.info,
+    }
     entry.pop("failed", None)
     log.debug("GNvpro %s", entry)
     return entry

@@ -61,14 +61,24 @@ class PlainSquaredProblem(ReducedProblem):
         self.count(1)
         E = self.row_scale * (linearization.Z - self.Y)
         mse = float(self.allreduce(E.pow(2).sum()))
-        return PlainPoint(theta=theta, W=torch.zeros(0, 0), objective=0.5 * mse + self.theta_penalty(theta), loss=mse,
-                          linearization=linearization, E=E)
+        return PlainPoint(
+            theta=theta,
+            W=torch.zeros(0, 0),
+            objective=0.5 * mse + self.theta_penalty(theta),
+            loss=mse,
+            linearization=linearization,
+            E=E,
+        )
 
     def gradient(self, point) -> torch.Tensor:
         self.count(1)
-        return self.allreduce(point.linearization.vjp(self.row_scale * point.E)) + self.alpha_theta * (point.theta - self.theta_ref)
+        return self.allreduce(
+            point.linearization.vjp(self.row_scale * point.E)
+        ) + self.alpha_theta * (point.theta - self.theta_ref)
 
     def gn_product(self, point, v) -> torch.Tensor:
         self.count(2)
         Jv = point.linearization.jvp(v)
-        return self.row_scale**2 * self.allreduce(point.linearization.vjp(Jv)) + self.alpha_theta * v
+        return (
+            self.row_scale**2 * self.allreduce(point.linearization.vjp(Jv)) + self.alpha_theta * v
+        )

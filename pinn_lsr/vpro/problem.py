@@ -53,11 +53,23 @@ class ReducedProblem:
         fraction: share of the whole training set these samples are (for work units).
     """
 
-    def __init__(self, separable: SeparableModel, inputs: torch.Tensor, targets: torch.Tensor, *, alpha_W: float,
-                 alpha_theta: float, theta_ref: torch.Tensor | None, comm: MPI.Comm, work: WorkCounter,
-                 fraction: float = 1.0):
+    def __init__(
+        self,
+        separable: SeparableModel,
+        inputs: torch.Tensor,
+        targets: torch.Tensor,
+        *,
+        alpha_W: float,
+        alpha_theta: float,
+        theta_ref: torch.Tensor | None,
+        comm: MPI.Comm,
+        work: WorkCounter,
+        fraction: float = 1.0,
+    ):
         if alpha_W < 0 or alpha_theta < 0:
-            raise ValueError(f"Tikhonov weights must be >= 0, got alpha_W={alpha_W}, alpha_theta={alpha_theta}")
+            raise ValueError(
+                f"Tikhonov weights must be >= 0, got alpha_W={alpha_W}, alpha_theta={alpha_theta}"
+            )
         self.separable = separable
         self.inputs = inputs
         self.targets = targets
@@ -65,9 +77,13 @@ class ReducedProblem:
         self.alpha_W = float(alpha_W)
         self.alpha_theta = float(alpha_theta)
         theta0 = separable.theta()
-        self.theta_ref = torch.zeros_like(theta0) if theta_ref is None else theta_ref.to(theta0.dtype)
+        self.theta_ref = (
+            torch.zeros_like(theta0) if theta_ref is None else theta_ref.to(theta0.dtype)
+        )
         if self.theta_ref.shape != theta0.shape:
-            raise ValueError(f"theta_ref must have shape {tuple(theta0.shape)}, got {tuple(self.theta_ref.shape)}")
+            raise ValueError(
+                f"theta_ref must have shape {tuple(theta0.shape)}, got {tuple(self.theta_ref.shape)}"
+            )
         self.comm = comm
         self.work = work
         self.fraction = fraction
@@ -76,9 +92,17 @@ class ReducedProblem:
     def subset(self, samples: torch.Tensor) -> "ReducedProblem":
         """The same problem on this rank's samples ``samples`` (local indices). Collective."""
         n_subset = self.comm.allreduce(len(samples))
-        return type(self)(self.separable, self.inputs[samples], self.targets[samples], alpha_W=self.alpha_W,
-                          alpha_theta=self.alpha_theta, theta_ref=self.theta_ref, comm=self.comm, work=self.work,
-                          fraction=self.fraction * n_subset / self.n_samples)
+        return type(self)(
+            self.separable,
+            self.inputs[samples],
+            self.targets[samples],
+            alpha_W=self.alpha_W,
+            alpha_theta=self.alpha_theta,
+            theta_ref=self.theta_ref,
+            comm=self.comm,
+            work=self.work,
+            fraction=self.fraction * n_subset / self.n_samples,
+        )
 
     def theta_penalty(self, theta: torch.Tensor) -> float:
         """(α_θ/2)‖θ − θ_ref‖²."""

@@ -27,7 +27,9 @@ class FlatParameters:
     """The trainable parameters of ``module`` as one flat vector θ (m,), and back. Local."""
 
     def __init__(self, module: nn.Module, *, exclude: tuple[str, ...] = ()):
-        named = [(n, p) for n, p in module.named_parameters() if p.requires_grad and n not in exclude]
+        named = [
+            (n, p) for n, p in module.named_parameters() if p.requires_grad and n not in exclude
+        ]
         complex_names = [n for n, p in named if p.is_complex()]
         if complex_names:
             raise TypeError(f"GNvpro supports real parameters only; complex: {complex_names}")
@@ -45,7 +47,10 @@ class FlatParameters:
     def as_dict(self, theta: torch.Tensor) -> dict[str, torch.Tensor]:
         """``name -> tensor`` views of θ plus the module's buffers, for ``functional_call``."""
         pieces = torch.split(theta, self.sizes)
-        return {**dict(zip(self.names, (p.reshape(s) for p, s in zip(pieces, self.shapes)))), **self.buffers}
+        return {
+            **dict(zip(self.names, (p.reshape(s) for p, s in zip(pieces, self.shapes)))),
+            **self.buffers,
+        }
 
     @torch.no_grad()
     def write(self, theta: torch.Tensor) -> None:
@@ -75,7 +80,9 @@ class FeatureLinearization:
 
     def vjp(self, G: torch.Tensor) -> torch.Tensor:
         """J_Zᵀ G for G (n_rows_local, n_features) -> (m,), summed over this rank's rows."""
-        return torch.autograd.grad(self._Z, self._theta, G, retain_graph=True, allow_unused=True)[0].detach()
+        return torch.autograd.grad(self._Z, self._theta, G, retain_graph=True, allow_unused=True)[
+            0
+        ].detach()
 
     def jvp(self, v: torch.Tensor) -> torch.Tensor:
         """J_Z v for v (m,) -> (n_rows_local, n_features)."""
@@ -140,7 +147,9 @@ class SeparableModel:
 class LinearHeadSeparable(SeparableModel):
     """``body`` (a module) followed by ``head`` (nn.Linear); optional input/output normalisers."""
 
-    def __init__(self, body: nn.Module, head: nn.Linear, *, input_normalizer=None, output_normalizer=None):
+    def __init__(
+        self, body: nn.Module, head: nn.Linear, *, input_normalizer=None, output_normalizer=None
+    ):
         self.body = body
         self.head = head
         self.input_normalizer = input_normalizer
@@ -160,7 +169,9 @@ class LinearHeadSeparable(SeparableModel):
         return targets.reshape(targets.shape[0], self.n_outputs)
 
     def get_weights(self):
-        return torch.cat([self.head.weight.detach(), self.head.bias.detach()[:, None]], dim=1).clone()
+        return torch.cat(
+            [self.head.weight.detach(), self.head.bias.detach()[:, None]], dim=1
+        ).clone()
 
     @torch.no_grad()
     def set_weights(self, W):
@@ -221,7 +232,9 @@ class DeepONetSeparable(SeparableModel):
 def _last_linear(module: nn.Module) -> nn.Linear:
     last = list(module.modules())[-1]
     if not isinstance(last, nn.Linear):
-        raise ValueError(f"expected the branch net to end in nn.Linear, found {type(last).__name__}")
+        raise ValueError(
+            f"expected the branch net to end in nn.Linear, found {type(last).__name__}"
+        )
     return last
 
 
@@ -238,20 +251,29 @@ def as_separable(model: nn.Module, *, points: torch.Tensor | None = None) -> Sep
     """
     if isinstance(model, DeepONet):
         if model.out_channels != 1:
-            raise ValueError(f"GNvpro supports DeepONets with one output channel, got out_channels={model.out_channels}"
-                             " (a vector problem: use model=mlp)")
+            raise ValueError(
+                f"GNvpro supports DeepONets with one output channel, got out_channels={model.out_channels}"
+                " (a vector problem: use model=mlp)"
+            )
         return DeepONetSeparable(model, points)
     if isinstance(model, MLP):
         body, name = model.net, "net"
-        normalizers = {"input_normalizer": model.input_normalizer, "output_normalizer": model.output_normalizer}
+        normalizers = {
+            "input_normalizer": model.input_normalizer,
+            "output_normalizer": model.output_normalizer,
+        }
     elif isinstance(model, nn.Sequential):
         body, name, normalizers = model, "", {}
     else:
         last_name, last = list(model.named_modules())[-1]
-        raise ValueError(f"GNvpro needs an MLP, a DeepONet or an nn.Sequential ending in nn.Linear; "
-                         f"got {type(model).__name__}, whose last layer is {last_name!r} ({type(last).__name__})")
+        raise ValueError(
+            f"GNvpro needs an MLP, a DeepONet or an nn.Sequential ending in nn.Linear; "
+            f"got {type(model).__name__}, whose last layer is {last_name!r} ({type(last).__name__})"
+        )
     if len(body) < 2 or not isinstance(body[-1], nn.Linear):
         index = len(body) - 1
-        raise ValueError(f"GNvpro needs a final affine layer (nn.Linear); the last layer "
-                         f"{name + '.' if name else ''}{index} is {type(body[-1]).__name__}")
+        raise ValueError(
+            f"GNvpro needs a final affine layer (nn.Linear); the last layer "
+            f"{name + '.' if name else ''}{index} is {type(body[-1]).__name__}"
+        )
     return LinearHeadSeparable(nn.Sequential(*body[:-1]), body[-1], **normalizers)

@@ -69,9 +69,20 @@ class SquaredProblem(ReducedProblem):
         R11, Wt = self._solve_weights(A)
         E = A @ Wt - self.B
         mse = float(self.allreduce(E.pow(2).sum()))
-        objective = 0.5 * mse + 0.5 * self.alpha_W * float(Wt.pow(2).sum()) + self.theta_penalty(theta)
-        return SquaredPoint(theta=theta, W=Wt.T.contiguous(), objective=objective, loss=mse,
-                            linearization=linearization, A=A, E=E, Wt=Wt, R11=R11)
+        objective = (
+            0.5 * mse + 0.5 * self.alpha_W * float(Wt.pow(2).sum()) + self.theta_penalty(theta)
+        )
+        return SquaredPoint(
+            theta=theta,
+            W=Wt.T.contiguous(),
+            objective=objective,
+            loss=mse,
+            linearization=linearization,
+            A=A,
+            E=E,
+            Wt=Wt,
+            R11=R11,
+        )
 
     def _pull(self, point: SquaredPoint, G_A: torch.Tensor) -> torch.Tensor:
         """θ-gradient (m,), summed over ranks, of ⟨G_A, dA⟩ for a cotangent G_A (n_rows_local, p + 1)."""
@@ -79,13 +90,19 @@ class SquaredProblem(ReducedProblem):
 
     def gradient(self, point: SquaredPoint) -> torch.Tensor:
         self.count(1)
-        return self._pull(point, point.E @ point.Wt.T) + self.alpha_theta * (point.theta - self.theta_ref)
+        return self._pull(point, point.E @ point.Wt.T) + self.alpha_theta * (
+            point.theta - self.theta_ref
+        )
 
-    def reduced_jvp(self, point: SquaredPoint, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def reduced_jvp(
+        self, point: SquaredPoint, v: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """J_red v: (dE (n_rows_local, q), √α_W dWᵀ (p + 1, q)). Collective; not counted."""
         dZ = point.linearization.jvp(v)
         dA = self.row_scale * torch.cat([dZ, torch.zeros(len(dZ), 1, dtype=dZ.dtype)], dim=1)
-        dWt = -self._H_inverse(point.R11, self.allreduce(dA.T @ point.E + point.A.T @ (dA @ point.Wt)))
+        dWt = -self._H_inverse(
+            point.R11, self.allreduce(dA.T @ point.E + point.A.T @ (dA @ point.Wt))
+        )
         return dA @ point.Wt + point.A @ dWt, np.sqrt(self.alpha_W) * dWt
 
     def reduced_vjp(self, point: SquaredPoint, U: torch.Tensor, V: torch.Tensor) -> torch.Tensor:

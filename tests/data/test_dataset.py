@@ -29,7 +29,12 @@ def settings(**changes):
 
 def load(cache_dir, solver, **kwargs):
     return load_or_generate(
-        cache_dir, settings(**kwargs), sample_inputs=sample_inputs, solve=solver, comm=MPI.COMM_SELF, progress=False
+        cache_dir,
+        settings(**kwargs),
+        sample_inputs=sample_inputs,
+        solve=solver,
+        comm=MPI.COMM_SELF,
+        progress=False,
     )
 
 
@@ -78,8 +83,14 @@ def test_split_and_shape_errors(tmp_path):
     with pytest.raises(ValueError, match="cannot split"):
         data.split(6)
     with pytest.raises(ValueError, match="expected"):
-        load_or_generate(tmp_path, settings(grid_size=5), sample_inputs=sample_inputs, solve=CountingSolver(),
-                         comm=MPI.COMM_SELF, progress=False)
+        load_or_generate(
+            tmp_path,
+            settings(grid_size=5),
+            sample_inputs=sample_inputs,
+            solve=CountingSolver(),
+            comm=MPI.COMM_SELF,
+            progress=False,
+        )
 
 
 def test_nan_solutions_are_refused_and_nothing_is_cached(tmp_path):

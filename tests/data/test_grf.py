@@ -8,7 +8,9 @@ from problems.darcy import Darcy
 def test_reproducible_by_seed_and_independent_of_batching():
     whole = gaussian_random_field(6, 16, seed=7)
     np.testing.assert_array_equal(whole, gaussian_random_field(6, 16, seed=7))
-    parts = np.concatenate([gaussian_random_field(2, 16, seed=7), gaussian_random_field(4, 16, seed=7, first=2)])
+    parts = np.concatenate(
+        [gaussian_random_field(2, 16, seed=7), gaussian_random_field(4, 16, seed=7, first=2)]
+    )
     np.testing.assert_array_equal(whole, parts)
     assert not np.allclose(whole, gaussian_random_field(6, 16, seed=8))
 
@@ -25,7 +27,9 @@ def test_darcy_threshold_fractions_are_plausible():
     a = Darcy().sample_inputs(200, 32, seed=1)
     assert set(np.unique(a)) == {3.0, 12.0}
     fractions = (a == 12.0).mean(axis=(1, 2))
-    assert 0.4 < fractions.mean() < 0.6  # a symmetric field is positive on half the domain on average
+    assert (
+        0.4 < fractions.mean() < 0.6
+    )  # a symmetric field is positive on half the domain on average
     assert fractions.min() > 0.0 and fractions.max() < 1.0  # both phases in every sample at this τ
     np.testing.assert_array_equal(threshold(np.array([-1.0, 0.0, 2.0])), [3.0, 3.0, 12.0])
 

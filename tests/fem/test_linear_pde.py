@@ -22,14 +22,18 @@ def test_p1_manufactured_solution_converges_at_order_two():
 @pytest.mark.parametrize("input_space", ["cell", "vertex"])
 def test_constant_coefficient_scales_solution(input_space):
     darcy = problems.create_problem("darcy")
-    pde = LinearPDE(unit_square(MPI.COMM_WORLD, 15), darcy.forms, grid_size=16, input_space=input_space)
+    pde = LinearPDE(
+        unit_square(MPI.COMM_WORLD, 15), darcy.forms, grid_size=16, input_space=input_space
+    )
     pde.solve(np.full((16, 16), 1.0))
     u1 = pde.solution_on_grid()
     pde.solve(np.full((16, 16), 4.0))
     u4 = pde.solution_on_grid()
     np.testing.assert_allclose(u4, u1 / 4, rtol=1e-10, atol=1e-14)
     assert u1.max() > 0
-    assert np.abs(u1[0, :]).max() < 1e-15 and np.abs(u1[:, -1]).max() < 1e-15  # u = 0 on the boundary
+    assert (
+        np.abs(u1[0, :]).max() < 1e-15 and np.abs(u1[:, -1]).max() < 1e-15
+    )  # u = 0 on the boundary
 
 
 def test_cell_input_is_piecewise_constant_on_grid_cells():
@@ -57,7 +61,13 @@ def test_bad_inputs_are_rejected():
 def test_non_convergence_raises_solver_error_naming_prefix():
     darcy = problems.create_problem("darcy")
     options = {"ksp_type": "cg", "pc_type": "none", "ksp_max_it": 2, "ksp_rtol": 1e-14}
-    pde = LinearPDE(unit_square(MPI.COMM_WORLD, 15), darcy.forms, grid_size=16, petsc_options=options, prefix="stiff_")
+    pde = LinearPDE(
+        unit_square(MPI.COMM_WORLD, 15),
+        darcy.forms,
+        grid_size=16,
+        petsc_options=options,
+        prefix="stiff_",
+    )
     with pytest.raises(SolverError, match="stiff_.*DIVERGED_MAX_IT after 2 iterations"):
         pde.solve(np.full((16, 16), 3.0))
 
@@ -68,7 +78,13 @@ def test_iterative_solver_from_options_matches_direct():
     direct = LinearPDE(unit_square(MPI.COMM_WORLD, 15), darcy.forms, grid_size=16)
     direct.solve(a)
     options = {"ksp": {"type": "cg", "rtol": 1e-12}, "pc": {"type": "jacobi"}}
-    iterative = LinearPDE(unit_square(MPI.COMM_WORLD, 15), darcy.forms, grid_size=16, petsc_options=options, prefix="it_")
+    iterative = LinearPDE(
+        unit_square(MPI.COMM_WORLD, 15),
+        darcy.forms,
+        grid_size=16,
+        petsc_options=options,
+        prefix="it_",
+    )
     iterative.solve(a)
     assert iterative.ksp.getType() == "cg"
     np.testing.assert_allclose(iterative.solution_on_grid(), direct.solution_on_grid(), atol=1e-10)

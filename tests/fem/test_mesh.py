@@ -9,6 +9,7 @@ from mpi4py import MPI
 import dolfinx.io
 from pinn_lsr.fem.mesh import read_mesh, unit_square
 
+
 def write_gmsh_box(path: Path, *, dim: int = 2, physical: bool = True) -> Path:
     """A unit square (dim 2) or cube (dim 3) meshed by gmsh, optionally without physical groups."""
     gmsh.initialize(interruptible=False)
@@ -54,7 +55,10 @@ def test_xdmf_round_trip(tmp_path, lshape_msh):
     with dolfinx.io.XDMFFile(MPI.COMM_WORLD, str(tmp_path / "l.xdmf"), "w") as xdmf:
         xdmf.write_mesh(domain.mesh)
     again = read_mesh(tmp_path / "l.xdmf", MPI.COMM_WORLD)
-    assert again.mesh.topology.index_map(2).size_global == domain.mesh.topology.index_map(2).size_global
+    assert (
+        again.mesh.topology.index_map(2).size_global
+        == domain.mesh.topology.index_map(2).size_global
+    )
     assert again.facet_tags is None
 
 
@@ -113,7 +117,9 @@ def test_unknown_suffix_and_xdmf_without_data(tmp_path):
 
 def test_vtu_without_triangles_or_unreadable_is_rejected(tmp_path):
     lines = tmp_path / "lines.vtu"
-    meshio.write_points_cells(lines, np.array([[0, 0, 0], [1, 0, 0.0]]), [("line", np.array([[0, 1]]))])
+    meshio.write_points_cells(
+        lines, np.array([[0, 0, 0], [1, 0, 0.0]]), [("line", np.array([[0, 1]]))]
+    )
     with pytest.raises(ValueError, match="lines.vtu holds no linear triangles"):
         read_mesh(lines, MPI.COMM_WORLD)
     (tmp_path / "broken.vtu").write_text("<VTKFile")

@@ -11,7 +11,9 @@ from pinn_lsr.fem.solver import SolverError
 @pytest.fixture(scope="module")
 def pde():
     problem = problems.create_problem("nonlinear_diffusion")
-    return NonlinearPDE(unit_square(MPI.COMM_SELF, 9), problem.residual, problem.weight, grid_size=10), problem
+    return NonlinearPDE(
+        unit_square(MPI.COMM_SELF, 9), problem.residual, problem.weight, grid_size=10
+    ), problem
 
 
 def test_newton_solves_the_nonlinear_problem(pde):
@@ -34,7 +36,11 @@ def test_jacobian_and_weight_at_a_field(pde):
     instance.linearize(u)
     h = 1e-6
     finite_difference = (instance.residual(u + h * d) - instance.residual(u - h * d)) / (2 * h)
-    np.testing.assert_allclose(instance.apply(d[:, None])[:, 0], finite_difference, atol=1e-7 * np.abs(finite_difference).max())
+    np.testing.assert_allclose(
+        instance.apply(d[:, None])[:, 0],
+        finite_difference,
+        atol=1e-7 * np.abs(finite_difference).max(),
+    )
     S = instance.weight.convert("dense").getDenseArray()
     np.testing.assert_allclose(S, S.T, atol=1e-12)
     assert np.linalg.eigvalsh(S).min() > 0
@@ -43,8 +49,14 @@ def test_jacobian_and_weight_at_a_field(pde):
 
 def test_newton_failure_is_reported(pde):
     _, problem = pde
-    one_step = NonlinearPDE(unit_square(MPI.COMM_SELF, 9), problem.residual, problem.weight, grid_size=10,
-                            petsc_options={"snes_max_it": 1}, prefix="one_step_")
+    one_step = NonlinearPDE(
+        unit_square(MPI.COMM_SELF, 9),
+        problem.residual,
+        problem.weight,
+        grid_size=10,
+        petsc_options={"snes_max_it": 1},
+        prefix="one_step_",
+    )
     with pytest.raises(SolverError, match="SNES with prefix 'one_step_' did not converge"):
         one_step.solve(problem.sample_inputs(1, 10, seed=0)[0])
 

@@ -5,7 +5,9 @@ from pinn_lsr.fem.options import flatten_options, options_inserted
 
 
 def test_flatten_nested_and_flags():
-    flat = flatten_options({"ksp": {"type": "cg", "monitor": None}, "pc_type": "jacobi", "ksp_norm": True})
+    flat = flatten_options(
+        {"ksp": {"type": "cg", "monitor": None}, "pc_type": "jacobi", "ksp_norm": True}
+    )
     assert flat == {"ksp_type": "cg", "ksp_monitor": "", "pc_type": "jacobi", "ksp_norm": "true"}
 
 

@@ -4,7 +4,13 @@ from mpi4py import MPI
 
 import dolfinx.fem
 from pinn_lsr.fem.mesh import read_mesh, unit_square
-from pinn_lsr.fem.transfer import Grid, GridEvaluator, bilinear_weights, grid_to_dofs_local, grid_to_dofs_matrix
+from pinn_lsr.fem.transfer import (
+    Grid,
+    GridEvaluator,
+    bilinear_weights,
+    grid_to_dofs_local,
+    grid_to_dofs_matrix,
+)
 
 
 def bilinear(points):
@@ -38,7 +44,9 @@ def test_petsc_matrix_matches_local_rows_and_is_exact():
     u = P.createVecLeft()
     P.mult(g, u)
     n_owned = V.dofmap.index_map.size_local
-    np.testing.assert_allclose(u.array, bilinear(V.tabulate_dof_coordinates()[:n_owned]), atol=1e-13)
+    np.testing.assert_allclose(
+        u.array, bilinear(V.tabulate_dof_coordinates()[:n_owned]), atol=1e-13
+    )
 
 
 def test_aligned_grid_makes_P_a_permutation():
@@ -61,7 +69,9 @@ def test_grid_evaluation_is_exact_on_p1_functions():
     u.interpolate(lambda x: 1.0 + 2.0 * x[0] - 3.0 * x[1])
     grid = Grid(10)
     values = GridEvaluator(V, grid)(u)
-    np.testing.assert_allclose(values.ravel(), 1.0 + 2.0 * grid.nodes()[:, 0] - 3.0 * grid.nodes()[:, 1], atol=1e-13)
+    np.testing.assert_allclose(
+        values.ravel(), 1.0 + 2.0 * grid.nodes()[:, 0] - 3.0 * grid.nodes()[:, 1], atol=1e-13
+    )
 
 
 def test_grid_evaluation_outside_the_domain(lshape_msh):

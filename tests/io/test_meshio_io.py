@@ -25,8 +25,12 @@ def measures(domain: Domain) -> tuple[int, int, float, dict[int, float]]:
 
     ds = ufl.Measure("ds", domain=mesh, subdomain_data=domain.facet_tags)
     tags = sorted(set().union(*comm.allgather(set(np.unique(domain.facet_tags.values).tolist()))))
-    return (mesh.topology.index_map(0).size_global, mesh.topology.index_map(2).size_global, integral(ufl.dx),
-            {tag: integral(ds(tag)) for tag in tags})
+    return (
+        mesh.topology.index_map(0).size_global,
+        mesh.topology.index_map(2).size_global,
+        integral(ufl.dx),
+        {tag: integral(ds(tag)) for tag in tags},
+    )
 
 
 def write_vtu(source: Path, target: Path) -> Path:
@@ -45,7 +49,10 @@ def assert_same(a, b):
 def test_msh_to_xdmf_and_back_is_the_same_mesh(tmp_path, name):
     msh = MESHES / f"{name}.msh"
     target = convert_mesh(msh, tmp_path / f"{name}.xdmf")
-    original, converted = measures(read_mesh(msh, MPI.COMM_WORLD)), measures(read_mesh(target, MPI.COMM_WORLD))
+    original, converted = (
+        measures(read_mesh(msh, MPI.COMM_WORLD)),
+        measures(read_mesh(target, MPI.COMM_WORLD)),
+    )
     assert_same(original, converted)
     assert original[0] == len(meshio.read(msh).points)
 
@@ -60,13 +67,19 @@ def test_plate_with_holes_has_the_documented_tags():
 
 def test_vtu_reads_like_the_msh(tmp_path, lshape_msh):
     vtu = write_vtu(lshape_msh, tmp_path / "l.vtu")
-    assert_same(measures(read_mesh(lshape_msh, MPI.COMM_WORLD)), measures(read_mesh(vtu, MPI.COMM_WORLD)))
+    assert_same(
+        measures(read_mesh(lshape_msh, MPI.COMM_WORLD)), measures(read_mesh(vtu, MPI.COMM_WORLD))
+    )
 
 
 def test_vtu_without_triangles_or_unreadable(tmp_path):
     quads = tmp_path / "quads.vtu"
-    meshio.write_points_cells(quads, np.array([[0, 0], [1, 0], [1, 1], [0, 1.0]]), [("quad", np.array([[0, 1, 2, 3]]))])
-    with pytest.raises(ValueError, match=r"quads.vtu holds no linear triangles \(cell types: \['quad'\]\)"):
+    meshio.write_points_cells(
+        quads, np.array([[0, 0], [1, 0], [1, 1], [0, 1.0]]), [("quad", np.array([[0, 1, 2, 3]]))]
+    )
+    with pytest.raises(
+        ValueError, match=r"quads.vtu holds no linear triangles \(cell types: \['quad'\]\)"
+    ):
         read_mesh(quads, MPI.COMM_WORLD)
     with pytest.raises(ValueError, match="quads.vtu holds no linear triangles"):
         convert_mesh(quads, tmp_path / "q.xdmf")
@@ -78,7 +91,9 @@ def test_vtu_without_triangles_or_unreadable(tmp_path):
 
 def test_non_planar_points_and_bad_target(tmp_path):
     tilted = tmp_path / "tilted.vtu"
-    meshio.write_points_cells(tilted, np.array([[0, 0, 0], [1, 0, 0], [0, 1, 1.0]]), [("triangle", np.array([[0, 1, 2]]))])
+    meshio.write_points_cells(
+        tilted, np.array([[0, 0, 0], [1, 0, 0], [0, 1, 1.0]]), [("triangle", np.array([[0, 1, 2]]))]
+    )
     with pytest.raises(ValueError, match="not planar"):
         read_triangles(tilted)
     with pytest.raises(ValueError, match="must end in .xdmf"):
@@ -90,12 +105,16 @@ def test_non_planar_points_and_bad_target(tmp_path):
 def test_unused_points_are_dropped():
     triangles = read_triangles(MESHES / "lshape.msh")
     assert triangles.points.shape[1] == 2 and triangles.cells.max() == len(triangles.points) - 1
-    assert set(np.unique(triangles.facet_tags)) == {2, 3} and set(np.unique(triangles.cell_tags)) == {1}
+    assert set(np.unique(triangles.facet_tags)) == {2, 3} and set(
+        np.unique(triangles.cell_tags)
+    ) == {1}
 
 
 def test_write_fields_vtu(tmp_path):
     points = np.array([[0, 0], [1, 0], [0, 1.0]])
-    path = write_fields_vtu(tmp_path / "f.vtu", points, np.array([[0, 1, 2]]), {"u": np.array([1.0, 2, 3])})
+    path = write_fields_vtu(
+        tmp_path / "f.vtu", points, np.array([[0, 1, 2]]), {"u": np.array([1.0, 2, 3])}
+    )
     again = meshio.read(path)
     np.testing.assert_array_equal(again.point_data["u"], [1, 2, 3])
     with pytest.raises(ValueError, match="'u' has 2 values, the mesh 3 points"):

@@ -17,7 +17,10 @@ from pinn_lsr.models.parameters import set_precision
 
 
 def kappa_values(x, mu):
-    return np.exp(mu[0] * np.sin(0.5 * np.pi * x[0]) * np.sin(np.pi * x[1]) + 0.5 * mu[1] * np.cos(np.pi * x[0]))
+    return np.exp(
+        mu[0] * np.sin(0.5 * np.pi * x[0]) * np.sin(np.pi * x[1])
+        + 0.5 * mu[1] * np.cos(np.pi * x[0])
+    )
 
 
 @dataclass
@@ -39,7 +42,9 @@ class UserProblem:
 
 
 def user_problem(comm: MPI.Comm, nx: int = 12, ny: int = 6) -> UserProblem:
-    mesh = dolfinx.mesh.create_rectangle(comm, [[0.0, 0.0], [2.0, 1.0]], [nx, ny], dolfinx.mesh.CellType.triangle)
+    mesh = dolfinx.mesh.create_rectangle(
+        comm, [[0.0, 0.0], [2.0, 1.0]], [nx, ny], dolfinx.mesh.CellType.triangle
+    )
     V = dolfinx.fem.functionspace(mesh, ("Lagrange", 1))
     kappa = dolfinx.fem.Function(V)
     u, v = ufl.TrialFunction(V), ufl.TestFunction(V)
@@ -54,8 +59,17 @@ def user_problem(comm: MPI.Comm, nx: int = 12, ny: int = 6) -> UserProblem:
     g = dolfinx.fem.Function(V)
     g.interpolate(lambda x: x[1] * (1.0 - x[1]))
     bcs = [dolfinx.fem.dirichletbc(0.0, side(0.0), V), dolfinx.fem.dirichletbc(g, side(2.0))]
-    problem = dolfinx.fem.petsc.LinearProblem(a, L, bcs=bcs, petsc_options_prefix="coupling_test_", petsc_options={
-        "ksp_type": "preonly", "pc_type": "lu", "pc_factor_mat_solver_type": "mumps"})
+    problem = dolfinx.fem.petsc.LinearProblem(
+        a,
+        L,
+        bcs=bcs,
+        petsc_options_prefix="coupling_test_",
+        petsc_options={
+            "ksp_type": "preonly",
+            "pc_type": "lu",
+            "pc_factor_mat_solver_type": "mumps",
+        },
+    )
     return UserProblem(mesh, V, kappa, a, L, bcs, problem)
 
 
@@ -65,5 +79,9 @@ def kappa_on_grid(grid, mu) -> np.ndarray:
 
 def tiny_deeponet(size: int) -> torch.nn.Module:
     torch.manual_seed(0)
-    return set_precision(build_model("deeponet", grid_size=size, latent=8, width=16, depth=2, trunk_width=16,
-                                     trunk_depth=2), torch.float64)
+    return set_precision(
+        build_model(
+            "deeponet", grid_size=size, latent=8, width=16, depth=2, trunk_width=16, trunk_depth=2
+        ),
+        torch.float64,
+    )

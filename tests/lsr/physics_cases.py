@@ -20,7 +20,9 @@ class FieldModel(nn.Module):
         super().__init__()
         g = torch.Generator().manual_seed(seed)
         self.field = nn.Parameter(0.01 * torch.randn(n_grid, generator=g, dtype=torch.float64))
-        self.mix = nn.Parameter(0.01 * torch.randn(n_grid, n_grid, generator=g, dtype=torch.float64))
+        self.mix = nn.Parameter(
+            0.01 * torch.randn(n_grid, n_grid, generator=g, dtype=torch.float64)
+        )
 
     def forward(self, a):
         return self.field + 0.1 * torch.tanh(a.reshape(len(a), -1) @ self.mix.T)
@@ -34,7 +36,9 @@ def darcy_instances(comm: MPI.Comm, size: int = 6, n: int = 2, seed: int = 0) ->
 
 def tiny_fno(size: int) -> nn.Module:
     torch.manual_seed(0)
-    return set_precision(build_model("fno", grid_size=size, modes=4, width=8, layers=2), torch.float64)
+    return set_precision(
+        build_model("fno", grid_size=size, modes=4, width=8, layers=2), torch.float64
+    )
 
 
 def dense(mat) -> np.ndarray:

@@ -11,7 +11,13 @@ import problems
 from pinn_lsr.fem.linear_pde import LinearPDE
 from pinn_lsr.fem.norms import matrix_norm
 from pinn_lsr.fem.mesh import unit_square
-from pinn_lsr.lsr.coupling import CoupledProblem, assemble_system, bounding_grid, owned_dof_points, to_function
+from pinn_lsr.lsr.coupling import (
+    CoupledProblem,
+    assemble_system,
+    bounding_grid,
+    owned_dof_points,
+    to_function,
+)
 from pinn_lsr.lsr.instances import FEMInstances
 from pinn_lsr.lsr.physics import refine_physics
 from tests.lsr.coupling_cases import kappa_on_grid, tiny_deeponet, user_problem
@@ -32,8 +38,14 @@ def darcy():
 
 def from_builtin(fem, **kwargs) -> CoupledProblem:
     """The built-in instances' A, b handed over as a user's PETSc pair."""
-    return CoupledProblem.from_petsc([s.A for s in fem.systems], [s.b for s in fem.systems], fem.inputs,
-                                     reference=list(fem.references), space=fem.pde.V, **kwargs)
+    return CoupledProblem.from_petsc(
+        [s.A for s in fem.systems],
+        [s.b for s in fem.systems],
+        fem.inputs,
+        reference=list(fem.references),
+        space=fem.pde.V,
+        **kwargs,
+    )
 
 
 def assert_same_fields(actual, expected, rtol=1e-10):
@@ -41,7 +53,9 @@ def assert_same_fields(actual, expected, rtol=1e-10):
         np.testing.assert_allclose(x, y, rtol=0, atol=rtol * np.abs(y).max())
 
 
-@pytest.mark.parametrize("norm,subspace", [("energy", "krylov"), ("energy", "randomized"), ("l2", "krylov")])
+@pytest.mark.parametrize(
+    "norm,subspace", [("energy", "krylov"), ("energy", "randomized"), ("l2", "krylov")]
+)
 def test_a_user_petsc_pair_refines_as_the_builtin_instances(darcy, norm, subspace):
     _, _, fem = darcy
     model = tiny_fno(6)
@@ -59,7 +73,9 @@ def test_a_user_petsc_pair_refines_as_the_builtin_instances(darcy, norm, subspac
 def test_the_dual_norm_uses_the_given_weighting(darcy):
     _, _, fem = darcy
     one = fem.subset([0])
-    coupled = from_builtin(one, to_dofs=one.to_dofs, weight=one.systems[0].A)  # S = A: dual norm = energy norm
+    coupled = from_builtin(
+        one, to_dofs=one.to_dofs, weight=one.systems[0].A
+    )  # S = A: dual norm = energy norm
     model = tiny_fno(6)
     dual = refine_physics(coupled.residual(model, norm="dual"), 8)
     energy = refine_physics(one.residual(model, norm="energy"), 8)
@@ -86,14 +102,18 @@ def test_forms_assemble_the_same_system_as_linear_pde(darcy):
     problem, pde, fem = darcy
     u, v = ufl.TrialFunction(pde.V), ufl.TestFunction(pde.V)
     a, L = problem.forms(u, v, pde.input, ufl.SpatialCoordinate(pde.domain.mesh))
-    coupled = CoupledProblem.from_forms(a, L, pde.bcs, fem.inputs, update=lambda k: pde.set_input(fem.inputs[k]),
-                                        grid=pde.grid)
+    coupled = CoupledProblem.from_forms(
+        a, L, pde.bcs, fem.inputs, update=lambda k: pde.set_input(fem.inputs[k]), grid=pde.grid
+    )
     for mine, theirs in zip(coupled.systems, fem.systems):
         np.testing.assert_allclose(dense(mine.A), dense(theirs.A), rtol=1e-14, atol=1e-14)
         np.testing.assert_allclose(mine.b.getArray(), theirs.b.getArray(), rtol=1e-14, atol=1e-14)
     assert (coupled.to_dofs != fem.to_dofs).nnz == 0
     model = tiny_fno(6)
-    assert_same_fields(refine_physics(coupled.residual(model), 9).fields, refine_physics(fem.residual(model), 9).fields)
+    assert_same_fields(
+        refine_physics(coupled.residual(model), 9).fields,
+        refine_physics(fem.residual(model), 9).fields,
+    )
     coupled.destroy()
 
 
@@ -102,8 +122,9 @@ def test_forms_with_nonzero_dirichlet_data_give_the_users_solution():
     mu = np.array([0.5, -0.3])
     reference = user.solve(mu)
     grid = bounding_grid(user.V, 7)
-    coupled = CoupledProblem.from_forms(user.a, user.L, user.bcs, [kappa_on_grid(grid, mu)], grid=grid,
-                                        references=[reference])
+    coupled = CoupledProblem.from_forms(
+        user.a, user.L, user.bcs, [kappa_on_grid(grid, mu)], grid=grid, references=[reference]
+    )
     system = coupled.systems[0]
     x = np.linalg.solve(dense(system.A), system.b.getArray())
     np.testing.assert_allclose(x, reference.x.array, rtol=1e-10, atol=1e-12)
@@ -140,7 +161,9 @@ def test_bad_inputs_are_clear_errors(darcy):
         CoupledProblem.from_petsc(A, b, fem.inputs, to_dofs=fem.to_dofs)
     with pytest.raises(ValueError, match="to_dofs contains NaN"):
         CoupledProblem.from_petsc(A, b, one, to_dofs=fem.to_dofs.multiply(np.nan).tocsr())
-    coupled = CoupledProblem.from_petsc(A, b, one, to_dofs=scipy.sparse.random(36, 49, density=0.1, format="csr"))
+    coupled = CoupledProblem.from_petsc(
+        A, b, one, to_dofs=scipy.sparse.random(36, 49, density=0.1, format="csr")
+    )
     with pytest.raises(ValueError, match="the model has 36 outputs per input but to_dofs takes 49"):
         coupled.residual(tiny_fno(6))
     with pytest.raises(ValueError, match="no function space"):
@@ -166,7 +189,9 @@ def test_bad_inputs_are_clear_errors(darcy):
     bad_b.assemble()
     with pytest.raises(ValueError, match="b contains NaN or infinite"):
         CoupledProblem.from_petsc(A, bad_b, one, to_dofs=fem.to_dofs)
-    other = dolfinx.fem.petsc.create_vector(dolfinx.fem.functionspace(unit_square(COMM, 4).mesh, ("Lagrange", 1)))
+    other = dolfinx.fem.petsc.create_vector(
+        dolfinx.fem.functionspace(unit_square(COMM, 4).mesh, ("Lagrange", 1))
+    )
     with pytest.raises(ValueError, match="b has 25 local entries but A has 36 local rows"):
         CoupledProblem.from_petsc(A, other, one, to_dofs=fem.to_dofs)
     for obj in (bad, bad_b, other):
@@ -193,6 +218,8 @@ def test_assemble_system_is_a_linear_instance_the_caller_owns(darcy):
     u, v = ufl.TrialFunction(pde.V), ufl.TestFunction(pde.V)
     a, L = problem.forms(u, v, pde.input, ufl.SpatialCoordinate(pde.domain.mesh))
     system = assemble_system(a, L, pde.bcs, weight=a)
-    np.testing.assert_allclose(dense(system.weight), dense(fem.systems[0].A), rtol=1e-14, atol=1e-14)
+    np.testing.assert_allclose(
+        dense(system.weight), dense(fem.systems[0].A), rtol=1e-14, atol=1e-14
+    )
     assert np.abs(system.residual(fem.references[0])).max() < 1e-10
     system.destroy()

@@ -36,7 +36,9 @@ def test_complex_parameter_products_match_finite_differences():
     assert jac.n_params == 2 * 9 + 1
     T = torch.randn(jac.n_params, 3, dtype=torch.float64)
     for k in range(3):
-        torch.testing.assert_close(jac.jvp(T[:, k]), central_difference(jac, T[:, k], 1e-6), rtol=1e-7, atol=1e-9)
+        torch.testing.assert_close(
+            jac.jvp(T[:, k]), central_difference(jac, T[:, k], 1e-6), rtol=1e-7, atol=1e-9
+        )
 
 
 def test_fno_products_match_finite_differences_to_its_single_precision_core():
@@ -59,7 +61,9 @@ def test_vjp_is_the_adjoint_of_jvp_and_full_matches():
     jac = ModelJacobian(model, a, chunk_samples=2, chunk_tangents=2)
     T = torch.randn(jac.n_params, 5, dtype=torch.float64)
     W = torch.randn(jac.n_rows, 4, dtype=torch.float64)
-    torch.testing.assert_close(W.T @ jac.jvp(T), jac.vjp(W).T @ T, rtol=1e-6, atol=1e-8)  # single-precision core
+    torch.testing.assert_close(
+        W.T @ jac.jvp(T), jac.vjp(W).T @ T, rtol=1e-6, atol=1e-8
+    )  # single-precision core
     sub = ModelJacobian(model, a[:1], index=select_parameters(model, fraction=0.05, seed=1))
     torch.testing.assert_close(sub.full() @ T[sub.index, 0], sub.jvp(T[sub.index, 0]))
 

@@ -22,12 +22,18 @@ def test_the_basis_is_orthonormal_spans_the_krylov_space_and_tridiagonalises(dty
     assert basis.Q.dtype == dtype and Q.shape == (60, 12)
     torch.testing.assert_close(Q.T @ Q, torch.eye(12, dtype=torch.float64), atol=tol, rtol=0)
     # span(Q) = K_12(H, g): q_0 ∝ g and H maps the first 11 vectors into span(Q) (Lanczos relation)
-    torch.testing.assert_close(Q[:, 0] * torch.dot(Q[:, 0], g), g, atol=tol * float(g.norm()), rtol=0)
+    torch.testing.assert_close(
+        Q[:, 0] * torch.dot(Q[:, 0], g), g, atol=tol * float(g.norm()), rtol=0
+    )
     HQ = H @ Q[:, :11]
-    assert torch.linalg.matrix_norm(HQ - Q @ (Q.T @ HQ)) < 10 * tol * float(torch.linalg.matrix_norm(HQ))
+    assert torch.linalg.matrix_norm(HQ - Q @ (Q.T @ HQ)) < 10 * tol * float(
+        torch.linalg.matrix_norm(HQ)
+    )
     T = Q.T @ H @ Q
     expected = np.diag(basis.alphas) + np.diag(basis.betas, 1) + np.diag(basis.betas, -1)
-    np.testing.assert_allclose(T.numpy(), expected, atol=1e3 * tol * float(torch.linalg.matrix_norm(H, 2)))
+    np.testing.assert_allclose(
+        T.numpy(), expected, atol=1e3 * tol * float(torch.linalg.matrix_norm(H, 2))
+    )
 
 
 def test_ritz_values_converge_to_the_extreme_eigenvalues():

@@ -24,16 +24,32 @@ def trained_float32():
     torch.manual_seed(0)
     model = build_model("mlp", in_features=2, out_features=1, width=32, depth=3, activation="tanh")
     x, y = (t.float() for t in fit2d_data(600, 1))
-    train(model, (x, y), None, TrainSettings(epochs=30, batch_size=64, lr=3e-3, loss="mse"), comm=COMM, progress=False)
+    train(
+        model,
+        (x, y),
+        None,
+        TrainSettings(epochs=30, batch_size=64, lr=3e-3, loss="mse"),
+        comm=COMM,
+        progress=False,
+    )
     return model, x, y
 
 
 def test_omega_blocks_do_not_depend_on_how_omega_is_split():
     whole = random_matrix(50, 200, distribution="gaussian", seed=3, dtype=torch.float64)
-    pieces = torch.cat([random_matrix(50, 70, distribution="gaussian", seed=3, dtype=torch.float64, first=f)[:, : min(70, 200 - f)]
-                        for f in range(0, 200, 70)], dim=1)
+    pieces = torch.cat(
+        [
+            random_matrix(50, 70, distribution="gaussian", seed=3, dtype=torch.float64, first=f)[
+                :, : min(70, 200 - f)
+            ]
+            for f in range(0, 200, 70)
+        ],
+        dim=1,
+    )
     torch.testing.assert_close(whole, pieces, rtol=0, atol=0)
-    assert not torch.equal(whole, random_matrix(50, 200, distribution="gaussian", seed=4, dtype=torch.float64))
+    assert not torch.equal(
+        whole, random_matrix(50, 200, distribution="gaussian", seed=4, dtype=torch.float64)
+    )
 
 
 def test_orthonormalize_keeps_the_span_of_an_ill_conditioned_float32_matrix():
@@ -46,7 +62,9 @@ def test_orthonormalize_keeps_the_span_of_an_ill_conditioned_float32_matrix():
     Q = Q.double().numpy()
     assert np.abs(Q.T @ Q - np.eye(300)).max() < 1e-5
     lost = lambda B: np.linalg.norm(U[:, :100] - B @ (B.T @ U[:, :100]))  # noqa: E731
-    assert lost(Q) < 1.5 * lost(householder) + 1e-6  # the leading directions are kept as well as by Householder
+    assert (
+        lost(Q) < 1.5 * lost(householder) + 1e-6
+    )  # the leading directions are kept as well as by Householder
 
 
 @pytest.mark.parametrize("rank", [60, 200])
@@ -55,14 +73,22 @@ def test_lean_and_plain_engines_give_the_same_refined_predictor(trained_float32,
     xv, yv = (t.float() for t in fit2d_data(200, 2))
     predictions, reports = [], []
     for engine in ("plain", "lean"):
-        refined, report = refine(model, x, y, rank=rank, relative=False, engine=engine, chunk_samples=100, comm=COMM)
+        refined, report = refine(
+            model, x, y, rank=rank, relative=False, engine=engine, chunk_samples=100, comm=COMM
+        )
         predictions.append(refined.predict(xv).double())
         reports.append(report)
     error = [float((p - yv).pow(2).mean()) for p in predictions]
-    assert error[1] < 0.1 * float((model(xv) - yv).detach().pow(2).mean())  # the refinement did something
-    torch.testing.assert_close(predictions[1], predictions[0], rtol=0, atol=2e-3 * float(yv.abs().max()))
+    assert error[1] < 0.1 * float(
+        (model(xv) - yv).detach().pow(2).mean()
+    )  # the refinement did something
+    torch.testing.assert_close(
+        predictions[1], predictions[0], rtol=0, atol=2e-3 * float(yv.abs().max())
+    )
     assert error[1] == pytest.approx(error[0], rel=0.05)
-    assert reports[1].linearized_objective == pytest.approx(reports[0].linearized_objective, rel=0.05)
+    assert reports[1].linearized_objective == pytest.approx(
+        reports[0].linearized_objective, rel=0.05
+    )
 
 
 def test_gram_reduction_matches_qr_on_a_well_conditioned_problem():
@@ -94,13 +120,16 @@ def interrupt_on_call(monkeypatch, owner, name: str, call: int) -> None:
 
 
 @pytest.mark.parametrize("where", ["projection", "reduction"])
-def test_an_interrupted_run_resumes_from_its_checkpoint_with_the_same_result(trained_float32, tmp_path, monkeypatch,
-                                                                             where):
+def test_an_interrupted_run_resumes_from_its_checkpoint_with_the_same_result(
+    trained_float32, tmp_path, monkeypatch, where
+):
     model, x, y = trained_float32
     options = dict(rank=40, relative=False, chunk_samples=50, block_columns=16, comm=COMM)
     reference, _ = refine(model, x, y, **options)
 
-    target, name, call = (DataResidual, "Gt", 3) if where == "projection" else (StreamingQR, "add", 8)
+    target, name, call = (
+        (DataResidual, "Gt", 3) if where == "projection" else (StreamingQR, "add", 8)
+    )
     interrupt_on_call(monkeypatch, target, name, call)
     with pytest.raises(Interrupted):
         refine(model, x, y, checkpoint=tmp_path, checkpoint_seconds=0, **options)

@@ -47,7 +47,9 @@ def test_operator_images_built_by_petsc_equal_the_dense_products(fem):
     X = np.random.default_rng(0).standard_normal((36, 5))
     A = dense(fem.systems[0].A)
     np.testing.assert_allclose(fem.systems[0].apply(X), A @ X, rtol=1e-12, atol=1e-12)
-    np.testing.assert_allclose(fem.systems[0].apply(X, transpose=True), A.T @ X, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(
+        fem.systems[0].apply(X, transpose=True), A.T @ X, rtol=1e-12, atol=1e-12
+    )
 
 
 def test_l2_norm_solved_by_ksplsqr_agrees_with_dense_least_squares(fem):
@@ -63,13 +65,22 @@ def test_l2_norm_solved_by_ksplsqr_agrees_with_dense_least_squares(fem):
 
 def test_energy_norm_beats_l2_norm_on_darcy(fem):
     model = tiny_fno(6)
-    errors = {norm: fem.errors(refine_physics(fem.residual(model, norm=norm), 9).fields) for norm in ("energy", "l2")}
+    errors = {
+        norm: fem.errors(refine_physics(fem.residual(model, norm=norm), 9).fields)
+        for norm in ("energy", "l2")
+    }
     assert np.mean(errors["energy"]) < np.mean(errors["l2"])
 
 
 def test_a_reduced_solve_that_does_not_converge_is_reported(fem):
     residual = fem.residual(tiny_fno(6), norm="energy")
-    options = {"ksp_type": "cg", "pc_type": "none", "ksp_max_it": 1, "ksp_rtol": 1e-14, "ksp_atol": 1e-30}
+    options = {
+        "ksp_type": "cg",
+        "pc_type": "none",
+        "ksp_max_it": 1,
+        "ksp_rtol": 1e-14,
+        "ksp_atol": 1e-30,
+    }
     with pytest.raises(SolverError, match="physics_.*DIVERGED_MAX_IT"):
         refine_physics(residual, 8, petsc_options=options)
 
@@ -114,5 +125,7 @@ def test_full_rank_physics_lsr_of_a_nonlinear_residual_is_a_newton_step():
     result = refine_physics(residual, 36)
     newton = u0 - np.linalg.solve(dense(fem.systems[0].A), F0)
     np.testing.assert_allclose(result.fields[0], newton, rtol=1e-7, atol=1e-9)
-    assert fem.errors(result.fields)[0] < 0.5 * fem.errors([u0])[0]  # one Newton step from 100 % error
+    assert (
+        fem.errors(result.fields)[0] < 0.5 * fem.errors([u0])[0]
+    )  # one Newton step from 100 % error
     fem.destroy()

@@ -16,7 +16,9 @@ def test_dense_solution_is_least_squares_and_scan_equals_separate_solves():
     reduced = solve_dense(GV, f, MPI.COMM_SELF)
     expected = np.linalg.lstsq(GV, -f, rcond=None)[0]
     np.testing.assert_allclose(reduced.coefficients(), expected, rtol=1e-10)
-    np.testing.assert_allclose(reduced.residual_norm(), np.linalg.norm(GV @ expected + f), rtol=1e-10)
+    np.testing.assert_allclose(
+        reduced.residual_norm(), np.linalg.norm(GV @ expected + f), rtol=1e-10
+    )
     np.testing.assert_allclose(reduced.initial_norm(), np.linalg.norm(f), rtol=1e-12)
     for r in (1, 5, 11):
         separate = solve_dense(GV[:, :r], f, MPI.COMM_SELF)
@@ -41,7 +43,11 @@ def test_rank_deficient_problem_reports_effective_rank():
     assert reduced.effective_rank() == 6
     c = reduced.coefficients()
     assert np.all(np.isfinite(c))
-    np.testing.assert_allclose(np.linalg.norm(GV @ c + f), np.linalg.norm(GV[:, :6] @ np.linalg.lstsq(GV[:, :6], -f, rcond=None)[0] + f), rtol=1e-8)
+    np.testing.assert_allclose(
+        np.linalg.norm(GV @ c + f),
+        np.linalg.norm(GV[:, :6] @ np.linalg.lstsq(GV[:, :6], -f, rcond=None)[0] + f),
+        rtol=1e-8,
+    )
 
 
 def test_too_few_rows_and_bad_values():
@@ -76,7 +82,12 @@ def test_lsqr_non_convergence_names_the_prefix():
     from pinn_lsr.lsr.lsqr import LSQRSolution
 
     GV, f = problem()
-    lsqr = LSQRSolution(GV, f, MPI.COMM_SELF, prefix="tight_", options={"ksp_type": "lsqr", "ksp_max_it": 1,
-                                                                         "ksp_rtol": 1e-30, "ksp_atol": 0})
+    lsqr = LSQRSolution(
+        GV,
+        f,
+        MPI.COMM_SELF,
+        prefix="tight_",
+        options={"ksp_type": "lsqr", "ksp_max_it": 1, "ksp_rtol": 1e-30, "ksp_atol": 0},
+    )
     with pytest.raises(SolverError, match="tight_"):
         lsqr.coefficients()

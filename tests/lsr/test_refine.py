@@ -22,13 +22,18 @@ def fit2d_data(n, seed):
 
 def small_mlp(seed=0):
     torch.manual_seed(seed)
-    return set_precision(build_model("mlp", in_features=2, out_features=1, width=16, depth=2, activation="tanh"), torch.float64)
+    return set_precision(
+        build_model("mlp", in_features=2, out_features=1, width=16, depth=2, activation="tanh"),
+        torch.float64,
+    )
 
 
 def test_full_rank_lsr_of_a_linear_model_is_the_least_squares_solution():
     g = torch.Generator().manual_seed(0)
     X = torch.randn(60, 10, generator=g, dtype=torch.float64)
-    y = X @ torch.randn(10, 1, generator=g, dtype=torch.float64) + 0.1 * torch.randn(60, 1, generator=g, dtype=torch.float64)
+    y = X @ torch.randn(10, 1, generator=g, dtype=torch.float64) + 0.1 * torch.randn(
+        60, 1, generator=g, dtype=torch.float64
+    )
     model = nn.Linear(10, 1).double()
     refined, report = refine(model, X, y, rank=11, relative=False, comm=COMM)
     A = torch.cat([X, torch.ones(60, 1, dtype=torch.float64)], dim=1)
@@ -45,13 +50,26 @@ def test_lsr_reduces_the_error_of_a_trained_mlp(solver):
     x, y = fit2d_data(400, 1)
     xv, yv = fit2d_data(100, 2)
     before = (model(xv) - yv).pow(2).mean()
-    refined, report = refine(model, x, y, rank=120, validation=(xv, yv), relative=False, solver=solver,
-                             chunk_samples=64, comm=COMM)
+    refined, report = refine(
+        model,
+        x,
+        y,
+        rank=120,
+        validation=(xv, yv),
+        relative=False,
+        solver=solver,
+        chunk_samples=64,
+        comm=COMM,
+    )
     after = (refined.predict(xv) - yv).pow(2).mean()
     assert after < 1e-3 * before
     assert report.linearized_objective < report.initial_objective
-    assert [e["rank"] for e in report.scan][-1] == 120 and report.rank in [e["rank"] for e in report.scan]
-    assert {"sketch", "projection", "svd", "gv_pass_and_qr", "solve_and_scan"} <= set(report.seconds)
+    assert [e["rank"] for e in report.scan][-1] == 120 and report.rank in [
+        e["rank"] for e in report.scan
+    ]
+    assert {"sketch", "projection", "svd", "gv_pass_and_qr", "solve_and_scan"} <= set(
+        report.seconds
+    )
 
 
 def test_linear_predictor_matches_committed_weights_to_first_order():
@@ -100,11 +118,21 @@ def test_krylov_lsr_is_lsqr_after_rank_iterations():
     jacobian = ModelJacobian(model, x)
     G, f = jacobian.full().numpy(), (jacobian.outputs() - y[:, 0]).numpy()
     for rank in (1, 2, 4):
-        refined, report = refine(model, x, y, rank=rank, relative=False, subspace="krylov", comm=COMM)
+        refined, report = refine(
+            model, x, y, rank=rank, relative=False, subspace="krylov", comm=COMM
+        )
         expected = lsqr(G, -f, atol=0, btol=0, conlim=0, iter_lim=rank)[0]
-        np.testing.assert_allclose(refined.delta.numpy(), expected, rtol=1e-6, atol=1e-6 * np.abs(expected).max())
-        assert report.linearized_objective == pytest.approx(np.sum((G @ expected + f) ** 2) / 200, rel=1e-8)
-        assert report.rank == rank and "krylov" in report.seconds and len(report.singular_values) == rank
+        np.testing.assert_allclose(
+            refined.delta.numpy(), expected, rtol=1e-6, atol=1e-6 * np.abs(expected).max()
+        )
+        assert report.linearized_objective == pytest.approx(
+            np.sum((G @ expected + f) ** 2) / 200, rel=1e-8
+        )
+        assert (
+            report.rank == rank
+            and "krylov" in report.seconds
+            and len(report.singular_values) == rank
+        )
 
 
 def test_krylov_lowers_the_training_residual_more_than_the_randomized_subspace_at_low_rank():
@@ -122,19 +150,41 @@ def test_krylov_stops_early_once_held_out_error_has_turned_up():
 
     def data(n):
         X = torch.randn(n, 60, generator=g, dtype=torch.float64) * scale
-        return X, X.sum(dim=1, keepdim=True) + 0.3 * torch.randn(n, 1, generator=g, dtype=torch.float64)
+        return X, X.sum(dim=1, keepdim=True) + 0.3 * torch.randn(
+            n, 1, generator=g, dtype=torch.float64
+        )
 
     (x, y), validation = data(80), data(400)
     model = nn.Linear(60, 1).double()
-    _, stopped = refine(model, x, y, rank=61, validation=validation, relative=False, subspace="krylov", comm=COMM)
-    _, full = refine(model, x, y, rank=61, validation=validation, relative=False, subspace="krylov",
-                     krylov_patience=None, comm=COMM)
+    _, stopped = refine(
+        model, x, y, rank=61, validation=validation, relative=False, subspace="krylov", comm=COMM
+    )
+    _, full = refine(
+        model,
+        x,
+        y,
+        rank=61,
+        validation=validation,
+        relative=False,
+        subspace="krylov",
+        krylov_patience=None,
+        comm=COMM,
+    )
     assert full.max_rank == 61 and stopped.max_rank < 61
     best = lambda report: min(e["validation_objective"] for e in report.scan)  # noqa: E731
     assert best(stopped) <= 1.05 * best(full)
     assert stopped.max_rank > stopped.rank  # it looked past the rank it kept
     with pytest.raises(ValueError, match="patience"):
-        refine(model, x, y, rank=5, validation=validation, subspace="krylov", krylov_patience=0.5, comm=COMM)
+        refine(
+            model,
+            x,
+            y,
+            rank=5,
+            validation=validation,
+            subspace="krylov",
+            krylov_patience=0.5,
+            comm=COMM,
+        )
 
 
 def test_bad_input_is_rejected_before_heavy_work():

@@ -3,12 +3,24 @@ import torch
 from torch.func import functional_call
 
 from pinn_lsr.models import MODELS, build_model
-from pinn_lsr.models.parameters import as_model_parameters, count_real_parameters, real_parameters, set_precision
+from pinn_lsr.models.parameters import (
+    as_model_parameters,
+    count_real_parameters,
+    real_parameters,
+    set_precision,
+)
 
 S = 8
 SMALL = {
     "fno": {"grid_size": S, "modes": 3, "width": 6, "layers": 2},
-    "deeponet": {"grid_size": S, "latent": 8, "width": 16, "depth": 2, "trunk_width": 16, "trunk_depth": 2},
+    "deeponet": {
+        "grid_size": S,
+        "latent": 8,
+        "width": 16,
+        "depth": 2,
+        "trunk_width": 16,
+        "trunk_depth": 2,
+    },
     "mlp": {"in_features": S * S, "out_features": S * S, "width": 16, "depth": 2},
 }
 
@@ -71,7 +83,9 @@ def test_complex_weights_as_real_pairs():
 
 def test_set_precision_keeps_imaginary_parts():
     model = build_model("fno", **SMALL["fno"])
-    name, weight = next((n, p.detach().clone()) for n, p in model.named_parameters() if p.is_complex())
+    name, weight = next(
+        (n, p.detach().clone()) for n, p in model.named_parameters() if p.is_complex()
+    )
     set_precision(model, torch.float64)
     after = dict(model.named_parameters())[name]
     assert after.dtype == torch.complex128
@@ -88,7 +102,9 @@ def test_vector_output_channels_are_channel_major(name):
     # the channels are distinct fields (not a copy), and each sample's block is (2, S, S) in C order
     channels = u.reshape(3, 2, S * S)
     assert not torch.allclose(channels[:, 0], channels[:, 1])
-    if name == "deeponet":  # channel c at the grid points is branch group c · trunk group c + bias c
+    if (
+        name == "deeponet"
+    ):  # channel c at the grid points is branch group c · trunk group c + bias c
         b = model.branch(model.input_normalizer.encode(a)).reshape(3, 2, -1)
         t = model.trunk(model.grid_points).reshape(S * S, 2, -1)
         expected = torch.einsum("bl,pl->bp", b[:, 1], t[:, 1]) + model.bias[1]

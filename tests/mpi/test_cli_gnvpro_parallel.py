@@ -5,14 +5,27 @@ import json
 import numpy as np
 import torch
 
-from pinn_lsr.cli import main
+from pinn_lsr.run.cli import main
 from pinn_lsr.train.checkpoint import load_model
 
 # a small DeepONet, a few GNvpro iterations, no physics stage
-SMALL = ["problem.resolution=12", "data.n_train=8", "data.n_test=2", "output.n_show=1", "output.progress=false",
-         "physics.instances=0", "method=gnvpro", "method.max_iterations=3", "method.krylov_max_iterations=3",
-         "model=deeponet", "model.branch=mlp", "model.latent=8", "model.width=16", "model.trunk_width=16",
-         "model.trunk_depth=2"]
+SMALL = [
+    "problem.resolution=12",
+    "data.n_train=8",
+    "data.n_test=2",
+    "output.n_show=1",
+    "output.progress=false",
+    "physics.instances=0",
+    "method=gnvpro",
+    "method.max_iterations=3",
+    "method.krylov_max_iterations=3",
+    "model=deeponet",
+    "model.branch=mlp",
+    "model.latent=8",
+    "model.width=16",
+    "model.trunk_width=16",
+    "model.trunk_depth=2",
+]
 
 
 def test_gnvpro_run_under_two_ranks(comm, shared_tmp_path):
@@ -22,7 +35,9 @@ def test_gnvpro_run_under_two_ranks(comm, shared_tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     train = metrics["train"]
     assert metrics["n_ranks"] == 2 and "lsr" not in metrics
-    assert train["optimizer"] == "gnvpro" and train["iterations"] == 3 and len(train["history"]) == 4
+    assert (
+        train["optimizer"] == "gnvpro" and train["iterations"] == 3 and len(train["history"]) == 4
+    )
     assert train["train_loss"] < train["history"][0]["loss"]
     for key in ("train_rel_l2", "test_rel_l2", "test_mse"):
         assert np.isfinite(train[key]), key

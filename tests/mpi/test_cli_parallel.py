@@ -5,12 +5,21 @@ import json
 import pytest
 from mpi4py import MPI
 
-from pinn_lsr.cli import compose_config, main, run_directory
+from pinn_lsr.run.cli import compose_config, main, run_directory
 
 # no physics stage and (unless a test picks a method) no LSR: the stages under test only
-SMALL = ["problem.resolution=12", "data.n_train=4", "data.n_test=2", "output.n_show=2", "output.progress=false",
-         "physics.instances=0",
-         "train.epochs=2", "train.batch_size=2", "model.width=4", "model.modes=3"]
+SMALL = [
+    "problem.resolution=12",
+    "data.n_train=4",
+    "data.n_test=2",
+    "output.n_show=2",
+    "output.progress=false",
+    "physics.instances=0",
+    "train.epochs=2",
+    "train.batch_size=2",
+    "model.width=4",
+    "model.modes=3",
+]
 
 
 def test_ranks_agree_on_a_time_stamped_run_directory(comm):
@@ -24,8 +33,14 @@ def test_ranks_agree_on_a_time_stamped_run_directory(comm):
 
 
 def test_run_under_two_ranks(comm, shared_tmp_path):
-    code = main([f"hydra.run.dir={shared_tmp_path / 'run'}", f"data.cache_dir={shared_tmp_path / 'cache'}", *SMALL,
-                 "method=none"])
+    code = main(
+        [
+            f"hydra.run.dir={shared_tmp_path / 'run'}",
+            f"data.cache_dir={shared_tmp_path / 'cache'}",
+            *SMALL,
+            "method=none",
+        ]
+    )
     assert comm.allgather(code) == [0, 0]
     metrics = json.loads((shared_tmp_path / "run" / "metrics.json").read_text())
     assert metrics["n_ranks"] == 2 and metrics["n_dofs"] == 144
@@ -36,7 +51,13 @@ def test_run_under_two_ranks(comm, shared_tmp_path):
 
 @pytest.mark.parametrize("override", ["problem=heat", "mesh.file=nowhere.msh", "data.n_tests=1"])
 def test_bad_input_fails_on_every_rank_without_hanging(comm, shared_tmp_path, override):
-    code = main([f"hydra.run.dir={shared_tmp_path / 'run'}", f"data.cache_dir={shared_tmp_path / 'cache'}", override])
+    code = main(
+        [
+            f"hydra.run.dir={shared_tmp_path / 'run'}",
+            f"data.cache_dir={shared_tmp_path / 'cache'}",
+            override,
+        ]
+    )
     assert comm.allgather(code) == [2, 2]
     assert not (shared_tmp_path / "run").exists()
 
@@ -53,8 +74,14 @@ def test_broken_mesh_file_fails_on_every_rank(comm, shared_tmp_path):
 
 
 def test_lsr_run_under_two_ranks(comm, shared_tmp_path):
-    args = [f"hydra.run.dir={shared_tmp_path / 'run'}", f"data.cache_dir={shared_tmp_path / 'cache'}", *SMALL,
-            "data.n_train=10", "method=lsr", "method.rank=6"]
+    args = [
+        f"hydra.run.dir={shared_tmp_path / 'run'}",
+        f"data.cache_dir={shared_tmp_path / 'cache'}",
+        *SMALL,
+        "data.n_train=10",
+        "method=lsr",
+        "method.rank=6",
+    ]
     assert comm.allgather(main(args)) == [0, 0]
     lsr = json.loads((shared_tmp_path / "run" / "metrics.json").read_text())["lsr"]
     assert lsr["n_rows"] == 8 * 144 and 1 <= lsr["rank"] <= 6

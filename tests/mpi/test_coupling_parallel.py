@@ -23,8 +23,10 @@ EXAMPLE = Path(__file__).parents[2] / "examples" / "couple_dolfinx.py"
 
 @pytest.fixture(scope="module")
 def instances():
-    pair = {name: darcy_instances(c, size=8, n=2) for name, c in (("parallel", MPI.COMM_WORLD),
-                                                                  ("serial", MPI.COMM_SELF))}
+    pair = {
+        name: darcy_instances(c, size=8, n=2)
+        for name, c in (("parallel", MPI.COMM_WORLD), ("serial", MPI.COMM_SELF))
+    }
     yield pair
     for fem in pair.values():
         fem.destroy()
@@ -38,8 +40,14 @@ def test_user_petsc_pair_two_ranks_equal_one_and_the_builtin_path(comm, instance
     model = tiny_fno(8)
     grids = {}
     for name, fem in instances.items():
-        coupled = CoupledProblem.from_petsc([s.A for s in fem.systems], [s.b for s in fem.systems], fem.inputs,
-                                            to_dofs=fem.to_dofs, reference=list(fem.references), space=fem.pde.V)
+        coupled = CoupledProblem.from_petsc(
+            [s.A for s in fem.systems],
+            [s.b for s in fem.systems],
+            fem.inputs,
+            to_dofs=fem.to_dofs,
+            reference=list(fem.references),
+            space=fem.pde.V,
+        )
         result = refine_physics(coupled.residual(model), 10)
         builtin = refine_physics(fem.residual(model), 10)
         assert result.report.rank == builtin.report.rank == 10
@@ -52,8 +60,10 @@ def test_user_petsc_pair_two_ranks_equal_one_and_the_builtin_path(comm, instance
 
 def test_deeponet_at_the_dofs_two_ranks_equal_one(comm, instances):
     model = tiny_deeponet(8)
-    grids = {name: fem.on_grid(refine_physics(fem.residual(model, evaluate_at="dofs"), 10).fields)
-             for name, fem in instances.items()}
+    grids = {
+        name: fem.on_grid(refine_physics(fem.residual(model, evaluate_at="dofs"), 10).fields)
+        for name, fem in instances.items()
+    }
     close(grids["parallel"], grids["serial"], rtol=1e-8)
 
 
@@ -66,18 +76,37 @@ def test_user_forms_and_exported_function_two_ranks_equal_one(comm):
         grid = bounding_grid(user.V, 8)
         model = tiny_deeponet(8)
         for evaluate_at in ("grid", "dofs"):
-            coupled = CoupledProblem.from_forms(user.a, user.L, user.bcs, [kappa_on_grid(grid, mu)], grid=grid,
-                                                evaluate_at=evaluate_at, references=[reference])
+            coupled = CoupledProblem.from_forms(
+                user.a,
+                user.L,
+                user.bcs,
+                [kappa_on_grid(grid, mu)],
+                grid=grid,
+                evaluate_at=evaluate_at,
+                references=[reference],
+            )
             result = refine_physics(coupled.residual(model), 12)
             refined = coupled.to_function(result.fields[0])
             # the Function's L2 norm assembled over cells (ghosts needed) equals the dof values' mass norm
-            l2 = np.sqrt(c.allreduce(dolfinx.fem.assemble_scalar(dolfinx.fem.form(refined * refined * ufl.dx))))
-            assert l2 == pytest.approx(matrix_norm(coupled.mass_matrix(), result.fields[0]), rel=1e-12)
-            figures[name, evaluate_at] = (coupled.errors(coupled.network_fields(model))[0],
-                                          coupled.errors(result.fields)[0], l2, result.report.residual_l2_after)
+            l2 = np.sqrt(
+                c.allreduce(
+                    dolfinx.fem.assemble_scalar(dolfinx.fem.form(refined * refined * ufl.dx))
+                )
+            )
+            assert l2 == pytest.approx(
+                matrix_norm(coupled.mass_matrix(), result.fields[0]), rel=1e-12
+            )
+            figures[name, evaluate_at] = (
+                coupled.errors(coupled.network_fields(model))[0],
+                coupled.errors(result.fields)[0],
+                l2,
+                result.report.residual_l2_after,
+            )
             coupled.destroy()
     for evaluate_at in ("grid", "dofs"):
-        assert figures["parallel", evaluate_at] == pytest.approx(figures["serial", evaluate_at], rel=1e-8)
+        assert figures["parallel", evaluate_at] == pytest.approx(
+            figures["serial", evaluate_at], rel=1e-8
+        )
         assert figures["serial", evaluate_at][1] < figures["serial", evaluate_at][0]
 
 
@@ -85,11 +114,15 @@ def test_bad_input_on_one_rank_raises_on_every_rank(comm, instances):
     fem = instances["parallel"]
     P = fem.to_dofs if comm.rank == 0 else fem.to_dofs[:-1]
     with pytest.raises(ValueError, match="to_dofs has .* rows but A has .* local rows"):
-        CoupledProblem.from_petsc([s.A for s in fem.systems], [s.b for s in fem.systems], fem.inputs, to_dofs=P)
+        CoupledProblem.from_petsc(
+            [s.A for s in fem.systems], [s.b for s in fem.systems], fem.inputs, to_dofs=P
+        )
 
 
 def test_example_runs_on_two_ranks(comm, shared_tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(sys, "argv", [str(EXAMPLE), "--out", str(shared_tmp_path / "out"), "--rank", "16"])
+    monkeypatch.setattr(
+        sys, "argv", [str(EXAMPLE), "--out", str(shared_tmp_path / "out"), "--rank", "16"]
+    )
     runpy.run_path(str(EXAMPLE), run_name="__main__")
     assert (shared_tmp_path / "out" / "refined.xdmf").is_file()
     if comm.rank == 0:

@@ -21,12 +21,16 @@ def test_split_generation_equals_serial(comm, shared_tmp_path):
         return darcy.sample_inputs(count, 12, seed=4, first=first)
 
     settings = {"problem": "darcy", "grid_size": 12, "n_samples": 5, "seed": 4}
-    data, report = load_or_generate(shared_tmp_path, settings, sample_inputs=sample, solve=solve, comm=comm, progress=False)
+    data, report = load_or_generate(
+        shared_tmp_path, settings, sample_inputs=sample, solve=solve, comm=comm, progress=False
+    )
     assert report.status == "generated"
     inputs = sample(0, 5)
     expected = np.stack([solve(a) for a in inputs])
     np.testing.assert_array_equal(data.inputs, inputs)
     assert np.abs(data.solutions - expected).max() < 1e-12
-    again, report = load_or_generate(shared_tmp_path, settings, sample_inputs=sample, solve=solve, comm=comm, progress=False)
+    again, report = load_or_generate(
+        shared_tmp_path, settings, sample_inputs=sample, solve=solve, comm=comm, progress=False
+    )
     assert report.status == "hit"
     np.testing.assert_array_equal(again.solutions, data.solutions)

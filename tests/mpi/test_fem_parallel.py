@@ -25,9 +25,13 @@ def solve_both_ways(build_domain, forms, field, **kwargs):
 def test_darcy_two_ranks_equal_serial(comm, input_space):
     darcy = problems.create_problem("darcy")
     a = darcy.sample_inputs(1, 24, seed=5)[0]
-    serial, parallel = solve_both_ways(lambda c: unit_square(c, 23), darcy.forms, a, input_space=input_space)
+    serial, parallel = solve_both_ways(
+        lambda c: unit_square(c, 23), darcy.forms, a, input_space=input_space
+    )
     assert np.abs(serial - parallel).max() < 1e-10
-    assert comm.allreduce(np.abs(parallel - comm.bcast(parallel)).max(), op=MPI.MAX) == 0.0  # same on all ranks
+    assert (
+        comm.allreduce(np.abs(parallel - comm.bcast(parallel)).max(), op=MPI.MAX) == 0.0
+    )  # same on all ranks
 
 
 def test_lshape_two_ranks_equal_serial(comm, lshape_msh):

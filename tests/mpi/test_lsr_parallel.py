@@ -30,7 +30,9 @@ def test_reduced_solve_two_ranks_equal_one(comm, solver):
     GV, f = rng.standard_normal((90, 8)), rng.standard_normal(90)
     rows = np.array_split(np.arange(90), 2)[comm.rank]
     if solver == "streaming":
-        parallel = solve_streaming([(GV[rows][i : i + 10], f[rows][i : i + 10]) for i in range(0, len(rows), 10)], 8, comm)
+        parallel = solve_streaming(
+            [(GV[rows][i : i + 10], f[rows][i : i + 10]) for i in range(0, len(rows), 10)], 8, comm
+        )
     elif solver == "dense":
         parallel = solve_dense(GV[rows], f[rows], comm)
     else:
@@ -40,13 +42,18 @@ def test_reduced_solve_two_ranks_equal_one(comm, solver):
     assert parallel.n_rows == 90
 
 
-@pytest.mark.parametrize("engine, subspace, rank", [("lean", "randomized", 40), ("plain", "randomized", 40),
-                                                    ("lean", "krylov", 12)])
+@pytest.mark.parametrize(
+    "engine, subspace, rank",
+    [("lean", "randomized", 40), ("plain", "randomized", 40), ("lean", "krylov", 12)],
+)
 def test_refine_two_ranks_equal_one(comm, engine, subspace, rank):
     """(The Krylov rank stays below 22, where this MLP's Krylov space becomes numerically invariant
     and the reduced problem so ill-conditioned that summation order shows in δ.)"""
     torch.manual_seed(0)
-    model = set_precision(build_model("mlp", in_features=2, out_features=1, width=16, depth=2, activation="tanh"), torch.float64)
+    model = set_precision(
+        build_model("mlp", in_features=2, out_features=1, width=16, depth=2, activation="tanh"),
+        torch.float64,
+    )
     g = torch.Generator().manual_seed(3)
     x = torch.rand(300, 2, generator=g, dtype=torch.float64) * 2 - 1
     y = (torch.sin(math.pi * x[:, 0]) * torch.sin(math.pi * x[:, 1]))[:, None]
@@ -54,13 +61,32 @@ def test_refine_two_ranks_equal_one(comm, engine, subspace, rank):
     val = torch.arange(250, 300)
     val_share = torch.from_numpy(np.array_split(np.arange(250, 300), 2)[comm.rank])
     train_share = share[share < 250]
-    serial, serial_report = refine(model, x[:250], y[:250], rank=rank, validation=(x[val], y[val]), chunk_samples=32,
-                                   engine=engine, subspace=subspace, comm=MPI.COMM_SELF)
-    parallel, parallel_report = refine(model, x[train_share], y[train_share], rank=rank,
-                                       validation=(x[val_share], y[val_share]), chunk_samples=32, engine=engine,
-                                       subspace=subspace, comm=comm)
+    serial, serial_report = refine(
+        model,
+        x[:250],
+        y[:250],
+        rank=rank,
+        validation=(x[val], y[val]),
+        chunk_samples=32,
+        engine=engine,
+        subspace=subspace,
+        comm=MPI.COMM_SELF,
+    )
+    parallel, parallel_report = refine(
+        model,
+        x[train_share],
+        y[train_share],
+        rank=rank,
+        validation=(x[val_share], y[val_share]),
+        chunk_samples=32,
+        engine=engine,
+        subspace=subspace,
+        comm=comm,
+    )
     assert parallel_report.rank == serial_report.rank and parallel_report.n_rows == 250
-    torch.testing.assert_close(parallel.delta, serial.delta, rtol=1e-8, atol=1e-8 * serial.delta.abs().max().item())
+    torch.testing.assert_close(
+        parallel.delta, serial.delta, rtol=1e-8, atol=1e-8 * serial.delta.abs().max().item()
+    )
     gathered = comm.allgather(parallel.delta.numpy())
     np.testing.assert_array_equal(gathered[0], gathered[1])
 
@@ -77,7 +103,9 @@ def test_lean_refinement_resumes_on_two_ranks(comm, shared_tmp_path, monkeypatch
     share = torch.from_numpy(np.array_split(np.arange(300), 2)[comm.rank])
     options = dict(rank=30, chunk_samples=40, block_columns=8, comm=comm)
     reference, _ = refine(model, x[share], y[share], **options)
-    interrupt_on_call(monkeypatch, DataResidual, "Gt", 3)  # the same call on both ranks: a collective stop
+    interrupt_on_call(
+        monkeypatch, DataResidual, "Gt", 3
+    )  # the same call on both ranks: a collective stop
     with pytest.raises(Interrupted):
         refine(model, x[share], y[share], checkpoint=shared_tmp_path / "lsr", **options)
     monkeypatch.undo()

@@ -9,14 +9,25 @@ import pytest
 from mpi4py import MPI
 
 import problems
-from pinn_lsr.cli import main
+from pinn_lsr.run.cli import main
 from pinn_lsr.fem.linear_pde import LinearPDE
 from pinn_lsr.fem.mesh import read_mesh
 from pinn_lsr.io.meshio_io import convert_mesh
 
 MESHES = Path(__file__).parents[2] / "meshes"
-SMALL = ["problem.resolution=12", "data.n_train=4", "data.n_test=2", "output.n_show=2", "output.progress=false",
-         "physics.instances=0", "train.epochs=2", "train.batch_size=2", "model.width=4", "model.modes=3", "method=none"]
+SMALL = [
+    "problem.resolution=12",
+    "data.n_train=4",
+    "data.n_test=2",
+    "output.n_show=2",
+    "output.progress=false",
+    "physics.instances=0",
+    "train.epochs=2",
+    "train.batch_size=2",
+    "model.width=4",
+    "model.modes=3",
+    "method=none",
+]
 
 
 def facet_tag_lengths(domain):
@@ -28,7 +39,9 @@ def facet_tag_lengths(domain):
     ds = ufl.Measure("ds", domain=domain.mesh, subdomain_data=domain.facet_tags)
     one = dolfinx.fem.Constant(domain.mesh, 1.0)
     area = comm.allreduce(dolfinx.fem.assemble_scalar(dolfinx.fem.form(one * ufl.dx)))
-    return area, [comm.allreduce(dolfinx.fem.assemble_scalar(dolfinx.fem.form(one * ds(t)))) for t in (2, 3)]
+    return area, [
+        comm.allreduce(dolfinx.fem.assemble_scalar(dolfinx.fem.form(one * ds(t)))) for t in (2, 3)
+    ]
 
 
 @pytest.mark.parametrize("tags", [None, [2], [3]])
@@ -63,7 +76,9 @@ def test_vtu_and_converted_xdmf_on_two_ranks(comm, shared_tmp_path, lshape_msh):
     reference = facet_tag_lengths(read_mesh(lshape_msh, comm))
     for name in ("l.vtu", "l.xdmf"):
         domain = read_mesh(shared_tmp_path / name, comm)
-        assert domain.mesh.topology.index_map(2).size_global == len(meshio.read(lshape_msh).get_cells_type("triangle"))
+        assert domain.mesh.topology.index_map(2).size_global == len(
+            meshio.read(lshape_msh).get_cells_type("triangle")
+        )
         area, lengths = facet_tag_lengths(domain)
         assert abs(area - reference[0]) < 1e-12 and np.allclose(lengths, reference[1], atol=1e-12)
 
@@ -76,11 +91,22 @@ def test_bad_vtu_fails_on_every_rank(comm, shared_tmp_path):
         read_mesh(shared_tmp_path / "bad.vtu", comm)
 
 
-@pytest.mark.parametrize("overrides", [["problem=darcy", f"mesh.file={MESHES / 'disk.msh'}"],
-                                       ["problem=poisson", f"mesh.file={MESHES / 'lshape.msh'}", "mesh.dirichlet_tags=[2]"]])
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["problem=darcy", f"mesh.file={MESHES / 'disk.msh'}"],
+        ["problem=poisson", f"mesh.file={MESHES / 'lshape.msh'}", "mesh.dirichlet_tags=[2]"],
+    ],
+)
 def test_cli_runs_on_meshes(comm, shared_tmp_path, overrides):
-    code = main([f"hydra.run.dir={shared_tmp_path / 'run'}", f"data.cache_dir={shared_tmp_path / 'cache'}", *SMALL,
-                 *overrides])
+    code = main(
+        [
+            f"hydra.run.dir={shared_tmp_path / 'run'}",
+            f"data.cache_dir={shared_tmp_path / 'cache'}",
+            *SMALL,
+            *overrides,
+        ]
+    )
     assert comm.allgather(code) == [0, 0]
     metrics = json.loads((shared_tmp_path / "run" / "metrics.json").read_text())
     assert metrics["n_ranks"] == 2 and metrics["mesh"] == overrides[1].split("=", 1)[1]
@@ -88,8 +114,14 @@ def test_cli_runs_on_meshes(comm, shared_tmp_path, overrides):
 
 
 def test_cli_bad_tag_exits_2_on_every_rank(comm, shared_tmp_path, capsys):
-    code = main([f"hydra.run.dir={shared_tmp_path / 'run'}", f"data.cache_dir={shared_tmp_path / 'cache'}",
-                 f"mesh.file={MESHES / 'lshape.msh'}", "mesh.dirichlet_tags=[2,9]"])
+    code = main(
+        [
+            f"hydra.run.dir={shared_tmp_path / 'run'}",
+            f"data.cache_dir={shared_tmp_path / 'cache'}",
+            f"mesh.file={MESHES / 'lshape.msh'}",
+            "mesh.dirichlet_tags=[2,9]",
+        ]
+    )
     assert comm.allgather(code) == [2, 2]
     assert not (shared_tmp_path / "run").exists()
     if comm.rank == 0:

@@ -14,14 +14,18 @@ from tests.lsr.physics_cases import darcy_instances, tiny_fno
 
 @pytest.fixture(scope="module")
 def instances():
-    pair = {name: darcy_instances(comm, size=8, n=2) for name, comm in (("parallel", MPI.COMM_WORLD),
-                                                                        ("serial", MPI.COMM_SELF))}
+    pair = {
+        name: darcy_instances(comm, size=8, n=2)
+        for name, comm in (("parallel", MPI.COMM_WORLD), ("serial", MPI.COMM_SELF))
+    }
     yield pair
     for fem in pair.values():
         fem.destroy()
 
 
-@pytest.mark.parametrize("norm,subspace", [("energy", "krylov"), ("energy", "randomized"), ("l2", "krylov")])
+@pytest.mark.parametrize(
+    "norm,subspace", [("energy", "krylov"), ("energy", "randomized"), ("l2", "krylov")]
+)
 def test_refined_fields_two_ranks_equal_one(comm, instances, norm, subspace):
     model = tiny_fno(8)
     grids = {}
@@ -29,22 +33,35 @@ def test_refined_fields_two_ranks_equal_one(comm, instances, norm, subspace):
         result = refine_physics(fem.residual(model, norm=norm), 10, subspace=subspace)
         grids[name] = fem.on_grid(result.fields)
         assert result.report.n_rows == 2 * 64
-    np.testing.assert_allclose(grids["parallel"], grids["serial"], rtol=1e-8, atol=1e-8 * np.abs(grids["serial"]).max())
+    np.testing.assert_allclose(
+        grids["parallel"], grids["serial"], rtol=1e-8, atol=1e-8 * np.abs(grids["serial"]).max()
+    )
 
 
 def test_ilsr_and_baseline_two_ranks_equal_one(comm, instances):
     model = tiny_fno(8)
     settings = ILSRSettings(iterations=2, rank=6, align=AlignSettings(iterations=10))
-    results = {name: iterative_lsr(copy.deepcopy(model), fem.subset([0]), settings)[1] for name, fem in instances.items()}
+    results = {
+        name: iterative_lsr(copy.deepcopy(model), fem.subset([0]), settings)[1]
+        for name, fem in instances.items()
+    }
     first_parallel, first_serial = results["parallel"][0], results["serial"][0]
-    assert first_parallel["refined_rel_l2"] == pytest.approx(first_serial["refined_rel_l2"], rel=1e-9)
+    assert first_parallel["refined_rel_l2"] == pytest.approx(
+        first_serial["refined_rel_l2"], rel=1e-9
+    )
     # after alignment: L-BFGS's line search amplifies the round-off of the two reduction orders
     for a, b in zip(results["parallel"], results["serial"]):
         assert a["network_rel_l2"] == pytest.approx(b["network_rel_l2"], rel=1e-4)
-    baseline = {name: physics_finetune(copy.deepcopy(model), fem, seconds=0.5, optimizer="adam", lr=1e-3)
-                for name, fem in instances.items()}
-    assert baseline["parallel"][0]["loss"] == pytest.approx(baseline["serial"][0]["loss"], rel=1e-10)
-    assert baseline["parallel"][1]["rel_l2"] == pytest.approx(baseline["serial"][1]["rel_l2"], rel=1e-8)
+    baseline = {
+        name: physics_finetune(copy.deepcopy(model), fem, seconds=0.5, optimizer="adam", lr=1e-3)
+        for name, fem in instances.items()
+    }
+    assert baseline["parallel"][0]["loss"] == pytest.approx(
+        baseline["serial"][0]["loss"], rel=1e-10
+    )
+    assert baseline["parallel"][1]["rel_l2"] == pytest.approx(
+        baseline["serial"][1]["rel_l2"], rel=1e-8
+    )
 
 
 def test_nonlinear_gauss_newton_physics_lsr_two_ranks_equal_one(comm):
@@ -63,4 +80,6 @@ def test_nonlinear_gauss_newton_physics_lsr_two_ranks_equal_one(comm):
         grids[name] = fem.on_grid(refine_physics(fem.residual(model, norm="dual"), 8).fields)
         fem.destroy()
     np.testing.assert_allclose(solutions["parallel"], solutions["serial"], atol=1e-11)
-    np.testing.assert_allclose(grids["parallel"], grids["serial"], rtol=1e-8, atol=1e-8 * np.abs(grids["serial"]).max())
+    np.testing.assert_allclose(
+        grids["parallel"], grids["serial"], rtol=1e-8, atol=1e-8 * np.abs(grids["serial"]).max()
+    )

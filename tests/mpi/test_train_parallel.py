@@ -12,7 +12,14 @@ from pinn_lsr.train.loop import TrainSettings, train
 S = 8
 SMALL = {
     "fno": {"grid_size": S, "modes": 3, "width": 8, "layers": 2},
-    "deeponet": {"grid_size": S, "latent": 16, "width": 32, "depth": 2, "trunk_width": 32, "trunk_depth": 2},
+    "deeponet": {
+        "grid_size": S,
+        "latent": 16,
+        "width": 32,
+        "depth": 2,
+        "trunk_width": 32,
+        "trunk_depth": 2,
+    },
 }
 
 
@@ -34,8 +41,13 @@ def parameters_after(name, settings, data, comm):
 @pytest.mark.parametrize("optimizer", ["adam", "lbfgs"])
 def test_two_ranks_follow_the_serial_trajectory(comm, data, name, optimizer):
     # batch 7 of 15 samples: uneven shares (4 + 3) and a last batch of one sample
-    settings = TrainSettings(epochs=3, batch_size=7, optimizer=optimizer, lr=1e-2 if optimizer == "adam" else 1.0,
-                             lbfgs_max_iter=5)
+    settings = TrainSettings(
+        epochs=3,
+        batch_size=7,
+        optimizer=optimizer,
+        lr=1e-2 if optimizer == "adam" else 1.0,
+        lbfgs_max_iter=5,
+    )
     serial, serial_result = parameters_after(name, settings, data, MPI.COMM_SELF)
     parallel, parallel_result = parameters_after(name, settings, data, comm)
     assert torch.abs(serial - parallel).max() < 1e-10

@@ -40,13 +40,16 @@ def _compare(serial, parallel, model_serial, model_parallel):
         torch.testing.assert_close(q.detach(), p.detach(), rtol=1e-5, atol=1e-7)
 
 
-@pytest.mark.parametrize("case, settings", [
-    ("regression", {}),
-    ("regression", {"globalization": "trust_region"}),
-    ("regression", {"curvature_batch_size": 30}),
-    ("regression", {"batch_size": 40, "monitor_every": 2}),
-    ("classification", {"loss": "cross_entropy", "alpha_W": 1e-3}),
-])
+@pytest.mark.parametrize(
+    "case, settings",
+    [
+        ("regression", {}),
+        ("regression", {"globalization": "trust_region"}),
+        ("regression", {"curvature_batch_size": 30}),
+        ("regression", {"batch_size": 40, "monitor_every": 2}),
+        ("classification", {"loss": "cross_entropy", "alpha_W": 1e-3}),
+    ],
+)
 def test_two_ranks_take_the_one_rank_iterates(comm, case, settings):
     make = _regression if case == "regression" else _classification
     model_serial, x, y = make()
@@ -56,7 +59,9 @@ def test_two_ranks_take_the_one_rank_iterates(comm, case, settings):
     share = torch.from_numpy(np.array_split(np.arange(len(x)), comm.size)[comm.rank])
     _, parallel = train(model_parallel, x[share], y[share], max_iterations=5, comm=comm, **settings)
     _compare(serial, parallel, model_serial, model_parallel)
-    gathered = comm.allgather(torch.cat([p.detach().reshape(-1) for p in model_parallel.parameters()]).numpy())
+    gathered = comm.allgather(
+        torch.cat([p.detach().reshape(-1) for p in model_parallel.parameters()]).numpy()
+    )
     np.testing.assert_array_equal(gathered[0], gathered[1])
 
 

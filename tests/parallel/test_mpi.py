@@ -17,7 +17,10 @@ comm.Barrier()  # rank 0 would wait here forever without the abort
 
 def test_exception_on_one_rank_aborts_the_job():
     result = subprocess.run(
-        [str(MPIRUN), "-n", "2", sys.executable, "-c", RAISE_ON_RANK_1], capture_output=True, text=True, timeout=60
+        [str(MPIRUN), "-n", "2", sys.executable, "-c", RAISE_ON_RANK_1],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode != 0
     assert "only rank 1 fails" in result.stderr and "aborting all 2 ranks" in result.stderr

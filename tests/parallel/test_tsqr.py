@@ -17,5 +17,7 @@ def test_streaming_r_equals_tsqr_r():
     stream = StreamingQR(6)
     for start in range(0, 95, 20):
         stream.add(A[start : start + 20])
-    np.testing.assert_allclose(tsqr_r(stream.R, MPI.COMM_SELF), tsqr(A, MPI.COMM_SELF)[1], atol=1e-12)
+    np.testing.assert_allclose(
+        tsqr_r(stream.R, MPI.COMM_SELF), tsqr(A, MPI.COMM_SELF)[1], atol=1e-12
+    )
     assert stream.n_rows == 95

@@ -11,7 +11,14 @@ from pinn_lsr.train.loop import TrainSettings, train
 S = 8
 SMALL = {
     "fno": {"grid_size": S, "modes": 3, "width": 8, "layers": 2},
-    "deeponet": {"grid_size": S, "latent": 16, "width": 32, "depth": 2, "trunk_width": 32, "trunk_depth": 2},
+    "deeponet": {
+        "grid_size": S,
+        "latent": 16,
+        "width": 32,
+        "depth": 2,
+        "trunk_width": 32,
+        "trunk_depth": 2,
+    },
     "mlp": {"in_features": S * S, "out_features": S * S, "width": 32, "depth": 2},
 }
 OPTIMIZERS = {
@@ -46,7 +53,9 @@ def test_loss_decreases(darcy_tensors, name, optimizer):
 def test_schedules_change_the_learning_rate(darcy_tensors, scheduler):
     a, u = darcy_tensors
     # a tiny rate leaves the loss flat, so the plateau schedule must cut it too
-    settings = TrainSettings(epochs=6, batch_size=8, scheduler=scheduler, step_size=2, gamma=0.5, patience=1, lr=1e-6)
+    settings = TrainSettings(
+        epochs=6, batch_size=8, scheduler=scheduler, step_size=2, gamma=0.5, patience=1, lr=1e-6
+    )
     result = train(fresh("mlp"), (a, u), None, settings, progress=False)
     lrs = [h["lr"] for h in result.history]
     assert lrs[-1] < lrs[0]
@@ -68,12 +77,27 @@ def test_resume_after_interruption_matches_uninterrupted_run(darcy_tensors, tmp_
 
     monkeypatch.setattr(loop, "_minibatch_epoch", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        train(fresh("fno"), (a[:16], u[:16]), (a[16:], u[16:]), settings, checkpoint=path, progress=False)
+        train(
+            fresh("fno"),
+            (a[:16], u[:16]),
+            (a[16:], u[16:]),
+            settings,
+            checkpoint=path,
+            progress=False,
+        )
     assert read_checkpoint(path)["epoch"] == 2
     monkeypatch.setattr(loop, "_minibatch_epoch", real_epoch)
 
     resumed = fresh("fno", seed=123)  # a different start: everything must come from the checkpoint
-    result = train(resumed, (a[:16], u[:16]), (a[16:], u[16:]), settings, checkpoint=path, resume=True, progress=False)
+    result = train(
+        resumed,
+        (a[:16], u[:16]),
+        (a[16:], u[16:]),
+        settings,
+        checkpoint=path,
+        resume=True,
+        progress=False,
+    )
     assert result.counters.epochs == 4 and len(result.history) == 4
     torch.testing.assert_close(flat_parameters(resumed), flat_parameters(reference), rtol=0, atol=0)
 
@@ -81,8 +105,14 @@ def test_resume_after_interruption_matches_uninterrupted_run(darcy_tensors, tmp_
 def test_load_model_reproduces_predictions(darcy_tensors, tmp_path):
     a, u = darcy_tensors
     model = fresh("deeponet", dtype=torch.float32)
-    train(model, (a.float(), u.float()), None, TrainSettings(epochs=1, batch_size=8), checkpoint=tmp_path / "c.pt",
-          progress=False)
+    train(
+        model,
+        (a.float(), u.float()),
+        None,
+        TrainSettings(epochs=1, batch_size=8),
+        checkpoint=tmp_path / "c.pt",
+        progress=False,
+    )
     loaded = load_model(tmp_path / "c.pt")
     torch.testing.assert_close(loaded(a.float()), model.eval()(a.float()))
     (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
@@ -103,4 +133,6 @@ def test_bad_data_is_rejected(darcy_tensors):
     with pytest.raises(ValueError, match="unknown loss"):
         train(fresh("mlp"), (a, u), None, TrainSettings(epochs=1, loss="l1"), progress=False)
     with pytest.raises(ValueError, match="unknown optimizer"):
-        train(fresh("mlp"), (a, u), None, TrainSettings(epochs=1, optimizer="rmsprop"), progress=False)
+        train(
+            fresh("mlp"), (a, u), None, TrainSettings(epochs=1, optimizer="rmsprop"), progress=False
+        )

@@ -13,7 +13,10 @@ def regression():
     def make(n: int = 60, out_features: int = 2):
         torch.manual_seed(0)
         model = MLP(2, out_features, width=6, depth=2, activation="tanh").double()
-        x = torch.rand(n, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(1)) * 2 - 1
+        x = (
+            torch.rand(n, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(1)) * 2
+            - 1
+        )
         y = torch.cat([torch.sin(3 * x[:, :1]) * x[:, 1:] + k for k in range(out_features)], dim=1)
         model.input_normalizer.fit(x)
         model.output_normalizer.fit(y)

@@ -14,8 +14,17 @@ ALPHA_W = 1e-2
 
 
 def _problem(model, x, labels, tol=1e-13):
-    return CrossEntropyProblem(as_separable(model), x, labels, alpha_W=ALPHA_W, alpha_theta=1e-3, theta_ref=None,
-                               comm=MPI.COMM_SELF, work=WorkCounter(), inner={"tol": tol, "krylov_rtol": 1e-3})
+    return CrossEntropyProblem(
+        as_separable(model),
+        x,
+        labels,
+        alpha_W=ALPHA_W,
+        alpha_theta=1e-3,
+        theta_ref=None,
+        comm=MPI.COMM_SELF,
+        work=WorkCounter(),
+        inner={"tol": tol, "krylov_rtol": 1e-3},
+    )
 
 
 def test_inner_solve_reaches_its_tolerance_and_is_optimal(classification):
@@ -38,15 +47,23 @@ def test_reduced_jacobian_and_gradient_match_finite_differences(classification):
 
     def residual(t):
         p = problem.evaluate(t, start=point)
-        return torch.cat([(p.A @ p.Wt).reshape(-1), math.sqrt(ALPHA_W) * p.Wt.reshape(-1)]), p.objective
+        return torch.cat(
+            [(p.A @ p.Wt).reshape(-1), math.sqrt(ALPHA_W) * p.Wt.reshape(-1)]
+        ), p.objective
 
     v = torch.randn(theta.shape, dtype=theta.dtype, generator=torch.Generator().manual_seed(5))
     eps = 1e-5
     (plus, f_plus), (minus, f_minus) = residual(theta + eps * v), residual(theta - eps * v)
     dO, dW = problem.reduced_jvp(point, v)
-    torch.testing.assert_close(torch.cat([dO.reshape(-1), dW.reshape(-1)]), (plus - minus) / (2 * eps), rtol=1e-5,
-                               atol=1e-7)
-    assert float(problem.gradient(point) @ v) == pytest.approx((f_plus - f_minus) / (2 * eps), rel=1e-6)
+    torch.testing.assert_close(
+        torch.cat([dO.reshape(-1), dW.reshape(-1)]),
+        (plus - minus) / (2 * eps),
+        rtol=1e-5,
+        atol=1e-7,
+    )
+    assert float(problem.gradient(point) @ v) == pytest.approx(
+        (f_plus - f_minus) / (2 * eps), rel=1e-6
+    )
     U = torch.randn(dO.shape, dtype=dO.dtype, generator=torch.Generator().manual_seed(6))
     V = torch.randn(dW.shape, dtype=dW.dtype, generator=torch.Generator().manual_seed(7))
     lhs = float((dO * U).sum() + (dW * V).sum())

@@ -24,7 +24,9 @@ def test_mlp_features_times_weights_is_the_model(regression):
 
 def test_deeponet_combination_weights_fold_into_the_branch():
     torch.manual_seed(0)
-    model = DeepONet(4, branch="mlp", latent=5, width=8, depth=1, trunk_width=8, trunk_depth=1).double()
+    model = DeepONet(
+        4, branch="mlp", latent=5, width=8, depth=1, trunk_width=8, trunk_depth=1
+    ).double()
     a = torch.rand(3, 4, 4, dtype=torch.float64)
     separable = as_separable(model)
     torch.testing.assert_close(_outputs(separable, model, a).reshape(3, -1), model(a).detach())

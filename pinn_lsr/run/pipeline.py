@@ -8,7 +8,7 @@ Stages (seconds of each recorded in ``metrics.json``):
    checkpoint, loss curve;
 4. ``lsr`` (``method=lsr``): one-shot LSR of the trained model on its training data;
 5. ``physics`` (``physics.instances > 0``): physics LSR, I-LSR and the gradient baseline on test
-   instances against their FEM residual (:mod:`pinn_lsr.physics_stage`);
+   instances against their FEM residual (:mod:`pinn_lsr.run.physics_stage`);
 6. ``fem_solve``: a few (test) samples re-solved on the distributed mesh, checked against the
    data, written as XDMF with the model's prediction and error;
 7. ``output``: PNG images; ``metrics.json`` is written last, so its presence marks a complete run.
@@ -35,7 +35,7 @@ from pinn_lsr.fem.mesh import Domain, read_mesh, unit_square
 from pinn_lsr.fem.transfer import grid_to_dofs_local
 from pinn_lsr.io.fields import xdmf_series
 from pinn_lsr.io.plots import plot_fields
-from pinn_lsr.stages import write_metrics
+from pinn_lsr.run.stages import write_metrics
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,9 @@ def setup(cfg: DictConfig, comm: MPI.Comm) -> Setup:
     s = int(cfg.problem.resolution)
     domain = build_domain(cfg.mesh.file, s, comm)
     local_domain = build_domain(cfg.mesh.file, s, MPI.COMM_SELF)
-    dirichlet_facet_indices(domain, dirichlet_tags(cfg))  # a tag absent from the mesh: ValueError now
+    dirichlet_facet_indices(
+        domain, dirichlet_tags(cfg)
+    )  # a tag absent from the mesh: ValueError now
     return Setup(problem, domain, local_domain, time.perf_counter() - start)
 
 
@@ -77,7 +79,9 @@ def _validate(cfg: DictConfig) -> None:
     require_int(cfg, "output.n_show", minimum=0)
     require_int(cfg, "seed", minimum=0)
     if cfg.fem.input_space not in INPUT_SPACES:
-        raise ValueError(f"fem.input_space must be one of {INPUT_SPACES}, got {cfg.fem.input_space!r}")
+        raise ValueError(
+            f"fem.input_space must be one of {INPUT_SPACES}, got {cfg.fem.input_space!r}"
+        )
     dirichlet_tags(cfg)
     if cfg.get("model") is not None and cfg.checkpoint is None:
         _validate_training(cfg)
@@ -85,8 +89,8 @@ def _validate(cfg: DictConfig) -> None:
         raise FileNotFoundError(f"checkpoint {cfg.checkpoint} does not exist")
     if cfg.method.name == "lsr":
         _validate_lsr(cfg)
-    from pinn_lsr.physics_stage import validate as validate_physics
-    from pinn_lsr.stages import validate_gnvpro
+    from pinn_lsr.run.physics_stage import validate as validate_physics
+    from pinn_lsr.run.stages import validate_gnvpro
 
     validate_gnvpro(cfg)
     validate_physics(cfg)
@@ -102,7 +106,9 @@ def _validate_lsr(cfg: DictConfig) -> None:
     budgets = ("memory_budget_gb", "time_budget_minutes")
     for key in budgets:
         value = cfg.method.get(key)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float) or value <= 0):
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int | float) or value <= 0
+        ):
             raise ValueError(f"method.{key} must be a positive number or null, got {value!r}")
     if cfg.method.rank is not None or all(cfg.method.get(key) is None for key in budgets):
         require_int(cfg, "method.rank", minimum=1)
@@ -112,32 +118,53 @@ def _validate_lsr(cfg: DictConfig) -> None:
     if cfg.method.chunk_samples != "auto":
         require_int(cfg, "method.chunk_samples", minimum=1)
     if cfg.method.row_fraction is not None and not 0 < cfg.method.row_fraction <= 1:
-        raise ValueError(f"method.row_fraction must be in (0, 1] or null, got {cfg.method.row_fraction}")
+        raise ValueError(
+            f"method.row_fraction must be in (0, 1] or null, got {cfg.method.row_fraction}"
+        )
     patience = cfg.method.krylov_patience
-    if patience is not None and (isinstance(patience, bool) or not isinstance(patience, int | float) or patience < 1):
+    if patience is not None and (
+        isinstance(patience, bool) or not isinstance(patience, int | float) or patience < 1
+    ):
         raise ValueError(f"method.krylov_patience must be a number >= 1 or null, got {patience!r}")
     if not 0 < cfg.method.validation_fraction < 1:
-        raise ValueError(f"method.validation_fraction must be in (0, 1), got {cfg.method.validation_fraction}")
-    for key, choices in (("solver", SOLVERS), ("subspace", SUBSPACES), ("distribution", DISTRIBUTIONS),
-                         ("engine", ENGINES), ("reduction", REDUCTIONS)):
+        raise ValueError(
+            f"method.validation_fraction must be in (0, 1), got {cfg.method.validation_fraction}"
+        )
+    for key, choices in (
+        ("solver", SOLVERS),
+        ("subspace", SUBSPACES),
+        ("distribution", DISTRIBUTIONS),
+        ("engine", ENGINES),
+        ("reduction", REDUCTIONS),
+    ):
         if cfg.method[key] not in choices:
             raise ValueError(f"method.{key} must be one of {choices}, got {cfg.method[key]!r}")
-    if cfg.method.checkpoint is not None and (cfg.method.engine != "lean" or cfg.method.subspace != "randomized"):
-        raise ValueError("method.checkpoint needs method.engine=lean and method.subspace=randomized")
+    if cfg.method.checkpoint is not None and (
+        cfg.method.engine != "lean" or cfg.method.subspace != "randomized"
+    ):
+        raise ValueError(
+            "method.checkpoint needs method.engine=lean and method.subspace=randomized"
+        )
     if cfg.method.subspace == "random" and any(cfg.method.get(key) is not None for key in budgets):
-        raise ValueError("budgets are predicted for method.subspace=randomized or krylov, not random")
+        raise ValueError(
+            "budgets are predicted for method.subspace=randomized or krylov, not random"
+        )
 
 
 def _validate_training(cfg: DictConfig) -> None:
-    from pinn_lsr.stages import build_configured_model
+    from pinn_lsr.run.stages import build_configured_model
     from pinn_lsr.train.losses import LOSSES
     from pinn_lsr.train.optim import OPTIMIZERS, SCHEDULERS
 
     require_int(cfg, "train.epochs", minimum=0)
     require_int(cfg, "train.batch_size", minimum=1)
     require_int(cfg, "train.checkpoint_every", minimum=0)
-    for key, choices in (("optimizer", OPTIMIZERS), ("scheduler", SCHEDULERS), ("loss", tuple(LOSSES)),
-                         ("dtype", ("float32", "float64"))):
+    for key, choices in (
+        ("optimizer", OPTIMIZERS),
+        ("scheduler", SCHEDULERS),
+        ("loss", tuple(LOSSES)),
+        ("dtype", ("float32", "float64")),
+    ):
         if cfg.train[key] not in choices:
             raise ValueError(f"train.{key} must be one of {choices}, got {cfg.train[key]!r}")
     build_configured_model(cfg)  # raises ValueError for bad model arguments
@@ -160,8 +187,14 @@ def dirichlet_tags(cfg: DictConfig) -> list[int] | None:
         return None
     tags = OmegaConf.to_container(tags) if OmegaConf.is_list(tags) else tags
     tags = [tags] if isinstance(tags, int) and not isinstance(tags, bool) else tags
-    if not isinstance(tags, list) or not tags or any(isinstance(t, bool) or not isinstance(t, int) for t in tags):
-        raise ValueError(f"mesh.dirichlet_tags must be null or a non-empty list of integer facet tags, got {tags!r}")
+    if (
+        not isinstance(tags, list)
+        or not tags
+        or any(isinstance(t, bool) or not isinstance(t, int) for t in tags)
+    ):
+        raise ValueError(
+            f"mesh.dirichlet_tags must be null or a non-empty list of integer facet tags, got {tags!r}"
+        )
     return tags
 
 
@@ -175,28 +208,51 @@ def build_domain(mesh_file: str | None, resolution: int, comm: MPI.Comm) -> Doma
 def run(cfg: DictConfig, prepared: Setup, run_dir: Path, comm: MPI.Comm) -> dict:
     """Run every stage and write the reports into ``run_dir``; return the metrics. Collective."""
     if prepared.domain is None:
-        from pinn_lsr.fitting import run_fit
+        from pinn_lsr.run.fitting import run_fit
 
         return run_fit(cfg, prepared.problem, run_dir, comm)
     seconds = {"mesh": prepared.seconds}
     problem, domain = prepared.problem, prepared.domain
     s = int(cfg.problem.resolution)
     petsc_options = OmegaConf.to_container(cfg.fem.petsc_options)
-    components = getattr(problem, "components", 1)  # values per grid node: a solution is (s, s) or (c, s, s)
+    components = getattr(
+        problem, "components", 1
+    )  # values per grid node: a solution is (s, s) or (c, s, s)
     field_shape = (s, s) if components == 1 else (components, s, s)
 
     def make_pde(d: Domain) -> GridPDE:
         if getattr(problem, "kind", "linear") == "nonlinear":
-            return NonlinearPDE(d, problem.residual, problem.weight, grid_size=s, input_space=cfg.fem.input_space,
-                                petsc_options=petsc_options, prefix=cfg.fem.prefix, dirichlet_tags=dirichlet_tags(cfg))
-        return LinearPDE(d, problem.forms, grid_size=s, input_space=cfg.fem.input_space,
-                         petsc_options=petsc_options, prefix=cfg.fem.prefix, components=components,
-                         dirichlet_tags=dirichlet_tags(cfg))
+            return NonlinearPDE(
+                d,
+                problem.residual,
+                problem.weight,
+                grid_size=s,
+                input_space=cfg.fem.input_space,
+                petsc_options=petsc_options,
+                prefix=cfg.fem.prefix,
+                dirichlet_tags=dirichlet_tags(cfg),
+            )
+        return LinearPDE(
+            d,
+            problem.forms,
+            grid_size=s,
+            input_space=cfg.fem.input_space,
+            petsc_options=petsc_options,
+            prefix=cfg.fem.prefix,
+            components=components,
+            dirichlet_tags=dirichlet_tags(cfg),
+        )
 
     clock = time.perf_counter()
     dataset, cache = _data_stage(cfg, problem, make_pde(prepared.local_domain), petsc_options, comm)
     seconds["data"] = time.perf_counter() - clock
-    log.info("dataset: %d samples (%s) from %s in %.2f s", len(dataset), cache.status, cache.path, cache.seconds)
+    log.info(
+        "dataset: %d samples (%s) from %s in %.2f s",
+        len(dataset),
+        cache.status,
+        cache.path,
+        cache.seconds,
+    )
     train_set, test_set = dataset.split(int(cfg.data.n_train))
     shown = test_set if len(test_set) else train_set
     n_show = min(int(cfg.output.n_show), len(shown))
@@ -210,45 +266,61 @@ def run(cfg: DictConfig, prepared: Setup, run_dir: Path, comm: MPI.Comm) -> dict
         "n_train": len(train_set),
         "n_test": len(test_set),
         "n_ranks": comm.size,
-        "data": {"cache": cache.status, "cache_file": str(cache.path), "samples_per_second": cache.samples_per_second},
+        "data": {
+            "cache": cache.status,
+            "cache_file": str(cache.path),
+            "samples_per_second": cache.samples_per_second,
+        },
     }
 
     predictions: dict[str, np.ndarray] = {}
     if cfg.checkpoint is not None or cfg.get("model") is not None:
         import torch
 
-        from pinn_lsr.stages import build_configured_model, fit_model, refine_model
+        from pinn_lsr.run.stages import build_configured_model, fit_model, refine_model
 
         def tensors(data):
-            return torch.as_tensor(data.inputs), torch.as_tensor(data.solutions.reshape(len(data), -1))
+            return torch.as_tensor(data.inputs), torch.as_tensor(
+                data.solutions.reshape(len(data), -1)
+            )
 
         train_data, test_data = tensors(train_set), tensors(test_set) if len(test_set) else None
         shown_inputs = torch.as_tensor(shown.inputs[:n_show])
         clock = time.perf_counter()
-        model, metrics["train"] = fit_model(cfg, lambda: build_configured_model(cfg), train_data, test_data, run_dir, comm)
+        model, metrics["train"] = fit_model(
+            cfg, lambda: build_configured_model(cfg), train_data, test_data, run_dir, comm
+        )
         seconds["train"] = time.perf_counter() - clock
         dtype = next(model.parameters()).dtype
         if model(shown_inputs[:1].to(dtype)).shape[1] != components * s * s:
             raise ValueError(f"the model predicts another grid than problem.resolution={s}")
         with torch.no_grad():
-            predictions[f"{metrics['train']['model']} prediction"] = model(shown_inputs.to(dtype)).double().numpy().reshape(-1, *field_shape)
+            predictions[f"{metrics['train']['model']} prediction"] = (
+                model(shown_inputs.to(dtype)).double().numpy().reshape(-1, *field_shape)
+            )
         predictors = {"trained network": lambda x: model(x).detach().double().numpy()}
         if cfg.method.name == "lsr":
             clock = time.perf_counter()
             metrics["lsr"], refined = refine_model(cfg, model, train_data, test_data, run_dir, comm)
             seconds["lsr"] = time.perf_counter() - clock
-            predictions["LSR refined"] = refined.predict(shown_inputs.to(dtype)).double().numpy().reshape(-1, *field_shape)
-            predictors["LSR (data, linear predictor)"] = lambda x: refined.predict(x).double().numpy()
+            predictions["LSR refined"] = (
+                refined.predict(shown_inputs.to(dtype)).double().numpy().reshape(-1, *field_shape)
+            )
+            predictors["LSR (data, linear predictor)"] = lambda x: (
+                refined.predict(x).double().numpy()
+            )
 
     pde = make_pde(domain)
     pde.input.name = problem.input_name
     metrics["n_dofs"] = pde.n_dofs
     n_physics = min(int(cfg.physics.instances), len(test_set))
     if predictions and n_physics:
-        from pinn_lsr.physics_stage import run_physics
+        from pinn_lsr.run.physics_stage import run_physics
 
         clock = time.perf_counter()
-        metrics["physics"] = run_physics(cfg, model, pde, test_set.inputs[:n_physics], predictors, run_dir, comm)
+        metrics["physics"] = run_physics(
+            cfg, model, pde, test_set.inputs[:n_physics], predictors, run_dir, comm
+        )
         seconds["physics"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
@@ -258,13 +330,22 @@ def run(cfg: DictConfig, prepared: Setup, run_dir: Path, comm: MPI.Comm) -> dict
 
     clock = time.perf_counter()
     if comm.rank == 0 and n_show:
-        columns = [(problem.input_name, shown.inputs[:n_show]), ("FEM solution u", shown.solutions[:n_show])]
+        columns = [
+            (problem.input_name, shown.inputs[:n_show]),
+            ("FEM solution u", shown.solutions[:n_show]),
+        ]
         columns += list(predictions.items())
         if predictions:
             best = list(predictions.values())[-1]
-            columns.append((f"|error| ({list(predictions)[-1]})", np.abs(best - shown.solutions[:n_show])))
+            columns.append(
+                (f"|error| ({list(predictions)[-1]})", np.abs(best - shown.solutions[:n_show]))
+            )
         label = "test" if len(test_set) else "train"
-        plot_fields(run_dir / "samples.png", columns, sample_labels=[f"{label} sample {k}" for k in range(n_show)])
+        plot_fields(
+            run_dir / "samples.png",
+            columns,
+            sample_labels=[f"{label} sample {k}" for k in range(n_show)],
+        )
     seconds["output"] = time.perf_counter() - clock
     return write_metrics(run_dir, metrics, seconds, comm)
 
@@ -293,19 +374,28 @@ def _data_stage(cfg, problem, local_pde: GridPDE, petsc_options, comm):
 
     try:
         return load_or_generate(
-            cfg.data.cache_dir, settings, comm=comm, progress=bool(cfg.output.progress),
-            sample_inputs=lambda first, count: problem.sample_inputs(count, s, seed=int(cfg.seed), first=first),
+            cfg.data.cache_dir,
+            settings,
+            comm=comm,
+            progress=bool(cfg.output.progress),
+            sample_inputs=lambda first, count: problem.sample_inputs(
+                count, s, seed=int(cfg.seed), first=first
+            ),
             solve=solve_on_grid,
         )
     finally:
         local_pde.destroy()
 
 
-def _distributed_stage(pde: GridPDE, problem, shown, n_show: int, predictions: dict, run_dir: Path) -> dict:
+def _distributed_stage(
+    pde: GridPDE, problem, shown, n_show: int, predictions: dict, run_dir: Path
+) -> dict:
     """Re-solve the shown samples on the distributed mesh, check them against the data and
     write input, solution, each prediction and the error of the last one as XDMF. Collective."""
     solve_seconds, max_difference = [], 0.0
-    fields = {name: dolfinx.fem.Function(pde.V, name=name.replace(" ", "_")) for name in predictions}
+    fields = {
+        name: dolfinx.fem.Function(pde.V, name=name.replace(" ", "_")) for name in predictions
+    }
     error = dolfinx.fem.Function(pde.V, name="error")
     to_dofs = grid_to_dofs_local(pde.V, pde.grid)
     with xdmf_series(run_dir / "fields", "samples", pde.domain.mesh) as xdmf:
@@ -313,7 +403,9 @@ def _distributed_stage(pde: GridPDE, problem, shown, n_show: int, predictions: d
             start = time.perf_counter()
             pde.solve(shown.inputs[k])
             solve_seconds.append(time.perf_counter() - start)
-            max_difference = max(max_difference, float(np.max(np.abs(pde.solution_on_grid() - shown.solutions[k]))))
+            max_difference = max(
+                max_difference, float(np.max(np.abs(pde.solution_on_grid() - shown.solutions[k])))
+            )
             xdmf.write_function(pde.input, float(k))
             xdmf.write_function(pde.solution, float(k))
             for name, field in fields.items():
@@ -322,10 +414,16 @@ def _distributed_stage(pde: GridPDE, problem, shown, n_show: int, predictions: d
             if fields:
                 error.x.array[:] = list(fields.values())[-1].x.array - pde.solution.x.array
                 xdmf.write_function(error, float(k))
-    log.info("distributed FEM solves of %d samples agree with the dataset to %.2e", n_show, max_difference)
+    log.info(
+        "distributed FEM solves of %d samples agree with the dataset to %.2e",
+        n_show,
+        max_difference,
+    )
     return {
         **pde.solver_description,
-        "solve_seconds_median": float(np.median(solve_seconds)) if n_show else None,  # assembly included
+        "solve_seconds_median": float(np.median(solve_seconds))
+        if n_show
+        else None,  # assembly included
         "distributed_vs_dataset_max_abs_diff": max_difference,
     }
 

@@ -8,19 +8,36 @@ import numpy as np
 import pytest
 import torch
 
-from pinn_lsr.cli import main
+from pinn_lsr.run.cli import main
 from pinn_lsr.train.checkpoint import load_model
 
-ROOT = Path(__file__).parents[1]
+ROOT = Path(__file__).parents[2]
 # no physics stage and (unless a test picks a method) no LSR: the stages under test only
-SMALL = ["problem.resolution=12", "data.n_train=4", "data.n_test=2", "output.n_show=2", "output.progress=false",
-         "physics.instances=0",
-         "train.epochs=2", "train.batch_size=2", "model.width=4", "model.modes=3"]
+SMALL = [
+    "problem.resolution=12",
+    "data.n_train=4",
+    "data.n_test=2",
+    "output.n_show=2",
+    "output.progress=false",
+    "physics.instances=0",
+    "train.epochs=2",
+    "train.batch_size=2",
+    "model.width=4",
+    "model.modes=3",
+]
 
 
 def run(tmp_path, *overrides):
     method = [] if any(o.startswith("method=") for o in overrides) else ["method=none"]
-    return main([f"hydra.run.dir={tmp_path / 'run'}", f"data.cache_dir={tmp_path / 'cache'}", *SMALL, *method, *overrides])
+    return main(
+        [
+            f"hydra.run.dir={tmp_path / 'run'}",
+            f"data.cache_dir={tmp_path / 'cache'}",
+            *SMALL,
+            *method,
+            *overrides,
+        ]
+    )
 
 
 @pytest.mark.parametrize("problem", ["darcy", "poisson"])
@@ -44,14 +61,37 @@ def test_run_writes_metrics_fields_and_png(tmp_path, problem):
 
 @pytest.mark.parametrize("model", ["deeponet", "mlp"])
 def test_other_models_train_from_the_cli(tmp_path, model):
-    assert main([f"hydra.run.dir={tmp_path / 'run'}", f"data.cache_dir={tmp_path / 'cache'}", *SMALL[:6],
-                 "train.epochs=2", f"model={model}", "model.width=8", "method=none"]) == 0
+    assert (
+        main(
+            [
+                f"hydra.run.dir={tmp_path / 'run'}",
+                f"data.cache_dir={tmp_path / 'cache'}",
+                *SMALL[:6],
+                "train.epochs=2",
+                f"model={model}",
+                "model.width=8",
+                "method=none",
+            ]
+        )
+        == 0
+    )
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["train"]["model"] == model and np.isfinite(metrics["train"]["test_rel_l2"])
 
 
 def test_fem_only_run_without_model(tmp_path):
-    assert main([f"hydra.run.dir={tmp_path / 'run'}", f"data.cache_dir={tmp_path / 'cache'}", *SMALL[:6], "~model", "method=none"]) == 0
+    assert (
+        main(
+            [
+                f"hydra.run.dir={tmp_path / 'run'}",
+                f"data.cache_dir={tmp_path / 'cache'}",
+                *SMALL[:6],
+                "~model",
+                "method=none",
+            ]
+        )
+        == 0
+    )
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert "train" not in metrics and not (tmp_path / "run" / "checkpoint.pt").exists()
 
@@ -80,9 +120,15 @@ def test_mesh_file_run(tmp_path, lshape_msh):
 @pytest.mark.parametrize(
     "override, message",
     [
-        ("problem=heat", "Available options in 'problem':\n\tcdr\n\tdarcy\n\telasticity\n\tfit2d\n\tnonlinear_diffusion\n\tpoisson\n"
-                         "\treaction_diffusion"),
-        ("data.n_trains=3", "unknown configuration key 'data.n_trains'. Valid keys here: data.n_train, data.n_test"),
+        (
+            "problem=heat",
+            "Available options in 'problem':\n\tcdr\n\tdarcy\n\telasticity\n\tfit2d\n\tnonlinear_diffusion\n\tpoisson\n"
+            "\treaction_diffusion",
+        ),
+        (
+            "data.n_trains=3",
+            "unknown configuration key 'data.n_trains'. Valid keys here: data.n_train, data.n_test",
+        ),
         ("problem.resolution=1", "problem.resolution must be an integer >= 2, got 1"),
         ("fem.input_space=edge", "fem.input_space must be one of"),
         ("model=unet", "Available options in 'model':\n\tdeeponet\n\tfno\n\tmlp"),
@@ -92,7 +138,10 @@ def test_mesh_file_run(tmp_path, lshape_msh):
         ("checkpoint=nowhere.pt", "checkpoint nowhere.pt does not exist"),
         ("mesh.file=nowhere.msh", "mesh file nowhere.msh does not exist"),
         ("mesh.dirichlet_tags=[2]", "mesh unit_square(11) has no facet tags"),
-        ("mesh.dirichlet_tags=[a]", "mesh.dirichlet_tags must be null or a non-empty list of integer facet tags"),
+        (
+            "mesh.dirichlet_tags=[a]",
+            "mesh.dirichlet_tags must be null or a non-empty list of integer facet tags",
+        ),
         ("--verbose", "unknown option"),
     ],
 )
@@ -105,12 +154,20 @@ def test_bad_input_exits_2_and_writes_nothing(tmp_path, capsys, override, messag
 def test_help_lists_problems(capsys):
     assert main(["--help"]) == 0
     out = capsys.readouterr().out
-    assert "cdr, darcy, elasticity, fit2d, nonlinear_diffusion, poisson, reaction_diffusion" in out and "n_train" in out
+    assert (
+        "cdr, darcy, elasticity, fit2d, nonlinear_diffusion, poisson, reaction_diffusion" in out
+        and "n_train" in out
+    )
 
 
 def test_console_script_and_solve_py_agree_on_errors(tmp_path):
-    for command in ([sys.executable, str(ROOT / "solve.py")], [str(Path(sys.executable).parent / "pinn-lsr")]):
-        result = subprocess.run([*command, "problem=heat"], capture_output=True, text=True, cwd=tmp_path)
+    for command in (
+        [sys.executable, str(ROOT / "solve.py")],
+        [str(Path(sys.executable).parent / "pinn-lsr")],
+    ):
+        result = subprocess.run(
+            [*command, "problem=heat"], capture_output=True, text=True, cwd=tmp_path
+        )
         assert result.returncode == 2 and "Available options in 'problem'" in result.stderr
         assert list(tmp_path.iterdir()) == []
 
@@ -122,7 +179,13 @@ def test_lsr_after_training_and_from_checkpoint(tmp_path):
     result = metrics["lsr"]
     assert 1 <= result["rank"] <= 8 and result["max_rank"] == 8
     assert result["n_rows"] == 8 * 144  # 80 % of 10 samples, 144 grid values each
-    for key in ("train_rel_l2", "validation_rel_l2", "test_rel_l2", "committed_test_rel_l2", "seconds"):
+    for key in (
+        "train_rel_l2",
+        "validation_rel_l2",
+        "test_rel_l2",
+        "committed_test_rel_l2",
+        "seconds",
+    ):
         assert np.isfinite(result[key]), key
     assert result["objective"]["linearized"] <= result["objective"]["initial"]
     assert [e["rank"] for e in result["scan"]][-1] == 8 and "test_rel_l2" in result["scan"][0]
@@ -132,24 +195,51 @@ def test_lsr_after_training_and_from_checkpoint(tmp_path):
 
     checkpoint = tmp_path / "run" / "checkpoint.pt"
     again = tmp_path / "again"
-    assert main([f"hydra.run.dir={again}", f"data.cache_dir={tmp_path / 'cache'}", *SMALL[:6], *lsr,
-                 f"checkpoint={checkpoint}"]) == 0
+    assert (
+        main(
+            [
+                f"hydra.run.dir={again}",
+                f"data.cache_dir={tmp_path / 'cache'}",
+                *SMALL[:6],
+                *lsr,
+                f"checkpoint={checkpoint}",
+            ]
+        )
+        == 0
+    )
     reloaded = json.loads((again / "metrics.json").read_text())
     assert reloaded["train"]["checkpoint"] == str(checkpoint) and "epochs" not in reloaded["train"]
-    assert reloaded["train"]["test_rel_l2"] == pytest.approx(metrics["train"]["test_rel_l2"], rel=1e-5)
+    assert reloaded["train"]["test_rel_l2"] == pytest.approx(
+        metrics["train"]["test_rel_l2"], rel=1e-5
+    )
     assert reloaded["lsr"]["test_rel_l2"] == pytest.approx(result["test_rel_l2"], rel=1e-4)
 
 
 def test_function_fitting_problem_with_lsr(tmp_path):
-    args = [f"hydra.run.dir={tmp_path / 'run'}", "problem=fit2d", "problem.resolution=20", "model=mlp",
-            "model.width=16", "model.depth=2", "model.activation=tanh", "data.n_train=500", "train.loss=mse",
-            "train.epochs=2", "train.batch_size=32", "method=lsr", "method.rank=60", "method.relative=false",
-            "output.progress=false"]
+    args = [
+        f"hydra.run.dir={tmp_path / 'run'}",
+        "problem=fit2d",
+        "problem.resolution=20",
+        "model=mlp",
+        "model.width=16",
+        "model.depth=2",
+        "model.activation=tanh",
+        "data.n_train=500",
+        "train.loss=mse",
+        "train.epochs=2",
+        "train.batch_size=32",
+        "method=lsr",
+        "method.rank=60",
+        "method.relative=false",
+        "output.progress=false",
+    ]
     assert main(args) == 0
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["problem"] == "fit2d" and metrics["n_test"] == 400
     assert metrics["lsr"]["test_mse"] < 1e-2 * metrics["train"]["test_mse"]
-    assert (tmp_path / "run" / "samples.png").exists() and (tmp_path / "run" / "lsr_rank.png").exists()
+    assert (tmp_path / "run" / "samples.png").exists() and (
+        tmp_path / "run" / "lsr_rank.png"
+    ).exists()
 
 
 def test_function_fitting_needs_an_mlp(tmp_path, capsys):
@@ -159,36 +249,63 @@ def test_function_fitting_needs_an_mlp(tmp_path, capsys):
 
 @pytest.mark.parametrize("model", ["deeponet", "mlp"])
 def test_lsr_refines_other_operator_models(tmp_path, model):
-    args = [f"hydra.run.dir={tmp_path / 'run'}", f"data.cache_dir={tmp_path / 'cache'}", *SMALL[:6],
-            "data.n_train=10", f"model={model}", "model.width=8", "train.epochs=2", "method=lsr", "method.rank=6"]
+    args = [
+        f"hydra.run.dir={tmp_path / 'run'}",
+        f"data.cache_dir={tmp_path / 'cache'}",
+        *SMALL[:6],
+        "data.n_train=10",
+        f"model={model}",
+        "model.width=8",
+        "train.epochs=2",
+        "method=lsr",
+        "method.rank=6",
+    ]
     assert main(args) == 0
     lsr = json.loads((tmp_path / "run" / "metrics.json").read_text())["lsr"]
-    assert lsr["objective"]["linearized"] <= lsr["objective"]["initial"] and np.isfinite(lsr["test_rel_l2"])
+    assert lsr["objective"]["linearized"] <= lsr["objective"]["initial"] and np.isfinite(
+        lsr["test_rel_l2"]
+    )
 
 
 def test_physics_stage_refines_test_instances_against_their_fem_residual(tmp_path):
-    physics = ["physics.instances=1", "physics.rank=8", "physics.ilsr.iterations=2", "physics.ilsr.align_iterations=20",
-               "physics.baseline.lr=1e-3"]
+    physics = [
+        "physics.instances=1",
+        "physics.rank=8",
+        "physics.ilsr.iterations=2",
+        "physics.ilsr.align_iterations=20",
+        "physics.baseline.lr=1e-3",
+    ]
     assert run(tmp_path, "train.epochs=5", *physics) == 0
     out = tmp_path / "run"
     metrics = json.loads((out / "metrics.json").read_text())
     physics = metrics["physics"]
-    assert physics["instances"] == 1 and physics["n_dofs"] == 144 and "physics" in metrics["seconds"]
+    assert (
+        physics["instances"] == 1 and physics["n_dofs"] == 144 and "physics" in metrics["seconds"]
+    )
     one_shot = physics["physics_lsr"]
-    assert one_shot["norm"] == "energy" and one_shot["per_instance"][0]["ksp_reason"].startswith("CONVERGED")
+    assert one_shot["norm"] == "energy" and one_shot["per_instance"][0]["ksp_reason"].startswith(
+        "CONVERGED"
+    )
     assert one_shot["fem_rel_l2"] < physics["stages"]["trained network"]
     assert [h["iteration"] for h in physics["ilsr"]["history"]] == [1, 2, 3]
     assert physics["ilsr"]["fem_rel_l2"] < physics["stages"]["trained network"]
-    assert physics["baseline"]["optimizer"] == "adam" and np.isfinite(physics["baseline"]["fem_rel_l2"])
+    assert physics["baseline"]["optimizer"] == "adam" and np.isfinite(
+        physics["baseline"]["fem_rel_l2"]
+    )
     for name in ("physics.png", "physics_errors.png", "ilsr.png"):
         assert (out / name).stat().st_size > 0
     with h5py.File(out / "physics_fields" / "physics.h5") as f:
         assert {"reference", "network", "physics_LSR", "ILSR", "error"} <= set(f["Function"])
 
 
-@pytest.mark.parametrize("override,message", [("physics.norm=h1", "physics.norm must be one of"),
-                                              ("physics.rank=0", "physics.rank must be an integer >= 1"),
-                                              ("physics.baseline.optimizer=sgd", "physics.baseline.optimizer")])
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("physics.norm=h1", "physics.norm must be one of"),
+        ("physics.rank=0", "physics.rank must be an integer >= 1"),
+        ("physics.baseline.optimizer=sgd", "physics.baseline.optimizer"),
+    ],
+)
 def test_bad_physics_settings_are_usage_errors(tmp_path, capsys, override, message):
     assert run(tmp_path, override) == 2
     assert message in capsys.readouterr().err
@@ -196,10 +313,18 @@ def test_bad_physics_settings_are_usage_errors(tmp_path, capsys, override, messa
 
 
 def test_nonlinear_problem_runs_the_whole_pipeline_with_gauss_newton_physics_lsr(tmp_path):
-    physics = ["physics.instances=1", "physics.rank=8", "physics.ilsr.iterations=2", "physics.ilsr.align_iterations=20"]
+    physics = [
+        "physics.instances=1",
+        "physics.rank=8",
+        "physics.ilsr.iterations=2",
+        "physics.ilsr.align_iterations=20",
+    ]
     assert run(tmp_path, "problem=nonlinear_diffusion", "train.epochs=5", *physics) == 0
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
-    assert metrics["fem"]["snes_type"] == "newtonls" and metrics["fem"]["distributed_vs_dataset_max_abs_diff"] < 1e-10
+    assert (
+        metrics["fem"]["snes_type"] == "newtonls"
+        and metrics["fem"]["distributed_vs_dataset_max_abs_diff"] < 1e-10
+    )
     physics = metrics["physics"]
     assert physics["physics_lsr"]["norm"] == "dual"
     assert physics["physics_lsr"]["fem_rel_l2"] < physics["stages"]["trained network"]
@@ -215,9 +340,25 @@ def test_energy_norm_on_a_nonlinear_problem_is_a_usage_error(tmp_path, capsys):
 
 @pytest.mark.parametrize("problem,norm", [("cdr", "dual"), ("reaction_diffusion", "energy")])
 def test_new_linear_problems_run_training_data_lsr_and_physics_lsr(tmp_path, problem, norm):
-    physics = ["physics.instances=1", "physics.rank=8", "physics.ilsr.iterations=1", "physics.ilsr.align_iterations=20"]
-    assert run(tmp_path, f"problem={problem}", "train.epochs=5", "data.n_train=10", "data.n_test=3", "method=lsr",
-               "method.rank=6", *physics) == 0
+    physics = [
+        "physics.instances=1",
+        "physics.rank=8",
+        "physics.ilsr.iterations=1",
+        "physics.ilsr.align_iterations=20",
+    ]
+    assert (
+        run(
+            tmp_path,
+            f"problem={problem}",
+            "train.epochs=5",
+            "data.n_train=10",
+            "data.n_test=3",
+            "method=lsr",
+            "method.rank=6",
+            *physics,
+        )
+        == 0
+    )
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["problem"] == problem and metrics["n_dofs"] == 144
     assert metrics["fem"]["distributed_vs_dataset_max_abs_diff"] < 1e-12
@@ -227,19 +368,32 @@ def test_new_linear_problems_run_training_data_lsr_and_physics_lsr(tmp_path, pro
     assert lsr["objective"]["linearized"] <= lsr["objective"]["initial"]
     physics = metrics["physics"]
     one_shot = physics["physics_lsr"]
-    assert one_shot["norm"] == norm and one_shot["per_instance"][0]["ksp_reason"].startswith("CONVERGED")
+    assert one_shot["norm"] == norm and one_shot["per_instance"][0]["ksp_reason"].startswith(
+        "CONVERGED"
+    )
     assert one_shot["fem_rel_l2"] < physics["stages"]["trained network"]
     assert physics["ilsr"]["fem_rel_l2"] < physics["stages"]["trained network"]
     assert np.isfinite(physics["baseline"]["fem_rel_l2"])
 
 
-@pytest.mark.parametrize("overrides,message", [
-    (["problem=cdr", "physics.norm=energy"], "the operator of cdr is not (use dual or auto)"),
-    (["problem=reaction_diffusion", "physics.norm=dual"], "its operator is SPD: use energy"),
-    (["problem=cdr", "fem.petsc_options.ksp_type=cg"], "fem.petsc_options.ksp_type=cg needs a symmetric matrix"),
-    (["problem=cdr", "fem.petsc_options.pc_type=cholesky"], "pc_type=cholesky needs a symmetric matrix"),
-])
-def test_settings_the_new_problems_cannot_use_are_usage_errors(tmp_path, capsys, overrides, message):
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        (["problem=cdr", "physics.norm=energy"], "the operator of cdr is not (use dual or auto)"),
+        (["problem=reaction_diffusion", "physics.norm=dual"], "its operator is SPD: use energy"),
+        (
+            ["problem=cdr", "fem.petsc_options.ksp_type=cg"],
+            "fem.petsc_options.ksp_type=cg needs a symmetric matrix",
+        ),
+        (
+            ["problem=cdr", "fem.petsc_options.pc_type=cholesky"],
+            "pc_type=cholesky needs a symmetric matrix",
+        ),
+    ],
+)
+def test_settings_the_new_problems_cannot_use_are_usage_errors(
+    tmp_path, capsys, overrides, message
+):
     assert run(tmp_path, *overrides) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
@@ -247,7 +401,11 @@ def test_settings_the_new_problems_cannot_use_are_usage_errors(tmp_path, capsys,
 
 def test_cdr_runs_with_an_iterative_nonsymmetric_fem_solver(tmp_path):
     # own prefix: an earlier nonlinear run in this process leaves its -fem_* options in PETSc's database
-    gmres = ["fem.prefix=gmres_", "fem.petsc_options.ksp_type=gmres", "fem.petsc_options.pc_type=jacobi",
-             "+fem.petsc_options.ksp_rtol=1e-12"]
+    gmres = [
+        "fem.prefix=gmres_",
+        "fem.petsc_options.ksp_type=gmres",
+        "fem.petsc_options.pc_type=jacobi",
+        "+fem.petsc_options.ksp_rtol=1e-12",
+    ]
     assert run(tmp_path, "problem=cdr", *gmres) == 0
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["fem"]["ksp_type"] == "gmres"

@@ -31,7 +31,9 @@ def retain_freed_memory(threshold_bytes: int = 1 << 30) -> bool:
         mallopt = libc.mallopt
     except (OSError, AttributeError):
         return False
-    _applied = bool(mallopt(_M_MMAP_THRESHOLD, int(threshold_bytes))) and bool(mallopt(_M_TRIM_THRESHOLD, int(threshold_bytes)))
+    _applied = bool(mallopt(_M_MMAP_THRESHOLD, int(threshold_bytes))) and bool(
+        mallopt(_M_TRIM_THRESHOLD, int(threshold_bytes))
+    )
     if not _applied:
         log.debug("mallopt refused a threshold of %d bytes", threshold_bytes)
     return _applied

@@ -30,21 +30,34 @@ log = logging.getLogger(__name__)
 
 BASELINE_OPTIMIZERS = ("adam", "lbfgs", "none")
 #: PETSc solvers and preconditioners that assume a symmetric matrix (wrong for ``symmetric = False`` problems)
-SYMMETRIC_ONLY = {"ksp_type": ("cg", "pipecg", "groppcg", "pipecgrr", "cr", "pipecr", "minres", "symmlq"),
-                  "pc_type": ("cholesky", "icc")}
+SYMMETRIC_ONLY = {
+    "ksp_type": ("cg", "pipecg", "groppcg", "pipecgrr", "cr", "pipecr", "minres", "symmlq"),
+    "pc_type": ("cholesky", "icc"),
+}
 
 
 def validate(cfg: DictConfig) -> None:
     """Check the ``physics`` keys. Local; raises ValueError naming the key."""
-    from pinn_lsr.pipeline import require_int
+    from pinn_lsr.run.pipeline import require_int
 
-    for key, minimum in (("instances", 0), ("rank", 1), ("oversampling", 0), ("ilsr.iterations", 0),
-                         ("ilsr.align_iterations", 1)):
+    for key, minimum in (
+        ("instances", 0),
+        ("rank", 1),
+        ("oversampling", 0),
+        ("ilsr.iterations", 0),
+        ("ilsr.align_iterations", 1),
+    ):
         require_int(cfg, f"physics.{key}", minimum=minimum)
-    for key, choices in (("norm", ("auto", *NORMS)), ("subspace", SUBSPACES), ("ilsr.align_optimizer", ("lbfgs", "adam")),
-                         ("baseline.optimizer", BASELINE_OPTIMIZERS)):
+    for key, choices in (
+        ("norm", ("auto", *NORMS)),
+        ("subspace", SUBSPACES),
+        ("ilsr.align_optimizer", ("lbfgs", "adam")),
+        ("baseline.optimizer", BASELINE_OPTIMIZERS),
+    ):
         if OmegaConf.select(cfg, f"physics.{key}") not in choices:
-            raise ValueError(f"physics.{key} must be one of {choices}, got {OmegaConf.select(cfg, f'physics.{key}')!r}")
+            raise ValueError(
+                f"physics.{key} must be one of {choices}, got {OmegaConf.select(cfg, f'physics.{key}')!r}"
+            )
     resolve_norm(cfg)
     check_fem_solver(cfg)
 
@@ -57,11 +70,15 @@ def check_fem_solver(cfg: DictConfig) -> None:
 
     if getattr(problems.PROBLEMS[cfg.problem.name], "symmetric", True):
         return
-    options = flatten_options(OmegaConf.to_container(cfg.fem.petsc_options) if cfg.fem.petsc_options else None)
+    options = flatten_options(
+        OmegaConf.to_container(cfg.fem.petsc_options) if cfg.fem.petsc_options else None
+    )
     for key, symmetric_only in SYMMETRIC_ONLY.items():
         if options.get(key) in symmetric_only:
-            raise ValueError(f"fem.petsc_options.{key}={options[key]} needs a symmetric matrix, but the operator of "
-                             f"{cfg.problem.name} is not symmetric (use ksp_type=preonly with pc_type=lu, or gmres)")
+            raise ValueError(
+                f"fem.petsc_options.{key}={options[key]} needs a symmetric matrix, but the operator of "
+                f"{cfg.problem.name} is not symmetric (use ksp_type=preonly with pc_type=lu, or gmres)"
+            )
 
 
 def resolve_norm(cfg: DictConfig) -> str:
@@ -78,16 +95,27 @@ def resolve_norm(cfg: DictConfig) -> str:
     if norm == "auto":
         return "energy" if symmetric else "dual"
     if norm == "energy" and not symmetric:
-        raise ValueError(f"physics.norm=energy needs a symmetric operator; the "
-                         f"{'Jacobian' if nonlinear else 'operator'} of {cfg.problem.name} is not (use dual or auto)")
+        raise ValueError(
+            f"physics.norm=energy needs a symmetric operator; the "
+            f"{'Jacobian' if nonlinear else 'operator'} of {cfg.problem.name} is not (use dual or auto)"
+        )
     if norm == "dual" and symmetric:
-        raise ValueError(f"physics.norm=dual needs an SPD weighting operator, which {cfg.problem.name} does not define "
-                         "(its operator is SPD: use energy or auto)")
+        raise ValueError(
+            f"physics.norm=dual needs an SPD weighting operator, which {cfg.problem.name} does not define "
+            "(its operator is SPD: use energy or auto)"
+        )
     return norm
 
 
-def run_physics(cfg: DictConfig, model: torch.nn.Module, pde: LinearPDE, inputs: np.ndarray,
-                predictors: dict[str, Callable[[torch.Tensor], np.ndarray]], run_dir: Path, comm: MPI.Comm) -> dict:
+def run_physics(
+    cfg: DictConfig,
+    model: torch.nn.Module,
+    pde: LinearPDE,
+    inputs: np.ndarray,
+    predictors: dict[str, Callable[[torch.Tensor], np.ndarray]],
+    run_dir: Path,
+    comm: MPI.Comm,
+) -> dict:
     """Physics LSR, I-LSR and the gradient baseline on the instances ``inputs`` (K, s, s).
 
     ``predictors``: earlier stages' grid predictions (name -> inputs -> (K, s*s)), scored on the
@@ -105,50 +133,99 @@ def run_physics(cfg: DictConfig, model: torch.nn.Module, pde: LinearPDE, inputs:
     fem = FEMInstances.create(pde, inputs)
     n_dofs = pde.n_dofs
     if p.rank > n_dofs // 4:
-        log.warning("physics.rank=%d exceeds a quarter of the %d dofs: the subspace may do the work of a full solve",
-                    p.rank, n_dofs)
-    settings = ILSRSettings(iterations=int(p.ilsr.iterations), rank=int(p.rank), norm=norm, subspace=p.subspace,
-                            oversampling=int(p.oversampling),
-                            petsc_options=OmegaConf.to_container(p.petsc_options) if p.petsc_options else None,
-                            align=AlignSettings(p.ilsr.align_optimizer, int(p.ilsr.align_iterations), float(p.ilsr.align_lr)))
-    stages = {name: fem.errors([fem.to_dofs @ g for g in predict(fem.model_inputs(model))])
-              for name, predict in predictors.items()}
+        log.warning(
+            "physics.rank=%d exceeds a quarter of the %d dofs: the subspace may do the work of a full solve",
+            p.rank,
+            n_dofs,
+        )
+    settings = ILSRSettings(
+        iterations=int(p.ilsr.iterations),
+        rank=int(p.rank),
+        norm=norm,
+        subspace=p.subspace,
+        oversampling=int(p.oversampling),
+        petsc_options=OmegaConf.to_container(p.petsc_options) if p.petsc_options else None,
+        align=AlignSettings(
+            p.ilsr.align_optimizer, int(p.ilsr.align_iterations), float(p.ilsr.align_lr)
+        ),
+    )
+    stages = {
+        name: fem.errors([fem.to_dofs @ g for g in predict(fem.model_inputs(model))])
+        for name, predict in predictors.items()
+    }
     one_shot, ilsr, baseline, fields = [], [], [], {"physics LSR": [], "I-LSR": []}
     for k in range(len(fem)):
         instance = fem.subset([k])
-        result = refine_physics(instance.residual(model, norm=norm), settings.rank, subspace=p.subspace,
-                                oversampling=settings.oversampling, petsc_options=settings.petsc_options, seed=int(cfg.seed))
+        result = refine_physics(
+            instance.residual(model, norm=norm),
+            settings.rank,
+            subspace=p.subspace,
+            oversampling=settings.oversampling,
+            petsc_options=settings.petsc_options,
+            seed=int(cfg.seed),
+        )
         fields["physics LSR"].append(result.fields[0])
-        one_shot.append({"fem_rel_l2": instance.errors(result.fields)[0], "ksp_iterations": result.report.ksp_iterations,
-                         "ksp_reason": result.report.ksp_reason, "residual_before": result.report.residual_l2_before,
-                         "residual_after": result.report.residual_l2_after, "seconds": result.report.seconds["total"]})
+        one_shot.append(
+            {
+                "fem_rel_l2": instance.errors(result.fields)[0],
+                "ksp_iterations": result.report.ksp_iterations,
+                "ksp_reason": result.report.ksp_reason,
+                "residual_before": result.report.residual_l2_before,
+                "residual_after": result.report.residual_l2_after,
+                "seconds": result.report.seconds["total"],
+            }
+        )
         if settings.iterations:
-            refined, history = iterative_lsr(copy.deepcopy(model), instance, settings, seed=int(cfg.seed), first=result)
+            refined, history = iterative_lsr(
+                copy.deepcopy(model), instance, settings, seed=int(cfg.seed), first=result
+            )
             fields["I-LSR"].append(refined[0])
             ilsr.append(history)
             if p.baseline.optimizer != "none":
-                baseline.append(physics_finetune(copy.deepcopy(model), instance, seconds=history[-1]["seconds"],
-                                                 optimizer=p.baseline.optimizer, lr=float(p.baseline.lr),
-                                                 norm="energy" if norm == "energy" else "l2"))
+                baseline.append(
+                    physics_finetune(
+                        copy.deepcopy(model),
+                        instance,
+                        seconds=history[-1]["seconds"],
+                        optimizer=p.baseline.optimizer,
+                        lr=float(p.baseline.lr),
+                        norm="energy" if norm == "energy" else "l2",
+                    )
+                )
     stages["physics LSR"] = [e["fem_rel_l2"] for e in one_shot]
     metrics = {
-        "instances": len(fem), "n_dofs": n_dofs, "fem_solve_seconds_median": float(np.median(fem_seconds)),
-        "physics_lsr": {"rank": settings.rank, "norm": norm, "subspace": p.subspace,
-                        "fem_rel_l2": float(np.mean(stages["physics LSR"])),
-                        "seconds_median": float(np.median([e["seconds"] for e in one_shot])), "per_instance": one_shot},
+        "instances": len(fem),
+        "n_dofs": n_dofs,
+        "fem_solve_seconds_median": float(np.median(fem_seconds)),
+        "physics_lsr": {
+            "rank": settings.rank,
+            "norm": norm,
+            "subspace": p.subspace,
+            "fem_rel_l2": float(np.mean(stages["physics LSR"])),
+            "seconds_median": float(np.median([e["seconds"] for e in one_shot])),
+            "per_instance": one_shot,
+        },
     }
     if ilsr:
         stages["I-LSR"] = [h[-2]["refined_rel_l2"] for h in ilsr]
-        metrics["ilsr"] = {"iterations": settings.iterations, "fem_rel_l2": float(np.mean(stages["I-LSR"])),
-                           "network_rel_l2": float(np.mean([h[-1]["network_rel_l2"] for h in ilsr])),
-                           "seconds_median": float(np.median([h[-1]["seconds"] for h in ilsr])),
-                           "history": _mean_history(ilsr), "per_instance": ilsr}
+        metrics["ilsr"] = {
+            "iterations": settings.iterations,
+            "fem_rel_l2": float(np.mean(stages["I-LSR"])),
+            "network_rel_l2": float(np.mean([h[-1]["network_rel_l2"] for h in ilsr])),
+            "seconds_median": float(np.median([h[-1]["seconds"] for h in ilsr])),
+            "history": _mean_history(ilsr),
+            "per_instance": ilsr,
+        }
     if baseline:
         name = f"gradient ({p.baseline.optimizer}, same time)"
         stages[name] = [h[-1]["rel_l2"] for h in baseline]
-        metrics["baseline"] = {"optimizer": p.baseline.optimizer, "lr": float(p.baseline.lr),
-                               "fem_rel_l2": float(np.mean(stages[name])),
-                               "steps": [h[-1]["step"] for h in baseline], "per_instance": baseline}
+        metrics["baseline"] = {
+            "optimizer": p.baseline.optimizer,
+            "lr": float(p.baseline.lr),
+            "fem_rel_l2": float(np.mean(stages[name])),
+            "steps": [h[-1]["step"] for h in baseline],
+            "per_instance": baseline,
+        }
     metrics["stages"] = {name: float(np.mean(errors)) for name, errors in stages.items()}
     _report(metrics, cfg, fem, predictors, model, fields, ilsr, baseline, run_dir, comm)
     fem.destroy()
@@ -157,18 +234,25 @@ def run_physics(cfg: DictConfig, model: torch.nn.Module, pde: LinearPDE, inputs:
 
 def _mean_history(histories: list[list[dict]]) -> list[dict]:
     """Per outer iteration, the mean over instances of every number in the entries."""
-    return [{key: float(np.mean([h[i][key] for h in histories])) for key in histories[0][i]}
-            for i in range(len(histories[0]))]
+    return [
+        {key: float(np.mean([h[i][key] for h in histories])) for key in histories[0][i]}
+        for i in range(len(histories[0]))
+    ]
 
 
 def _report(metrics, cfg, fem, predictors, model, fields, ilsr, baseline, run_dir, comm) -> None:
     """The stage table in the log, the figures and the XDMF fields. Collective."""
     lines = [f"{'stage':<34} {'rel. L2 vs FEM':>14}", "-" * 49]
     lines += [f"{name:<34} {error:>14.3e}" for name, error in metrics["stages"].items()]
-    log.info("test errors per stage (mean over %d instances, %d dofs; FEM solve %.3f s, physics LSR %.1f s%s):\n%s",
-             metrics["instances"], metrics["n_dofs"], metrics["fem_solve_seconds_median"],
-             metrics["physics_lsr"]["seconds_median"],
-             f", I-LSR {metrics['ilsr']['seconds_median']:.1f} s" if ilsr else "", "\n".join(lines))
+    log.info(
+        "test errors per stage (mean over %d instances, %d dofs; FEM solve %.3f s, physics LSR %.1f s%s):\n%s",
+        metrics["instances"],
+        metrics["n_dofs"],
+        metrics["fem_solve_seconds_median"],
+        metrics["physics_lsr"]["seconds_median"],
+        f", I-LSR {metrics['ilsr']['seconds_median']:.1f} s" if ilsr else "",
+        "\n".join(lines),
+    )
     grids = {name: fem.on_grid(values) for name, values in fields.items() if values}
     network_dofs = fem.network_fields(model)
     network = fem.on_grid(network_dofs)
@@ -178,24 +262,39 @@ def _report(metrics, cfg, fem, predictors, model, fields, ilsr, baseline, run_di
         if ilsr:
             plot_ilsr_history(run_dir / "ilsr.png", ilsr, baseline)
         last = list(grids)[-1]
-        columns = [(fem.pde.input.name or "input", fem.inputs), ("FEM solution u", reference), ("network", network)]
+        columns = [
+            (fem.pde.input.name or "input", fem.inputs),
+            ("FEM solution u", reference),
+            ("network", network),
+        ]
         columns += list(grids.items()) + [(f"|error| ({last})", np.abs(grids[last] - reference))]
-        plot_fields(run_dir / "physics.png", columns, sample_labels=[f"test instance {k}" for k in range(len(fem))])
+        plot_fields(
+            run_dir / "physics.png",
+            columns,
+            sample_labels=[f"test instance {k}" for k in range(len(fem))],
+        )
     _write_fields(run_dir / "physics_fields", fem, network_dofs, fields)
 
 
-def _write_fields(directory: Path, fem: FEMInstances, network: list[np.ndarray], fields: dict) -> None:
+def _write_fields(
+    directory: Path, fem: FEMInstances, network: list[np.ndarray], fields: dict
+) -> None:
     """Input, FEM solution, network and refined fields and the last one's error, one time step
     per instance, as ``directory/physics.xdmf``. Collective."""
     pde = fem.pde
     n = pde.n_owned
-    functions = {name: dolfinx.fem.Function(pde.V, name=name.replace(" ", "_").replace("-", "")) for name in
-                 ["reference", "network", *[k for k, v in fields.items() if v], "error"]}
+    functions = {
+        name: dolfinx.fem.Function(pde.V, name=name.replace(" ", "_").replace("-", ""))
+        for name in ["reference", "network", *[k for k, v in fields.items() if v], "error"]
+    }
     with xdmf_series(directory, "physics", pde.domain.mesh) as xdmf:
         for k in range(len(fem)):
             pde.set_input(fem.inputs[k])
-            values = {"reference": fem.references[k], "network": network[k],
-                      **{name: v[k] for name, v in fields.items() if v}}
+            values = {
+                "reference": fem.references[k],
+                "network": network[k],
+                **{name: v[k] for name, v in fields.items() if v},
+            }
             values["error"] = values[list(values)[-1]] - fem.references[k]
             xdmf.write_function(pde.input, float(k))
             for name, function in functions.items():

@@ -17,7 +17,7 @@ from hydra.errors import HydraException
 from mpi4py import MPI
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from pinn_lsr.allocator import retain_freed_memory
+from pinn_lsr.lsr.allocator import retain_freed_memory
 from pinn_lsr.parallel.mpi import abort_on_uncaught_exception, configure_logging
 
 log = logging.getLogger("pinn_lsr")
@@ -66,7 +66,11 @@ def _explain(exc: HydraException, overrides: list[str]) -> str:
     while parent is None and parent_path:
         parent_path, _, _ = parent_path.rpartition(".")
         parent = OmegaConf.select(base, parent_path) if parent_path else base
-    valid = ", ".join(f"{parent_path + '.' if parent_path else ''}{k}" for k in parent) if isinstance(parent, DictConfig) else ""
+    valid = (
+        ", ".join(f"{parent_path + '.' if parent_path else ''}{k}" for k in parent)
+        if isinstance(parent, DictConfig)
+        else ""
+    )
     return f"unknown configuration key '{key}'. Valid keys here: {valid}"
 
 
@@ -89,19 +93,26 @@ def main(argv: list[str] | None = None) -> int:
     unknown_flags = set(flags) - {"-h", "--help", "--cfg"}
     try:
         if unknown_flags:
-            raise UsageError(f"unknown option(s) {sorted(unknown_flags)}; options are --help and --cfg")
+            raise UsageError(
+                f"unknown option(s) {sorted(unknown_flags)}; options are --help and --cfg"
+            )
         cfg = compose_config(overrides)
         problem_names = _problem_names()
         if "-h" in flags or "--help" in flags:
             if comm.rank == 0:
-                print(USAGE.format(problems=", ".join(problem_names), config=OmegaConf.to_yaml(_job_config(compose_config([])))))
+                print(
+                    USAGE.format(
+                        problems=", ".join(problem_names),
+                        config=OmegaConf.to_yaml(_job_config(compose_config([]))),
+                    )
+                )
             return 0
         if "--cfg" in flags:
             if comm.rank == 0:
                 print(OmegaConf.to_yaml(_job_config(cfg)))
             return 0
         job_cfg = _job_config(cfg)
-        from pinn_lsr.pipeline import setup
+        from pinn_lsr.run.pipeline import setup
 
         prepared = setup(job_cfg, comm)  # collective: errors are raised on every rank alike
     except (ValueError, FileNotFoundError) as exc:  # UsageError is a ValueError
@@ -118,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(comm, logfile=run_dir / "solve.log")
     log.info("run directory %s (%d MPI rank(s))", run_dir, comm.size)
 
-    from pinn_lsr.pipeline import run
+    from pinn_lsr.run.pipeline import run
 
     start = time.perf_counter()
     run(job_cfg, prepared, run_dir, comm)

@@ -14,7 +14,7 @@ from mpi4py import MPI
 from omegaconf import DictConfig
 
 from pinn_lsr.io.plots import plot_fields
-from pinn_lsr.stages import build_configured_model, fit_model, refine_model, write_metrics
+from pinn_lsr.run.stages import build_configured_model, fit_model, refine_model, write_metrics
 
 
 def run_fit(cfg: DictConfig, problem, run_dir: Path, comm: MPI.Comm) -> dict:
@@ -22,20 +22,32 @@ def run_fit(cfg: DictConfig, problem, run_dir: Path, comm: MPI.Comm) -> dict:
     seconds = {}
     clock = time.perf_counter()
     size = int(cfg.problem.resolution)
-    train_data = tuple(torch.as_tensor(a) for a in problem.training_data(int(cfg.data.n_train), seed=int(cfg.seed)))
+    train_data = tuple(
+        torch.as_tensor(a) for a in problem.training_data(int(cfg.data.n_train), seed=int(cfg.seed))
+    )
     test_data = tuple(torch.as_tensor(a) for a in problem.test_data(size))
     seconds["data"] = time.perf_counter() - clock
-    metrics = {"problem": problem.name, "target": problem.target, "n_train": len(train_data[0]),
-               "n_test": len(test_data[0]), "n_ranks": comm.size}
+    metrics = {
+        "problem": problem.name,
+        "target": problem.target,
+        "n_train": len(train_data[0]),
+        "n_test": len(test_data[0]),
+        "n_ranks": comm.size,
+    }
 
     clock = time.perf_counter()
 
-    model, metrics["train"] = fit_model(cfg, lambda: build_configured_model(cfg), train_data, test_data, run_dir, comm)
+    model, metrics["train"] = fit_model(
+        cfg, lambda: build_configured_model(cfg), train_data, test_data, run_dir, comm
+    )
     seconds["train"] = time.perf_counter() - clock
     dtype = next(model.parameters()).dtype
     x_test = test_data[0].to(dtype)
     with torch.no_grad():
-        columns = [("target", test_data[1].numpy()), (f"{metrics['train']['model']}", model(x_test).double().numpy())]
+        columns = [
+            ("target", test_data[1].numpy()),
+            (f"{metrics['train']['model']}", model(x_test).double().numpy()),
+        ]
     if cfg.method.name == "lsr":
         clock = time.perf_counter()
         metrics["lsr"], refined = refine_model(cfg, model, train_data, test_data, run_dir, comm)
@@ -45,7 +57,10 @@ def run_fit(cfg: DictConfig, problem, run_dir: Path, comm: MPI.Comm) -> dict:
 
     clock = time.perf_counter()
     if comm.rank == 0:
-        plot_fields(run_dir / "samples.png", [(name, values.reshape(1, size, size)) for name, values in columns],
-                    sample_labels=["test grid"])
+        plot_fields(
+            run_dir / "samples.png",
+            [(name, values.reshape(1, size, size)) for name, values in columns],
+            sample_labels=["test grid"],
+        )
     seconds["output"] = time.perf_counter() - clock
     return write_metrics(run_dir, metrics, seconds, comm)

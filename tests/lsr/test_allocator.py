@@ -1,4 +1,4 @@
-from pinn_lsr.allocator import retain_freed_memory
+from pinn_lsr.lsr.allocator import retain_freed_memory
 
 
 def test_retain_freed_memory_is_idempotent():

@@ -1,0 +1,1 @@
+"""The command line and the run behind it: cli -> config -> pipeline -> stages."""
