@@ -209,7 +209,9 @@ def run_lbfgs(model, x, y, loss_fn, *, max_work_units: float):
 
 
 def run_gn(model, x, y, settings: vpro.GNSettings, *, variable_projection: bool = True):
-    result = vpro.fit(model, x, y, settings, comm=COMM, variable_projection=variable_projection)
+    result = vpro.run_gnvpro(
+        model, x, y, settings, comm=COMM, variable_projection=variable_projection
+    )
     return [(h["work_units"], h["seconds"], h["loss"]) for h in result.history], result
 
 
@@ -475,7 +477,7 @@ def darcy_experiment(args, out: Path):
         max_work_units=2.0 * args.darcy_epochs,
     )
     start = time.perf_counter()
-    gn_result = vpro.fit_gnvpro(gn, a, u, settings, comm=COMM)
+    gn_result = vpro.train_gnvpro_on_dataset(gn, a, u, settings, comm=COMM)
     gn_seconds = time.perf_counter() - start
     curves["GNvpro LM"] = [[(h["work_units"], h["seconds"], h["loss"]) for h in gn_result.history]]
     for label, model, seconds, wu in (

@@ -265,7 +265,7 @@ def train_gnvpro(
     # do not depend on the data's scale; the model's output normaliser takes the scale back after
     inputs, targets = train_data[0].double(), train_data[1].double()
     mean, std = targets.mean(), targets.std().clamp_min(1e-12)
-    result = vpro.fit_gnvpro(model, inputs, (targets - mean) / std, settings, comm)
+    result = vpro.train_gnvpro_on_dataset(model, inputs, (targets - mean) / std, settings, comm)
     with torch.no_grad():
         model.output_normalizer.mean.mul_(std).add_(mean)
         model.output_normalizer.std.mul_(std)

@@ -1,13 +1,18 @@
 """GNvpro: Gauss–Newton with variable projection for networks whose last layer is affine.
 
-``model, history = pinn_lsr.vpro.train(model, x, y, loss="squared" | "cross_entropy", ...)``
+``model, history = pinn_lsr.vpro.train_gnvpro(model, x, y, loss="squared" | "cross_entropy", ...)``
 eliminates the final affine layer W (closed form for the squared loss, inner Newton–Krylov for
 cross-entropy) and takes Gauss–Newton steps on the remaining parameters θ (Newman, Ruthotto,
 Hart, van Bloemen Waanders, "Train Like a (Var)Pro", SIAM J. Math. Data Sci. 2021).
-:func:`fit_gnvpro` is the pipeline's entry point with a :class:`GNSettings`.
+:func:`run_gnvpro` takes a :class:`GNSettings`; :func:`train_gnvpro_on_dataset` is the pipeline's entry.
 """
 
-from pinn_lsr.vpro.api import build_problem, fit, fit_gnvpro, train
+from pinn_lsr.vpro.api import (
+    build_problem,
+    run_gnvpro,
+    train_gnvpro,
+    train_gnvpro_on_dataset,
+)
 from pinn_lsr.vpro.optimizer import GNResult, GNSettings, minimize
 from pinn_lsr.vpro.separable import as_separable
 
@@ -16,8 +21,8 @@ __all__ = [
     "GNSettings",
     "as_separable",
     "build_problem",
-    "fit",
-    "fit_gnvpro",
     "minimize",
-    "train",
+    "run_gnvpro",
+    "train_gnvpro",
+    "train_gnvpro_on_dataset",
 ]

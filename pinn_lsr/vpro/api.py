@@ -1,4 +1,5 @@
-"""Entry points: :func:`train` for a user's network and tensors, :func:`fit_gnvpro` for the pipeline."""
+"""Entry points: :func:`train_gnvpro` for a user's network and tensors, :func:`run_gnvpro` with a
+:class:`GNSettings`, :func:`train_gnvpro_on_dataset` for the pipeline."""
 
 import dataclasses
 import warnings
@@ -15,7 +16,7 @@ from pinn_lsr.vpro.problem import ReducedProblem, WorkCounter
 from pinn_lsr.vpro.separable import as_separable
 from pinn_lsr.vpro.squared import SquaredProblem
 
-LOSSES = ("squared", "cross_entropy")
+GNVPRO_LOSSES = ("squared", "cross_entropy")
 
 
 def build_problem(
@@ -37,8 +38,8 @@ def build_problem(
         ValueError: unknown loss, mismatched lengths, NaN/Inf in the data, targets that do not
             match the model's outputs, or a model without a final affine layer; on every rank.
     """
-    if settings.loss not in LOSSES:
-        raise ValueError(f"unknown loss {settings.loss!r}; choose one of {LOSSES}")
+    if settings.loss not in GNVPRO_LOSSES:
+        raise ValueError(f"unknown loss {settings.loss!r}; choose one of {GNVPRO_LOSSES}")
     ok = (
         len(inputs) == len(targets)
         and bool(torch.isfinite(inputs).all())
@@ -85,7 +86,7 @@ def build_problem(
     return SquaredProblem(separable, inputs, targets.to(dtype), **kwargs)
 
 
-def train(
+def train_gnvpro(
     model: nn.Module,
     x: torch.Tensor,
     y: torch.Tensor,
@@ -125,7 +126,7 @@ def train(
     unknown = set(settings) - {f.name for f in dataclasses.fields(GNSettings)}
     if unknown:
         raise ValueError(f"unknown GNvpro settings {sorted(unknown)}; see pinn_lsr.vpro.GNSettings")
-    result = fit(
+    result = run_gnvpro(
         model,
         x,
         y,
@@ -139,7 +140,7 @@ def train(
     return model, history
 
 
-def fit(
+def run_gnvpro(
     model,
     x,
     y,
@@ -150,7 +151,7 @@ def fit(
     points=None,
     variable_projection=True,
 ) -> GNResult:
-    """:func:`train` with a settings object, returning the whole :class:`GNResult`. Collective."""
+    """:func:`train_gnvpro` with a settings object, returning the whole :class:`GNResult`. Collective."""
     problem = build_problem(
         model,
         x,
@@ -172,7 +173,7 @@ def fit(
     return result
 
 
-def fit_gnvpro(
+def train_gnvpro_on_dataset(
     model: nn.Module,
     x_train: torch.Tensor,
     y_train: torch.Tensor,
@@ -191,4 +192,4 @@ def fit_gnvpro(
     if hasattr(model, "output_normalizer") and settings.loss == "squared":
         model.output_normalizer.fit(y_train)
     share = torch.from_numpy(np.array_split(np.arange(len(x_train)), comm.size)[comm.rank])
-    return fit(model, x_train[share], y_train[share], settings, comm=comm)
+    return run_gnvpro(model, x_train[share], y_train[share], settings, comm=comm)

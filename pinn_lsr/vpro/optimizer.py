@@ -107,7 +107,7 @@ def minimize(problem: ReducedProblem, theta0: torch.Tensor, settings: GNSettings
     """Minimise the reduced objective of ``problem`` from θ0. Collective on ``problem.comm``.
 
     The model is not changed (call ``problem.write`` on the result's point, as
-    :func:`pinn_lsr.vpro.train` does). Every history entry has ``iteration``, ``objective``,
+    :func:`pinn_lsr.vpro.train_gnvpro` does). Every history entry has ``iteration``, ``objective``,
     ``loss`` (on all data), ``gradient_norm``, ``work_units``, ``seconds``, ``radius`` (Δ; for
     levenberg_marquardt the implied ‖s(λ)‖ and ``damping`` λ), ``inner_iterations`` (CG
     products), ``krylov_reason``, ``step_norm``, ``ratio`` (trust region) or ``step_length``

@@ -11,7 +11,7 @@ import torch
 from mpi4py import MPI
 
 from pinn_lsr.models.mlp import MLP
-from pinn_lsr.vpro import train
+from pinn_lsr.vpro import train_gnvpro
 
 
 def _regression():
@@ -55,9 +55,11 @@ def test_two_ranks_take_the_one_rank_iterates(comm, case, settings):
     model_serial, x, y = make()
     model_parallel, _, _ = make()
     settings = {"krylov_max_iterations": 6, **settings}
-    _, serial = train(model_serial, x, y, max_iterations=5, comm=MPI.COMM_SELF, **settings)
+    _, serial = train_gnvpro(model_serial, x, y, max_iterations=5, comm=MPI.COMM_SELF, **settings)
     share = torch.from_numpy(np.array_split(np.arange(len(x)), comm.size)[comm.rank])
-    _, parallel = train(model_parallel, x[share], y[share], max_iterations=5, comm=comm, **settings)
+    _, parallel = train_gnvpro(
+        model_parallel, x[share], y[share], max_iterations=5, comm=comm, **settings
+    )
     _compare(serial, parallel, model_serial, model_parallel)
     gathered = comm.allgather(
         torch.cat([p.detach().reshape(-1) for p in model_parallel.parameters()]).numpy()
@@ -72,4 +74,4 @@ def test_bad_data_on_one_rank_raises_on_every_rank(comm):
     if comm.rank == 1:
         y[0, 0] = float("nan")
     with pytest.raises(ValueError, match="finite"):
-        train(model, x[share], y, comm=comm)
+        train_gnvpro(model, x[share], y, comm=comm)

@@ -7,7 +7,7 @@ import torch
 from mpi4py import MPI
 from torch import nn
 
-from pinn_lsr.vpro import GNSettings, fit, minimize, train
+from pinn_lsr.vpro import GNSettings, minimize, run_gnvpro, train_gnvpro
 from pinn_lsr.vpro.api import build_problem
 
 
@@ -33,7 +33,7 @@ def test_problem_linear_in_theta_converges_in_one_step(globalization):
         krylov_rtol=1e-14,
         krylov_max_iterations=20,
     )
-    result = fit(model, x, y, settings, comm=MPI.COMM_SELF, variable_projection=False)
+    result = run_gnvpro(model, x, y, settings, comm=MPI.COMM_SELF, variable_projection=False)
     A = torch.cat([x, torch.ones(40, 1, dtype=x.dtype)], dim=1)
     best = float(((A @ torch.linalg.lstsq(A, y).solution - y) ** 2).mean())
     assert result.loss == pytest.approx(best, rel=1e-10)
@@ -51,7 +51,7 @@ def test_problem_linear_in_theta_converges_in_one_step(globalization):
 )
 def test_variants_decrease_the_loss(regression, variant):
     model, x, y = regression(60, 2)
-    model, history = train(model, x, y, max_iterations=6, comm=MPI.COMM_SELF, **variant)
+    model, history = train_gnvpro(model, x, y, max_iterations=6, comm=MPI.COMM_SELF, **variant)
     assert history[-1]["loss"] < 0.5 * history[0]["loss"]
     assert history[-1]["status"] == "max_iterations"
     assert float(((model(x).detach() - y) ** 2).mean()) == pytest.approx(
@@ -65,7 +65,7 @@ def test_variants_decrease_the_loss(regression, variant):
 
 def test_cross_entropy_training_fits_the_labels(classification):
     model, x, labels = classification
-    model, history = train(
+    model, history = train_gnvpro(
         model, x, labels, loss="cross_entropy", max_iterations=8, alpha_W=1e-4, comm=MPI.COMM_SELF
     )
     assert history[-1]["loss"] < 0.5 * history[0]["loss"]
@@ -95,14 +95,14 @@ def test_collapsed_trust_region_is_reported_and_the_best_iterate_kept(regression
 def test_bad_input_raises(regression):
     model, x, y = regression(20, 2)
     with pytest.raises(ValueError, match="same length"):
-        train(model, x, y[:10], comm=MPI.COMM_SELF)
+        train_gnvpro(model, x, y[:10], comm=MPI.COMM_SELF)
     bad = y.clone()
     bad[3, 1] = math.nan
     with pytest.raises(ValueError, match="finite"):
-        train(model, x, bad, comm=MPI.COMM_SELF)
+        train_gnvpro(model, x, bad, comm=MPI.COMM_SELF)
     with pytest.raises(ValueError, match="expected 2 values per sample"):
-        train(model, x, y[:, :1], comm=MPI.COMM_SELF)
+        train_gnvpro(model, x, y[:, :1], comm=MPI.COMM_SELF)
     with pytest.raises(ValueError, match="unknown GNvpro settings"):
-        train(model, x, y, comm=MPI.COMM_SELF, max_iters=3)
+        train_gnvpro(model, x, y, comm=MPI.COMM_SELF, max_iters=3)
     with pytest.raises(ValueError, match="unknown loss"):
-        train(model, x, y, loss="hinge", comm=MPI.COMM_SELF)
+        train_gnvpro(model, x, y, loss="hinge", comm=MPI.COMM_SELF)
