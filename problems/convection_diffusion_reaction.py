@@ -76,9 +76,3 @@ class ConvectionDiffusionReaction:
         )
         a = diffusion_reaction + ufl.dot(self.velocity(), ufl.grad(u)) * v * dx
         return a, self.source * v * dx, diffusion_reaction
-
-    def cell_peclet(self, kappa_min: float, resolution: int) -> float:
-        """``|β| h / (2 κ_min)`` on the unit-square mesh of ``resolution`` grid nodes per side."""
-        return (
-            float(np.hypot(self.velocity_x, self.velocity_y)) / (resolution - 1) / (2 * kappa_min)
-        )

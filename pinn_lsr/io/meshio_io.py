@@ -1,5 +1,5 @@
 """Conversion through meshio: any mesh meshio reads (gmsh ``.msh``, ``.vtu``, meshio's XDMF, ...)
-to the XDMF layout :func:`pinn_lsr.fem.mesh.read_mesh` reads, and P1 fields out to ``.vtu``.
+to the XDMF layout :func:`pinn_lsr.fem.mesh.read_mesh` reads.
 
 The XDMF written by :func:`convert_mesh` is DOLFINx's own: a Grid ``mesh`` (linear triangles,
 2D points), plus the MeshTags Grids ``facet_tags`` (boundary lines) and ``cell_tags``
@@ -127,28 +127,3 @@ def convert_mesh(source: str | Path, target: str | Path) -> Path:
                     tags, mesh.geometry, geometry_xpath="/Xdmf/Domain/Grid[@Name='mesh']/Geometry"
                 )
     return target
-
-
-def write_fields_vtu(
-    path: str | Path, mesh_points: np.ndarray, cells: np.ndarray, fields: dict[str, np.ndarray]
-) -> Path:
-    """Write a triangle mesh and point fields (one value per point, or (n, k) vectors) as ``.vtu``,
-    for codes that read VTK rather than XDMF. Local; returns ``path``.
-
-    Raises:
-        ValueError: a field whose first dimension is not the number of points.
-    """
-    mesh_points = np.asarray(mesh_points, dtype=np.float64)
-    for name, values in fields.items():
-        if len(values) != len(mesh_points):
-            raise ValueError(
-                f"field {name!r} has {len(values)} values, the mesh {len(mesh_points)} points"
-            )
-    path = Path(path)
-    meshio.write_points_cells(
-        str(path),
-        mesh_points,
-        [("triangle", np.asarray(cells, dtype=np.int64))],
-        point_data={name: np.asarray(values) for name, values in fields.items()},
-    )
-    return path

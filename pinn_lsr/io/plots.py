@@ -1,15 +1,16 @@
-"""PNG figures of grid fields. Local: call on the writing rank only."""
+"""PNG figures of grid fields. Local: call on the writing rank only.
+
+Figures are drawn on :class:`matplotlib.figure.Figure` objects, never through pyplot: no
+backend is chosen and no global state is touched, at import or later.
+"""
 
 from collections.abc import Sequence
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from pinn_lsr.io.atomic import atomic_path  # noqa: E402
+from pinn_lsr.io.atomic import atomic_path
 
 
 def plot_fields(
@@ -24,9 +25,8 @@ def plot_fields(
     ``field[k, i, j]`` is drawn at ``x = i``, ``y = j`` (origin lower left). Written atomically.
     """
     n_rows = len(columns[0][1])
-    fig, axes = plt.subplots(
-        n_rows, len(columns), figsize=(3.2 * len(columns), 2.8 * n_rows), squeeze=False
-    )
+    fig = Figure(figsize=(3.2 * len(columns), 2.8 * n_rows))
+    axes = fig.subplots(n_rows, len(columns), squeeze=False)
     for col, (title, fields) in enumerate(columns):
         fields = np.asarray(fields)
         if fields.ndim == 4:
@@ -48,7 +48,8 @@ def plot_fields(
 def plot_history(path: str | Path, history: Sequence[dict], *, title: str = "") -> None:
     """Training loss and test relative L2 error against epoch (log scale). Written atomically."""
     epochs = [h["epoch"] for h in history]
-    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    fig = Figure(figsize=(5.5, 3.8))
+    ax = fig.subplots()
     ax.semilogy(epochs, [h["train_loss"] for h in history], label="training loss")
     test = [h["test_rel_l2"] for h in history]
     if np.isfinite(test).any():
@@ -65,7 +66,8 @@ def plot_rank_scan(
 ) -> None:
     """LSR errors against rank: training objective and every ``*{suffix}`` entry of the scan."""
     ranks = [e["rank"] for e in scan]
-    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    fig = Figure(figsize=(5.5, 3.8))
+    ax = fig.subplots()
     ax.loglog(
         ranks,
         [e["train_objective"] for e in scan],
@@ -84,7 +86,8 @@ def plot_rank_scan(
 
 def plot_stage_errors(path: str | Path, errors: dict[str, float]) -> None:
     """One horizontal bar per stage: its error (log scale), labelled with the value."""
-    fig, ax = plt.subplots(figsize=(6.5, 0.5 * len(errors) + 1.2))
+    fig = Figure(figsize=(6.5, 0.5 * len(errors) + 1.2))
+    ax = fig.subplots()
     names, values = list(errors), list(errors.values())
     ax.barh(range(len(values)), values, color="tab:blue")
     ax.set_xscale("log")
@@ -102,7 +105,8 @@ def plot_ilsr_history(
 ) -> None:
     """Error against wall time per instance: I-LSR's refined fields and aligned network per outer
     iteration, and the gradient baseline per step."""
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
     for k, history in enumerate(ilsr):
         refined = [h for h in history if "refined_rel_l2" in h]
         ax.semilogy(
@@ -140,7 +144,8 @@ def plot_ilsr_history(
 
 def plot_gnvpro_history(path: str | Path, history: Sequence[dict], *, title: str = "") -> None:
     """GNvpro's training loss (MSE) against work units (log scale), rejected steps marked. Written atomically."""
-    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    fig = Figure(figsize=(5.5, 3.8))
+    ax = fig.subplots()
     ax.semilogy(
         [h["work_units"] for h in history],
         [h["loss"] for h in history],
@@ -165,8 +170,7 @@ def plot_gnvpro_history(path: str | Path, history: Sequence[dict], *, title: str
 
 
 def _save(fig, path: str | Path) -> None:
-    """Lay ``fig`` out, write it as PNG atomically and free it."""
+    """Lay ``fig`` out and write it as PNG atomically."""
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)

@@ -10,7 +10,7 @@ from mpi4py import MPI
 
 import dolfinx.fem
 from pinn_lsr.fem.mesh import Domain, read_mesh
-from pinn_lsr.io.meshio_io import convert_mesh, read_triangles, write_fields_vtu
+from pinn_lsr.io.meshio_io import convert_mesh, read_triangles
 
 MESHES = Path(__file__).parents[2] / "meshes"
 
@@ -108,14 +108,3 @@ def test_unused_points_are_dropped():
     assert set(np.unique(triangles.facet_tags)) == {2, 3} and set(
         np.unique(triangles.cell_tags)
     ) == {1}
-
-
-def test_write_fields_vtu(tmp_path):
-    points = np.array([[0, 0], [1, 0], [0, 1.0]])
-    path = write_fields_vtu(
-        tmp_path / "f.vtu", points, np.array([[0, 1, 2]]), {"u": np.array([1.0, 2, 3])}
-    )
-    again = meshio.read(path)
-    np.testing.assert_array_equal(again.point_data["u"], [1, 2, 3])
-    with pytest.raises(ValueError, match="'u' has 2 values, the mesh 3 points"):
-        write_fields_vtu(tmp_path / "g.vtu", points, np.array([[0, 1, 2]]), {"u": np.ones(2)})
