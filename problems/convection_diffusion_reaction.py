@@ -46,7 +46,9 @@ class ConvectionDiffusionReaction:
 
     name = "cdr"
     input_name = "diffusivity"
-    symmetric = False
+    kind = "linear"
+    components = 1
+    symmetric = False  # convection: forms() adds the SPD part s for the dual norm
 
     def __post_init__(self):
         if not self.kappa > 0:

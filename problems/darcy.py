@@ -24,6 +24,9 @@ class Darcy:
 
     name = "darcy"
     input_name = "permeability"
+    kind = "linear"
+    components = 1
+    symmetric = True
 
     def sample_inputs(self, n_samples: int, size: int, *, seed: int, first: int = 0) -> np.ndarray:
         """Permeability samples on the grid, shape (n_samples, size, size), values in {low, high}."""

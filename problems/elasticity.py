@@ -46,7 +46,9 @@ class Elasticity:
 
     name = "elasticity"
     input_name = "youngs_modulus"
+    kind = "linear"
     components = 2  # displacement (u_x, u_y)
+    symmetric = True
 
     def __post_init__(self):
         if not self.youngs_modulus > 0:

@@ -25,6 +25,8 @@ class NonlinearDiffusion:
     name = "nonlinear_diffusion"
     input_name = "source"
     kind = "nonlinear"
+    components = 1
+    symmetric = False  # the Jacobian has the non-symmetric term div(2u du grad u)
 
     def sample_inputs(self, n_samples: int, size: int, *, seed: int, first: int = 0) -> np.ndarray:
         """Source samples on the grid, shape (n_samples, size, size)."""

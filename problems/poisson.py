@@ -23,6 +23,9 @@ class Poisson:
 
     name = "poisson"
     input_name = "source"
+    kind = "linear"
+    components = 1
+    symmetric = True
 
     def sample_inputs(self, n_samples: int, size: int, *, seed: int, first: int = 0) -> np.ndarray:
         """Source samples on the grid, shape (n_samples, size, size)."""

@@ -33,6 +33,9 @@ class ReactionDiffusion:
 
     name = "reaction_diffusion"
     input_name = "reaction"
+    kind = "linear"
+    components = 1
+    symmetric = True
 
     def __post_init__(self):
         if not self.scale > 0:

@@ -15,6 +15,28 @@ from pinn_lsr.fem.transfer import Grid
 NAMES = "cdr, darcy, elasticity, fit2d, nonlinear_diffusion, poisson, reaction_diffusion"
 
 
+@pytest.mark.parametrize("name", sorted(problems.PROBLEMS))
+def test_every_problem_satisfies_the_protocol_of_its_kind(name):
+    problem = problems.PROBLEMS[name]()
+    assert problem.name == name and problem.kind in problems.KINDS
+    assert isinstance(problem, problems.PROTOCOLS[problem.kind])
+    if problem.kind != "function":  # what the pipeline reads without a default
+        assert isinstance(problem, problems.PDEProblem)
+        assert isinstance(problem.components, int) and problem.components >= 1
+        assert isinstance(problem.symmetric, bool) and isinstance(problem.input_name, str)
+
+
+def test_a_class_without_the_attributes_does_not_satisfy_the_protocol():
+    class Incomplete:
+        name = "incomplete"
+        kind = "linear"
+
+        def forms(self, u, v, w, x):
+            return None
+
+    assert not isinstance(Incomplete(), problems.LinearProblem)
+
+
 def test_registry_and_clear_errors():
     assert sorted(problems.PROBLEMS) == NAMES.split(", ")
     assert problems.create_problem("darcy", tau=4.0).tau == 4.0

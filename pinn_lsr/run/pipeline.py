@@ -60,7 +60,7 @@ def setup(cfg: DictConfig, comm: MPI.Comm) -> Setup:
     start = time.perf_counter()
     _validate(cfg)
     problem = problems.create_problem(cfg.problem.name, **cfg.problem.params)
-    if getattr(problem, "kind", "pde") == "function":
+    if problem.kind == "function":
         return Setup(problem, None, None, 0.0)
     s = int(cfg.problem.resolution)
     domain = build_domain(cfg.mesh.file, s, comm)
@@ -215,13 +215,11 @@ def run(cfg: DictConfig, prepared: Setup, run_dir: Path, comm: MPI.Comm) -> dict
     problem, domain = prepared.problem, prepared.domain
     s = int(cfg.problem.resolution)
     petsc_options = OmegaConf.to_container(cfg.fem.petsc_options)
-    components = getattr(
-        problem, "components", 1
-    )  # values per grid node: a solution is (s, s) or (c, s, s)
+    components = problem.components  # values per grid node: a solution is (s, s) or (c, s, s)
     field_shape = (s, s) if components == 1 else (components, s, s)
 
     def make_pde(d: Domain) -> GridPDE:
-        if getattr(problem, "kind", "linear") == "nonlinear":
+        if problem.kind == "nonlinear":
             return NonlinearPDE(
                 d,
                 problem.residual,

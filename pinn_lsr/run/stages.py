@@ -37,17 +37,18 @@ def build_configured_model(cfg: DictConfig) -> torch.nn.Module:
 
     kwargs = {k: v for k, v in OmegaConf.to_container(cfg.model).items() if k != "name"}
     s = int(cfg.problem.resolution)
-    components = getattr(problems.PROBLEMS[cfg.problem.name], "components", 1)
-    if getattr(problems.PROBLEMS[cfg.problem.name], "kind", "pde") == "function":
+    problem = problems.PROBLEMS[cfg.problem.name]
+    if problem.kind == "function":
         if cfg.model.name != "mlp":
             raise ValueError(
                 f"problem={cfg.problem.name} fits a function of (x, y): use model=mlp, not {cfg.model.name}"
             )
         kwargs.update(in_features=2, out_features=1)
     elif cfg.model.name == "mlp":
-        kwargs.update(in_features=s * s, out_features=components * s * s)
+        kwargs.update(in_features=s * s, out_features=problem.components * s * s)
     else:
-        kwargs.update(grid_size=s, **({"out_channels": components} if components > 1 else {}))
+        channels = problem.components
+        kwargs.update(grid_size=s, **({"out_channels": channels} if channels > 1 else {}))
     return build_model(cfg.model.name, **kwargs)
 
 
