@@ -10,6 +10,7 @@ import logging
 import os
 import sys
 import time
+from importlib.resources import files
 from pathlib import Path
 
 from hydra import compose, initialize_config_module
@@ -25,14 +26,20 @@ log = logging.getLogger("pinn_lsr")
 USAGE = """usage: solve.py [--help] [--cfg] [key=value ...]
 
   problem=NAME          the problem ({problems})
+  model=NAME            the model ({models}); ~model skips training
+  method=NAME           after (or instead of) training ({methods})
   key=value             override any configuration key, e.g. problem.resolution=64 data.n_train=200
   hydra.run.dir=DIR     put every output of the run in DIR
   --cfg                 print the composed configuration and exit
+  --help [group=NAME]   this text, with the configuration files of the chosen groups
 
 PETSc options come from the configuration (fem.petsc_options) or PETSC_OPTIONS="-fem_ksp_monitor".
 
-default configuration:
-{config}"""
+The configuration files below, with their comments, document every key; a group's keys are
+overridden under its name (model=deeponet model.latent=64).
+{files}"""
+
+GROUPS = ("problem", "model", "method")
 
 
 class UsageError(ValueError):
@@ -75,7 +82,7 @@ def _explain(exc: HydraException, overrides: list[str]) -> str:
 
 
 def run_directory(cfg: DictConfig, comm: MPI.Comm) -> Path:
-    """The run directory chosen on rank 0 (``hydra.run.dir``), the same on every rank. Collective."""
+    """The run directory chosen on rank 0 (``hydra.run.dir``), the same on all ranks. Collective."""
     path = OmegaConf.to_container(cfg.hydra.run, resolve=True)["dir"] if comm.rank == 0 else None
     return Path(comm.bcast(path, root=0)).resolve()
 
@@ -100,12 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         problem_names = _problem_names()
         if "-h" in flags or "--help" in flags:
             if comm.rank == 0:
-                print(
-                    USAGE.format(
-                        problems=", ".join(problem_names),
-                        config=OmegaConf.to_yaml(_job_config(compose_config([]))),
-                    )
-                )
+                print(usage(cfg, problem_names))
             return 0
         if "--cfg" in flags:
             if comm.rank == 0:
@@ -135,6 +137,29 @@ def main(argv: list[str] | None = None) -> int:
     run(job_cfg, prepared, run_dir, comm)
     log.info("done in %.1f s; outputs in %s", time.perf_counter() - start, run_dir)
     return 0
+
+
+def usage(cfg: DictConfig, problem_names: list[str]) -> str:
+    """The ``--help`` text: options, then ``config.yaml`` and the group files ``cfg`` chose, as
+    written (their comments are the documentation of the keys). Local."""
+    conf = files("pinn_lsr.conf")
+    choices = cfg.hydra.runtime.choices
+    paths = ["config.yaml"] + [
+        f"{group}/{choices[group]}.yaml" for group in GROUPS if choices.get(group) is not None
+    ]
+    text = "".join(f"\n==> pinn_lsr/conf/{path} <==\n{(conf / path).read_text()}" for path in paths)
+
+    def names(group: str) -> str:
+        return ", ".join(
+            sorted(p.name[:-5] for p in (conf / group).iterdir() if p.name.endswith(".yaml"))
+        )
+
+    return USAGE.format(
+        problems=", ".join(problem_names),
+        models=names("model"),
+        methods=names("method"),
+        files=text,
+    )
 
 
 def _share_cores(comm: MPI.Comm) -> None:

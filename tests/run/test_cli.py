@@ -122,8 +122,8 @@ def test_mesh_file_run(tmp_path, lshape_msh):
     [
         (
             "problem=heat",
-            "Available options in 'problem':\n\tcdr\n\tdarcy\n\telasticity\n\tfit2d\n\tnonlinear_diffusion\n\tpoisson\n"
-            "\treaction_diffusion",
+            "Available options in 'problem':\n\tcdr\n\tdarcy\n\telasticity\n\tfit2d\n"
+            "\tnonlinear_diffusion\n\tpoisson\n\treaction_diffusion",
         ),
         (
             "data.n_trains=3",
@@ -158,6 +158,14 @@ def test_help_lists_problems(capsys):
         "cdr, darcy, elasticity, fit2d, nonlinear_diffusion, poisson, reaction_diffusion" in out
         and "n_train" in out
     )
+
+
+def test_help_prints_the_commented_files_of_the_chosen_groups(capsys):
+    assert main(["--help", "model=deeponet", "method=gnvpro"]) == 0
+    out = capsys.readouterr().out
+    for path in ("config.yaml", "problem/darcy.yaml", "model/deeponet.yaml", "method/gnvpro.yaml"):
+        assert f"==> pinn_lsr/conf/{path} <==" in out
+    assert "fno.yaml" not in out and "# training samples" in out  # the comments are the key docs
 
 
 def test_console_script_and_solve_py_agree_on_errors(tmp_path):
@@ -400,7 +408,8 @@ def test_settings_the_new_problems_cannot_use_are_usage_errors(
 
 
 def test_cdr_runs_with_an_iterative_nonsymmetric_fem_solver(tmp_path):
-    # own prefix: an earlier nonlinear run in this process leaves its -fem_* options in PETSc's database
+    # own prefix: an earlier nonlinear run in this process leaves its -fem_* options in PETSc's
+    # database
     gmres = [
         "fem.prefix=gmres_",
         "fem.petsc_options.ksp_type=gmres",
