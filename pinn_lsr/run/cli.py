@@ -75,7 +75,8 @@ def _explain(exc: HydraException, overrides: list[str]) -> str:
 
 
 def run_directory(cfg: DictConfig, comm: MPI.Comm) -> Path:
-    """The run directory chosen on rank 0 (``hydra.run.dir``), the same on every rank. Collective."""
+    """The run directory chosen on rank 0 (``hydra.run.dir``), the same on every rank.
+    Collective."""
     path = OmegaConf.to_container(cfg.hydra.run, resolve=True)["dir"] if comm.rank == 0 else None
     return Path(comm.bcast(path, root=0)).resolve()
 
