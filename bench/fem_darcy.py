@@ -137,23 +137,27 @@ def main() -> None:
         f"median of {args.repeats} after a warm-up, per-rank maximum -->"
     )
     print(
-        "| s (grid) | dofs | solver | its | assemble 1 rank (ms) | assemble 2 ranks (ms) | solve 1 rank (ms) | solve 2 ranks (ms) | solve speed-up |"
+        "| s (grid) | dofs | solver | its | assemble 1 rank (ms) | assemble 2 ranks (ms) | "
+        "solve 1 rank (ms) | solve 2 ranks (ms) | solve speed-up |"
     )
     print("|---|---|---|---|---|---|---|---|---|")
     for one, two in zip(results[1]["rows"], results[2]["rows"]):
         print(
-            f"| {one['s']} | {one['n_dofs']} | {one['solver']} | {one['iterations']} | {1e3 * one['assemble']:.2f} | "
+            f"| {one['s']} | {one['n_dofs']} | {one['solver']} | {one['iterations']} | "
+            f"{1e3 * one['assemble']:.2f} | "
             f"{1e3 * two['assemble']:.2f} | {1e3 * one['solve']:.2f} | {1e3 * two['solve']:.2f} | "
             f"{one['solve'] / two['solve']:.2f}× |"
         )
     print()
     print(
-        f"| data generation ({args.n_data} Darcy samples, FEM solve + grid evaluation) | 1 rank (samples/s) | 2 ranks (samples/s) | speed-up |"
+        f"| data generation ({args.n_data} Darcy samples, FEM solve + grid evaluation) | "
+        "1 rank (samples/s) | 2 ranks (samples/s) | speed-up |"
     )
     print("|---|---|---|---|")
     for one, two in zip(results[1]["throughput"], results[2]["throughput"]):
         print(
-            f"| s = {one['s']} | {one['samples_per_second']:.0f} | {two['samples_per_second']:.0f} | "
+            f"| s = {one['s']} | {one['samples_per_second']:.0f} | "
+            f"{two['samples_per_second']:.0f} | "
             f"{two['samples_per_second'] / one['samples_per_second']:.2f}× |"
         )
 

@@ -59,10 +59,11 @@ def peaks_data(n_train: int, seed: int = 0):
 
 
 def cdr_data(n_samples: int, seed: int = 0):
-    """Convection–diffusion–reaction ``-κΔu + β·∇u + c u = f`` on the unit square, u = 0 on the boundary,
-    f a Gaussian source at x0. Inputs m ∈ [-1, 1]⁶ -> (log10 κ ∈ [-1.5, -1], β ∈ [-1, 1]², c ∈ [0, 2],
-    x0 ∈ [0.3, 0.7]²); outputs: u at the 7 × 7 sensors (grid nodes 4, 8, ..., 28 of 33). P1 FEM on a
-    32 × 32 mesh (DOLFINx, MUMPS LU), 49 values per sample. Returns (m (n, 6), u (n, 49))."""
+    """Convection–diffusion–reaction ``-κΔu + β·∇u + c u = f`` on the unit square, u = 0 on the
+    boundary, f a Gaussian source at x0. Inputs m ∈ [-1, 1]⁶ -> (log10 κ ∈ [-1.5, -1],
+    β ∈ [-1, 1]², c ∈ [0, 2], x0 ∈ [0.3, 0.7]²); outputs: u at the 7 × 7 sensors (grid nodes
+    4, 8, ..., 28 of 33). P1 FEM on a 32 × 32 mesh (DOLFINx, MUMPS LU), 49 values per sample.
+    Returns (m (n, 6), u (n, 49))."""
     import dolfinx_solver  # noqa: F401  (before dolfinx)
     import ufl
 
@@ -100,7 +101,8 @@ def cdr_data(n_samples: int, seed: int = 0):
 
 
 def digits_data():
-    """scikit-learn's digits (1797 8×8 images), pixels / 16; 80 % train, 20 % validation (stratified)."""
+    """scikit-learn's digits (1797 8×8 images), pixels / 16; 80 % train, 20 % validation
+    (stratified)."""
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
@@ -145,7 +147,8 @@ def run_gradient(
     seed: int,
     eval_every: int = 1,
 ):
-    """Adam or SGD (momentum 0.9) with mini-batches; curve of (WU, seconds, loss) per ``eval_every`` epochs."""
+    """Adam or SGD (momentum 0.9) with mini-batches; curve of (WU, seconds, loss) per
+    ``eval_every`` epochs."""
     params = list(model.parameters())
     opt = (
         torch.optim.Adam(params, lr=lr)
@@ -306,18 +309,22 @@ def regression_experiment(name, x, y, make_model, args, out: Path):
         log(f"{name}: {label}: {[c[-1] for c in curves[label]]}")
 
     print(
-        f"\n### {name}: training MSE; target = best Adam loss {target:.3e} ({adam_label}, {adam_epochs} epochs, "
+        f"\n### {name}: training MSE; target = best Adam loss {target:.3e} "
+        f"({adam_label}, {adam_epochs} epochs, "
         f"{budget:.0f} WU, {adam_curve[-1][1]:.1f} s)\n"
     )
     print(
-        "| method | seeds | final loss (median) | WU to target | s to target | best loss within Adam's WU | WU run | s run |"
+        "| method | seeds | final loss (median) | WU to target | s to target | "
+        "best loss within Adam's WU | WU run | s run |"
     )
     print("|---|---|---|---|---|---|---|---|")
     for label, runs in curves.items():
         reach = [first_reaching(c, target) for c in runs]
         print(
-            f"| {label} | {len(runs)} | {median([c[-1][2] for c in runs]):.3e} | {median([r[0] for r in reach]):.0f} | "
-            f"{median([r[1] for r in reach]):.1f} | {median([best_within(c, budget) for c in runs]):.3e} | "
+            f"| {label} | {len(runs)} | {median([c[-1][2] for c in runs]):.3e} | "
+            f"{median([r[0] for r in reach]):.0f} | "
+            f"{median([r[1] for r in reach]):.1f} | "
+            f"{median([best_within(c, budget) for c in runs]):.3e} | "
             f"{median([c[-1][0] for c in runs]):.0f} | {median([c[-1][1] for c in runs]):.1f} |"
         )
     main_reach = [first_reaching(c, target) for c in curves[main]]
@@ -325,9 +332,12 @@ def regression_experiment(name, x, y, make_model, args, out: Path):
     gain = target / median([best_within(c, budget) for c in curves[main]])
     print(
         f"\nGoals ({main}, median over seeds {args.seeds}): target reached in {wu:.0f} WU = "
-        f"{wu / budget:.3f} of Adam's {budget:.0f} (goal ≤ 0.2: {'met' if wu <= 0.2 * budget else 'NOT met'}) and "
-        f"{seconds:.1f} s = {seconds / adam_curve[-1][1]:.3f} of Adam's {adam_curve[-1][1]:.1f} s (goal ≤ 0.1: "
-        f"{'met' if seconds <= 0.1 * adam_curve[-1][1] else 'NOT met'}); within Adam's WU {gain:.1f}× lower "
+        f"{wu / budget:.3f} of Adam's {budget:.0f} "
+        f"(goal ≤ 0.2: {'met' if wu <= 0.2 * budget else 'NOT met'}) and "
+        f"{seconds:.1f} s = {seconds / adam_curve[-1][1]:.3f} of Adam's "
+        f"{adam_curve[-1][1]:.1f} s (goal ≤ 0.1: "
+        f"{'met' if seconds <= 0.1 * adam_curve[-1][1] else 'NOT met'}); "
+        f"within Adam's WU {gain:.1f}× lower "
         f"(goal ≥ 10: {'met' if gain >= 10 else 'NOT met'})."
     )
     plot(out / f"gnvpro_{name}.png", curves, f"{name}: training MSE")
@@ -388,7 +398,8 @@ def digits_experiment(args, out: Path):
         rows.append((label, runs, accs))
         log(f"digits: {label}: val {accs}")
     print(
-        f"\n### digits: cross-entropy, {len(x)} train / {len(x_val)} validation, MLP 64-32-32-10 tanh, "
+        f"\n### digits: cross-entropy, {len(x)} train / {len(x_val)} validation, "
+        "MLP 64-32-32-10 tanh, "
         f"Adam/SGD {epochs} epochs batch 32, GNvpro {args.digits_gn_iterations} iterations\n"
     )
     print(
@@ -397,14 +408,17 @@ def digits_experiment(args, out: Path):
     print("|---|---|---|---|---|---|---|")
     for label, runs, accs in rows:
         print(
-            f"| {label} | {len(runs)} | {median([c[-1][2] for c in runs]):.3e} | {100 * median(accs):.2f} % | "
-            f"{100 * min(accs):.2f}–{100 * max(accs):.2f} | {median([c[-1][0] for c in runs]):.0f} | "
+            f"| {label} | {len(runs)} | {median([c[-1][2] for c in runs]):.3e} | "
+            f"{100 * median(accs):.2f} % | "
+            f"{100 * min(accs):.2f}–{100 * max(accs):.2f} | "
+            f"{median([c[-1][0] for c in runs]):.0f} | "
             f"{median([c[-1][1] for c in runs]):.1f} |"
         )
     best_baseline = max(median(a) for label, _, a in rows if not label.startswith("GNvpro"))
     best_gn = max(median(a) for label, _, a in rows if label.startswith("GNvpro"))
     print(
-        f"\nGoal: GNvpro validation accuracy {100 * best_gn:.2f} % vs best tuned Adam/SGD {100 * best_baseline:.2f} % "
+        f"\nGoal: GNvpro validation accuracy {100 * best_gn:.2f} % vs best tuned Adam/SGD "
+        f"{100 * best_baseline:.2f} % "
         f"(within one point: {'met' if best_gn >= best_baseline - 0.01 else 'NOT met'})."
     )
     plot(out / "gnvpro_digits.png", curves, "digits: training cross-entropy")
@@ -502,16 +516,19 @@ def darcy_experiment(args, out: Path):
         log(f"darcy: {label}: {rows[-1]}")
     print(
         f"\n### Darcy {s}×{s}: DeepONet (MLP branch 256-64-64-32, trunk 2-64-64-32, gelu, "
-        f"{sum(p.numel() for p in gn.parameters())} parameters), {len(a)} train / {len(a_test)} test, float64; "
+        f"{sum(p.numel() for p in gn.parameters())} parameters), "
+        f"{len(a)} train / {len(a_test)} test, float64; "
         f"then LSR (rank ≤ {args.darcy_rank}, picked on the last 50 training samples)\n"
     )
     print(
-        "| training | WU | s | train rel-L2 | test rel-L2 | LSR rank | train rel-L2 after LSR | test rel-L2 after LSR | LSR s |"
+        "| training | WU | s | train rel-L2 | test rel-L2 | LSR rank | "
+        "train rel-L2 after LSR | test rel-L2 after LSR | LSR s |"
     )
     print("|---|---|---|---|---|---|---|---|---|")
     for label, wu, seconds, before, rank, after, lsr_seconds in rows:
         print(
-            f"| {label} | {wu:.0f} | {seconds:.1f} | {before[0]:.4f} | {before[1]:.4f} | {rank} | {after[0]:.4f} | "
+            f"| {label} | {wu:.0f} | {seconds:.1f} | {before[0]:.4f} | {before[1]:.4f} | "
+            f"{rank} | {after[0]:.4f} | "
             f"{after[1]:.4f} | {lsr_seconds:.1f} |"
         )
     plot(out / "gnvpro_darcy.png", curves, "Darcy DeepONet: training MSE")
@@ -568,7 +585,8 @@ def main() -> None:
     torch.set_num_threads(1)
     commit = git_commit()
     print(
-        f"<!-- bench/gnvpro.py{' --quick' if args.quick else ''}: 1 process, 1 thread, float64, commit {commit}; "
+        f"<!-- bench/gnvpro.py{' --quick' if args.quick else ''}: 1 process, 1 thread, float64, "
+        f"commit {commit}; "
         f"GNvpro medians over seeds {args.seeds} where marked, baselines seed 0 -->"
     )
     start = time.perf_counter()

@@ -32,7 +32,8 @@ from pinn_lsr.train.loop import TrainSettings, train
 
 
 def as_flat_function(model, x):
-    """(θ0, f) with f(θ) = the model's outputs on ``x`` (flattened) for the flat parameter vector θ."""
+    """(θ0, f) with f(θ) = the model's outputs on ``x`` (flattened) for the flat parameter
+    vector θ."""
     names = [n for n, _ in model.named_parameters()]
     shapes = [p.shape for p in model.parameters()]
     theta0 = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
@@ -54,7 +55,8 @@ def as_flat_function(model, x):
 
 
 def plain_recipe(model, x, y, rank, *, seed, chunk=100):
-    """The paper's recipe; returns (delta, seconds by phase). Tangents in chunks of ``chunk`` to fit in memory."""
+    """The paper's recipe; returns (delta, seconds by phase). Tangents in chunks of ``chunk`` to
+    fit in memory."""
     theta0, f = as_flat_function(model, x)
 
     def J_times(T):  # (m, k) -> (n, k), one full pass over the rows
@@ -189,14 +191,18 @@ def main():
         )
 
     print(
-        f"<!-- bench/lsr_fit2d.py: 1 rank, 1 thread, float32 products, MLP 2-[128x6]-1 tanh ({n_params} parameters), "
-        f"{n_train} training points, {args.epochs} Adam epochs ({train_seconds:.0f} s), row fraction "
+        "<!-- bench/lsr_fit2d.py: 1 rank, 1 thread, float32 products, MLP 2-[128x6]-1 tanh "
+        f"({n_params} parameters), "
+        f"{n_train} training points, {args.epochs} Adam epochs ({train_seconds:.0f} s), "
+        "row fraction "
         f"{args.row_fraction}, commit {commit}; one run per rank -->"
     )
     print(f"Test MSE before LSR: {before:.2e}.\n")
     print(
-        "| rank r | rank kept | test MSE pinn_lsr | reduction | s: sketch / projection / SVD / G V + QR / scan | "
-        "pinn_lsr s | test MSE plain | plain s (sketch / proj. / SVD / G V / solve) | speed-up | peak RSS MB |"
+        "| rank r | rank kept | test MSE pinn_lsr | reduction | "
+        "s: sketch / projection / SVD / G V + QR / scan | "
+        "pinn_lsr s | test MSE plain | plain s (sketch / proj. / SVD / G V / solve) | "
+        "speed-up | peak RSS MB |"
     )
     print("|---|---|---|---|---|---|---|---|---|---|")
     for rank, report, ours_seconds, ours_mse, memory, plain_seconds, plain_mse, phases in rows:
@@ -210,8 +216,10 @@ def main():
             for k in ("sketch", "projection", "svd", "gv_pass", "solve")
         )
         print(
-            f"| {rank} | {report.rank} | {ours_mse:.2e} | {before / ours_mse:.0f}× | {ours_phases} | {ours_seconds:.1f} | "
-            f"{plain_mse:.2e} | {plain_seconds:.1f} ({plain_phases}) | {plain_seconds / ours_seconds:.2f}× | {memory:.0f} |"
+            f"| {rank} | {report.rank} | {ours_mse:.2e} | {before / ours_mse:.0f}× | "
+            f"{ours_phases} | {ours_seconds:.1f} | "
+            f"{plain_mse:.2e} | {plain_seconds:.1f} ({plain_phases}) | "
+            f"{plain_seconds / ours_seconds:.2f}× | {memory:.0f} |"
         )
 
 

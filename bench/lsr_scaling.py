@@ -103,7 +103,8 @@ def run(n_ranks: int, n_rows: int, rank: int) -> dict:
     ).stdout
     result = json.loads(next(line for line in out.splitlines() if line.startswith("RESULT "))[7:])
     print(
-        f"# {n_ranks} rank(s), n={n_rows}, r={rank}: {result['seconds']:.1f} s, {result['peak_mb']:.0f} MB",
+        f"# {n_ranks} rank(s), n={n_rows}, r={rank}: {result['seconds']:.1f} s, "
+        f"{result['peak_mb']:.0f} MB",
         file=sys.stderr,
         flush=True,
     )
@@ -129,16 +130,19 @@ def main() -> None:
     big = run(2, args.big_rows, args.big_rank)
     n_params = big["n_params"]
     print(
-        f"<!-- bench/lsr_scaling.py: MLP 2-[64x4]-1 tanh ({n_params} parameters), float32 products, "
+        f"<!-- bench/lsr_scaling.py: MLP 2-[64x4]-1 tanh ({n_params} parameters), "
+        "float32 products, "
         f"1 thread per rank, streaming QR, sketch on a row subsample, commit {commit} -->"
     )
     print(
-        "| rows n | rank r | 1 rank (s) | 2 ranks (s) | speed-up | s per (n·r/10⁶), 2 ranks | peak RSS per rank, 2 ranks (MB) |"
+        "| rows n | rank r | 1 rank (s) | 2 ranks (s) | speed-up | s per (n·r/10⁶), 2 ranks | "
+        "peak RSS per rank, 2 ranks (MB) |"
     )
     print("|---|---|---|---|---|---|---|")
     for (n, r), (one, two) in sorted(results.items()):
         print(
-            f"| {n} | {r} | {one['seconds']:.1f} | {two['seconds']:.1f} | {one['seconds'] / two['seconds']:.2f}× | "
+            f"| {n} | {r} | {one['seconds']:.1f} | {two['seconds']:.1f} | "
+            f"{one['seconds'] / two['seconds']:.2f}× | "
             f"{two['seconds'] / (n * r / 1e6):.3f} | {two['peak_mb']:.0f} |"
         )
     print(

@@ -185,7 +185,8 @@ def main() -> None:
         runs = [run_worker(2, model, seed, epochs[model], lrs[model], args) for seed in args.seeds]
         for r in runs:
             print(
-                f"# {model} seed {r['seed']}: train {r['train_rel_l2']:.4f} test {r['test_rel_l2']:.4f} "
+                f"# {model} seed {r['seed']}: train {r['train_rel_l2']:.4f} "
+                f"test {r['test_rel_l2']:.4f} "
                 f"{r['seconds']:.0f} s",
                 file=sys.stderr,
                 flush=True,
@@ -197,19 +198,24 @@ def main() -> None:
         speed.append((model, one["samples_per_second"], two["samples_per_second"]))
 
     print(
-        f"<!-- bench/train_darcy.py: Darcy 32×32, {args.n_train} train / {args.n_test} test samples, float32, "
-        f"Adam (lr {lrs}) + cosine schedule, batch 20, default model configs, 1 thread per rank, commit {commit}; accuracy runs on 2 ranks, "
+        f"<!-- bench/train_darcy.py: Darcy 32×32, {args.n_train} train / {args.n_test} test "
+        "samples, float32, "
+        f"Adam (lr {lrs}) + cosine schedule, batch 20, default model configs, 1 thread per rank, "
+        f"commit {commit}; accuracy runs on 2 ranks, "
         f"median over seeds {args.seeds} -->"
     )
     print(
-        "| model | real parameters | epochs | train rel-L2 | test rel-L2 (median) | test rel-L2 (min–max) | wall seconds (median) |"
+        "| model | real parameters | epochs | train rel-L2 | test rel-L2 (median) | "
+        "test rel-L2 (min–max) | wall seconds (median) |"
     )
     print("|---|---|---|---|---|---|---|")
     for model, runs in rows:
         tests = [r["test_rel_l2"] for r in runs]
         print(
-            f"| {model} | {runs[0]['n_parameters']} | {epochs[model]} | {median([r['train_rel_l2'] for r in runs]):.4f} | "
-            f"{median(tests):.4f} | {min(tests):.4f}–{max(tests):.4f} | {median([r['seconds'] for r in runs]):.0f} |"
+            f"| {model} | {runs[0]['n_parameters']} | {epochs[model]} | "
+            f"{median([r['train_rel_l2'] for r in runs]):.4f} | "
+            f"{median(tests):.4f} | {min(tests):.4f}–{max(tests):.4f} | "
+            f"{median([r['seconds'] for r in runs]):.0f} |"
         )
     print()
     print("| model | 1 rank (samples/s) | 2 ranks (samples/s) | speed-up |")

@@ -29,7 +29,8 @@ class Darcy:
     symmetric = True
 
     def sample_inputs(self, n_samples: int, size: int, *, seed: int, first: int = 0) -> np.ndarray:
-        """Permeability samples on the grid, shape (n_samples, size, size), values in {low, high}."""
+        """Permeability samples on the grid, shape (n_samples, size, size), values in
+        {low, high}."""
         psi = gaussian_random_field(
             n_samples, size, alpha=self.alpha, tau=self.tau, seed=seed, first=first
         )

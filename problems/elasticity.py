@@ -71,7 +71,8 @@ class Elasticity:
         return 2 * mu * strain + lmbda * ufl.tr(strain) * ufl.Identity(len(u))
 
     def forms(self, u, v, w, x, ds):
-        """``a(u, v) = ∫ σ(u) : ε(v)``, ``L(v) = ∫_{traction_tag} t · v`` (``w`` = E, ``ds`` tagged)."""
+        """``a(u, v) = ∫ σ(u) : ε(v)``, ``L(v) = ∫_{traction_tag} t · v`` (``w`` = E, ``ds``
+        tagged)."""
         traction = ufl.as_vector((self.traction_x, self.traction_y))
         a = ufl.inner(self.stress(u, w), ufl.sym(ufl.grad(v))) * ufl.dx
         return a, ufl.inner(traction, v) * ds(self.traction_tag)

@@ -19,7 +19,8 @@ def lshape_msh() -> Path:
 
 @pytest.fixture(scope="session")
 def darcy_samples():
-    """``make(n, size, seed) -> (a (n, size, size), u (n, size*size))``: Darcy FEM data, float64 tensors."""
+    """``make(n, size, seed) -> (a (n, size, size), u (n, size*size))``: Darcy FEM data, float64
+    tensors."""
     import numpy as np
     import torch
     from mpi4py import MPI

@@ -145,7 +145,8 @@ def test_cdr_operator_is_its_spd_weighting_plus_a_skew_convection():
     instance = pde.instance(cdr.sample_inputs(1, 8, seed=1)[0])
     A, S = dense(instance.A), dense(instance.weight)
     u, v = ufl.TrialFunction(pde.V), ufl.TestFunction(pde.V)
-    convection = dolfinx.fem.petsc.assemble_matrix(  # β·∇u v with β = (6, 3), Dirichlet rows and columns zero
+    # β·∇u v with β = (6, 3), Dirichlet rows and columns zero
+    convection = dolfinx.fem.petsc.assemble_matrix(
         dolfinx.fem.form(ufl.dot(ufl.as_vector((6.0, 3.0)), ufl.grad(u)) * v * ufl.dx),
         bcs=pde.bcs,
         diag=0.0,
@@ -211,7 +212,7 @@ def test_reaction_diffusion_operator_is_spd_and_reaction_lowers_the_solution():
     poisson.destroy()
 
 
-# --- elasticity: a vector-valued problem (components = 2) on the plate with holes -----------------------------
+# --- elasticity: a vector-valued problem (components = 2) on the plate with holes ---------------
 
 PLATE = Path(__file__).parents[1] / "meshes" / "plate_holes.msh"
 
@@ -310,7 +311,8 @@ def test_elasticity_clamp_holds_and_reaction_balances_the_traction():
         grid[:, 0, :], 0.0, atol=1e-14
     )  # grid column x = 0: the clamped edge
     assert grid[0, -1, :].min() > 0  # pulled to the right (t_x = 1 > 0)
-    # equilibrium: the clamp's reaction A u − b (no boundary conditions) balances the traction on x = 2
+    # equilibrium: the clamp's reaction A u − b (no boundary conditions) balances the traction on
+    # x = 2
     free = dolfinx.fem.petsc.assemble_matrix(pde.a)
     free.assemble()
     b = dolfinx.fem.petsc.assemble_vector(pde.L)

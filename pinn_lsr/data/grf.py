@@ -24,7 +24,8 @@ def gaussian_random_field(
     seed: int = 0,
     first: int = 0,
 ) -> np.ndarray:
-    """Samples ``first .. first + n_samples - 1`` of the field, shape (n_samples, size, size), float64.
+    """Samples ``first .. first + n_samples - 1`` of the field, shape (n_samples, size, size),
+    float64.
 
     Sample ``k`` depends only on ``(seed, k)``, so any split of the indices over ranks or
     batches draws the same fields.

@@ -11,7 +11,8 @@ import dolfinx.mesh
 
 @contextmanager
 def xdmf_series(directory: str | Path, name: str, mesh: dolfinx.mesh.Mesh):
-    """Yield an XDMFFile ``directory/name.xdmf`` with ``mesh`` written; call ``write_function(f, t)``.
+    """Yield an XDMFFile ``directory/name.xdmf`` with ``mesh`` written; call
+    ``write_function(f, t)``.
 
     Collective on ``mesh.comm``. The files are written into a temporary folder renamed to
     ``directory`` only when the block completes (an existing ``directory`` is replaced), so an

@@ -36,7 +36,8 @@ class Triangles:
 
 
 def read_triangles(path: str | Path) -> Triangles:
-    """Read ``path`` with meshio and keep its linear triangles, lines and ``gmsh:physical`` tags. Local.
+    """Read ``path`` with meshio and keep its linear triangles, lines and ``gmsh:physical`` tags.
+    Local.
 
     Points are made 2D by dropping z (which must be 0); points no triangle uses are dropped.
 

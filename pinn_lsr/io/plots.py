@@ -143,7 +143,8 @@ def plot_ilsr_history(
 
 
 def plot_gnvpro_history(path: str | Path, history: Sequence[dict], *, title: str = "") -> None:
-    """GNvpro's training loss (MSE) against work units (log scale), rejected steps marked. Written atomically."""
+    """GNvpro's training loss (MSE) against work units (log scale), rejected steps marked.
+    Written atomically."""
     fig = Figure(figsize=(5.5, 3.8))
     ax = fig.subplots()
     ax.semilogy(

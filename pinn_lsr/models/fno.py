@@ -12,8 +12,8 @@ class FNOOperator(nn.Module):
 
     ``forward(a)``: ``a`` (batch, s, s) -> (batch, s*s), grid nodes flattened in C order
     (``k = i * s + j``, as :class:`pinn_lsr.fem.transfer.Grid`); with ``out_channels = c > 1``
-    (a vector field) (batch, c*s*s), the (c, s, s) field flattened in C order. Inputs and outputs are
-    normalised inside the model. The spectral weights are complex: use
+    (a vector field) (batch, c*s*s), the (c, s, s) field flattened in C order. Inputs and outputs
+    are normalised inside the model. The spectral weights are complex: use
     :func:`pinn_lsr.models.parameters.real_parameters` to see them as real pairs.
     """
 
@@ -29,7 +29,8 @@ class FNOOperator(nn.Module):
         super().__init__()
         if modes > grid_size // 2 + 1:
             raise ValueError(
-                f"FNO modes={modes} exceed what a {grid_size}-point grid resolves ({grid_size // 2 + 1})"
+                f"FNO modes={modes} exceed what a {grid_size}-point grid resolves "
+                f"({grid_size // 2 + 1})"
             )
         self.grid_size = grid_size
         self.out_channels = out_channels

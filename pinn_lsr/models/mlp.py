@@ -9,7 +9,8 @@ ACTIVATIONS = {"tanh": nn.Tanh, "gelu": nn.GELU, "relu": nn.ReLU, "silu": nn.SiL
 
 
 def mlp_layers(sizes: list[int], activation: str) -> nn.Sequential:
-    """Affine layers ``sizes[0] -> ... -> sizes[-1]`` with ``activation`` between them (none after the last)."""
+    """Affine layers ``sizes[0] -> ... -> sizes[-1]`` with ``activation`` between them (none
+    after the last)."""
     if activation not in ACTIVATIONS:
         raise ValueError(f"unknown activation {activation!r}; choose one of {sorted(ACTIVATIONS)}")
     layers: list[nn.Module] = []
@@ -48,6 +49,7 @@ class MLP(nn.Module):
         flat = x.reshape(x.shape[0], -1)
         if flat.shape[1] != self.in_features:
             raise ValueError(
-                f"MLP expects {self.in_features} input features per sample, got shape {tuple(x.shape)}"
+                f"MLP expects {self.in_features} input features per sample, "
+                f"got shape {tuple(x.shape)}"
             )
         return self.output_normalizer.decode(self.net(self.input_normalizer.encode(flat)))

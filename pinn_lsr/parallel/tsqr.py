@@ -74,7 +74,8 @@ def tsqr_r(R_local: np.ndarray, comm: MPI.Comm) -> np.ndarray:
 
 
 def tsqr(A_local: np.ndarray, comm: MPI.Comm) -> tuple[np.ndarray, np.ndarray]:
-    """Thin QR of the row-distributed ``A`` (global n × k, n >= k): (Q_local (n_local, k), R (k, k)).
+    """Thin QR of the row-distributed ``A`` (global n × k, n >= k):
+    (Q_local (n_local, k), R (k, k)).
 
     Collective on ``comm``; R is identical on every rank, Q has this rank's rows.
     """

@@ -11,18 +11,21 @@ from pinn_lsr.models.parameters import set_precision
 
 
 def model_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    """The model's parameters and buffers (neuraloperator adds non-tensor ``_metadata``; dropped)."""
+    """The model's parameters and buffers (neuraloperator adds non-tensor ``_metadata``;
+    dropped)."""
     return {name: t for name, t in model.state_dict().items() if isinstance(t, torch.Tensor)}
 
 
 def save_checkpoint(path: str | Path, state: dict) -> None:
-    """Write ``state`` (must hold ``model_spec`` and ``model_state``) with ``torch.save``, atomically. Local."""
+    """Write ``state`` (must hold ``model_spec`` and ``model_state``) with ``torch.save``,
+    atomically. Local."""
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
 
 
 def read_checkpoint(path: str | Path) -> dict:
-    """The checkpoint's dictionary. Raises ValueError naming the file if it is missing or unreadable."""
+    """The checkpoint's dictionary. Raises ValueError naming the file if it is missing or
+    unreadable."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
@@ -36,7 +39,8 @@ def read_checkpoint(path: str | Path) -> dict:
 
 
 def load_model(path: str | Path, *, dtype: torch.dtype | None = None) -> nn.Module:
-    """Rebuild the trained model saved in checkpoint ``path`` (weights and normalisation), in eval mode.
+    """Rebuild the trained model saved in checkpoint ``path`` (weights and normalisation), in
+    eval mode.
 
     This is the entry point for refining a trained model (LSR) in another run or script::
 

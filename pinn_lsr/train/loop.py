@@ -62,7 +62,8 @@ class WorkCounters:
 
 @dataclass
 class TrainResult:
-    """What training did. ``history`` has one entry per epoch: epoch, train_loss, test_rel_l2, lr."""
+    """What training did. ``history`` has one entry per epoch: epoch, train_loss, test_rel_l2,
+    lr."""
 
     history: list[dict] = field(default_factory=list)
     counters: WorkCounters = field(default_factory=WorkCounters)

@@ -4,7 +4,8 @@
 eliminates the final affine layer W (closed form for the squared loss, inner Newton–Krylov for
 cross-entropy) and takes Gauss–Newton steps on the remaining parameters θ (Newman, Ruthotto,
 Hart, van Bloemen Waanders, "Train Like a (Var)Pro", SIAM J. Math. Data Sci. 2021).
-:func:`run_gnvpro` takes a :class:`GNSettings`; :func:`train_gnvpro_on_dataset` is the pipeline's entry.
+:func:`run_gnvpro` takes a :class:`GNSettings`; :func:`train_gnvpro_on_dataset` is the
+pipeline's entry.
 """
 
 from pinn_lsr.vpro.api import (

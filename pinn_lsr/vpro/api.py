@@ -151,7 +151,8 @@ def run_gnvpro(
     points=None,
     variable_projection=True,
 ) -> GNResult:
-    """:func:`train_gnvpro` with a settings object, returning the whole :class:`GNResult`. Collective."""
+    """:func:`train_gnvpro` with a settings object, returning the whole :class:`GNResult`.
+    Collective."""
     problem = build_problem(
         model,
         x,

@@ -1,4 +1,5 @@
-"""Cross-entropy (softmax) loss with the final affine layer eliminated by an inner Newton–Krylov solve.
+"""Cross-entropy (softmax) loss with the final affine layer eliminated by an inner
+Newton–Krylov solve.
 
 With ``A = scale · [Z(θ), 1]`` (rows: this rank's samples), logits ``O = A Wᵀ`` (n, C),
 probabilities ``S = softmax(O)`` and one-hot labels ``Y``,
@@ -35,7 +36,8 @@ class CrossEntropyPoint(Point):
         self.A = A  # (n_local, p + 1)
         self.S = S  # (n_local, C) softmax probabilities
         self.Wt = Wt  # (p + 1, C)
-        self.cholesky = cholesky  # lower factor of H_W, ((p + 1)·C, (p + 1)·C), vec in row-major (p + 1, C) order
+        # lower factor of H_W, ((p + 1)·C, (p + 1)·C), vec in row-major (p + 1, C) order
+        self.cholesky = cholesky
 
 
 def softmax_curvature(S: torch.Tensor, X: torch.Tensor) -> torch.Tensor:
@@ -93,7 +95,8 @@ class CrossEntropyProblem(ReducedProblem):
         return self.allreduce(A.T @ softmax_curvature(S, A @ V)) / self.n_samples + self.alpha_W * V
 
     def solve_weights(self, A: torch.Tensor, Wt: torch.Tensor) -> tuple[torch.Tensor, dict]:
-        """Newton–CG on W from ``Wt`` (p + 1, C): (W(θ)ᵀ, facts: iterations, gradient norm, converged)."""
+        """Newton–CG on W from ``Wt`` (p + 1, C): (W(θ)ᵀ, facts: iterations, gradient norm,
+        converged)."""
         data, S, penalty = self._objective_W(A, Wt)
         iterations = 0
         for iterations in range(self.inner["max_iterations"] + 1):

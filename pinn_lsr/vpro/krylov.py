@@ -34,11 +34,14 @@ def steihaug_cg(
     """CG on ``B s = −g`` from s = 0, stopped when
 
     * ``converged``: ‖B s + g‖ ≤ rtol · ‖g‖;
-    * ``boundary``: the next iterate would leave the ball ‖s‖ ≤ radius (the step is cut at the sphere);
-    * ``curvature``: pᵀBp ≤ 0 along a direction p (step to the sphere along p, or s kept when radius is infinite);
+    * ``boundary``: the next iterate would leave the ball ‖s‖ ≤ radius (the step is cut at the
+      sphere);
+    * ``curvature``: pᵀBp ≤ 0 along a direction p (step to the sphere along p, or s kept when
+      radius is infinite);
     * ``max_iterations``: after ``max_iterations`` products.
 
-    Every iterate decreases q, so any stopping point is a descent step. Local apart from ``apply_B``.
+    Every iterate decreases q, so any stopping point is a descent step. Local apart from
+    ``apply_B``.
     """
     s = torch.zeros_like(g)
     Bs = torch.zeros_like(g)

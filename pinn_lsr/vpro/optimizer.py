@@ -5,8 +5,9 @@ Each outer iteration takes the gradient g of Φ, solves the Gauss–Newton model
 (:func:`~pinn_lsr.vpro.krylov.steihaug_cg`, at most ``krylov_max_iterations`` products, relative
 tolerance ``krylov_rtol``) and globalises by one of
 
-* ``trust_region``: Steihaug–Toint CG in the ball ``‖s‖ ≤ Δ``; ratio ρ = (Φ(θ) − Φ(θ + s)) / (−q(s));
-  accept when ρ > ``eta_accept`` (1e-4); Δ ← ``shrink``·min(Δ, ‖s‖) when ρ < ``eta_shrink`` (0.1);
+* ``trust_region``: Steihaug–Toint CG in the ball ``‖s‖ ≤ Δ``;
+  ratio ρ = (Φ(θ) − Φ(θ + s)) / (−q(s)); accept when ρ > ``eta_accept`` (1e-4);
+  Δ ← ``shrink``·min(Δ, ‖s‖) when ρ < ``eta_shrink`` (0.1);
   Δ ← ``expand``·Δ when ρ > ``eta_expand`` (0.75) and the step reached the boundary (the
   thresholds and factors of Newman et al. 2021);
 * ``levenberg_marquardt`` (default): the same trust region in its damping form: CG on
@@ -90,7 +91,8 @@ class GNSettings:
 
 @dataclass(frozen=True)
 class GNResult:
-    """What GNvpro did. ``history``: one dict per iteration (0 is the start), see :func:`minimize`."""
+    """What GNvpro did. ``history``: one dict per iteration (0 is the start), see
+    :func:`minimize`."""
 
     theta: torch.Tensor  # (m,) best iterate
     W: torch.Tensor  # (n_outputs, n_features + 1), W(θ) on all data
@@ -127,7 +129,8 @@ def minimize(problem: ReducedProblem, theta0: torch.Tensor, settings: GNSettings
             raise ValueError(f"{name} must be between 1 and {problem.n_samples}, got {size}")
     if settings.batch_size is not None and settings.curvature_batch_size is not None:
         raise ValueError(
-            "choose batch_size (mini-batch variant) or curvature_batch_size (subsampled products), not both"
+            "choose batch_size (mini-batch variant) or curvature_batch_size "
+            "(subsampled products), not both"
         )
     comm = problem.comm
     clock = _Clock(comm)
@@ -338,7 +341,8 @@ def _uncounted(problem: ReducedProblem, theta: torch.Tensor, start: Point) -> Po
 def _draw(
     seed: int, iteration: int, size: int, problem: ReducedProblem, offset: int
 ) -> torch.Tensor:
-    """This rank's local indices of a random draw of ``size`` of all samples (same draw on every rank)."""
+    """This rank's local indices of a random draw of ``size`` of all samples (same draw on every
+    rank)."""
     chosen = np.sort(
         np.random.default_rng([seed, iteration]).choice(problem.n_samples, size, replace=False)
     )
@@ -364,7 +368,8 @@ def _record(iteration, point, gradient_norm, problem, clock, facts) -> dict:
 
 
 class _Clock:
-    """Wall seconds since creation, slowest rank, with paused intervals excluded. Collective reads."""
+    """Wall seconds since creation, slowest rank, with paused intervals excluded. Collective
+    reads."""
 
     def __init__(self, comm: MPI.Comm):
         self.comm = comm

@@ -82,7 +82,8 @@ class ReducedProblem:
         )
         if self.theta_ref.shape != theta0.shape:
             raise ValueError(
-                f"theta_ref must have shape {tuple(theta0.shape)}, got {tuple(self.theta_ref.shape)}"
+                f"theta_ref must have shape {tuple(theta0.shape)}, "
+                f"got {tuple(self.theta_ref.shape)}"
             )
         self.comm = comm
         self.work = work
@@ -123,7 +124,8 @@ class ReducedProblem:
         raise NotImplementedError
 
     def gn_product(self, point: Point, v: torch.Tensor) -> torch.Tensor:
-        """(J_redᵀ C J_red + α_θ I) v for v (m,): the Gauss–Newton matrix of Φ at the point. 2 work units."""
+        """(J_redᵀ C J_red + α_θ I) v for v (m,): the Gauss–Newton matrix of Φ at the point.
+        2 work units."""
         raise NotImplementedError
 
     def write(self, point: Point) -> None:

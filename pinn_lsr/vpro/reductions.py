@@ -19,5 +19,6 @@ def allreduce_sum(tensor: torch.Tensor, comm: MPI.Comm) -> torch.Tensor:
 
 
 def sample_offset(n_local: int, comm: MPI.Comm) -> int:
-    """Global index of this rank's first sample when samples are numbered rank by rank. Collective."""
+    """Global index of this rank's first sample when samples are numbered rank by rank.
+    Collective."""
     return int(comm.exscan(n_local) or 0) if comm.size > 1 else 0

@@ -8,8 +8,9 @@ with its bias in the last column. ``scale`` and ``shift`` are the model's output
 * :class:`~pinn_lsr.models.mlp.MLP`: ``W`` is the last ``nn.Linear`` of ``model.net``;
 * ``nn.Sequential`` ending in ``nn.Linear``;
 * :class:`~pinn_lsr.models.deeponet.DeepONet`: ``u(a)(x) = Σ_k w_k b_k(a) t_k(x) + b_0``, the
-  combination weights ``w`` over the latent features plus the bias ``b_0`` form ``W`` (1, latent + 1);
-  the features of a row (sample, point) are ``b_k(a) t_k(x)``. The model itself has ``w = 1``;
+  combination weights ``w`` over the latent features plus the bias ``b_0`` form ``W``
+  (1, latent + 1); the features of a row (sample, point) are ``b_k(a) t_k(x)``. The model
+  itself has ``w = 1``;
   :meth:`SeparableModel.write` folds ``w`` into the branch net's last linear layer.
 """
 
@@ -61,7 +62,8 @@ class FlatParameters:
 
 
 class FeatureLinearization:
-    """Features at θ and products with their Jacobian ``J_Z = ∂vec(Z)/∂θ``. Local (this rank's rows).
+    """Features at θ and products with their Jacobian ``J_Z = ∂vec(Z)/∂θ``. Local (this rank's
+    rows).
 
     The forward graph is kept: ``vjp`` is one backward pass through it; ``jvp`` differentiates
     the backward pass once more (the double-vjp identity J v = ∂/∂u ⟨J_Zᵀ u, v⟩), a graph
@@ -194,7 +196,8 @@ class _DeepONetFeatures(nn.Module):
 
 
 class DeepONetSeparable(SeparableModel):
-    """DeepONet with W = (combination weights over the latent features, bias), rows (sample, point)."""
+    """DeepONet with W = (combination weights over the latent features, bias), rows (sample,
+    point)."""
 
     def __init__(self, model: DeepONet, points: torch.Tensor | None = None):
         self.model = model
@@ -239,7 +242,8 @@ def _last_linear(module: nn.Module) -> nn.Linear:
 
 
 def as_separable(model: nn.Module, *, points: torch.Tensor | None = None) -> SeparableModel:
-    """The separable view of ``model`` (shares its parameters: :meth:`SeparableModel.write` changes it).
+    """The separable view of ``model`` (shares its parameters: :meth:`SeparableModel.write`
+    changes it).
 
     Args:
         model: an MLP, a DeepONet, or an ``nn.Sequential`` whose last module is ``nn.Linear``.
@@ -252,7 +256,8 @@ def as_separable(model: nn.Module, *, points: torch.Tensor | None = None) -> Sep
     if isinstance(model, DeepONet):
         if model.out_channels != 1:
             raise ValueError(
-                f"GNvpro supports DeepONets with one output channel, got out_channels={model.out_channels}"
+                "GNvpro supports DeepONets with one output channel, "
+                f"got out_channels={model.out_channels}"
                 " (a vector problem: use model=mlp)"
             )
         return DeepONetSeparable(model, points)

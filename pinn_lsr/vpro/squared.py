@@ -85,7 +85,8 @@ class SquaredProblem(ReducedProblem):
         )
 
     def _pull(self, point: SquaredPoint, G_A: torch.Tensor) -> torch.Tensor:
-        """θ-gradient (m,), summed over ranks, of ⟨G_A, dA⟩ for a cotangent G_A (n_rows_local, p + 1)."""
+        """θ-gradient (m,), summed over ranks, of ⟨G_A, dA⟩ for a cotangent G_A
+        (n_rows_local, p + 1)."""
         return self.allreduce(point.linearization.vjp(self.row_scale * G_A[:, :-1]))
 
     def gradient(self, point: SquaredPoint) -> torch.Tensor:
@@ -106,7 +107,8 @@ class SquaredProblem(ReducedProblem):
         return dA @ point.Wt + point.A @ dWt, np.sqrt(self.alpha_W) * dWt
 
     def reduced_vjp(self, point: SquaredPoint, U: torch.Tensor, V: torch.Tensor) -> torch.Tensor:
-        """J_redᵀ (U, V) for U (n_rows_local, q), V (p + 1, q): (m,), summed over ranks. Collective."""
+        """J_redᵀ (U, V) for U (n_rows_local, q), V (p + 1, q): (m,), summed over ranks.
+        Collective."""
         M = self._H_inverse(point.R11, self.allreduce(point.A.T @ U) + np.sqrt(self.alpha_W) * V)
         G_A = U @ point.Wt.T - point.E @ M.T - point.A @ (M @ point.Wt.T)
         return self._pull(point, G_A)

@@ -1,4 +1,5 @@
-"""Meshes under 2 ranks: Dirichlet facet tags, .vtu / converted XDMF reading, CLI runs on meshes/."""
+"""Meshes under 2 ranks: Dirichlet facet tags, .vtu / converted XDMF reading, CLI runs on
+meshes/."""
 
 import json
 from pathlib import Path

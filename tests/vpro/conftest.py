@@ -8,7 +8,8 @@ from pinn_lsr.models.mlp import MLP
 
 @pytest.fixture
 def regression():
-    """``make(n, out_features) -> (model, x (n, 2), y (n, out_features))``, float64, normalisers fitted."""
+    """``make(n, out_features) -> (model, x (n, 2), y (n, out_features))``, float64, normalisers
+    fitted."""
 
     def make(n: int = 60, out_features: int = 2):
         torch.manual_seed(0)
