@@ -16,8 +16,8 @@ column signs and round-off), with the memory of the arrays that are truly needed
   against three n × k float64 copies (TSQR), Ω, Bt and two m × k float64 arrays in the plain
   recipe.
 
-Each column block of the sketch and of the projection can be checkpointed
-(:class:`pinn_lsr.lsr.checkpoint.CheckpointStore`) and shows on a progress bar.
+Each column block of the sketch and of the projection can be saved for a restart
+(:class:`pinn_lsr.lsr.restart.RestartStore`) and shows on a progress bar.
 """
 
 import time
@@ -28,7 +28,7 @@ import torch
 from mpi4py import MPI
 from tqdm import tqdm
 
-from pinn_lsr.lsr.checkpoint import CheckpointStore
+from pinn_lsr.lsr.restart import RestartStore
 from pinn_lsr.lsr.residual import DataResidual
 from pinn_lsr.lsr.subspace import Subspace, allreduce_, random_matrix
 from pinn_lsr.parallel.tsqr import tsqr
@@ -46,7 +46,7 @@ def gram(A: torch.Tensor, rows: int = GRAM_ROWS) -> np.ndarray:
 
 
 def fill_columns(
-    out: torch.Tensor, compute, *, name: str, block: int, store: CheckpointStore | None, bar: tqdm
+    out: torch.Tensor, compute, *, name: str, block: int, store: RestartStore | None, bar: tqdm
 ) -> torch.Tensor:
     """``out[:, cols] = compute(cols)`` for column blocks of ``block``; each block is read from /
     written to ``store`` under ``name`` when a store is given. Collective when ``compute`` is."""
@@ -70,7 +70,8 @@ def _row_sum(local: np.ndarray, comm: MPI.Comm | None) -> np.ndarray:
 
 
 def _project_out(A: torch.Tensor, cols: slice, comm: MPI.Comm | None) -> np.ndarray:
-    """``A[:, cols] -= Q Qᵀ A[:, cols]`` with Q = A[:, :cols.start] (orthonormal); returns Qᵀ A[:, cols]."""
+    """``A[:, cols] -= Q Qᵀ A[:, cols]`` with Q = A[:, :cols.start] (orthonormal); returns
+    Qᵀ A[:, cols]."""
     C = np.zeros((cols.start, cols.stop - cols.start))
     for first in range(0, A.shape[0], GRAM_ROWS):
         rows = slice(first, first + GRAM_ROWS)
@@ -116,7 +117,7 @@ def lean_randomized_subspace(
     scaled: bool = True,
     seed: int = 0,
     block_columns: int = 256,
-    store: CheckpointStore | None = None,
+    store: RestartStore | None = None,
     progress: bool = False,
 ) -> Subspace:
     """The randomized subspace of rank ``rank`` for ``G`` with lean memory. Collective on ``comm``.
@@ -206,7 +207,7 @@ def _project(
     *,
     name: str,
     block: int,
-    store: CheckpointStore | None,
+    store: RestartStore | None,
     quiet: bool,
 ) -> torch.Tensor:
     """``Gᵀ Y`` (m, k) summed over ranks, block of columns by block. Collective."""

@@ -4,15 +4,18 @@ Every solver here produces the R factor of the augmented matrix ``[G V | f]``,
 ``[[R, z], [0, ρ]]`` with ``z = Qᵀ f``: then ``c = -R⁻¹ z`` and the residual norm is
 ``sqrt(ρ² + ||z_{r'..}||²)``. Because Householder QR is nested, the leading ``r' × r'`` block of
 ``R`` is the R factor of the first ``r'`` columns, so one factorisation gives the solution for
-every rank ``r' ≤ r`` (the scan of :mod:`pinn_lsr.lsr.refine`).
+every rank ``r' ≤ r`` (the scan of :mod:`pinn_lsr.lsr.scan`).
 """
 
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import scipy.linalg
 from mpi4py import MPI
+from tqdm import tqdm
 
 from pinn_lsr.parallel.tsqr import StreamingQR, tsqr_r
 
@@ -77,7 +80,8 @@ def _from_augmented_r(R_aug: np.ndarray, r: int, n_rows: int) -> ReducedSolution
 
 
 def solve_dense(GV: np.ndarray, f: np.ndarray, comm: MPI.Comm = MPI.COMM_WORLD) -> ReducedSolution:
-    """From the whole local block G V (n_local, r) and f (n_local,): local QR, then TSQR. Collective."""
+    """From the whole local block G V (n_local, r) and f (n_local,): local QR, then TSQR.
+    Collective."""
     augmented = np.column_stack([np.asarray(GV, dtype=np.float64), np.asarray(f, dtype=np.float64)])
     if not np.all(np.isfinite(augmented)):
         raise FloatingPointError("G V or f contains NaN or infinite values")
@@ -157,20 +161,68 @@ def finish(
     return _from_augmented_r(R, rank, n_rows)
 
 
+class PieceStore(Protocol):
+    """Where a long reduction keeps its accumulator (:class:`pinn_lsr.lsr.restart.RestartStore`)."""
+
+    def load(self, name: str) -> dict | None: ...
+
+    def save(self, name: str, value: dict) -> None: ...
+
+
 def solve_streaming(
-    blocks: Iterable[tuple[np.ndarray, np.ndarray]],
+    blocks: Iterable[tuple] | Callable[[int], Iterable[tuple]],
     rank: int,
     comm: MPI.Comm = MPI.COMM_WORLD,
     *,
     reduction: str = "qr",
+    store: PieceStore | None = None,
+    restart_seconds: float = 300.0,
+    progress: bool = False,
+    n_rows: int | None = None,
 ) -> ReducedSolution:
-    """From row blocks ``(GV_block (rows, r), f_block (rows,))``: memory O(r² + block·r), never
-    holding G V whole; each rank streams its rows, then the ranks' factors are combined. Collective."""
+    """Accumulate this rank's row blocks of ``[G V | f]`` (memory O(r² + block·r), never holding
+    G V whole), then combine the ranks' factors. Collective.
+
+    Args:
+        blocks: ``(GV_block (rows, r), f_block (rows,))`` pairs (NumPy arrays or CPU tensors of
+            any float dtype, cast to float64 here); or a function of the number of rows already
+            accumulated (0, or the count restored from ``store``) that returns the pairs of the
+            rows after them.
+        rank: r, the columns of G V.
+        reduction: ``qr`` (Householder) or ``gram`` (normal equations), see :func:`accumulator`.
+        store: where the accumulator is saved every ``restart_seconds`` and, when present,
+            restored from (``blocks`` must then be a function).
+        progress: a progress bar over this rank's ``n_rows`` rows (rank 0).
+
+    Raises:
+        ValueError: a restored accumulator with ``blocks`` that cannot skip rows.
+    """
     stream = accumulator(reduction, rank + 1)
-    for GV_block, f_block in blocks:
-        stream.add(
-            np.column_stack(
-                [np.asarray(GV_block, dtype=np.float64), np.asarray(f_block, dtype=np.float64)]
-            )
-        )
+    done = 0
+    saved = store.load("reduction") if store is not None else None
+    if saved is not None:
+        stream.restore(saved)
+        done = int(saved["rows"])
+    if callable(blocks):
+        blocks = blocks(done)
+    elif done:
+        raise ValueError("resuming a reduction needs blocks as a function of the rows done")
+    last_save = time.perf_counter()
+    with tqdm(
+        total=n_rows,
+        initial=done,
+        desc="LSR reduced problem [G·V | f]",
+        unit="row",
+        disable=not progress or comm.rank != 0,
+    ) as bar:
+        for GV_block, f_block in blocks:
+            block = np.empty((len(GV_block), GV_block.shape[1] + 1))  # float64, one copy
+            block[:, :-1], block[:, -1] = GV_block, f_block
+            del GV_block, f_block
+            stream.add(block)
+            done += len(block)
+            bar.update(len(block))
+            if store is not None and time.perf_counter() - last_save > restart_seconds:
+                store.save("reduction", {**stream.state(), "rows": done})
+                last_save = time.perf_counter()
     return finish(stream, rank, comm)

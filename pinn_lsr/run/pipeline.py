@@ -35,7 +35,7 @@ from pinn_lsr.fem.mesh import Domain, read_mesh, unit_square
 from pinn_lsr.fem.transfer import grid_to_dofs_local
 from pinn_lsr.io.fields import xdmf_series
 from pinn_lsr.io.plots import plot_fields
-from pinn_lsr.run.stages import write_metrics
+from pinn_lsr.run.stages import lsr_settings, write_metrics
 
 log = logging.getLogger(__name__)
 
@@ -97,58 +97,9 @@ def _validate(cfg: DictConfig) -> None:
 
 
 def _validate_lsr(cfg: DictConfig) -> None:
-    from pinn_lsr.lsr.reduced import REDUCTIONS
-    from pinn_lsr.lsr.refine import ENGINES, SOLVERS, SUBSPACES
-    from pinn_lsr.lsr.subspace import DISTRIBUTIONS
-
     if cfg.get("model") is None and cfg.checkpoint is None:
         raise ValueError("method=lsr needs a model: choose model=... or checkpoint=PATH")
-    budgets = ("memory_budget_gb", "time_budget_minutes")
-    for key in budgets:
-        value = cfg.method.get(key)
-        if value is not None and (
-            isinstance(value, bool) or not isinstance(value, int | float) or value <= 0
-        ):
-            raise ValueError(f"method.{key} must be a positive number or null, got {value!r}")
-    if cfg.method.rank is not None or all(cfg.method.get(key) is None for key in budgets):
-        require_int(cfg, "method.rank", minimum=1)
-    require_int(cfg, "method.block_columns", minimum=1)
-    require_int(cfg, "method.oversampling", minimum=0)
-    require_int(cfg, "method.power_iterations", minimum=0)
-    if cfg.method.chunk_samples != "auto":
-        require_int(cfg, "method.chunk_samples", minimum=1)
-    if cfg.method.row_fraction is not None and not 0 < cfg.method.row_fraction <= 1:
-        raise ValueError(
-            f"method.row_fraction must be in (0, 1] or null, got {cfg.method.row_fraction}"
-        )
-    patience = cfg.method.krylov_patience
-    if patience is not None and (
-        isinstance(patience, bool) or not isinstance(patience, int | float) or patience < 1
-    ):
-        raise ValueError(f"method.krylov_patience must be a number >= 1 or null, got {patience!r}")
-    if not 0 < cfg.method.validation_fraction < 1:
-        raise ValueError(
-            f"method.validation_fraction must be in (0, 1), got {cfg.method.validation_fraction}"
-        )
-    for key, choices in (
-        ("solver", SOLVERS),
-        ("subspace", SUBSPACES),
-        ("distribution", DISTRIBUTIONS),
-        ("engine", ENGINES),
-        ("reduction", REDUCTIONS),
-    ):
-        if cfg.method[key] not in choices:
-            raise ValueError(f"method.{key} must be one of {choices}, got {cfg.method[key]!r}")
-    if cfg.method.checkpoint is not None and (
-        cfg.method.engine != "lean" or cfg.method.subspace != "randomized"
-    ):
-        raise ValueError(
-            "method.checkpoint needs method.engine=lean and method.subspace=randomized"
-        )
-    if cfg.method.subspace == "random" and any(cfg.method.get(key) is not None for key in budgets):
-        raise ValueError(
-            "budgets are predicted for method.subspace=randomized or krylov, not random"
-        )
+    lsr_settings(cfg)  # the rules of pinn_lsr.lsr.settings.LSRSettings, keys named method.<key>
 
 
 def _validate_training(cfg: DictConfig) -> None:

@@ -41,7 +41,8 @@ def build_configured_model(cfg: DictConfig) -> torch.nn.Module:
     if problem.kind == "function":
         if cfg.model.name != "mlp":
             raise ValueError(
-                f"problem={cfg.problem.name} fits a function of (x, y): use model=mlp, not {cfg.model.name}"
+                f"problem={cfg.problem.name} fits a function of (x, y): use model=mlp, "
+                f"not {cfg.model.name}"
             )
         kwargs.update(in_features=2, out_features=1)
     elif cfg.model.name == "mlp":
@@ -69,7 +70,8 @@ def share(data: Data, comm: MPI.Comm) -> Data:
 
 
 def summary(predict: Callable, data: Data, comm: MPI.Comm, prefix: str) -> dict:
-    """``{prefix_mse, prefix_rel_l2, prefix_global_rel_l2}`` of ``predict`` on ``data``. Collective."""
+    """``{prefix_mse, prefix_rel_l2, prefix_global_rel_l2}`` of ``predict`` on ``data``.
+    Collective."""
     return {f"{prefix}_{k}": v for k, v in error_summary(predict, *share(data, comm), comm).items()}
 
 
@@ -81,7 +83,8 @@ def fit_model(
     run_dir: Path,
     comm: MPI.Comm,
 ) -> tuple[torch.nn.Module, dict]:
-    """Train ``build()`` as ``cfg.train`` says, or load ``cfg.checkpoint``; return (model, metrics). Collective.
+    """Train ``build()`` as ``cfg.train`` says, or load ``cfg.checkpoint``; return (model,
+    metrics). Collective.
 
     ``train_data``/``test_data`` are float64 tensors, cast to the model's dtype here.
     """
@@ -163,8 +166,9 @@ def fit_model(
 
 
 def gnvpro_settings(cfg: DictConfig):
-    """The :class:`~pinn_lsr.vpro.GNSettings` of ``cfg.method`` (squared loss, seeded by ``cfg.seed``);
-    a ``curvature_batch_size`` or ``batch_size`` in (0, 1) is a fraction of ``data.n_train``.
+    """The :class:`~pinn_lsr.vpro.GNSettings` of ``cfg.method`` (squared loss, seeded by
+    ``cfg.seed``); a ``curvature_batch_size`` or ``batch_size`` in (0, 1) is a fraction of
+    ``data.n_train``.
 
     Raises:
         TypeError: a key that is not a GNSettings field.
@@ -193,7 +197,8 @@ def validate_gnvpro(cfg: DictConfig) -> None:
         return
     if cfg.checkpoint is not None:
         raise ValueError(
-            "method=gnvpro trains a new model; to use checkpoint=PATH choose method=none or method=lsr"
+            "method=gnvpro trains a new model; to use checkpoint=PATH choose method=none or "
+            "method=lsr"
         )
     if cfg.get("model") is None:
         raise ValueError("method=gnvpro needs a model to train: choose model=deeponet or model=mlp")
@@ -207,7 +212,8 @@ def validate_gnvpro(cfg: DictConfig) -> None:
         ) from None
     if settings.loss != "squared":
         raise ValueError(
-            f"method=gnvpro fits the data with the squared loss only, got method.loss={settings.loss!r}"
+            "method=gnvpro fits the data with the squared loss only, "
+            f"got method.loss={settings.loss!r}"
         )
     if settings.globalization not in GLOBALIZATIONS:
         raise ValueError(
@@ -234,8 +240,9 @@ def validate_gnvpro(cfg: DictConfig) -> None:
         as_separable(model)
     except (ValueError, TypeError) as exc:
         raise ValueError(
-            f"method=gnvpro cannot train model={cfg.model.name}: GNvpro eliminates the network's final "
-            f"affine layer, which model=deeponet and model=mlp have; choose one of them ({exc})"
+            f"method=gnvpro cannot train model={cfg.model.name}: GNvpro eliminates the network's "
+            "final affine layer, which model=deeponet and model=mlp have; "
+            f"choose one of them ({exc})"
         ) from None
 
 
@@ -312,6 +319,20 @@ def train_gnvpro(
     return model, metrics
 
 
+def lsr_settings(cfg: DictConfig):
+    """The :class:`~pinn_lsr.lsr.settings.LSRSettings` of ``cfg.method`` (without its ``name``),
+    seeded by ``cfg.seed``. Local.
+
+    Raises:
+        ValueError: an unknown key or a bad value; the message names it as ``method.<key>``.
+    """
+    from pinn_lsr.lsr.settings import LSRSettings
+
+    options = {k: v for k, v in OmegaConf.to_container(cfg.method).items() if k != "name"}
+    settings = LSRSettings.from_mapping(options, prefix="method.")
+    return dataclasses.replace(settings, seed=int(cfg.seed))
+
+
 def refine_model(
     cfg: DictConfig,
     model: torch.nn.Module,
@@ -324,26 +345,21 @@ def refine_model(
     last ``cfg.method.validation_fraction`` of them; return (metrics, refined model). Collective."""
     from pinn_lsr.lsr.refine import refine
 
+    settings = lsr_settings(cfg)
     dtype = next(model.parameters()).dtype
     n = len(train_data[0])
-    n_fit = int(round(n * (1 - cfg.method.validation_fraction)))
+    n_fit = int(round(n * (1 - settings.validation_fraction)))
     fit = (train_data[0][:n_fit].to(dtype), train_data[1][:n_fit].to(dtype))
     held_out = (train_data[0][n_fit:].to(dtype), train_data[1][n_fit:].to(dtype))
     test = (test_data[0].to(dtype), test_data[1].to(dtype)) if test_data is not None else None
-    options = {
-        k: v
-        for k, v in OmegaConf.to_container(cfg.method).items()
-        if k not in ("name", "validation_fraction")
-    }
     refined, report = refine(
         model,
         *share(fit, comm),
+        settings,
         validation=share(held_out, comm),
         evaluate={"test": share(test, comm)} if test is not None else None,
         progress=bool(cfg.output.progress),
-        seed=int(cfg.seed),
         comm=comm,
-        **options,
     )
     metrics = {
         "rank": report.rank,
@@ -373,8 +389,8 @@ def refine_model(
         committed = refined.committed()
         metrics.update(summary(lambda x: committed(x), test, comm, "committed_test"))
     log.info(
-        "LSR rank %d: test rel-L2 %.3e per sample, %.3e over all values, MSE %.3e (linear predictor); "
-        "MSE %.3e (committed weights)",
+        "LSR rank %d: test rel-L2 %.3e per sample, %.3e over all values, MSE %.3e "
+        "(linear predictor); MSE %.3e (committed weights)",
         report.rank,
         metrics.get("test_rel_l2", float("nan")),
         metrics.get("test_global_rel_l2", float("nan")),
@@ -387,6 +403,6 @@ def refine_model(
             run_dir / "lsr_rank.png",
             report.scan,
             chosen=report.rank,
-            suffix="_rel_l2" if cfg.method.relative else "_objective",
+            suffix="_rel_l2" if settings.relative else "_objective",
         )
     return metrics, refined

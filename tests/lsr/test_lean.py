@@ -1,4 +1,5 @@
-"""The lean engine against the plain recipe, its building blocks, and resume after an interruption."""
+"""The lean engine against the plain recipe, its building blocks, and resume after an
+interruption."""
 
 import numpy as np
 import pytest
@@ -120,7 +121,7 @@ def interrupt_on_call(monkeypatch, owner, name: str, call: int) -> None:
 
 
 @pytest.mark.parametrize("where", ["projection", "reduction"])
-def test_an_interrupted_run_resumes_from_its_checkpoint_with_the_same_result(
+def test_an_interrupted_run_resumes_from_its_restart_dir_with_the_same_result(
     trained_float32, tmp_path, monkeypatch, where
 ):
     model, x, y = trained_float32
@@ -132,17 +133,17 @@ def test_an_interrupted_run_resumes_from_its_checkpoint_with_the_same_result(
     )
     interrupt_on_call(monkeypatch, target, name, call)
     with pytest.raises(Interrupted):
-        refine(model, x, y, checkpoint=tmp_path, checkpoint_seconds=0, **options)
+        refine(model, x, y, restart_dir=tmp_path, restart_seconds=0, **options)
     monkeypatch.undo()
     saved = sorted(p.stem for p in (tmp_path / "rank0of1").glob("*.pt"))
     assert "sketch_0" in saved and ("reduction" in saved) == (where == "reduction")
 
-    resumed, _ = refine(model, x, y, checkpoint=tmp_path, checkpoint_seconds=0, **options)
+    resumed, _ = refine(model, x, y, restart_dir=tmp_path, restart_seconds=0, **options)
     torch.testing.assert_close(resumed.delta, reference.delta, rtol=1e-5, atol=1e-6)
 
 
-def test_a_checkpoint_of_another_run_is_refused(trained_float32, tmp_path):
+def test_a_restart_dir_of_another_run_is_refused(trained_float32, tmp_path):
     model, x, y = trained_float32
-    refine(model, x, y, rank=10, relative=False, checkpoint=tmp_path, comm=COMM)
+    refine(model, x, y, rank=10, relative=False, restart_dir=tmp_path, comm=COMM)
     with pytest.raises(ValueError, match="different refinement"):
-        refine(model, x, y, rank=12, relative=False, checkpoint=tmp_path, comm=COMM)
+        refine(model, x, y, rank=12, relative=False, restart_dir=tmp_path, comm=COMM)

@@ -91,3 +91,30 @@ def test_lsqr_non_convergence_names_the_prefix():
     )
     with pytest.raises(SolverError, match="tight_"):
         lsqr.coefficients()
+
+
+class _MemoryStore:
+    def __init__(self):
+        self.pieces = {}
+
+    def load(self, name):
+        return self.pieces.get(name)
+
+    def save(self, name, value):
+        self.pieces[name] = {k: np.copy(v) for k, v in value.items()}
+
+
+def test_streaming_saves_its_accumulator_and_resumes_from_the_rows_done():
+    rng = np.random.default_rng(3)
+    GV, f = rng.standard_normal((120, 6)), rng.standard_normal(120)
+    blocks = lambda start: [(GV[i : i + 10], f[i : i + 10]) for i in range(start, 120, 10)]  # noqa: E731
+    reference = solve_streaming(blocks(0), 6, MPI.COMM_SELF)
+    store = _MemoryStore()
+    partial = lambda start: blocks(start)[:5]  # noqa: E731  (a run killed after 5 blocks)
+    solve_streaming(partial, 6, MPI.COMM_SELF, store=store, restart_seconds=0)
+    assert store.pieces["reduction"]["rows"] == 50
+    resumed = solve_streaming(blocks, 6, MPI.COMM_SELF, store=store, restart_seconds=0)
+    np.testing.assert_allclose(resumed.R, reference.R, rtol=1e-13, atol=1e-13)
+    assert resumed.n_rows == 120
+    with pytest.raises(ValueError, match="function of the rows done"):
+        solve_streaming(blocks(0), 6, MPI.COMM_SELF, store=store)

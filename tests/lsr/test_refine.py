@@ -7,7 +7,7 @@ from mpi4py import MPI
 from torch import nn
 
 from pinn_lsr import refine
-from pinn_lsr.lsr.refine import RefinedModel
+from pinn_lsr.lsr.refined import RefinedModel
 from pinn_lsr.models import build_model
 from pinn_lsr.models.parameters import set_precision
 

@@ -107,8 +107,8 @@ def test_lean_refinement_resumes_on_two_ranks(comm, shared_tmp_path, monkeypatch
         monkeypatch, DataResidual, "Gt", 3
     )  # the same call on both ranks: a collective stop
     with pytest.raises(Interrupted):
-        refine(model, x[share], y[share], checkpoint=shared_tmp_path / "lsr", **options)
+        refine(model, x[share], y[share], restart_dir=shared_tmp_path / "lsr", **options)
     monkeypatch.undo()
-    resumed, _ = refine(model, x[share], y[share], checkpoint=shared_tmp_path / "lsr", **options)
+    resumed, _ = refine(model, x[share], y[share], restart_dir=shared_tmp_path / "lsr", **options)
     torch.testing.assert_close(resumed.delta, reference.delta, rtol=1e-5, atol=1e-6)
     assert (shared_tmp_path / "lsr" / f"rank{comm.rank}of2" / "projection_0.pt").exists()

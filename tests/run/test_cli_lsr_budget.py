@@ -1,4 +1,5 @@
-"""``solve.py method=lsr`` with a memory and time budget, the lean/plain engines and checkpoints."""
+"""``solve.py method=lsr`` with a memory and time budget, the lean/plain engines and restart
+directories."""
 
 import json
 
@@ -60,16 +61,16 @@ def test_deeponet_krylov_lsr_takes_a_time_budget(tmp_path):
     assert "krylov" in lsr["seconds_by_phase"] and lsr["test_rel_l2"] > 0
 
 
-def test_plain_engine_and_checkpoint_give_the_same_refinement(tmp_path):
+def test_plain_engine_and_restart_dir_give_the_same_refinement(tmp_path):
     results = {}
     for name, extra in {
-        "lean": [f"method.checkpoint={tmp_path / 'lsr_checkpoint'}"],
+        "lean": [f"method.restart_dir={tmp_path / 'lsr_restart'}"],
         "plain": ["method.engine=plain"],
     }.items():
         assert run(tmp_path / name, "method.rank=20", "method.relative=false", *extra) == 0
         results[name] = json.loads((tmp_path / name / "run" / "metrics.json").read_text())["lsr"]
     assert results["lean"]["test_mse"] == pytest.approx(results["plain"]["test_mse"], rel=0.05)
-    assert (tmp_path / "lsr_checkpoint" / "rank0of1" / "sketch_0.pt").exists()
+    assert (tmp_path / "lsr_restart" / "rank0of1" / "sketch_0.pt").exists()
 
 
 @pytest.mark.parametrize(
@@ -79,8 +80,8 @@ def test_plain_engine_and_checkpoint_give_the_same_refinement(tmp_path):
         ("method.time_budget_minutes=-1", "method.time_budget_minutes must be a positive number"),
         ("method.rank=null", "method.rank must be an integer"),
         (
-            "method.subspace=krylov method.checkpoint=ckpt",
-            "method.checkpoint needs method.engine=lean and method.subspace=randomized",
+            "method.subspace=krylov method.restart_dir=ckpt",
+            "method.restart_dir needs method.engine=lean and method.subspace=randomized",
         ),
         (
             "method.subspace=random method.rank=null method.time_budget_minutes=1",

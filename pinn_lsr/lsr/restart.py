@@ -1,4 +1,4 @@
-"""Checkpoints of a long LSR run, so that an interrupted large-rank refinement resumes.
+"""Restart files of a long LSR run, so that an interrupted large-rank refinement resumes.
 
 Each MPI rank keeps its own pieces (its rows of the sketch, the reduced factor so far) under
 ``<directory>/rank<k>of<size>/``; every file is written atomically, so a file present is a file
@@ -15,6 +15,7 @@ import torch
 from mpi4py import MPI
 
 from pinn_lsr.io.atomic import atomic_path, write_json
+from pinn_lsr.lsr.settings import LSRSettings
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +28,7 @@ def tensor_digest(*tensors: torch.Tensor) -> str:
     return digest.hexdigest()[:16]
 
 
-class CheckpointStore:
+class RestartStore:
     """Named tensors of one refinement on this rank. Collective construction.
 
     Args:
@@ -47,7 +48,7 @@ class CheckpointStore:
         mismatch = stamp.exists() and json.loads(stamp.read_text()) != fingerprint
         if comm.allreduce(mismatch, op=MPI.LOR):
             raise ValueError(
-                f"the checkpoint directory {directory} holds pieces of a different refinement "
+                f"the restart directory {directory} holds pieces of a different refinement "
                 f"(other settings, data or model); remove it or choose another directory"
             )
         if not stamp.exists():
@@ -68,3 +69,41 @@ class CheckpointStore:
         """Write a piece atomically. Local."""
         with atomic_path(self.folder / f"{name}.pt") as tmp:
             torch.save(value, tmp)
+
+
+def open_restart_store(
+    settings: LSRSettings,
+    rank: int,
+    *,
+    n_rows: int,
+    index: torch.Tensor,
+    theta0: torch.Tensor,
+    f0: torch.Tensor,
+    comm: MPI.Comm = MPI.COMM_WORLD,
+) -> RestartStore | None:
+    """The store of a refinement in ``settings.restart_dir`` (None without one), fingerprinted
+    by the settings that shape its pieces, this rank's row count ``n_rows`` and hashes of the
+    parameter selection ``index``, of θ0 and of the residual ``f0`` at θ0. Collective.
+
+    Raises:
+        ValueError: on every rank, when the directory holds pieces of a different run.
+    """
+    if settings.restart_dir is None:
+        return None
+    fingerprint = {
+        "rank": rank,
+        "oversampling": settings.oversampling,
+        "power_iterations": settings.power_iterations,
+        "distribution": settings.distribution,
+        "scaled": settings.scaled,
+        "seed": settings.seed,
+        "row_fraction": settings.row_fraction,
+        "subspace": settings.subspace,
+        "reduction": settings.reduction,
+        "block_columns": settings.block_columns,
+        "n_rows": n_rows,
+        "index": tensor_digest(index),
+        "theta0": tensor_digest(theta0),
+        "f0": tensor_digest(f0),
+    }
+    return RestartStore(settings.restart_dir, fingerprint, comm)

@@ -1,0 +1,83 @@
+"""What one data LSR did: :class:`LSRReport` (ranks, scan, conditioning, objectives, seconds
+and memory per phase, the budget's prediction), identical on every rank."""
+
+import logging
+import resource
+from dataclasses import dataclass, field
+
+from mpi4py import MPI
+
+log = logging.getLogger(__name__)
+
+
+def peak_memory_mb(comm: MPI.Comm) -> float:
+    """Peak resident memory of this process so far, MB, the largest over ``comm``. Collective."""
+    return comm.allreduce(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, op=MPI.MAX)
+
+
+@dataclass
+class LSRReport:
+    """What one refinement did (identical on every rank)."""
+
+    rank: int  # rank kept (best on validation, or the maximum)
+    max_rank: int
+    n_params: int  # m, parameters LSR could change
+    n_rows: int  # residual rows over all ranks
+    scan: list[dict] = field(default_factory=list)  # per rank: train objective, held-out errors
+    singular_values: list[float] = field(default_factory=list)  # of G V
+    condition_number: float = float("nan")
+    effective_rank: int = 0
+    initial_objective: float = float("nan")  # ||f(θ0)||² / n_samples
+    linearized_objective: float = float("nan")  # ||G V c + f||² / n_samples
+    nonlinear_objective: float = float("nan")  # ||f(θ0 + δ)||² / n_samples
+    seconds: dict = field(default_factory=dict)
+    peak_memory_mb: float = 0.0  # peak resident memory of this process so far (the largest rank)
+    peak_memory_mb_after: dict = field(default_factory=dict)  # the same after each phase
+    total_peak_memory_mb: float = 0.0  # the same summed over the ranks
+    predicted: dict = field(default_factory=dict)  # with a budget: memory_gb, seconds, costs
+    chunks: dict = field(default_factory=dict)  # samples and tangents per Jacobian-product chunk
+
+    def record_reduced(self, reduced, n_samples: int) -> None:
+        """Singular values, condition number and effective rank of G V, and the objective at
+        θ0, from the factorised reduced problem. Collective for an LSQR solution."""
+        singular_values = reduced.singular_values()
+        self.singular_values = singular_values.tolist()
+        self.condition_number = (
+            float(singular_values[0] / singular_values[-1])
+            if singular_values[-1] > 0
+            else float("inf")
+        )
+        self.effective_rank = reduced.effective_rank()
+        if self.effective_rank < self.max_rank:
+            log.warning(
+                "G V is rank deficient: effective rank %d of %d", self.effective_rank, self.max_rank
+            )
+        self.initial_objective = reduced.initial_norm() ** 2 / n_samples
+
+    def record_peak_memory(self, comm: MPI.Comm) -> None:
+        """The peak memory so far, largest over the ranks (also as the ``scan`` phase's) and
+        summed over them. Collective."""
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        self.peak_memory_mb = self.peak_memory_mb_after["scan"] = comm.allreduce(peak, op=MPI.MAX)
+        self.total_peak_memory_mb = comm.allreduce(peak)
+
+    def log_summary(self) -> None:
+        """Log the prediction against the measurement (with a budget) and the objectives. Local."""
+        if self.predicted:
+            log.info(
+                "budget: predicted %.2f GB and %.0f s, measured %.2f GB and %.0f s",
+                self.predicted["memory_gb"],
+                self.predicted["seconds"],
+                self.total_peak_memory_mb / 1024,
+                self.seconds["total"],
+            )
+        log.info(
+            "LSR rank %d (of %d): objective %.3e -> %.3e (linear), %.3e (committed weights) "
+            "in %.1f s",
+            self.rank,
+            self.max_rank,
+            self.initial_objective,
+            self.linearized_objective,
+            self.nonlinear_objective,
+            self.seconds["total"],
+        )
