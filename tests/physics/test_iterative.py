@@ -3,8 +3,8 @@ import pytest
 import torch
 from mpi4py import MPI
 
-from pinn_lsr.lsr.iterative import AlignSettings, ILSRSettings, align, iterative_lsr
-from tests.lsr.physics_cases import darcy_instances, tiny_fno
+from pinn_lsr.physics.iterative import AlignSettings, ILSRSettings, align, iterative_lsr
+from tests.physics.physics_cases import darcy_instances, tiny_fno
 
 
 @pytest.fixture(scope="module")

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from mpi4py import MPI
 
-from pinn_lsr.lsr.iterative import AlignSettings, ILSRSettings, iterative_lsr
-from pinn_lsr.lsr.physics import refine_physics
-from pinn_lsr.train.physics import physics_finetune
-from tests.lsr.physics_cases import darcy_instances, tiny_fno
+from pinn_lsr.physics.iterative import AlignSettings, ILSRSettings, iterative_lsr
+from pinn_lsr.physics.refine import refine_physics
+from pinn_lsr.physics.finetune import physics_finetune
+from tests.physics.physics_cases import darcy_instances, tiny_fno
 
 
 @pytest.fixture(scope="module")
@@ -68,14 +68,14 @@ def test_nonlinear_gauss_newton_physics_lsr_two_ranks_equal_one(comm):
     import problems
     from pinn_lsr.fem.mesh import unit_square
     from pinn_lsr.fem.nonlinear_pde import NonlinearPDE
-    from pinn_lsr.lsr.instances import FEMInstances
+    from pinn_lsr.physics.instances import FEMInstances
 
     problem = problems.create_problem("nonlinear_diffusion")
     inputs = problem.sample_inputs(1, 8, seed=0)
     model, grids, solutions = tiny_fno(8), {}, {}
     for name, c in (("parallel", MPI.COMM_WORLD), ("serial", MPI.COMM_SELF)):
         pde = NonlinearPDE(unit_square(c, 7), problem.residual, problem.weight, grid_size=8)
-        fem = FEMInstances.create(pde, inputs)
+        fem = FEMInstances.from_pde(pde, inputs)
         solutions[name] = fem.on_grid(fem.references)
         grids[name] = fem.on_grid(refine_physics(fem.residual(model, norm="dual"), 8).fields)
         fem.destroy()
