@@ -360,7 +360,13 @@ class FEMInstances:
         if self._where(evaluate_at) == "dofs":
             return model(inputs, torch.as_tensor(self.dof_points(), dtype=inputs.dtype))
         P = self.to_dofs.tocoo()
-        P = torch.sparse_coo_tensor(np.vstack([P.row, P.col]), P.data, P.shape, dtype=inputs.dtype)
+        P = torch.sparse_coo_tensor(
+            np.vstack([P.row, P.col]).astype(np.int64),
+            P.data,
+            P.shape,
+            dtype=inputs.dtype,
+            check_invariants=True,
+        )
         return torch.sparse.mm(P, model(inputs).reshape(len(self), -1).T).T
 
     # -- measures
