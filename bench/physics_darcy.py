@@ -71,11 +71,11 @@ def worker(args) -> None:
     import problems
     from pinn_lsr.fem.linear_pde import LinearPDE
     from pinn_lsr.fem.mesh import unit_square
-    from pinn_lsr.lsr.instances import FEMInstances
-    from pinn_lsr.lsr.iterative import AlignSettings, ILSRSettings, iterative_lsr
-    from pinn_lsr.lsr.physics import refine_physics
+    from pinn_lsr.physics.finetune import physics_finetune
+    from pinn_lsr.physics.instances import FEMInstances
+    from pinn_lsr.physics.iterative import AlignSettings, ILSRSettings, iterative_lsr
+    from pinn_lsr.physics.refine import refine_physics
     from pinn_lsr.train.checkpoint import load_model
-    from pinn_lsr.train.physics import physics_finetune
 
     torch.set_num_threads(1)
     comm = MPI.COMM_WORLD
@@ -93,7 +93,7 @@ def worker(args) -> None:
         model.eval()
         per_instance = []
         for k in range(args.instances):
-            fem = FEMInstances.create(pde, inputs[k : k + 1])
+            fem = FEMInstances.from_pde(pde, inputs[k : k + 1])
             entry = {"network": fem.errors(fem.network_fields(model))[0]}
             times = []
             for _ in range(5):
@@ -120,7 +120,7 @@ def worker(args) -> None:
                     }
             if k == 0:  # the same refinement on one rank (rank 1 idles), for the 1 vs 2 rank timing
                 if comm.rank == 0:
-                    serial = FEMInstances.create(pdes[1], inputs[k : k + 1])
+                    serial = FEMInstances.from_pde(pdes[1], inputs[k : k + 1])
                     entry["energy_krylov_seconds_1rank"] = refine_physics(
                         serial.residual(model), rank
                     ).report.seconds["total"]
@@ -141,7 +141,8 @@ def worker(args) -> None:
             fem.destroy()
             if comm.rank == 0:
                 print(
-                    f"{name} instance {k}: network {entry['network']:.3e}, physics LSR {entry['energy_krylov']:.3e}, "
+                    f"{name} instance {k}: network {entry['network']:.3e}, "
+                    f"physics LSR {entry['energy_krylov']:.3e}, "
                     f"I-LSR {min(h.get('refined_rel_l2', 1) for h in entry['ilsr']):.3e}",
                     file=sys.stderr,
                     flush=True,
@@ -161,12 +162,14 @@ def report(results: dict, args, commit: str) -> None:
 
     r = args.rank
     print(
-        f"\nDarcy 32×32 (1024 P1 dofs), {args.instances} test instances, rank r = {r}, 2 ranks, commit {commit}; "
+        f"\nDarcy 32×32 (1024 P1 dofs), {args.instances} test instances, rank r = {r}, 2 ranks, "
+        f"commit {commit}; "
         f"relative L2 error against the FEM solution (mean over instances; worst in brackets)\n"
     )
     print(
         "| model | trained | physics LSR energy, Krylov | energy, randomized | raw ℓ2, Krylov | "
-        f"I-LSR best of {args.ilsr_iterations} (iteration) | Adam, same time | L-BFGS, same time | I-LSR seconds |"
+        f"I-LSR best of {args.ilsr_iterations} (iteration) | Adam, same time | "
+        "L-BFGS, same time | I-LSR seconds |"
     )
     print("|---|---|---|---|---|---|---|---|---|")
     for name, entries in results.items():
@@ -179,8 +182,10 @@ def report(results: dict, args, commit: str) -> None:
             for e in entries
         ]
         print(
-            f"| {name} | {cell([e['network'] for e in entries])} | {cell([e['energy_krylov'] for e in entries])} | "
-            f"{cell([e['energy_randomized'] for e in entries])} | {cell([e['l2_krylov'] for e in entries])} | "
+            f"| {name} | {cell([e['network'] for e in entries])} | "
+            f"{cell([e['energy_krylov'] for e in entries])} | "
+            f"{cell([e['energy_randomized'] for e in entries])} | "
+            f"{cell([e['l2_krylov'] for e in entries])} | "
             f"{cell([b[0] for b in best])} ({', '.join(str(b[1]) for b in best)}) | "
             f"{cell([e['baseline_adam'][-1]['rel_l2'] for e in entries])} | "
             f"{cell([e['baseline_lbfgs'][-1]['rel_l2'] for e in entries])} | "
@@ -194,7 +199,8 @@ def report(results: dict, args, commit: str) -> None:
         )
     )
     print(
-        "\n| model | FEM solve (MUMPS) s | one-shot energy Krylov s, 1 rank | 2 ranks | randomized s | ℓ2 s | "
+        "\n| model | FEM solve (MUMPS) s | one-shot energy Krylov s, 1 rank | 2 ranks | "
+        "randomized s | ℓ2 s | "
         "error at rank (per instance; the Krylov space may stop early) |"
     )
     print("|---|---|---|---|---|---|---|")
@@ -204,7 +210,8 @@ def report(results: dict, args, commit: str) -> None:
         )
         print(
             f"| {name} | {np.median([e['fem_solve_seconds'] for e in entries]):.4f} | "
-            f"{entries[0]['energy_krylov_seconds_1rank']:.1f} | {entries[0]['energy_krylov_seconds']:.1f} | "
+            f"{entries[0]['energy_krylov_seconds_1rank']:.1f} | "
+            f"{entries[0]['energy_krylov_seconds']:.1f} | "
             f"{np.median([e['energy_randomized_seconds'] for e in entries]):.1f} | "
             f"{np.median([e['l2_krylov_seconds'] for e in entries]):.1f} | {scans} |"
         )
@@ -240,7 +247,8 @@ def report(results: dict, args, commit: str) -> None:
     ax.legend()
     _save(fig, OUT / "rank_scan.png")
     print(
-        f"\nfigures: {OUT.relative_to(ROOT)}/ilsr_*.png (I-LSR vs Adam on the FEM energy loss), rank_scan.png"
+        f"\nfigures: {OUT.relative_to(ROOT)}/ilsr_*.png (I-LSR vs Adam on the FEM energy loss), "
+        "rank_scan.png"
     )
 
 

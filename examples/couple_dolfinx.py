@@ -24,9 +24,10 @@ import dolfinx.fem
 import dolfinx.fem.petsc
 import dolfinx.io
 import dolfinx.mesh
+from pinn_lsr.fem.dofs import bounding_grid
 from pinn_lsr.fem.transfer import GridEvaluator
-from pinn_lsr.lsr.coupling import CoupledProblem, bounding_grid
-from pinn_lsr.lsr.physics import refine_physics
+from pinn_lsr.physics.instances import FEMInstances
+from pinn_lsr.physics.refine import refine_physics
 from pinn_lsr.models import build_model
 from pinn_lsr.models.deeponet import DeepONet
 from pinn_lsr.models.parameters import set_precision
@@ -47,7 +48,7 @@ torch.set_num_threads(
     1
 )  # a small network: one thread per rank is fastest on a shared 2-core machine
 
-# ---- the user's own DOLFINx problem ------------------------------------------------------------------
+# ---- the user's own DOLFINx problem ----------------------------------------------------------
 mesh = dolfinx.mesh.create_rectangle(
     comm, [[0.0, 0.0], [2.0, 1.0]], [32, 16], dolfinx.mesh.CellType.triangle
 )
@@ -104,7 +105,7 @@ def fem_solve(mu) -> dolfinx.fem.Function:
     return problem.solve().copy()
 
 
-# ---- a small operator network: coefficient on a 16 × 16 grid -> solution at any point ----------------
+# ---- a small operator network: coefficient on a 16 × 16 grid -> solution at any point --------
 rng = np.random.default_rng(0)
 train_mu, test_mu = rng.uniform(-1.0, 1.0, (24, 2)), np.array([0.7, -0.6])
 if args.checkpoint:
@@ -141,14 +142,14 @@ if not args.checkpoint:
         optimizer.step()
     broadcast_parameters(model, comm)
 
-# ---- coupling: pinn_lsr refines the network against the user's own forms and bcs ---------------------
+# ---- coupling: pinn_lsr refines the network against the user's own forms and bcs -------------
 reference = fem_solve(
     test_mu
 )  # the user's FEM solution for the new coefficient (sets κ to test_mu)
 evaluate_at = (
     "dofs" if isinstance(model, DeepONet) else "grid"
 )  # a DeepONet runs at the dofs, an FNO interpolates
-coupled = CoupledProblem.from_forms(
+coupled = FEMInstances.from_forms(
     a, L, bcs, [kappa_on_grid(test_mu)], grid=grid, evaluate_at=evaluate_at, references=[reference]
 )
 network = coupled.network_fields(model)
@@ -168,9 +169,11 @@ with dolfinx.io.XDMFFile(comm, str(out / "refined.xdmf"), "w") as xdmf:
 coupled.destroy()
 if comm.rank == 0:
     print(
-        f"{V.dofmap.index_map.size_global} dofs on {comm.size} rank(s); {type(model).__name__} evaluated at the "
+        f"{V.dofmap.index_map.size_global} dofs on {comm.size} rank(s); "
+        f"{type(model).__name__} evaluated at the "
         f"{'dof coordinates' if evaluate_at == 'dofs' else 'grid, interpolated to the dofs'}, "
-        f"physics LSR rank {result.report.rank} (energy norm, {result.report.seconds['total']:.1f} s)"
+        f"physics LSR rank {result.report.rank} "
+        f"(energy norm, {result.report.seconds['total']:.1f} s)"
     )
     print(
         f"relative L2 error against the FEM solution: network {before:.3e} -> refined {after:.3e} "

@@ -3,14 +3,16 @@ boundary (whole, or the facets of chosen tags), transfer between grid and dofs, 
 
 from collections.abc import Callable, Sequence
 
+import dolfinx_solver  # noqa: F401  (orders mpi4py before petsc4py)
 import numpy as np
 import scipy.sparse
 import ufl
 from petsc4py import PETSc
 
 import dolfinx.fem
-import dolfinx.fem.petsc
 import dolfinx.mesh
+from pinn_lsr.fem.assembly import assemble_mass_matrix
+from pinn_lsr.fem.dofs import grid_to_owned_dofs, n_owned_dofs
 from pinn_lsr.fem.mesh import Domain
 from pinn_lsr.fem.transfer import Grid, GridEvaluator, grid_to_dofs_local
 
@@ -81,25 +83,22 @@ class GridPDE:
     @property
     def n_owned(self) -> int:
         """Degrees of freedom owned by this rank (the rows of ``A`` and ``b`` it holds)."""
-        return self.V.dofmap.index_map.size_local * self.V.dofmap.index_map_bs
+        return n_owned_dofs(self.V)
 
     def grid_to_owned_dofs(self) -> scipy.sparse.csr_matrix:
-        """``P`` restricted to this rank's owned dofs, shape (n_owned, components*s*s) (per component,
-        see :func:`~pinn_lsr.fem.transfer.grid_to_dofs_local`). Local."""
-        return grid_to_dofs_local(self.V, self.grid)[: self.n_owned].tocsr()
+        """``P`` restricted to this rank's owned dofs, shape (n_owned, components*s*s) (per
+        component, see :func:`~pinn_lsr.fem.transfer.grid_to_dofs_local`). Local."""
+        return grid_to_owned_dofs(self.V, self.grid)
 
     def mass_matrix(self) -> PETSc.Mat:
         """The P1 mass matrix ``M`` (no boundary conditions), assembled once. Collective."""
         if self._mass is None:
-            u, v = ufl.TrialFunction(self.V), ufl.TestFunction(self.V)
-            self._mass = dolfinx.fem.petsc.assemble_matrix(
-                dolfinx.fem.form(ufl.inner(u, v) * ufl.dx)
-            )
-            self._mass.assemble()
+            self._mass = assemble_mass_matrix(self.V)
         return self._mass
 
     def _grid_to_input(self, W, input_space) -> scipy.sparse.csr_matrix:
-        """Sparse map from grid values (s*s) to the input Function's local dofs (owned and ghost)."""
+        """Sparse map from grid values (s*s) to the input Function's local dofs (owned and
+        ghost)."""
         if input_space == "vertex":
             return grid_to_dofs_local(W, self.grid)
         mesh = W.mesh
@@ -198,6 +197,7 @@ def dirichlet_facet_indices(domain: Domain, tags: Sequence[int] | None) -> np.nd
     missing = [tag for tag in tags if tag not in present]
     if missing:
         raise ValueError(
-            f"dirichlet_tags {missing} not found in mesh {domain.source}; its facet tags are {present}"
+            f"dirichlet_tags {missing} not found in mesh {domain.source}; its facet tags are "
+            f"{present}"
         )
     return np.unique(np.concatenate([domain.facet_tags.find(tag) for tag in tags])).astype(np.int32)

@@ -42,7 +42,8 @@ class LinearInstance:
         )
 
     def apply(self, X: np.ndarray, *, transpose: bool = False) -> np.ndarray:
-        """``A X`` (or ``Aᵀ X``) for owned rows ``X`` (n_owned, k) by PETSc MatMatMult. Collective."""
+        """``A X`` (or ``Aᵀ X``) for owned rows ``X`` (n_owned, k) by PETSc MatMatMult.
+        Collective."""
         D = dense_matrix(X, self.A.comm)
         product = self.A.transposeMatMult(D) if transpose else self.A.matMult(D)
         result = product.getDenseArray().copy()
@@ -51,7 +52,8 @@ class LinearInstance:
         return result
 
     def solve_weight(self, X: np.ndarray) -> np.ndarray:
-        """``S⁻¹ X`` (n_owned, k) by a direct solve (MUMPS, prefix ``physics_weight_``). Collective."""
+        """``S⁻¹ X`` (n_owned, k) by a direct solve (MUMPS, prefix ``physics_weight_``), the
+        solver factorised on first use and kept (:meth:`release_weight_solver`). Collective."""
         if self.weight is None:
             raise ValueError("norm='dual' needs an SPD weighting operator S on every instance")
         if self._weight_ksp is None:
@@ -69,8 +71,16 @@ class LinearInstance:
         y.destroy()
         return out
 
+    def release_weight_solver(self) -> None:
+        """Free the solver :meth:`solve_weight` made (a later call makes a new one), keeping
+        ``A``, ``b`` and ``S``: for systems whose PETSc objects belong to someone else.
+        Collective."""
+        if self._weight_ksp is not None:
+            self._weight_ksp.destroy()
+            self._weight_ksp = None
+
     def destroy(self) -> None:
-        """Free the PETSc objects. Collective."""
+        """Free the PETSc objects (``A``, ``b``, ``S`` and the weight solver). Collective."""
         for obj in (self.A, self.b, self.weight, self._weight_ksp):
             if obj is not None:
                 obj.destroy()
@@ -78,7 +88,8 @@ class LinearInstance:
 
 class NonlinearInstance(LinearInstance):
     """``F(u)`` of a :class:`~pinn_lsr.fem.nonlinear_pde.NonlinearPDE` for one input field; ``A``
-    is the Jacobian ``∂F/∂u`` and ``S`` the SPD weighting at the field of the last :meth:`linearize`."""
+    is the Jacobian ``∂F/∂u`` and ``S`` the SPD weighting at the field of the last
+    :meth:`linearize`."""
 
     def __init__(self, pde, grid_values: np.ndarray):
         pde.set_input(grid_values)

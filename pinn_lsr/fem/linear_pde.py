@@ -7,12 +7,14 @@ only updates the input Function's values and re-assembles ``A`` and ``b`` in pla
 import inspect
 from collections.abc import Callable, Mapping, Sequence
 
+import dolfinx_solver  # noqa: F401  (orders mpi4py before petsc4py)
 import numpy as np
 import ufl
 from petsc4py import PETSc
 
 import dolfinx.fem
 import dolfinx.fem.petsc
+from pinn_lsr.fem.assembly import assemble_system
 from pinn_lsr.fem.grid_pde import INPUT_SPACES, GridPDE
 from pinn_lsr.fem.instance import LinearInstance
 from pinn_lsr.fem.mesh import Domain
@@ -22,9 +24,10 @@ __all__ = ["INPUT_SPACES", "FormsCallable", "LinearPDE"]
 
 #: forms(u, v, w, x) -> (a, L) or (a, L, s): trial u, test v, input field w, spatial coordinate x
 #: (UFL). A problem whose ``a`` is not symmetric adds ``s``, an SPD bilinear form (for instance the
-#: symmetric part of ``a``): the weighting of ``physics.norm=dual``, as ``weight`` is for nonlinear problems.
-#: A problem with boundary terms (a traction, a flux) takes a fifth argument ``ds``: the exterior-facet
-#: measure of the mesh's facet tags, ``ds(tag)`` integrating over the facets of one tag.
+#: symmetric part of ``a``): the weighting of ``physics.norm=dual``, as ``weight`` is for
+#: nonlinear problems. A problem with boundary terms (a traction, a flux) takes a fifth argument
+#: ``ds``: the exterior-facet measure of the mesh's facet tags, ``ds(tag)`` integrating over the
+#: facets of one tag.
 FormsCallable = Callable[
     [ufl.Argument, ufl.Argument, dolfinx.fem.Function, ufl.SpatialCoordinate], tuple
 ]
@@ -86,14 +89,10 @@ class LinearPDE(GridPDE):
         return {"ksp_type": self.ksp.getType(), "pc_type": self.ksp.getPC().getType()}
 
     def instance(self, grid_values: np.ndarray) -> LinearInstance:
-        """The assembled system of one input field, as PETSc objects the caller owns. Collective."""
+        """The assembled system of one input field (with the weighting ``S`` when the forms give
+        one), as PETSc objects the caller owns. Collective."""
         self.set_input(grid_values)
-        A, b = self.assemble()
-        S = None
-        if self.s is not None:
-            S = dolfinx.fem.petsc.assemble_matrix(self.s, bcs=self.bcs)
-            S.assemble()
-        return LinearInstance(A.copy(), b.copy(), S)
+        return assemble_system(self.a, self.L, self.bcs, weight=self.s)
 
     def assemble(self) -> tuple[PETSc.Mat, PETSc.Vec]:
         """Assemble ``A`` and ``b`` for the current input, boundary conditions applied.
@@ -101,15 +100,7 @@ class LinearPDE(GridPDE):
         Collective. Returns the PETSc objects owned by this instance (overwritten on the next
         call); ``b`` has its ghosts accumulated and boundary rows set.
         """
-        self.A.zeroEntries()
-        dolfinx.fem.petsc.assemble_matrix(self.A, self.a, bcs=self.bcs)
-        self.A.assemble()
-        with self.b.localForm() as b_local:
-            b_local.set(0.0)
-        dolfinx.fem.petsc.assemble_vector(self.b, self.L)
-        dolfinx.fem.petsc.apply_lifting(self.b, [self.a], bcs=[self.bcs])
-        self.b.ghostUpdate(addv=PETSc.InsertMode.ADD, mode=PETSc.ScatterMode.REVERSE)
-        dolfinx.fem.petsc.set_bc(self.b, self.bcs)
+        assemble_system(self.a, self.L, self.bcs, out=(self.A, self.b))
         return self.A, self.b
 
     def solve(self, grid_values: np.ndarray | None = None) -> dolfinx.fem.Function:
@@ -145,8 +136,8 @@ def boundary_arguments(forms: Callable, domain: Domain) -> dict:
         return {}
     if domain.facet_tags is None:
         raise ValueError(
-            f"the problem's forms integrate over tagged boundary facets (ds), but mesh {domain.source} "
-            "has no facet tags: use a gmsh mesh with physical curves (mesh.file)"
+            "the problem's forms integrate over tagged boundary facets (ds), but mesh "
+            f"{domain.source} has no facet tags: use a gmsh mesh with physical curves (mesh.file)"
         )
     return {"ds": ufl.Measure("ds", domain=domain.mesh, subdomain_data=domain.facet_tags)}
 
@@ -171,6 +162,6 @@ def check_boundary_tags(forms: Sequence, domain: Domain) -> None:
     missing = [tag for tag in used if tag not in present]
     if missing:
         raise ValueError(
-            f"the problem's forms integrate over boundary tags {missing}, which mesh {domain.source} "
-            f"does not have (its facet tags: {sorted(present)})"
+            f"the problem's forms integrate over boundary tags {missing}, which mesh "
+            f"{domain.source} does not have (its facet tags: {sorted(present)})"
         )

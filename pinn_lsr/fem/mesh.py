@@ -8,6 +8,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+import dolfinx_solver  # noqa: F401  (orders mpi4py before petsc4py)
 import numpy as np
 from mpi4py import MPI
 
@@ -37,13 +38,19 @@ class Domain:
     @property
     def bounding_box(self) -> tuple[np.ndarray, np.ndarray]:
         """Global (lower, upper) corners, shape (2,) each, identical on all ranks. Collective."""
-        x = self.mesh.geometry.x[:, :2]
-        comm = self.mesh.comm
-        lower = np.empty(2)
-        upper = np.empty(2)
-        comm.Allreduce(x.min(axis=0) if len(x) else np.full(2, np.inf), lower, op=MPI.MIN)
-        comm.Allreduce(x.max(axis=0) if len(x) else np.full(2, -np.inf), upper, op=MPI.MAX)
-        return lower, upper
+        return bounding_box(self.mesh)
+
+
+def bounding_box(mesh: dolfinx.mesh.Mesh) -> tuple[np.ndarray, np.ndarray]:
+    """The (lower, upper) corners of ``mesh``'s (x, y) extent over all ranks, shape (2,) each,
+    identical on all ranks (a rank without vertices contributes nothing). Collective."""
+    x = mesh.geometry.x[:, :2]
+    comm = mesh.comm
+    lower = np.empty(2)
+    upper = np.empty(2)
+    comm.Allreduce(x.min(axis=0) if len(x) else np.full(2, np.inf), lower, op=MPI.MIN)
+    comm.Allreduce(x.max(axis=0) if len(x) else np.full(2, -np.inf), upper, op=MPI.MAX)
+    return lower, upper
 
 
 def unit_square(comm: MPI.Comm, n_cells: int) -> Domain:

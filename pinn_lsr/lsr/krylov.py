@@ -5,8 +5,9 @@ in which CG on the Gauss–Newton normal equations (LSQR on ``min ||G δ + f||``
 ACM TOMS 1982) finds its ``r``-th iterate: the correction adapted to this residual, where a
 randomized range basis is residual-independent. Used by data LSR
 (:func:`pinn_lsr.lsr.subspace.krylov_subspace`) and physics LSR
-(:func:`pinn_lsr.lsr.physics.krylov_subspace`); the caller supplies ``q -> H q``, so rows may be
-split over MPI ranks (the product then sums over them and every rank builds the same basis).
+(:func:`pinn_lsr.physics.refine.krylov_physics_subspace`); the caller supplies ``q -> H q``, so rows
+may be split over MPI ranks (the product then sums over them and every rank builds the same
+basis).
 """
 
 from collections.abc import Callable

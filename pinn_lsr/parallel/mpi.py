@@ -1,4 +1,5 @@
-"""MPI helpers: abort the whole job when one rank raises, and rank-aware logging."""
+"""MPI helpers: abort the whole job when one rank raises, raise on every rank together, and
+rank-aware logging."""
 
 import logging
 import sys
@@ -47,3 +48,15 @@ def configure_logging(
         file_handler.setFormatter(fmt)
         root.addHandler(file_handler)
     root.setLevel(level if comm.rank == 0 else logging.WARNING)
+
+
+def raise_collectively(
+    comm: MPI.Comm, message: str | None, error: type[Exception] = ValueError
+) -> None:
+    """Raise ``error`` on every rank if any rank has a ``message`` (its own, else the first one's,
+    prefixed with that rank). Collective on ``comm``: call it on every rank, with None where the
+    check passed, so a rank-dependent check fails everywhere together instead of hanging."""
+    messages = comm.allgather(message)
+    if any(messages):
+        first = next(r for r, m in enumerate(messages) if m)
+        raise error(message if message else f"on rank {first}: {messages[first]}")

@@ -8,7 +8,6 @@ mesh, averaged over the instances, so the table compares the stages on one measu
 
 import copy
 import logging
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,15 +20,17 @@ import dolfinx.fem
 from pinn_lsr.fem.linear_pde import LinearPDE
 from pinn_lsr.io.fields import xdmf_series
 from pinn_lsr.io.plots import plot_fields, plot_ilsr_history, plot_stage_errors
-from pinn_lsr.lsr.instances import FEMInstances
-from pinn_lsr.lsr.iterative import AlignSettings, ILSRSettings, iterative_lsr
-from pinn_lsr.lsr.physics import NORMS, SUBSPACES, refine_physics
-from pinn_lsr.train.physics import physics_finetune
+from pinn_lsr.physics.finetune import physics_finetune
+from pinn_lsr.physics.instances import FEMInstances
+from pinn_lsr.physics.iterative import AlignSettings, ILSRSettings, iterative_lsr
+from pinn_lsr.physics.refine import PHYSICS_SUBSPACES, refine_physics
+from pinn_lsr.physics.residual import NORMS
 
 log = logging.getLogger(__name__)
 
 BASELINE_OPTIMIZERS = ("adam", "lbfgs", "none")
-#: PETSc solvers and preconditioners that assume a symmetric matrix (wrong for ``symmetric = False`` problems)
+#: PETSc solvers and preconditioners that assume a symmetric matrix (wrong for
+#: ``symmetric = False`` problems)
 SYMMETRIC_ONLY = {
     "ksp_type": ("cg", "pipecg", "groppcg", "pipecgrr", "cr", "pipecr", "minres", "symmlq"),
     "pc_type": ("cholesky", "icc"),
@@ -50,13 +51,14 @@ def validate(cfg: DictConfig) -> None:
         require_int(cfg, f"physics.{key}", minimum=minimum)
     for key, choices in (
         ("norm", ("auto", *NORMS)),
-        ("subspace", SUBSPACES),
+        ("subspace", PHYSICS_SUBSPACES),
         ("ilsr.align_optimizer", ("lbfgs", "adam")),
         ("baseline.optimizer", BASELINE_OPTIMIZERS),
     ):
         if OmegaConf.select(cfg, f"physics.{key}") not in choices:
             raise ValueError(
-                f"physics.{key} must be one of {choices}, got {OmegaConf.select(cfg, f'physics.{key}')!r}"
+                f"physics.{key} must be one of {choices}, "
+                f"got {OmegaConf.select(cfg, f'physics.{key}')!r}"
             )
     resolve_norm(cfg)
     check_fem_solver(cfg)
@@ -64,7 +66,8 @@ def validate(cfg: DictConfig) -> None:
 
 def check_fem_solver(cfg: DictConfig) -> None:
     """Raise ValueError when ``fem.petsc_options`` pick a symmetric-only solver for a problem whose
-    operator is not symmetric (``symmetric = False``, e.g. ``cdr``); LU (the default) or GMRES fit."""
+    operator is not symmetric (``symmetric = False``, e.g. ``cdr``); LU (the default) or GMRES
+    fit."""
     import problems
     from pinn_lsr.fem.options import flatten_options
 
@@ -76,16 +79,17 @@ def check_fem_solver(cfg: DictConfig) -> None:
     for key, symmetric_only in SYMMETRIC_ONLY.items():
         if options.get(key) in symmetric_only:
             raise ValueError(
-                f"fem.petsc_options.{key}={options[key]} needs a symmetric matrix, but the operator of "
-                f"{cfg.problem.name} is not symmetric (use ksp_type=preonly with pc_type=lu, or gmres)"
+                f"fem.petsc_options.{key}={options[key]} needs a symmetric matrix, but the "
+                f"operator of {cfg.problem.name} is not symmetric (use ksp_type=preonly with "
+                "pc_type=lu, or gmres)"
             )
 
 
 def resolve_norm(cfg: DictConfig) -> str:
-    """``physics.norm`` for the problem: ``auto`` is ``energy`` for linear SPD problems and ``dual``
-    (through an SPD weighting the problem defines) for the others: nonlinear ones (the SPD part of the
-    Jacobian) and linear ones with ``symmetric = False`` (the weighting form their ``forms`` add).
-    Raises ValueError for a norm the problem cannot provide."""
+    """``physics.norm`` for the problem: ``auto`` is ``energy`` for linear SPD problems and
+    ``dual`` (through an SPD weighting the problem defines) for the others: nonlinear ones (the SPD
+    part of the Jacobian) and linear ones with ``symmetric = False`` (the weighting form their
+    ``forms`` add). Raises ValueError for a norm the problem cannot provide."""
     import problems
 
     problem = problems.PROBLEMS[cfg.problem.name]
@@ -97,12 +101,13 @@ def resolve_norm(cfg: DictConfig) -> str:
     if norm == "energy" and not symmetric:
         raise ValueError(
             f"physics.norm=energy needs a symmetric operator; the "
-            f"{'Jacobian' if nonlinear else 'operator'} of {cfg.problem.name} is not (use dual or auto)"
+            f"{'Jacobian' if nonlinear else 'operator'} of {cfg.problem.name} is not "
+            "(use dual or auto)"
         )
     if norm == "dual" and symmetric:
         raise ValueError(
-            f"physics.norm=dual needs an SPD weighting operator, which {cfg.problem.name} does not define "
-            "(its operator is SPD: use energy or auto)"
+            f"physics.norm=dual needs an SPD weighting operator, which {cfg.problem.name} does "
+            "not define (its operator is SPD: use energy or auto)"
         )
     return norm
 
@@ -120,21 +125,18 @@ def run_physics(
 
     ``predictors``: earlier stages' grid predictions (name -> inputs -> (K, s*s)), scored on the
     same instances. Writes ``physics.png``, ``physics_errors.png``, ``ilsr.png`` and
-    ``fields/physics.xdmf``; returns the metrics (``physics_lsr``, ``ilsr``, ``baseline``,
-    ``stages``). Collective.
+    ``physics_fields/physics.xdmf``; returns the metrics (``physics_lsr``, ``ilsr``,
+    ``baseline``, ``stages``). Collective.
     """
     p = cfg.physics
     norm = resolve_norm(cfg)
-    fem_seconds = []
-    for field in inputs:  # what users will ask: a direct FEM solve of the same instance
-        start = time.perf_counter()
-        pde.solve(field)
-        fem_seconds.append(time.perf_counter() - start)
-    fem = FEMInstances.create(pde, inputs)
+    # each instance solved once by the FEM solver, timed: what users will ask against
+    fem = FEMInstances.from_pde(pde, inputs)
     n_dofs = pde.n_dofs
     if p.rank > n_dofs // 4:
         log.warning(
-            "physics.rank=%d exceeds a quarter of the %d dofs: the subspace may do the work of a full solve",
+            "physics.rank=%d exceeds a quarter of the %d dofs: the subspace may do the work of a "
+            "full solve",
             p.rank,
             n_dofs,
         )
@@ -196,7 +198,7 @@ def run_physics(
     metrics = {
         "instances": len(fem),
         "n_dofs": n_dofs,
-        "fem_solve_seconds_median": float(np.median(fem_seconds)),
+        "fem_solve_seconds_median": float(np.median(fem.solve_seconds)),
         "physics_lsr": {
             "rank": settings.rank,
             "norm": norm,
@@ -245,7 +247,8 @@ def _report(metrics, cfg, fem, predictors, model, fields, ilsr, baseline, run_di
     lines = [f"{'stage':<34} {'rel. L2 vs FEM':>14}", "-" * 49]
     lines += [f"{name:<34} {error:>14.3e}" for name, error in metrics["stages"].items()]
     log.info(
-        "test errors per stage (mean over %d instances, %d dofs; FEM solve %.3f s, physics LSR %.1f s%s):\n%s",
+        "test errors per stage (mean over %d instances, %d dofs; FEM solve %.3f s, physics LSR "
+        "%.1f s%s):\n%s",
         metrics["instances"],
         metrics["n_dofs"],
         metrics["fem_solve_seconds_median"],

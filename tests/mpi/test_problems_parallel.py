@@ -1,7 +1,7 @@
 """Problems over 2 ranks: the non-symmetric convection–diffusion–reaction problem (FEM solution,
 assembled SPD weighting and dual-norm physics LSR equal the 1-rank answer) and vector-valued linear
-elasticity on the plate with holes (FEM solution and energy-norm physics LSR equal the 1-rank answer);
-the whole CLI pipeline runs for both."""
+elasticity on the plate with holes (FEM solution and energy-norm physics LSR equal the 1-rank
+answer); the whole CLI pipeline runs for both."""
 
 import json
 from pathlib import Path
@@ -16,11 +16,11 @@ from pinn_lsr.run.cli import main
 from pinn_lsr.fem.linear_pde import LinearPDE
 from pinn_lsr.fem.mesh import read_mesh, unit_square
 from pinn_lsr.fem.norms import matrix_norm
-from pinn_lsr.lsr.instances import FEMInstances
-from pinn_lsr.lsr.physics import refine_physics
+from pinn_lsr.physics.instances import FEMInstances
+from pinn_lsr.physics.refine import refine_physics
 from pinn_lsr.models import build_model
 from pinn_lsr.models.parameters import set_precision
-from tests.lsr.physics_cases import tiny_fno
+from tests.physics.physics_cases import tiny_fno
 
 
 def test_cdr_fem_and_dual_norm_physics_lsr_two_ranks_equal_one(comm):
@@ -29,7 +29,7 @@ def test_cdr_fem_and_dual_norm_physics_lsr_two_ranks_equal_one(comm):
     model = tiny_fno(8)
     solutions, grids, weighted = {}, {}, {}
     for name, c in (("parallel", comm), ("serial", MPI.COMM_SELF)):
-        fem = FEMInstances.create(LinearPDE(unit_square(c, 7), cdr.forms, grid_size=8), inputs)
+        fem = FEMInstances.from_pde(LinearPDE(unit_square(c, 7), cdr.forms, grid_size=8), inputs)
         solutions[name] = fem.on_grid(fem.references)
         weighted[name] = [
             matrix_norm(s.weight, u) for s, u in zip(fem.systems, fem.references)
@@ -89,7 +89,7 @@ def test_elasticity_fem_and_energy_norm_physics_lsr_two_ranks_equal_one(comm):
         pde = LinearPDE(
             read_mesh(PLATE, c), el.forms, grid_size=10, dirichlet_tags=[2], components=2
         )
-        fem = FEMInstances.create(pde, inputs)
+        fem = FEMInstances.from_pde(pde, inputs)
         norms[name] = [
             matrix_norm(pde.mass_matrix(), u) for u in fem.references
         ]  # ||u||_L2 of the vector field

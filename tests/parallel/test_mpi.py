@@ -24,3 +24,14 @@ def test_exception_on_one_rank_aborts_the_job():
     )
     assert result.returncode != 0
     assert "only rank 1 fails" in result.stderr and "aborting all 2 ranks" in result.stderr
+
+
+def test_raise_collectively_raises_the_given_error_or_nothing():
+    import pytest
+    from mpi4py import MPI
+
+    from pinn_lsr.parallel.mpi import raise_collectively
+
+    raise_collectively(MPI.COMM_SELF, None)
+    with pytest.raises(TypeError, match="^bad shape$"):
+        raise_collectively(MPI.COMM_SELF, "bad shape", TypeError)

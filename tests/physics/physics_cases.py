@@ -8,7 +8,7 @@ from torch import nn
 import problems
 from pinn_lsr.fem.linear_pde import LinearPDE
 from pinn_lsr.fem.mesh import unit_square
-from pinn_lsr.lsr.instances import FEMInstances
+from pinn_lsr.physics.instances import FEMInstances
 from pinn_lsr.models import build_model
 from pinn_lsr.models.parameters import set_precision
 
@@ -31,7 +31,7 @@ class FieldModel(nn.Module):
 def darcy_instances(comm: MPI.Comm, size: int = 6, n: int = 2, seed: int = 0) -> FEMInstances:
     darcy = problems.create_problem("darcy")
     pde = LinearPDE(unit_square(comm, size - 1), darcy.forms, grid_size=size)
-    return FEMInstances.create(pde, darcy.sample_inputs(n, size, seed=seed))
+    return FEMInstances.from_pde(pde, darcy.sample_inputs(n, size, seed=seed))
 
 
 def tiny_fno(size: int) -> nn.Module:

@@ -1,15 +1,11 @@
-"""Physics LSR and its gradient baseline with FEM rows over 2 ranks give the 1-rank answer."""
-
-import copy
+"""One-shot physics LSR with FEM rows over 2 ranks gives the 1-rank answer."""
 
 import numpy as np
 import pytest
 from mpi4py import MPI
 
-from pinn_lsr.lsr.iterative import AlignSettings, ILSRSettings, iterative_lsr
-from pinn_lsr.lsr.physics import refine_physics
-from pinn_lsr.train.physics import physics_finetune
-from tests.lsr.physics_cases import darcy_instances, tiny_fno
+from pinn_lsr.physics.refine import refine_physics
+from tests.physics.physics_cases import darcy_instances, tiny_fno
 
 
 @pytest.fixture(scope="module")
@@ -38,44 +34,18 @@ def test_refined_fields_two_ranks_equal_one(comm, instances, norm, subspace):
     )
 
 
-def test_ilsr_and_baseline_two_ranks_equal_one(comm, instances):
-    model = tiny_fno(8)
-    settings = ILSRSettings(iterations=2, rank=6, align=AlignSettings(iterations=10))
-    results = {
-        name: iterative_lsr(copy.deepcopy(model), fem.subset([0]), settings)[1]
-        for name, fem in instances.items()
-    }
-    first_parallel, first_serial = results["parallel"][0], results["serial"][0]
-    assert first_parallel["refined_rel_l2"] == pytest.approx(
-        first_serial["refined_rel_l2"], rel=1e-9
-    )
-    # after alignment: L-BFGS's line search amplifies the round-off of the two reduction orders
-    for a, b in zip(results["parallel"], results["serial"]):
-        assert a["network_rel_l2"] == pytest.approx(b["network_rel_l2"], rel=1e-4)
-    baseline = {
-        name: physics_finetune(copy.deepcopy(model), fem, seconds=0.5, optimizer="adam", lr=1e-3)
-        for name, fem in instances.items()
-    }
-    assert baseline["parallel"][0]["loss"] == pytest.approx(
-        baseline["serial"][0]["loss"], rel=1e-10
-    )
-    assert baseline["parallel"][1]["rel_l2"] == pytest.approx(
-        baseline["serial"][1]["rel_l2"], rel=1e-8
-    )
-
-
 def test_nonlinear_gauss_newton_physics_lsr_two_ranks_equal_one(comm):
     import problems
     from pinn_lsr.fem.mesh import unit_square
     from pinn_lsr.fem.nonlinear_pde import NonlinearPDE
-    from pinn_lsr.lsr.instances import FEMInstances
+    from pinn_lsr.physics.instances import FEMInstances
 
     problem = problems.create_problem("nonlinear_diffusion")
     inputs = problem.sample_inputs(1, 8, seed=0)
     model, grids, solutions = tiny_fno(8), {}, {}
     for name, c in (("parallel", MPI.COMM_WORLD), ("serial", MPI.COMM_SELF)):
         pde = NonlinearPDE(unit_square(c, 7), problem.residual, problem.weight, grid_size=8)
-        fem = FEMInstances.create(pde, inputs)
+        fem = FEMInstances.from_pde(pde, inputs)
         solutions[name] = fem.on_grid(fem.references)
         grids[name] = fem.on_grid(refine_physics(fem.residual(model, norm="dual"), 8).fields)
         fem.destroy()

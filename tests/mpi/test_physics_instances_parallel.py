@@ -13,10 +13,11 @@ from mpi4py import MPI
 
 import dolfinx.fem
 from pinn_lsr.fem.norms import matrix_norm
-from pinn_lsr.lsr.coupling import CoupledProblem, bounding_grid
-from pinn_lsr.lsr.physics import refine_physics
-from tests.lsr.coupling_cases import kappa_on_grid, tiny_deeponet, user_problem
-from tests.lsr.physics_cases import darcy_instances, tiny_fno
+from pinn_lsr.fem.dofs import bounding_grid
+from pinn_lsr.physics.instances import FEMInstances
+from pinn_lsr.physics.refine import refine_physics
+from tests.physics.coupling_cases import kappa_on_grid, tiny_deeponet, user_problem
+from tests.physics.physics_cases import darcy_instances, tiny_fno
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "couple_dolfinx.py"
 
@@ -40,7 +41,7 @@ def test_user_petsc_pair_two_ranks_equal_one_and_the_builtin_path(comm, instance
     model = tiny_fno(8)
     grids = {}
     for name, fem in instances.items():
-        coupled = CoupledProblem.from_petsc(
+        coupled = FEMInstances.from_petsc(
             [s.A for s in fem.systems],
             [s.b for s in fem.systems],
             fem.inputs,
@@ -76,7 +77,7 @@ def test_user_forms_and_exported_function_two_ranks_equal_one(comm):
         grid = bounding_grid(user.V, 8)
         model = tiny_deeponet(8)
         for evaluate_at in ("grid", "dofs"):
-            coupled = CoupledProblem.from_forms(
+            coupled = FEMInstances.from_forms(
                 user.a,
                 user.L,
                 user.bcs,
@@ -87,7 +88,8 @@ def test_user_forms_and_exported_function_two_ranks_equal_one(comm):
             )
             result = refine_physics(coupled.residual(model), 12)
             refined = coupled.to_function(result.fields[0])
-            # the Function's L2 norm assembled over cells (ghosts needed) equals the dof values' mass norm
+            # the Function's L2 norm assembled over cells (ghosts needed) equals the dof values'
+            # mass norm
             l2 = np.sqrt(
                 c.allreduce(
                     dolfinx.fem.assemble_scalar(dolfinx.fem.form(refined * refined * ufl.dx))
@@ -114,7 +116,7 @@ def test_bad_input_on_one_rank_raises_on_every_rank(comm, instances):
     fem = instances["parallel"]
     P = fem.to_dofs if comm.rank == 0 else fem.to_dofs[:-1]
     with pytest.raises(ValueError, match="to_dofs has .* rows but A has .* local rows"):
-        CoupledProblem.from_petsc(
+        FEMInstances.from_petsc(
             [s.A for s in fem.systems], [s.b for s in fem.systems], fem.inputs, to_dofs=P
         )
 

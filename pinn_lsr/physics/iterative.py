@@ -1,10 +1,17 @@
 """Iterative LSR (I-LSR): alternate one-shot physics LSR with supervised alignment.
 
 Each outer iteration linearizes the FEM residual at the network's current weights, refines the
-field in a fresh subspace (:func:`pinn_lsr.lsr.physics.refine_physics`, seed ``seed + it``), then
-trains the network to reproduce the refined fields (a well-conditioned supervised fit), so the
-next linearization starts closer. Both the refined fields and the network are tracked: the
+field in a fresh subspace (:func:`pinn_lsr.physics.refine.refine_physics`, seed ``seed + it``),
+then trains the network to reproduce the refined fields (a well-conditioned supervised fit), so
+the next linearization starts closer. Both the refined fields and the network are tracked: the
 refined field is the method's answer; the aligned network is what it can carry to the next step.
+
+Where alignment happens depends on the instance set:
+
+* built-in problems (``FEMInstances.from_pde``): on the model's grid, against the refined fields'
+  grid values (:func:`align`; every rank holds the same targets);
+* a user's PETSc systems or forms: on the owned dofs, against the refined owned dof values
+  (:func:`align_dofs`; the squared errors and norms are summed over ranks).
 """
 
 import logging
@@ -17,9 +24,9 @@ import torch
 from mpi4py import MPI
 from torch import nn
 
-from pinn_lsr.lsr.instances import FEMInstances
-from pinn_lsr.lsr.physics import PhysicsRefinement, refine_physics
-from pinn_lsr.train.loop import broadcast_parameters
+from pinn_lsr.physics.instances import FEMInstances
+from pinn_lsr.physics.refine import PhysicsRefinement, refine_physics
+from pinn_lsr.train.loop import allreduce_gradients, broadcast_parameters
 from pinn_lsr.train.optim import make_optimizer
 
 log = logging.getLogger(__name__)
@@ -81,6 +88,47 @@ def align(
         return float(loss_value())
 
 
+def align_dofs(
+    model: nn.Module,
+    fem: FEMInstances,
+    targets: list[np.ndarray],
+    settings: AlignSettings,
+) -> float:
+    """Fit the model's predictions at the owned dofs (:meth:`FEMInstances.dof_predictions`) to
+    owned dof ``targets`` (n_owned,) per instance: mean over instances of
+    ``||u_k − U_k||² / ||U_k||²``, both norms summed over ranks, so every rank sees the same loss
+    and gradient (allreduced) and takes the same steps; rank 0's weights are broadcast at the
+    end. Returns the final loss. Collective on ``fem.comm``."""
+    comm = fem.comm
+    dtype = next(model.parameters()).dtype
+    U = torch.as_tensor(np.stack(targets).reshape(len(fem), -1)).to(dtype)
+    scale = U.pow(2).sum(dim=1).double().numpy()
+    comm.Allreduce(MPI.IN_PLACE, scale, op=MPI.SUM)
+    scale = torch.from_numpy(scale).to(dtype)
+    optimizer = make_optimizer(
+        model.parameters(), settings.optimizer, lr=settings.lr, lbfgs_max_iter=settings.iterations
+    )
+
+    def local_loss():
+        return ((fem.dof_predictions(model) - U).pow(2).sum(dim=1) / scale).mean()
+
+    def closure():
+        optimizer.zero_grad()
+        loss = local_loss()
+        loss.backward()
+        allreduce_gradients(model, comm)
+        return torch.tensor(comm.allreduce(float(loss.detach()), op=MPI.SUM), dtype=dtype)
+
+    model.train()
+    steps = 1 if settings.optimizer == "lbfgs" else settings.iterations
+    for _ in range(steps):
+        optimizer.step(closure)
+    model.eval()
+    broadcast_parameters(model, comm)
+    with torch.no_grad():
+        return comm.allreduce(float(local_loss()), op=MPI.SUM)
+
+
 def iterative_lsr(
     model: nn.Module,
     fem: FEMInstances,
@@ -98,7 +146,8 @@ def iterative_lsr(
     Returns the last refined fields (owned dofs per instance) and the history: one entry per
     outer iteration with ``network_rel_l2`` / ``network_residual`` (before refining),
     ``refined_rel_l2`` / ``refined_residual`` (after), ``align_loss`` and cumulative ``seconds``
-    (errors: mean relative L2 against the FEM solutions; residuals: ``||A u − b||₂``).
+    (errors: mean relative error against the FEM solutions, :meth:`FEMInstances.errors`, left
+    out when the set has no references; residuals: ``||A u − b||₂``).
 
     Raises:
         SolverError: a reduced solve did not converge (the history so far is in the message's log).
@@ -121,13 +170,16 @@ def iterative_lsr(
                 seed=seed + it,
             )
         fields = result.fields
-        targets = torch.from_numpy(fem.on_grid(fields).reshape(len(fem), -1))
-        loss = align(model, inputs, targets, settings.align, comm=fem.comm)
+        if fem.pde is not None:  # a built-in problem: align on the model's grid
+            targets = torch.from_numpy(fem.on_grid(fields).reshape(len(fem), -1))
+            loss = align(model, inputs, targets, settings.align, comm=fem.comm)
+        else:
+            loss = align_dofs(model, fem, fields, settings.align)
         entry = {
             "iteration": it + 1,
-            "network_rel_l2": float(np.mean(fem.errors(network))),
+            **_errors(fem, "network_rel_l2", network),
             "network_residual": fem.residual_norm(network),
-            "refined_rel_l2": float(np.mean(fem.errors(fields))),
+            **_errors(fem, "refined_rel_l2", fields),
             "refined_residual": fem.residual_norm(fields),
             "align_loss": loss,
             "ksp_iterations": result.report.ksp_iterations,
@@ -135,11 +187,12 @@ def iterative_lsr(
         }
         history.append(entry)
         log.info(
-            "I-LSR %d/%d: network %.3e -> refined %.3e (rel. L2 vs FEM), residual %.3e -> %.3e, align %.2e, %.1f s",
+            "I-LSR %d/%d: network %.3e -> refined %.3e (rel. error vs FEM), residual %.3e -> "
+            "%.3e, align %.2e, %.1f s",
             it + 1,
             settings.iterations,
-            entry["network_rel_l2"],
-            entry["refined_rel_l2"],
+            entry.get("network_rel_l2", np.nan),
+            entry.get("refined_rel_l2", np.nan),
             entry["network_residual"],
             entry["refined_residual"],
             loss,
@@ -151,9 +204,16 @@ def iterative_lsr(
     history.append(
         {
             "iteration": settings.iterations + 1,
-            "network_rel_l2": float(np.mean(fem.errors(final))),
+            **_errors(fem, "network_rel_l2", final),
             "network_residual": fem.residual_norm(final),
             "seconds": time.perf_counter() - start,
         }
     )
     return fields, history
+
+
+def _errors(fem: FEMInstances, key: str, fields: list[np.ndarray]) -> dict:
+    """``{key: mean relative error}`` against the references, or ``{}`` without them."""
+    if fem.references is None:
+        return {}
+    return {key: float(np.mean(fem.errors(fields)))}

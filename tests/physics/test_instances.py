@@ -11,17 +11,11 @@ import problems
 from pinn_lsr.fem.linear_pde import LinearPDE
 from pinn_lsr.fem.norms import matrix_norm
 from pinn_lsr.fem.mesh import unit_square
-from pinn_lsr.lsr.coupling import (
-    CoupledProblem,
-    assemble_system,
-    bounding_grid,
-    owned_dof_points,
-    to_function,
-)
-from pinn_lsr.lsr.instances import FEMInstances
-from pinn_lsr.lsr.physics import refine_physics
-from tests.lsr.coupling_cases import kappa_on_grid, tiny_deeponet, user_problem
-from tests.lsr.physics_cases import dense, tiny_fno
+from pinn_lsr.fem.dofs import bounding_grid, owned_dof_points, to_function
+from pinn_lsr.physics.instances import FEMInstances
+from pinn_lsr.physics.refine import refine_physics
+from tests.physics.coupling_cases import kappa_on_grid, tiny_deeponet, user_problem
+from tests.physics.physics_cases import dense, tiny_fno
 
 COMM = MPI.COMM_SELF
 
@@ -30,15 +24,15 @@ COMM = MPI.COMM_SELF
 def darcy():
     problem = problems.create_problem("darcy")
     pde = LinearPDE(unit_square(COMM, 5), problem.forms, grid_size=6)
-    fem = FEMInstances.create(pde, problem.sample_inputs(2, 6, seed=0))
+    fem = FEMInstances.from_pde(pde, problem.sample_inputs(2, 6, seed=0))
     yield problem, pde, fem
     fem.destroy()
     pde.destroy()
 
 
-def from_builtin(fem, **kwargs) -> CoupledProblem:
+def from_builtin(fem, **kwargs) -> FEMInstances:
     """The built-in instances' A, b handed over as a user's PETSc pair."""
-    return CoupledProblem.from_petsc(
+    return FEMInstances.from_petsc(
         [s.A for s in fem.systems],
         [s.b for s in fem.systems],
         fem.inputs,
@@ -102,7 +96,7 @@ def test_forms_assemble_the_same_system_as_linear_pde(darcy):
     problem, pde, fem = darcy
     u, v = ufl.TrialFunction(pde.V), ufl.TestFunction(pde.V)
     a, L = problem.forms(u, v, pde.input, ufl.SpatialCoordinate(pde.domain.mesh))
-    coupled = CoupledProblem.from_forms(
+    coupled = FEMInstances.from_forms(
         a, L, pde.bcs, fem.inputs, update=lambda k: pde.set_input(fem.inputs[k]), grid=pde.grid
     )
     for mine, theirs in zip(coupled.systems, fem.systems):
@@ -122,7 +116,7 @@ def test_forms_with_nonzero_dirichlet_data_give_the_users_solution():
     mu = np.array([0.5, -0.3])
     reference = user.solve(mu)
     grid = bounding_grid(user.V, 7)
-    coupled = CoupledProblem.from_forms(
+    coupled = FEMInstances.from_forms(
         user.a, user.L, user.bcs, [kappa_on_grid(grid, mu)], grid=grid, references=[reference]
     )
     system = coupled.systems[0]
@@ -152,16 +146,16 @@ def test_bad_inputs_are_clear_errors(darcy):
     A, b = fem.systems[0].A, fem.systems[0].b
     one = fem.inputs[:1]
     with pytest.raises(ValueError, match="to_dofs has 35 rows but A has 36 local rows"):
-        CoupledProblem.from_petsc(A, b, one, to_dofs=fem.to_dofs[:35])
+        FEMInstances.from_petsc(A, b, one, to_dofs=fem.to_dofs[:35])
     with pytest.raises(ValueError, match="exactly one of to_dofs"):
-        CoupledProblem.from_petsc(A, b, one)
+        FEMInstances.from_petsc(A, b, one)
     with pytest.raises(ValueError, match=r"points must have shape \(owned dofs, 2\) = \(36, 2\)"):
-        CoupledProblem.from_petsc(A, b, one, points=np.zeros((36, 3)))
+        FEMInstances.from_petsc(A, b, one, points=np.zeros((36, 3)))
     with pytest.raises(ValueError, match="2 network inputs but 1 FEM systems"):
-        CoupledProblem.from_petsc(A, b, fem.inputs, to_dofs=fem.to_dofs)
+        FEMInstances.from_petsc(A, b, fem.inputs, to_dofs=fem.to_dofs)
     with pytest.raises(ValueError, match="to_dofs contains NaN"):
-        CoupledProblem.from_petsc(A, b, one, to_dofs=fem.to_dofs.multiply(np.nan).tocsr())
-    coupled = CoupledProblem.from_petsc(
+        FEMInstances.from_petsc(A, b, one, to_dofs=fem.to_dofs.multiply(np.nan).tocsr())
+    coupled = FEMInstances.from_petsc(
         A, b, one, to_dofs=scipy.sparse.random(36, 49, density=0.1, format="csr")
     )
     with pytest.raises(ValueError, match="the model has 36 outputs per input but to_dofs takes 49"):
@@ -170,7 +164,7 @@ def test_bad_inputs_are_clear_errors(darcy):
         coupled.to_function(np.zeros(36))
     with pytest.raises(ValueError, match="no reference"):
         coupled.errors([np.zeros(36)])
-    points = CoupledProblem.from_petsc(A, b, one, points=owned_dof_points(pde.V, pde.grid))
+    points = FEMInstances.from_petsc(A, b, one, points=owned_dof_points(pde.V, pde.grid))
     with pytest.raises(ValueError, match="needs a DeepONet.*got a FNOOperator"):
         points.residual(tiny_fno(6))
     with pytest.raises(ValueError, match="needs a DeepONet"):
@@ -183,17 +177,17 @@ def test_bad_inputs_are_clear_errors(darcy):
     bad.setValue(3, 3, np.nan)
     bad.assemble()
     with pytest.raises(ValueError, match="A contains NaN"):
-        CoupledProblem.from_petsc(bad, b, one, to_dofs=fem.to_dofs)
+        FEMInstances.from_petsc(bad, b, one, to_dofs=fem.to_dofs)
     bad_b = b.copy()
     bad_b.setValue(0, np.inf)
     bad_b.assemble()
     with pytest.raises(ValueError, match="b contains NaN or infinite"):
-        CoupledProblem.from_petsc(A, bad_b, one, to_dofs=fem.to_dofs)
+        FEMInstances.from_petsc(A, bad_b, one, to_dofs=fem.to_dofs)
     other = dolfinx.fem.petsc.create_vector(
         dolfinx.fem.functionspace(unit_square(COMM, 4).mesh, ("Lagrange", 1))
     )
     with pytest.raises(ValueError, match="b has 25 local entries but A has 36 local rows"):
-        CoupledProblem.from_petsc(A, other, one, to_dofs=fem.to_dofs)
+        FEMInstances.from_petsc(A, other, one, to_dofs=fem.to_dofs)
     for obj in (bad, bad_b, other):
         obj.destroy()
 
@@ -203,23 +197,10 @@ def test_forms_path_errors(darcy):
     u, v = ufl.TrialFunction(pde.V), ufl.TestFunction(pde.V)
     a, L = problem.forms(u, v, pde.input, ufl.SpatialCoordinate(pde.domain.mesh))
     with pytest.raises(ValueError, match="no update"):
-        CoupledProblem.from_forms(a, L, pde.bcs, fem.inputs, grid=pde.grid)
+        FEMInstances.from_forms(a, L, pde.bcs, fem.inputs, grid=pde.grid)
     with pytest.raises(ValueError, match="model's grid"):
-        CoupledProblem.from_forms(a, L, pde.bcs, fem.inputs[:1])
+        FEMInstances.from_forms(a, L, pde.bcs, fem.inputs[:1])
     with pytest.raises(ValueError, match="evaluate_at must be one of"):
-        CoupledProblem.from_forms(a, L, pde.bcs, fem.inputs[:1], grid=6, evaluate_at="cells")
+        FEMInstances.from_forms(a, L, pde.bcs, fem.inputs[:1], grid=6, evaluate_at="cells")
     with pytest.raises(ValueError, match="compiled form: pass its function space"):
-        CoupledProblem.from_forms(dolfinx.fem.form(a), L, pde.bcs, fem.inputs[:1], grid=6)
-
-
-def test_assemble_system_is_a_linear_instance_the_caller_owns(darcy):
-    problem, pde, fem = darcy
-    pde.set_input(fem.inputs[0])
-    u, v = ufl.TrialFunction(pde.V), ufl.TestFunction(pde.V)
-    a, L = problem.forms(u, v, pde.input, ufl.SpatialCoordinate(pde.domain.mesh))
-    system = assemble_system(a, L, pde.bcs, weight=a)
-    np.testing.assert_allclose(
-        dense(system.weight), dense(fem.systems[0].A), rtol=1e-14, atol=1e-14
-    )
-    assert np.abs(system.residual(fem.references[0])).max() < 1e-10
-    system.destroy()
+        FEMInstances.from_forms(dolfinx.fem.form(a), L, pde.bcs, fem.inputs[:1], grid=6)

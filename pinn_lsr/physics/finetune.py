@@ -15,7 +15,7 @@ import torch
 from mpi4py import MPI
 from torch import nn
 
-from pinn_lsr.lsr.instances import FEMInstances
+from pinn_lsr.physics.instances import FEMInstances
 from pinn_lsr.train.loop import broadcast_parameters
 from pinn_lsr.train.optim import make_optimizer
 
@@ -29,6 +29,11 @@ def fem_loss_and_grid_gradient(
     identical on all ranks. Collective."""
     if norm not in LOSS_NORMS:
         raise ValueError(f"unknown norm {norm!r}; choose one of {LOSS_NORMS}")
+    if fem.to_dofs is None:
+        raise ValueError(
+            "the FEM loss is computed from grid values through to_dofs; these instances are "
+            "evaluated at the dof coordinates"
+        )
     loss, gradient = 0.0, np.zeros_like(grid)
     for k, system in enumerate(fem.systems):
         u = fem.to_dofs @ grid[k]
@@ -36,7 +41,8 @@ def fem_loss_and_grid_gradient(
         if norm == "energy":  # ½ uᵀAu − bᵀu = ½ uᵀ(r − b)
             if system.b is None:
                 raise ValueError(
-                    "the energy loss needs a linear SPD problem; use norm='l2' for nonlinear residuals"
+                    "the energy loss needs a linear SPD problem; use norm='l2' for nonlinear "
+                    "residuals"
                 )
             loss += 0.5 * float(u @ (r - system.b.getArray(readonly=True)[: len(u)]))
             du = r

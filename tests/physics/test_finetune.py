@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from mpi4py import MPI
 
-from pinn_lsr.train.physics import fem_loss_and_grid_gradient, physics_finetune
-from tests.lsr.physics_cases import darcy_instances, tiny_fno
+from pinn_lsr.physics.finetune import fem_loss_and_grid_gradient, physics_finetune
+from tests.physics.physics_cases import darcy_instances, tiny_fno
 
 
 @pytest.fixture(scope="module")
