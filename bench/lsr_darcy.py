@@ -83,7 +83,8 @@ def engine_overrides(args, engine: str) -> list[str]:
 
 
 def refine(args, model: str, resolution: int, engine: str, checkpoint: Path, env) -> dict:
-    """One budgeted LSR run through the CLI; its ``lsr`` metrics plus wall seconds (or the failure)."""
+    """One budgeted LSR run through the CLI; its ``lsr`` metrics plus wall seconds (or the
+    failure)."""
     run_dir = OUT / f"lsr_{model}_{resolution}_{args.n_train}_{engine}"
     command = [
         *MPIRUN,
@@ -112,16 +113,20 @@ def refine(args, model: str, resolution: int, engine: str, checkpoint: Path, env
 
 
 def report(results: dict) -> None:
-    """Print the table of every run in ``results`` ((model, grid, n_train, engine) -> run) and plot them."""
+    """Print the table of every run in ``results`` ((model, grid, n_train, engine) -> run) and
+    plot them."""
     import matplotlib.pyplot as plt
 
     print(
-        "\nLSR fits 80 % of the training samples, the other 20 % pick the rank; 100 test samples; 2 MPI ranks; "
+        "\nLSR fits 80 % of the training samples, the other 20 % pick the rank; 100 test samples; "
+        "2 MPI ranks; "
         "lean: " + " ".join(LEAN) + "\n"
     )
     print(
-        "| model | grid | train samples | rows | parameters | method | budget GB / min | budget rank | "
-        "predicted GB / s | measured GB / s | train rel-L2 trained → LSR | test rel-L2 trained → LSR (rank) | "
+        "| model | grid | train samples | rows | parameters | method | budget GB / min | "
+        "budget rank | "
+        "predicted GB / s | measured GB / s | train rel-L2 trained → LSR | "
+        "test rel-L2 trained → LSR (rank) | "
         "test gain | commit |"
     )
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
@@ -129,12 +134,14 @@ def report(results: dict) -> None:
         head = f"| {model} | {resolution}² | {n_train} |"
         if "failed" in r:
             print(
-                f"{head} | | {engine} | | failed after {r['wall_seconds']:.0f} s | | | | | | {r.get('commit', '')} |"
+                f"{head} | | {engine} | | failed after {r['wall_seconds']:.0f} s | | | | | | "
+                f"{r.get('commit', '')} |"
             )
             continue
         trained, budget = r["trained"], r.get("budget", {})
         print(
-            f"{head} {r['n_rows']} | {r['n_parameters']} | {engine} | {budget.get('memory_gb', '')} / "
+            f"{head} {r['n_rows']} | {r['n_parameters']} | {engine} | "
+            f"{budget.get('memory_gb', '')} / "
             f"{budget.get('minutes', '')} | {r['max_rank']} | "
             f"{r['predicted']['memory_gb']:.1f} / {r['predicted']['seconds']:.0f} | "
             f"{r['total_peak_memory_mb'] / 1024:.1f} / {r['seconds']:.0f} | "
@@ -146,7 +153,8 @@ def report(results: dict) -> None:
         lean, plain = results.get((*key, "lean"), {}), results.get((*key, "plain"), {})
         if "max_rank" in lean and "max_rank" in plain:
             print(
-                f"\n{key[0]} {key[1]}², {key[2]} samples: budget rank lean / plain = {lean['max_rank']} / "
+                f"\n{key[0]} {key[1]}², {key[2]} samples: budget rank lean / plain = "
+                f"{lean['max_rank']} / "
                 f"{plain['max_rank']} = {lean['max_rank'] / plain['max_rank']:.2f}×"
             )
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.8), sharey=True)
@@ -212,7 +220,8 @@ def main() -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
     OUT.mkdir(parents=True, exist_ok=True)
     results_file = OUT / "results.json"
-    # runs accumulate: a run replaces the entries of its (model, grid, samples, method) and keeps the others
+    # runs accumulate: a run replaces the entries of its (model, grid, samples, method) and keeps
+    # the others
     saved = json.loads(results_file.read_text()) if results_file.exists() else {}
     results = {}
     for key, value in saved.items():

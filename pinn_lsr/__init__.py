@@ -1,7 +1,8 @@
 """pinn_lsr: neural PDE operators refined by linearized subspace refinement (LSR).
 
-Subpackages follow the data flow ``problem -> fem -> data -> models -> train -> lsr -> io``;
-see ``README.md`` and ``DESIGN.md``.
+Subpackages follow the data flow: ``run`` (command line, settings, pipeline) uses ``physics``
+(physics LSR, I-LSR), ``lsr`` (data LSR) and ``vpro`` (GNvpro), which use ``train``, ``models``,
+``fem`` and ``data``, which use ``parallel`` and ``io``; never the other way. See ``README.md``.
 """
 
 __version__ = "0.1.0"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Serial tests, then tests/mpi under `mpirun -n 2`; fails if either fails.
+# Lint, serial tests, then tests/mpi under `mpirun -n 2`; fails if any fails.
 # Under MPI rank 0 prints to the terminal and the other ranks to $LOGDIR/rank<N>.log,
 # shown only when the run fails, so the report is not printed twice.
 set -uo pipefail
@@ -9,6 +9,8 @@ LOGDIR=$(mktemp -d)
 export LOGDIR
 
 status=0
+echo "== lint (ruff check, ruff format --check; configured in pyproject.toml)"
+.venv/bin/ruff check --quiet . && .venv/bin/ruff format --check --quiet . || status=1
 echo "== serial tests"
 .venv/bin/python -m pytest tests --ignore=tests/mpi "$@" || status=$?
 echo "== MPI tests (mpirun -n 2)"

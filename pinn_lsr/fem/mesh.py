@@ -71,7 +71,7 @@ def read_mesh(path: str | Path, comm: MPI.Comm, *, tdim: int = 2) -> Domain:
     """Read a 2D mesh from a gmsh ``.msh``, an XDMF file or a ``.vtu``.
 
     Facet tags come from the ``.msh`` physical curves, the MeshTags Grid ``facet_tags`` of an
-    XDMF (as :func:`pinn_lsr.io.meshio_io.convert_mesh` writes), or the ``gmsh:physical`` data
+    XDMF (as :func:`convert_mesh` writes), or the ``gmsh:physical`` data
     of a ``.vtu``'s line cells. A ``.vtu`` is read by meshio on rank 0 and distributed from there.
     Collective on ``comm``.
 
@@ -214,7 +214,7 @@ def _check_xdmf(path: Path) -> tuple[str, str] | None:
     if root.find(".//Grid[@Name='mesh']") is None:
         return "invalid", (
             f"mesh file {path} has no Grid named 'mesh' (write it with XDMFFile.write_mesh, "
-            "or convert it with pinn_lsr.io.meshio_io.convert_mesh)"
+            "or convert it with pinn_lsr.fem.mesh.convert_mesh)"
         )
     for item in root.iter("DataItem"):
         if item.get("Format") == "HDF" and item.text:
@@ -229,3 +229,27 @@ def _xdmf_has_grid(path: Path, name: str) -> bool:
     import xml.etree.ElementTree as ET
 
     return ET.parse(path).getroot().find(f".//Grid[@Name='{name}']") is not None
+
+
+def convert_mesh(source: str | Path, target: str | Path) -> Path:
+    """Convert ``source`` (anything meshio reads) to the XDMF ``target`` (and its ``.h5``). Local:
+    call it on one rank (it writes through DOLFINx on ``MPI.COMM_SELF``).
+
+    Raises:
+        FileNotFoundError, ValueError: as :func:`~pinn_lsr.io.meshio_io.read_triangles`;
+            ValueError if ``target`` does not end in ``.xdmf``.
+    """
+    target = Path(target)
+    if target.suffix != ".xdmf":
+        raise ValueError(f"convert_mesh writes XDMF: target must end in .xdmf, got {target}")
+    triangles = read_triangles(source)
+    mesh, facet_tags, cell_tags = mesh_from_triangles(MPI.COMM_SELF, triangles)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with dolfinx.io.XDMFFile(MPI.COMM_SELF, str(target), "w") as xdmf:
+        xdmf.write_mesh(mesh)
+        for tags in (facet_tags, cell_tags):
+            if tags is not None:
+                xdmf.write_meshtags(
+                    tags, mesh.geometry, geometry_xpath="/Xdmf/Domain/Grid[@Name='mesh']/Geometry"
+                )
+    return target

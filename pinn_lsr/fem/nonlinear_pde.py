@@ -20,7 +20,8 @@ from pinn_lsr.fem.solver import SolverError
 ResidualCallable = Callable[
     [dolfinx.fem.Function, ufl.Argument, dolfinx.fem.Function, ufl.SpatialCoordinate], ufl.Form
 ]
-#: weight(u, du, v, w, x) -> an SPD bilinear form in (du, v) at the field u (the norm of physics LSR).
+#: weight(u, du, v, w, x) -> an SPD bilinear form in (du, v) at the field u (the norm of physics
+#: LSR).
 WeightCallable = Callable[..., ufl.Form]
 
 NEWTON_OPTIONS = {
@@ -92,7 +93,8 @@ class NonlinearPDE(GridPDE):
         }
 
     def set_state(self, u: np.ndarray) -> None:
-        """Set the field ``F``, ``J`` and ``S`` are evaluated at from its owned dof values. Collective."""
+        """Set the field ``F``, ``J`` and ``S`` are evaluated at from its owned dof values.
+        Collective."""
         self.state.x.array[: self.n_owned] = u
         self.state.x.scatter_forward()
 
@@ -143,7 +145,8 @@ class NonlinearPDE(GridPDE):
         if reason <= 0:
             raise SolverError(
                 f"SNES with prefix {self.prefix!r} did not converge (reason {reason}) after "
-                f"{self._newton.solver.getIterationNumber()} Newton iterations; try -{self.prefix}snes_monitor"
+                f"{self._newton.solver.getIterationNumber()} Newton iterations; "
+                f"try -{self.prefix}snes_monitor"
             )
         self.solution.x.scatter_forward()
         return self.solution

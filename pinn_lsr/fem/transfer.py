@@ -19,7 +19,6 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse
 from mpi4py import MPI
-from petsc4py import PETSc
 
 import dolfinx.fem
 import dolfinx.geometry
@@ -72,8 +71,9 @@ def bilinear_weights(grid: Grid, points: np.ndarray) -> scipy.sparse.csr_matrix:
 
 
 def grid_to_dofs_local(V: dolfinx.fem.FunctionSpace, grid: Grid) -> scipy.sparse.csr_matrix:
-    """``P`` restricted to this rank's dofs, owned then ghost: shape (bs·(n_local + n_ghost), bs·s*s)
-    (``bs`` the block size, 1 for scalar spaces; module docstring). Local."""
+    """``P`` restricted to this rank's dofs, owned then ghost: shape
+    (bs·(n_local + n_ghost), bs·s*s) (``bs`` the block size, 1 for scalar spaces; module
+    docstring). Local."""
     return blocked(bilinear_weights(grid, V.tabulate_dof_coordinates()), V.dofmap.index_map_bs)
 
 
@@ -92,24 +92,6 @@ def blocked(W: scipy.sparse.spmatrix, bs: int) -> scipy.sparse.csr_matrix:
     )
 
 
-def grid_to_dofs_matrix(V: dolfinx.fem.FunctionSpace, grid: Grid) -> PETSc.Mat:
-    """``P`` as a PETSc MPIAIJ matrix, global shape (n_dofs, bs·s*s), rows laid out as ``V``'s dofs.
-
-    Collective on ``V.mesh.comm``. Columns (grid nodes) use PETSc's default split.
-    """
-    index_map, bs = V.dofmap.index_map, V.dofmap.index_map_bs
-    n_owned = index_map.size_local * bs
-    W = grid_to_dofs_local(V, grid)[:n_owned].tocsr()
-    W.sort_indices()
-    P = PETSc.Mat().createAIJ(
-        size=((n_owned, index_map.size_global * bs), (PETSc.DECIDE, bs * grid.size**2)),
-        csr=(W.indptr.astype(PETSc.IntType), W.indices.astype(PETSc.IntType), W.data),
-        comm=V.mesh.comm,
-    )
-    P.assemble()
-    return P
-
-
 class GridEvaluator:
     """``R``: evaluate a P1 function at the grid nodes, gathered on every rank (vector P1: each
     component).
@@ -120,7 +102,8 @@ class GridEvaluator:
     """
 
     def __init__(self, V: dolfinx.fem.FunctionSpace, grid: Grid, *, outside: float = np.nan):
-        """Collective on ``V.mesh.comm``. ``V`` must be a (scalar or vector) P1 space on triangles."""
+        """Collective on ``V.mesh.comm``. ``V`` must be a (scalar or vector) P1 space on
+        triangles."""
         mesh = V.mesh
         if V.element.basix_element.degree != 1 or mesh.topology.cell_name() != "triangle":
             raise ValueError("GridEvaluator supports P1 on triangles only")
@@ -168,7 +151,8 @@ class GridEvaluator:
 
 
 def _barycentric(vertices: np.ndarray, points: np.ndarray) -> np.ndarray:
-    """Barycentric coordinates of ``points`` (n, 2) in triangles ``vertices`` (n, 3, 2) -> (n, 3)."""
+    """Barycentric coordinates of ``points`` (n, 2) in triangles ``vertices`` (n, 3, 2) ->
+    (n, 3)."""
     v0, v1, v2 = vertices[:, 0], vertices[:, 1], vertices[:, 2]
     T = np.stack([v1 - v0, v2 - v0], axis=-1)  # (n, 2, 2)
     lam12 = np.linalg.solve(T, (points - v0)[..., None])[..., 0]

@@ -1,5 +1,6 @@
 """Conversion through meshio: any mesh meshio reads (gmsh ``.msh``, ``.vtu``, meshio's XDMF, ...)
-to the XDMF layout :func:`pinn_lsr.fem.mesh.read_mesh` reads.
+to the XDMF layout :func:`pinn_lsr.fem.mesh.read_mesh` reads (:func:`pinn_lsr.fem.mesh.convert_mesh`
+writes it from what :func:`read_triangles` returns).
 
 The XDMF written by :func:`convert_mesh` is DOLFINx's own: a Grid ``mesh`` (linear triangles,
 2D points), plus the MeshTags Grids ``facet_tags`` (boundary lines) and ``cell_tags``
@@ -98,33 +99,3 @@ def _stack(
     if any(tags is None for _, tags in blocks):
         return cells, None
     return cells, np.concatenate([np.asarray(tags) for _, tags in blocks]).astype(np.int32)
-
-
-def convert_mesh(source: str | Path, target: str | Path) -> Path:
-    """Convert ``source`` (anything meshio reads) to the XDMF ``target`` (and its ``.h5``). Local:
-    call it on one rank (it writes through DOLFINx on ``MPI.COMM_SELF``).
-
-    Raises:
-        FileNotFoundError, ValueError: as :func:`read_triangles`; ValueError if ``target`` does
-            not end in ``.xdmf``.
-    """
-    import dolfinx_solver  # noqa: F401  (must precede dolfinx / petsc4py)
-    from mpi4py import MPI
-
-    import dolfinx.io
-    from pinn_lsr.fem.mesh import mesh_from_triangles
-
-    target = Path(target)
-    if target.suffix != ".xdmf":
-        raise ValueError(f"convert_mesh writes XDMF: target must end in .xdmf, got {target}")
-    triangles = read_triangles(source)
-    mesh, facet_tags, cell_tags = mesh_from_triangles(MPI.COMM_SELF, triangles)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with dolfinx.io.XDMFFile(MPI.COMM_SELF, str(target), "w") as xdmf:
-        xdmf.write_mesh(mesh)
-        for tags in (facet_tags, cell_tags):
-            if tags is not None:
-                xdmf.write_meshtags(
-                    tags, mesh.geometry, geometry_xpath="/Xdmf/Domain/Grid[@Name='mesh']/Geometry"
-                )
-    return target

@@ -3,11 +3,11 @@
 A pilot measures, on this machine and model, the seconds of one Jacobian product per
 (tangent × sample) in forward and reverse mode (for a Krylov subspace also those of the
 one-tangent products it is built from), the float64 matrix-product, QR and matrix-vector
-speeds, and the resident memory already in use; :class:`CostModel` turns them into the memory (summed over
-ranks, bytes) and wall time (seconds) of a refinement of rank r with a given engine, and
-:meth:`CostModel.largest_rank` finds the largest r inside a budget. The predictions ignore
-Python overheads; the report of :func:`pinn_lsr.lsr.refine.refine` prints them beside the
-measured figures.
+speeds, and the resident memory already in use; :class:`CostModel` turns them into the
+memory (summed over ranks, bytes) and wall time (seconds) of a refinement of rank r with a
+given engine, and :meth:`CostModel.largest_rank` finds the largest r inside a budget. The
+predictions ignore Python overheads; the report of :func:`pinn_lsr.lsr.refine.refine` prints
+them beside the measured figures.
 """
 
 import resource
@@ -66,21 +66,24 @@ class CostModel:
                 + 2 * F32 * n_sketch
                 + F32 * self.n_probe_samples * self.n_outputs * rank
             )
-        elif (
-            self.engine == "lean"
-        ):  # Y and Bt (float32), a block of Ω and its product (twice each), a float64 row block, k x k
+        elif self.engine == "lean":
+            # Y and Bt (float32), a block of Ω and its product (twice each), a float64 row block,
+            # k x k
             sketch = (
                 F32 * (n_sketch * k + m * k)
                 + 2 * F32 * m * self.block_columns
                 + F64 * 8192 * k
                 + 3 * F64 * k * k
             )
-        else:  # Ω, Y, three float64 n x k copies in TSQR; then Ω, Y, Bt, and in float64 Bt (QR's input), Q_B, V, V / S
+        else:
+            # Ω, Y, three float64 n x k copies in TSQR; then Ω, Y, Bt, and in float64 Bt (QR's
+            # input), Q_B, V, V / S
             sketch = max(
                 F32 * (m * k + n_sketch * k) + 3 * F64 * n_sketch * k,
                 F32 * (2 * m * k + n_sketch * k) + 4 * F64 * m * k,
             )
-        # V, a chunk of G V (float32, twice while it is assembled) and [G V | f] in float64, the accumulator
+        # V, a chunk of G V (float32, twice while it is assembled) and [G V | f] in float64, the
+        # accumulator
         buffer = 2 * (max(2 * (rank + 1), 4096) + rank + 1) if self.reduction == "qr" else 0
         reduced = (
             F32 * m * rank

@@ -57,15 +57,6 @@ def select_parameters(
     return torch.as_tensor(np.sort(index), dtype=torch.int64)
 
 
-def last_layer(model: nn.Module) -> list[str]:
-    """Names of the last trainable parameters' module (e.g. the final affine layer)."""
-    names = [n for n, p in model.named_parameters() if p.requires_grad]
-    if not names:
-        raise ValueError("the model has no trainable parameters")
-    prefix = names[-1].rsplit(".", 1)[0]
-    return [n for n in names if n.rsplit(".", 1)[0] == prefix]
-
-
 class ModelJacobian:
     """Products with ``J = ∂q/∂θ`` of a model on fixed inputs, at the model's current ``θ0``.
 
@@ -165,7 +156,8 @@ class ModelJacobian:
 
     @property
     def chunks(self) -> dict:
-        """The chunk sizes, as keyword arguments of the constructor (for Jacobians of other inputs)."""
+        """The chunk sizes, as keyword arguments of the constructor (for Jacobians of other
+        inputs)."""
         return {
             "chunk_samples": self.chunk_samples,
             "chunk_tangents": self.chunk_tangents,

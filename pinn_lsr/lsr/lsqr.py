@@ -30,7 +30,8 @@ DEFAULT_OPTIONS = {
 
 
 class _PreconditionedOperator:
-    """Shell matrix context: x (r, distributed) -> A R⁻¹ x (n rows, distributed), and its transpose."""
+    """Shell matrix context: x (r, distributed) -> A R⁻¹ x (n rows, distributed), and its
+    transpose."""
 
     def __init__(
         self, A_local: np.ndarray, R: np.ndarray, comm: MPI.Comm, column_range: tuple[int, int]

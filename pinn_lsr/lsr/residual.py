@@ -7,7 +7,6 @@ the squared residual is the sum of squared relative errors). Its Jacobian is ``G
 
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 from mpi4py import MPI
 
@@ -20,12 +19,6 @@ def relative_weights(targets: torch.Tensor) -> torch.Tensor:
     if not torch.all(norms > 0):
         raise ValueError("relative weights need targets with non-zero norm in every sample")
     return 1.0 / norms
-
-
-def block_weights(lambdas: list[float], n_rows: list[int]) -> list[float]:
-    """Weights ``w_k = sqrt(λ_k N_total / N_k)`` of stacked residual blocks with N_k rows each."""
-    total = sum(n_rows)
-    return [float(np.sqrt(lam * total / n)) for lam, n in zip(lambdas, n_rows)]
 
 
 @dataclass
@@ -83,7 +76,8 @@ class DataResidual:
         return cls(jacobian, targets.reshape(-1).to(jacobian.dtype), rows)
 
     def subset(self, samples: torch.Tensor) -> "DataResidual":
-        """The residual restricted to this rank's samples ``samples`` (indices or a boolean mask)."""
+        """The residual restricted to this rank's samples ``samples`` (indices or a boolean
+        mask)."""
         jac = self.jacobian
         per_sample = lambda rows: rows.reshape(len(jac.inputs), -1)[samples].reshape(-1)  # noqa: E731
         weights = None if self.row_weights is None else per_sample(self.row_weights)
@@ -135,48 +129,3 @@ class DataResidual:
     def Gt(self, W: torch.Tensor) -> torch.Tensor:
         """``Gᵀ W = Jᵀ (w ⊙ W)``: W (n_rows, k) -> (m, k), this rank's rows only."""
         return self.jacobian.vjp(self.weigh(W))
-
-
-class StackedResidual:
-    """Blocks ``f_k`` stacked as ``[w_1 f_1; w_2 f_2; ...]`` with ``w_k = sqrt(λ_k N_total / N_k)``
-    (N_k: rows of block k over all ranks), so that ``||f||² = Σ_k λ_k N_total · mean_k(f_k²)``.
-
-    Every block must differentiate with respect to the same parameter selection. Presents the
-    interface of :class:`DataResidual` (``value``, ``G``, ``Gt``, ``G_blocks``, ``jacobian``).
-    Collective construction (row counts are summed over ranks).
-    """
-
-    def __init__(
-        self, blocks: list[DataResidual], lambdas: list[float], *, comm: MPI.Comm = MPI.COMM_WORLD
-    ):
-        if len(blocks) != len(lambdas) or not blocks:
-            raise ValueError(
-                f"need one λ per block, got {len(blocks)} blocks and {len(lambdas)} weights"
-            )
-        if any(not torch.equal(b.jacobian.index, blocks[0].jacobian.index) for b in blocks):
-            raise ValueError("all blocks must use the same parameter selection")
-        self.blocks = blocks
-        self.weights = block_weights(
-            list(lambdas), [comm.allreduce(b.jacobian.n_rows) for b in blocks]
-        )
-        self.jacobian = blocks[0].jacobian  # parameters (index, theta0, n_params, dtype) are shared
-
-    def value(self, theta: torch.Tensor | None = None) -> torch.Tensor:
-        return torch.cat([w * b.value(theta) for w, b in zip(self.weights, self.blocks)])
-
-    def G(self, T: torch.Tensor) -> torch.Tensor:
-        return torch.cat([w * b.G(T) for w, b in zip(self.weights, self.blocks)])
-
-    def Gt(self, W: torch.Tensor) -> torch.Tensor:
-        parts = torch.split(W, [b.jacobian.n_rows for b in self.blocks])
-        return sum(w * b.Gt(part) for w, b, part in zip(self.weights, self.blocks, parts))
-
-    def G_blocks(self, T: torch.Tensor, f: torch.Tensor | None = None):
-        parts = (
-            [None] * len(self.blocks)
-            if f is None
-            else torch.split(f, [b.jacobian.n_rows for b in self.blocks])
-        )
-        for w, b, part in zip(self.weights, self.blocks, parts):
-            for GT, f_block in b.G_blocks(T, None if part is None else part / w):
-                yield w * GT, w * f_block

@@ -114,9 +114,11 @@ def main(argv: list[str] | None = None) -> int:
                 print(OmegaConf.to_yaml(_job_config(cfg)))
             return 0
         job_cfg = _job_config(cfg)
+        from pinn_lsr.run.config import load_settings
         from pinn_lsr.run.pipeline import setup
 
-        prepared = setup(job_cfg, comm)  # collective: errors are raised on every rank alike
+        settings = load_settings(job_cfg)  # local: every rank raises the same error
+        prepared = setup(settings, comm)  # collective: errors are raised on every rank alike
     except (ValueError, FileNotFoundError) as exc:  # UsageError is a ValueError
         if comm.rank == 0:
             print(f"error: {exc}", file=sys.stderr)
@@ -134,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     from pinn_lsr.run.pipeline import run
 
     start = time.perf_counter()
-    run(job_cfg, prepared, run_dir, comm)
+    run(settings, prepared, run_dir, comm)
     log.info("done in %.1f s; outputs in %s", time.perf_counter() - start, run_dir)
     return 0
 

@@ -11,19 +11,19 @@ from pathlib import Path
 import numpy as np
 import torch
 from mpi4py import MPI
-from omegaconf import DictConfig
 
 from pinn_lsr.io.plots import plot_fields
-from pinn_lsr.run.stages import build_configured_model, fit_model, refine_model, write_metrics
+from pinn_lsr.run.config import RunSettings
+from pinn_lsr.run.stages import refine_model, train_or_load_model, write_metrics
 
 
-def run_fit(cfg: DictConfig, problem, run_dir: Path, comm: MPI.Comm) -> dict:
+def run_function_fitting(settings: RunSettings, run_dir: Path, comm: MPI.Comm) -> dict:
     """Fit, refine and report into ``run_dir``; return the metrics. Collective."""
+    problem, size = settings.problem, settings.resolution
     seconds = {}
     clock = time.perf_counter()
-    size = int(cfg.problem.resolution)
     train_data = tuple(
-        torch.as_tensor(a) for a in problem.training_data(int(cfg.data.n_train), seed=int(cfg.seed))
+        torch.as_tensor(a) for a in problem.training_data(settings.data.n_train, seed=settings.seed)
     )
     test_data = tuple(torch.as_tensor(a) for a in problem.test_data(size))
     seconds["data"] = time.perf_counter() - clock
@@ -36,10 +36,7 @@ def run_fit(cfg: DictConfig, problem, run_dir: Path, comm: MPI.Comm) -> dict:
     }
 
     clock = time.perf_counter()
-
-    model, metrics["train"] = fit_model(
-        cfg, lambda: build_configured_model(cfg), train_data, test_data, run_dir, comm
-    )
+    model, metrics["train"] = train_or_load_model(settings, train_data, test_data, run_dir, comm)
     seconds["train"] = time.perf_counter() - clock
     dtype = next(model.parameters()).dtype
     x_test = test_data[0].to(dtype)
@@ -48,9 +45,11 @@ def run_fit(cfg: DictConfig, problem, run_dir: Path, comm: MPI.Comm) -> dict:
             ("target", test_data[1].numpy()),
             (f"{metrics['train']['model']}", model(x_test).double().numpy()),
         ]
-    if cfg.method.name == "lsr":
+    if settings.method == "lsr":
         clock = time.perf_counter()
-        metrics["lsr"], refined = refine_model(cfg, model, train_data, test_data, run_dir, comm)
+        metrics["lsr"], refined = refine_model(
+            settings, model, train_data, test_data, run_dir, comm
+        )
         seconds["lsr"] = time.perf_counter() - clock
         columns.append(("LSR refined", refined.predict(x_test).double().numpy()))
     columns.append((f"|error| ({columns[-1][0]})", np.abs(columns[-1][1] - test_data[1].numpy())))

@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from mpi4py import MPI
-from omegaconf import DictConfig, OmegaConf
 
 import dolfinx.fem
 from pinn_lsr.fem.linear_pde import LinearPDE
@@ -22,98 +21,15 @@ from pinn_lsr.io.fields import xdmf_series
 from pinn_lsr.io.plots import plot_fields, plot_ilsr_history, plot_stage_errors
 from pinn_lsr.physics.finetune import physics_finetune
 from pinn_lsr.physics.instances import FEMInstances
-from pinn_lsr.physics.iterative import AlignSettings, ILSRSettings, iterative_lsr
-from pinn_lsr.physics.refine import PHYSICS_SUBSPACES, refine_physics
-from pinn_lsr.physics.residual import NORMS
+from pinn_lsr.physics.iterative import iterative_lsr
+from pinn_lsr.physics.refine import refine_physics
+from pinn_lsr.run.config import RunSettings
 
 log = logging.getLogger(__name__)
 
-BASELINE_OPTIMIZERS = ("adam", "lbfgs", "none")
-#: PETSc solvers and preconditioners that assume a symmetric matrix (wrong for
-#: ``symmetric = False`` problems)
-SYMMETRIC_ONLY = {
-    "ksp_type": ("cg", "pipecg", "groppcg", "pipecgrr", "cr", "pipecr", "minres", "symmlq"),
-    "pc_type": ("cholesky", "icc"),
-}
-
-
-def validate(cfg: DictConfig) -> None:
-    """Check the ``physics`` keys. Local; raises ValueError naming the key."""
-    from pinn_lsr.run.pipeline import require_int
-
-    for key, minimum in (
-        ("instances", 0),
-        ("rank", 1),
-        ("oversampling", 0),
-        ("ilsr.iterations", 0),
-        ("ilsr.align_iterations", 1),
-    ):
-        require_int(cfg, f"physics.{key}", minimum=minimum)
-    for key, choices in (
-        ("norm", ("auto", *NORMS)),
-        ("subspace", PHYSICS_SUBSPACES),
-        ("ilsr.align_optimizer", ("lbfgs", "adam")),
-        ("baseline.optimizer", BASELINE_OPTIMIZERS),
-    ):
-        if OmegaConf.select(cfg, f"physics.{key}") not in choices:
-            raise ValueError(
-                f"physics.{key} must be one of {choices}, "
-                f"got {OmegaConf.select(cfg, f'physics.{key}')!r}"
-            )
-    resolve_norm(cfg)
-    check_fem_solver(cfg)
-
-
-def check_fem_solver(cfg: DictConfig) -> None:
-    """Raise ValueError when ``fem.petsc_options`` pick a symmetric-only solver for a problem whose
-    operator is not symmetric (``symmetric = False``, e.g. ``cdr``); LU (the default) or GMRES
-    fit."""
-    import problems
-    from pinn_lsr.fem.options import flatten_options
-
-    if getattr(problems.PROBLEMS[cfg.problem.name], "symmetric", True):
-        return
-    options = flatten_options(
-        OmegaConf.to_container(cfg.fem.petsc_options) if cfg.fem.petsc_options else None
-    )
-    for key, symmetric_only in SYMMETRIC_ONLY.items():
-        if options.get(key) in symmetric_only:
-            raise ValueError(
-                f"fem.petsc_options.{key}={options[key]} needs a symmetric matrix, but the "
-                f"operator of {cfg.problem.name} is not symmetric (use ksp_type=preonly with "
-                "pc_type=lu, or gmres)"
-            )
-
-
-def resolve_norm(cfg: DictConfig) -> str:
-    """``physics.norm`` for the problem: ``auto`` is ``energy`` for linear SPD problems and
-    ``dual`` (through an SPD weighting the problem defines) for the others: nonlinear ones (the SPD
-    part of the Jacobian) and linear ones with ``symmetric = False`` (the weighting form their
-    ``forms`` add). Raises ValueError for a norm the problem cannot provide."""
-    import problems
-
-    problem = problems.PROBLEMS[cfg.problem.name]
-    nonlinear = getattr(problem, "kind", "linear") == "nonlinear"
-    symmetric = getattr(problem, "symmetric", not nonlinear)
-    norm = cfg.physics.norm
-    if norm == "auto":
-        return "energy" if symmetric else "dual"
-    if norm == "energy" and not symmetric:
-        raise ValueError(
-            f"physics.norm=energy needs a symmetric operator; the "
-            f"{'Jacobian' if nonlinear else 'operator'} of {cfg.problem.name} is not "
-            "(use dual or auto)"
-        )
-    if norm == "dual" and symmetric:
-        raise ValueError(
-            f"physics.norm=dual needs an SPD weighting operator, which {cfg.problem.name} does "
-            "not define (its operator is SPD: use energy or auto)"
-        )
-    return norm
-
 
 def run_physics(
-    cfg: DictConfig,
+    run: RunSettings,
     model: torch.nn.Module,
     pde: LinearPDE,
     inputs: np.ndarray,
@@ -128,29 +44,19 @@ def run_physics(
     ``physics_fields/physics.xdmf``; returns the metrics (``physics_lsr``, ``ilsr``,
     ``baseline``, ``stages``). Collective.
     """
-    p = cfg.physics
-    norm = resolve_norm(cfg)
+    p = run.physics
+    settings = p.ilsr  # the one-shot physics LSR inside I-LSR too
+    norm = settings.norm
     # each instance solved once by the FEM solver, timed: what users will ask against
     fem = FEMInstances.from_pde(pde, inputs)
     n_dofs = pde.n_dofs
-    if p.rank > n_dofs // 4:
+    if settings.rank > n_dofs // 4:
         log.warning(
             "physics.rank=%d exceeds a quarter of the %d dofs: the subspace may do the work of a "
             "full solve",
-            p.rank,
+            settings.rank,
             n_dofs,
         )
-    settings = ILSRSettings(
-        iterations=int(p.ilsr.iterations),
-        rank=int(p.rank),
-        norm=norm,
-        subspace=p.subspace,
-        oversampling=int(p.oversampling),
-        petsc_options=OmegaConf.to_container(p.petsc_options) if p.petsc_options else None,
-        align=AlignSettings(
-            p.ilsr.align_optimizer, int(p.ilsr.align_iterations), float(p.ilsr.align_lr)
-        ),
-    )
     stages = {
         name: fem.errors([fem.to_dofs @ g for g in predict(fem.model_inputs(model))])
         for name, predict in predictors.items()
@@ -161,10 +67,10 @@ def run_physics(
         result = refine_physics(
             instance.residual(model, norm=norm),
             settings.rank,
-            subspace=p.subspace,
+            subspace=settings.subspace,
             oversampling=settings.oversampling,
             petsc_options=settings.petsc_options,
-            seed=int(cfg.seed),
+            seed=run.seed,
         )
         fields["physics LSR"].append(result.fields[0])
         one_shot.append(
@@ -179,18 +85,18 @@ def run_physics(
         )
         if settings.iterations:
             refined, history = iterative_lsr(
-                copy.deepcopy(model), instance, settings, seed=int(cfg.seed), first=result
+                copy.deepcopy(model), instance, settings, seed=run.seed, first=result
             )
             fields["I-LSR"].append(refined[0])
             ilsr.append(history)
-            if p.baseline.optimizer != "none":
+            if p.baseline_optimizer != "none":
                 baseline.append(
                     physics_finetune(
                         copy.deepcopy(model),
                         instance,
                         seconds=history[-1]["seconds"],
-                        optimizer=p.baseline.optimizer,
-                        lr=float(p.baseline.lr),
+                        optimizer=p.baseline_optimizer,
+                        lr=p.baseline_lr,
                         norm="energy" if norm == "energy" else "l2",
                     )
                 )
@@ -202,7 +108,7 @@ def run_physics(
         "physics_lsr": {
             "rank": settings.rank,
             "norm": norm,
-            "subspace": p.subspace,
+            "subspace": settings.subspace,
             "fem_rel_l2": float(np.mean(stages["physics LSR"])),
             "seconds_median": float(np.median([e["seconds"] for e in one_shot])),
             "per_instance": one_shot,
@@ -219,17 +125,17 @@ def run_physics(
             "per_instance": ilsr,
         }
     if baseline:
-        name = f"gradient ({p.baseline.optimizer}, same time)"
+        name = f"gradient ({p.baseline_optimizer}, same time)"
         stages[name] = [h[-1]["rel_l2"] for h in baseline]
         metrics["baseline"] = {
-            "optimizer": p.baseline.optimizer,
-            "lr": float(p.baseline.lr),
+            "optimizer": p.baseline_optimizer,
+            "lr": p.baseline_lr,
             "fem_rel_l2": float(np.mean(stages[name])),
             "steps": [h[-1]["step"] for h in baseline],
             "per_instance": baseline,
         }
     metrics["stages"] = {name: float(np.mean(errors)) for name, errors in stages.items()}
-    _report(metrics, cfg, fem, predictors, model, fields, ilsr, baseline, run_dir, comm)
+    _report(metrics, fem, predictors, model, fields, ilsr, baseline, run_dir, comm)
     fem.destroy()
     return metrics
 
@@ -242,7 +148,7 @@ def _mean_history(histories: list[list[dict]]) -> list[dict]:
     ]
 
 
-def _report(metrics, cfg, fem, predictors, model, fields, ilsr, baseline, run_dir, comm) -> None:
+def _report(metrics, fem, predictors, model, fields, ilsr, baseline, run_dir, comm) -> None:
     """The stage table in the log, the figures and the XDMF fields. Collective."""
     lines = [f"{'stage':<34} {'rel. L2 vs FEM':>14}", "-" * 49]
     lines += [f"{name:<34} {error:>14.3e}" for name, error in metrics["stages"].items()]

@@ -1,4 +1,4 @@
-"""The run behind ``solve.py``: configuration -> problem, mesh, data, FEM solves, reports.
+"""The run behind ``solve.py``: settings -> problem, mesh, data, FEM solves, reports.
 
 Stages (seconds of each recorded in ``metrics.json``):
 
@@ -22,131 +22,52 @@ from pathlib import Path
 
 import numpy as np
 from mpi4py import MPI
-from omegaconf import DictConfig, OmegaConf
 
 import dolfinx_solver  # noqa: F401  (must precede dolfinx / petsc4py)
 import dolfinx.fem
-import problems
 from pinn_lsr.data.dataset import load_or_generate
-from pinn_lsr.fem.grid_pde import INPUT_SPACES, GridPDE, dirichlet_facet_indices
+from pinn_lsr.fem.grid_pde import GridPDE, dirichlet_facet_indices
 from pinn_lsr.fem.linear_pde import LinearPDE
 from pinn_lsr.fem.nonlinear_pde import NonlinearPDE
 from pinn_lsr.fem.mesh import Domain, read_mesh, unit_square
 from pinn_lsr.fem.transfer import grid_to_dofs_local
 from pinn_lsr.io.fields import xdmf_series
 from pinn_lsr.io.plots import plot_fields
-from pinn_lsr.run.stages import lsr_settings, write_metrics
+from pinn_lsr.run.config import RunSettings
+from pinn_lsr.run.stages import write_metrics
 
 log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
 class Setup:
-    """What the configuration builds before anything is written."""
+    """What the settings build before anything is written."""
 
-    problem: object  # a problem from ``problems/``
     domain: Domain | None  # distributed over the run's communicator (None: function fitting)
     local_domain: Domain | None  # this rank's own serial copy, for data generation
     seconds: float  # time to build the meshes
 
 
-def setup(cfg: DictConfig, comm: MPI.Comm) -> Setup:
-    """Validate ``cfg`` and build the problem and meshes. Collective.
+def setup(settings: RunSettings, comm: MPI.Comm) -> Setup:
+    """Build the meshes of ``settings`` and check the mesh's tags. Collective.
 
     Raises (on every rank alike):
-        ValueError: a bad configuration value or a broken mesh file.
+        ValueError: a broken mesh file, or Dirichlet tags the mesh lacks.
         FileNotFoundError: a missing mesh file.
     """
     start = time.perf_counter()
-    _validate(cfg)
-    problem = problems.create_problem(cfg.problem.name, **cfg.problem.params)
-    if problem.kind == "function":
-        return Setup(problem, None, None, 0.0)
-    s = int(cfg.problem.resolution)
-    domain = build_domain(cfg.mesh.file, s, comm)
-    local_domain = build_domain(cfg.mesh.file, s, MPI.COMM_SELF)
-    dirichlet_facet_indices(
-        domain, dirichlet_tags(cfg)
-    )  # a tag absent from the mesh: ValueError now
-    return Setup(problem, domain, local_domain, time.perf_counter() - start)
+    if settings.problem.kind == "function":
+        return Setup(None, None, 0.0)
+    mesh_file, s = settings.mesh.file, settings.resolution
+    domain = build_domain(mesh_file, s, comm)
+    local_domain = build_domain(mesh_file, s, MPI.COMM_SELF)
+    dirichlet_facet_indices(domain, _tags(settings))  # a tag absent from the mesh: ValueError now
+    return Setup(domain, local_domain, time.perf_counter() - start)
 
 
-def _validate(cfg: DictConfig) -> None:
-    """Check values that Hydra does not type-check. Local; raises ValueError naming the key."""
-    require_int(cfg, "problem.resolution", minimum=2)
-    require_int(cfg, "data.n_train", minimum=1)
-    require_int(cfg, "data.n_test", minimum=0)
-    require_int(cfg, "output.n_show", minimum=0)
-    require_int(cfg, "seed", minimum=0)
-    if cfg.fem.input_space not in INPUT_SPACES:
-        raise ValueError(
-            f"fem.input_space must be one of {INPUT_SPACES}, got {cfg.fem.input_space!r}"
-        )
-    dirichlet_tags(cfg)
-    if cfg.get("model") is not None and cfg.checkpoint is None:
-        _validate_training(cfg)
-    if cfg.checkpoint is not None and not Path(cfg.checkpoint).is_file():
-        raise FileNotFoundError(f"checkpoint {cfg.checkpoint} does not exist")
-    if cfg.method.name == "lsr":
-        _validate_lsr(cfg)
-    from pinn_lsr.run.physics_stage import validate as validate_physics
-    from pinn_lsr.run.stages import validate_gnvpro
-
-    validate_gnvpro(cfg)
-    validate_physics(cfg)
-
-
-def _validate_lsr(cfg: DictConfig) -> None:
-    if cfg.get("model") is None and cfg.checkpoint is None:
-        raise ValueError("method=lsr needs a model: choose model=... or checkpoint=PATH")
-    lsr_settings(cfg)  # the rules of pinn_lsr.lsr.settings.LSRSettings, keys named method.<key>
-
-
-def _validate_training(cfg: DictConfig) -> None:
-    from pinn_lsr.run.stages import build_configured_model
-    from pinn_lsr.train.losses import LOSSES
-    from pinn_lsr.train.optim import OPTIMIZERS, SCHEDULERS
-
-    require_int(cfg, "train.epochs", minimum=0)
-    require_int(cfg, "train.batch_size", minimum=1)
-    require_int(cfg, "train.checkpoint_every", minimum=0)
-    for key, choices in (
-        ("optimizer", OPTIMIZERS),
-        ("scheduler", SCHEDULERS),
-        ("loss", tuple(LOSSES)),
-        ("dtype", ("float32", "float64")),
-    ):
-        if cfg.train[key] not in choices:
-            raise ValueError(f"train.{key} must be one of {choices}, got {cfg.train[key]!r}")
-    build_configured_model(cfg)  # raises ValueError for bad model arguments
-
-
-def require_int(cfg: DictConfig, key: str, *, minimum: int) -> None:
-    value = OmegaConf.select(cfg, key)
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{key} must be an integer >= {minimum}, got {value!r}")
-
-
-def dirichlet_tags(cfg: DictConfig) -> list[int] | None:
-    """``mesh.dirichlet_tags`` as a list of ints (a single int allowed), or None. Local.
-
-    Raises:
-        ValueError: anything else (the key is named).
-    """
-    tags = cfg.mesh.get("dirichlet_tags")
-    if tags is None:
-        return None
-    tags = OmegaConf.to_container(tags) if OmegaConf.is_list(tags) else tags
-    tags = [tags] if isinstance(tags, int) and not isinstance(tags, bool) else tags
-    if (
-        not isinstance(tags, list)
-        or not tags
-        or any(isinstance(t, bool) or not isinstance(t, int) for t in tags)
-    ):
-        raise ValueError(
-            f"mesh.dirichlet_tags must be null or a non-empty list of integer facet tags, got {tags!r}"
-        )
-    return tags
+def _tags(settings: RunSettings) -> list[int] | None:
+    tags = settings.mesh.dirichlet_tags
+    return None if tags is None else list(tags)
 
 
 def build_domain(mesh_file: str | None, resolution: int, comm: MPI.Comm) -> Domain:
@@ -156,16 +77,16 @@ def build_domain(mesh_file: str | None, resolution: int, comm: MPI.Comm) -> Doma
     return read_mesh(mesh_file, comm)
 
 
-def run(cfg: DictConfig, prepared: Setup, run_dir: Path, comm: MPI.Comm) -> dict:
+def run(settings: RunSettings, prepared: Setup, run_dir: Path, comm: MPI.Comm) -> dict:
     """Run every stage and write the reports into ``run_dir``; return the metrics. Collective."""
     if prepared.domain is None:
-        from pinn_lsr.run.fitting import run_fit
+        from pinn_lsr.run.fitting import run_function_fitting
 
-        return run_fit(cfg, prepared.problem, run_dir, comm)
+        return run_function_fitting(settings, run_dir, comm)
     seconds = {"mesh": prepared.seconds}
-    problem, domain = prepared.problem, prepared.domain
-    s = int(cfg.problem.resolution)
-    petsc_options = OmegaConf.to_container(cfg.fem.petsc_options)
+    problem, domain = settings.problem, prepared.domain
+    s = settings.resolution
+    fem = settings.fem
     components = problem.components  # values per grid node: a solution is (s, s) or (c, s, s)
     field_shape = (s, s) if components == 1 else (components, s, s)
 
@@ -176,24 +97,24 @@ def run(cfg: DictConfig, prepared: Setup, run_dir: Path, comm: MPI.Comm) -> dict
                 problem.residual,
                 problem.weight,
                 grid_size=s,
-                input_space=cfg.fem.input_space,
-                petsc_options=petsc_options,
-                prefix=cfg.fem.prefix,
-                dirichlet_tags=dirichlet_tags(cfg),
+                input_space=fem.input_space,
+                petsc_options=fem.petsc_options,
+                prefix=fem.prefix,
+                dirichlet_tags=_tags(settings),
             )
         return LinearPDE(
             d,
             problem.forms,
             grid_size=s,
-            input_space=cfg.fem.input_space,
-            petsc_options=petsc_options,
-            prefix=cfg.fem.prefix,
+            input_space=fem.input_space,
+            petsc_options=fem.petsc_options,
+            prefix=fem.prefix,
             components=components,
-            dirichlet_tags=dirichlet_tags(cfg),
+            dirichlet_tags=_tags(settings),
         )
 
     clock = time.perf_counter()
-    dataset, cache = _data_stage(cfg, problem, make_pde(prepared.local_domain), petsc_options, comm)
+    dataset, cache = _data_stage(settings, make_pde(prepared.local_domain), comm)
     seconds["data"] = time.perf_counter() - clock
     log.info(
         "dataset: %d samples (%s) from %s in %.2f s",
@@ -202,9 +123,9 @@ def run(cfg: DictConfig, prepared: Setup, run_dir: Path, comm: MPI.Comm) -> dict
         cache.path,
         cache.seconds,
     )
-    train_set, test_set = dataset.split(int(cfg.data.n_train))
+    train_set, test_set = dataset.split(settings.data.n_train)
     shown = test_set if len(test_set) else train_set
-    n_show = min(int(cfg.output.n_show), len(shown))
+    n_show = min(settings.output.n_show, len(shown))
 
     metrics = {
         "problem": problem.name,
@@ -223,10 +144,10 @@ def run(cfg: DictConfig, prepared: Setup, run_dir: Path, comm: MPI.Comm) -> dict
     }
 
     predictions: dict[str, np.ndarray] = {}
-    if cfg.checkpoint is not None or cfg.get("model") is not None:
+    if settings.has_model:
         import torch
 
-        from pinn_lsr.run.stages import build_configured_model, fit_model, refine_model
+        from pinn_lsr.run.stages import refine_model, train_or_load_model
 
         def tensors(data):
             return torch.as_tensor(data.inputs), torch.as_tensor(
@@ -236,8 +157,8 @@ def run(cfg: DictConfig, prepared: Setup, run_dir: Path, comm: MPI.Comm) -> dict
         train_data, test_data = tensors(train_set), tensors(test_set) if len(test_set) else None
         shown_inputs = torch.as_tensor(shown.inputs[:n_show])
         clock = time.perf_counter()
-        model, metrics["train"] = fit_model(
-            cfg, lambda: build_configured_model(cfg), train_data, test_data, run_dir, comm
+        model, metrics["train"] = train_or_load_model(
+            settings, train_data, test_data, run_dir, comm
         )
         seconds["train"] = time.perf_counter() - clock
         dtype = next(model.parameters()).dtype
@@ -248,9 +169,11 @@ def run(cfg: DictConfig, prepared: Setup, run_dir: Path, comm: MPI.Comm) -> dict
                 model(shown_inputs.to(dtype)).double().numpy().reshape(-1, *field_shape)
             )
         predictors = {"trained network": lambda x: model(x).detach().double().numpy()}
-        if cfg.method.name == "lsr":
+        if settings.method == "lsr":
             clock = time.perf_counter()
-            metrics["lsr"], refined = refine_model(cfg, model, train_data, test_data, run_dir, comm)
+            metrics["lsr"], refined = refine_model(
+                settings, model, train_data, test_data, run_dir, comm
+            )
             seconds["lsr"] = time.perf_counter() - clock
             predictions["LSR refined"] = (
                 refined.predict(shown_inputs.to(dtype)).double().numpy().reshape(-1, *field_shape)
@@ -262,13 +185,13 @@ def run(cfg: DictConfig, prepared: Setup, run_dir: Path, comm: MPI.Comm) -> dict
     pde = make_pde(domain)
     pde.input.name = problem.input_name
     metrics["n_dofs"] = pde.n_dofs
-    n_physics = min(int(cfg.physics.instances), len(test_set))
+    n_physics = min(settings.physics.instances, len(test_set))
     if predictions and n_physics:
         from pinn_lsr.run.physics_stage import run_physics
 
         clock = time.perf_counter()
         metrics["physics"] = run_physics(
-            cfg, model, pde, test_set.inputs[:n_physics], predictors, run_dir, comm
+            settings, model, pde, test_set.inputs[:n_physics], predictors, run_dir, comm
         )
         seconds["physics"] = time.perf_counter() - clock
 
@@ -299,23 +222,23 @@ def run(cfg: DictConfig, prepared: Setup, run_dir: Path, comm: MPI.Comm) -> dict
     return write_metrics(run_dir, metrics, seconds, comm)
 
 
-def _data_stage(cfg, problem, local_pde: GridPDE, petsc_options, comm):
+def _data_stage(settings: RunSettings, local_pde: GridPDE, comm: MPI.Comm):
     """Load or generate the dataset with each rank's serial ``local_pde``. Collective."""
-    s = local_pde.grid.size
-    settings = {
+    s, problem, seed = local_pde.grid.size, settings.problem, settings.seed
+    key = {
         "problem": problem.name,
         "parameters": dataclasses.asdict(problem),
         "grid_size": s,
-        "mesh": _mesh_identity(cfg.mesh.file, s),
-        "input_space": cfg.fem.input_space,
-        "petsc_options": petsc_options,
-        "n_samples": int(cfg.data.n_train) + int(cfg.data.n_test),
-        "seed": int(cfg.seed),
+        "mesh": _mesh_identity(settings.mesh.file, s),
+        "input_space": settings.fem.input_space,
+        "petsc_options": settings.fem.petsc_options,
+        "n_samples": settings.data.n_train + settings.data.n_test,
+        "seed": seed,
     }
     if local_pde.components > 1:  # only then: the cache keys of scalar problems stay as they were
-        settings["components"] = local_pde.components
-    if dirichlet_tags(cfg) is not None:  # likewise: whole-boundary runs keep their cache keys
-        settings["dirichlet_tags"] = dirichlet_tags(cfg)
+        key["components"] = local_pde.components
+    if settings.mesh.dirichlet_tags is not None:  # likewise: whole-boundary runs keep their keys
+        key["dirichlet_tags"] = _tags(settings)
 
     def solve_on_grid(field: np.ndarray) -> np.ndarray:
         local_pde.solve(field)
@@ -323,12 +246,12 @@ def _data_stage(cfg, problem, local_pde: GridPDE, petsc_options, comm):
 
     try:
         return load_or_generate(
-            cfg.data.cache_dir,
-            settings,
+            settings.data.cache_dir,
+            key,
             comm=comm,
-            progress=bool(cfg.output.progress),
+            progress=settings.output.progress,
             sample_inputs=lambda first, count: problem.sample_inputs(
-                count, s, seed=int(cfg.seed), first=first
+                count, s, seed=seed, first=first
             ),
             solve=solve_on_grid,
         )
@@ -381,4 +304,5 @@ def _mesh_identity(mesh_file: str | None, resolution: int) -> str:
     """What the data depend on about the mesh: its resolution, or the file's content hash."""
     if mesh_file is None:
         return f"unit_square({resolution - 1})"
-    return f"{Path(mesh_file).name}:sha256={hashlib.sha256(Path(mesh_file).read_bytes()).hexdigest()[:16]}"
+    digest = hashlib.sha256(Path(mesh_file).read_bytes()).hexdigest()[:16]
+    return f"{Path(mesh_file).name}:sha256={digest}"

@@ -1,4 +1,5 @@
 import numpy as np
+import scipy.sparse
 import pytest
 from mpi4py import MPI
 
@@ -9,7 +10,6 @@ from pinn_lsr.fem.transfer import (
     GridEvaluator,
     bilinear_weights,
     grid_to_dofs_local,
-    grid_to_dofs_matrix,
 )
 
 
@@ -33,34 +33,12 @@ def test_grid_to_dofs_is_exact_on_bilinear_data(n_cells, s):
     np.testing.assert_allclose(np.asarray(P.sum(axis=1)).ravel(), 1.0, atol=1e-14)
 
 
-def test_petsc_matrix_matches_local_rows_and_is_exact():
-    V = p1_space(6)
-    grid = Grid(8)
-    P = grid_to_dofs_matrix(V, grid)
-    assert P.getSize() == (V.dofmap.index_map.size_global, 64)
-    g = P.createVecRight()
-    start, end = g.getOwnershipRange()
-    g.array[:] = bilinear(grid.nodes())[start:end]
-    u = P.createVecLeft()
-    P.mult(g, u)
-    n_owned = V.dofmap.index_map.size_local
-    np.testing.assert_allclose(
-        u.array, bilinear(V.tabulate_dof_coordinates()[:n_owned]), atol=1e-13
-    )
-
-
 def test_aligned_grid_makes_P_a_permutation():
     """Mesh vertices on the grid nodes: P Pᵀ = I on the dofs and Pᵀ P = I on the grid."""
     V = p1_space(5)
-    P = grid_to_dofs_matrix(V, Grid(6))
-    PPt = P.matTransposeMult(P)
-    PtP = P.transposeMatMult(P)
-    for product, n in ((PPt, V.dofmap.index_map.size_global), (PtP, 36)):
-        identity = product.copy()
-        identity.zeroEntries()
-        identity.shift(1.0)
-        identity.axpy(-1.0, product)
-        assert identity.norm() < 1e-12, f"{n}x{n} product is not the identity"
+    P = grid_to_dofs_local(V, Grid(6))
+    for product, n in ((P @ P.T, P.shape[0]), (P.T @ P, 36)):
+        assert abs(product - scipy.sparse.identity(n)).max() < 1e-12, f"{n}x{n}: not the identity"
 
 
 def test_grid_evaluation_is_exact_on_p1_functions():

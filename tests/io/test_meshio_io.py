@@ -10,7 +10,8 @@ from mpi4py import MPI
 
 import dolfinx.fem
 from pinn_lsr.fem.mesh import Domain, read_mesh
-from pinn_lsr.io.meshio_io import convert_mesh, read_triangles
+from pinn_lsr.fem.mesh import convert_mesh
+from pinn_lsr.io.meshio_io import read_triangles
 
 MESHES = Path(__file__).parents[2] / "meshes"
 

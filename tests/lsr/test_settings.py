@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from omegaconf import OmegaConf
+from omegaconf import open_dict
 
 from pinn_lsr.lsr.settings import DATA_SUBSPACES, ENGINES, SOLVERS, LSRSettings
 
@@ -158,15 +158,17 @@ def test_the_yaml_block_builds_settings_and_names_every_key_as_a_field():
     assert settings.chunk_samples == options["chunk_samples"]
 
 
-def _cli_message(changes) -> str:
+def _cli_message(changes, overrides=("model=mlp", "model.width=8")) -> str:
     """The message of the command line's check of method=lsr with ``changes``."""
-    from pinn_lsr.run.pipeline import _validate_lsr
+    from pinn_lsr.run.cli import compose_config
+    from pinn_lsr.run.config import load_settings
 
-    method = {**yaml.safe_load(LSR_YAML.read_text()), "rank": 40, **changes}
-    cfg = OmegaConf.create({"method": method, "model": {"name": "mlp"}, "checkpoint": None})
-    cfg.seed = 0
+    cfg = compose_config(list(overrides))
+    with open_dict(cfg):
+        for key, value in {"rank": 40, **changes}.items():
+            cfg.method[key] = value
     with pytest.raises(ValueError) as error:
-        _validate_lsr(cfg)
+        load_settings(cfg)
     return str(error.value)
 
 
@@ -184,10 +186,4 @@ def test_the_cli_names_restart_dir_and_keeps_the_model_check():
         "method.restart_dir needs method.engine=lean and method.subspace=randomized"
     )
     assert "unknown LSR setting(s) method.checkpoint" in _cli_message({"checkpoint": "r"})
-    from pinn_lsr.run.pipeline import _validate_lsr
-
-    cfg = OmegaConf.create(
-        {"method": {"name": "lsr", "rank": 3}, "model": None, "checkpoint": None}
-    )
-    with pytest.raises(ValueError, match="method=lsr needs a model"):
-        _validate_lsr(cfg)
+    assert "method=lsr needs a model" in _cli_message({"rank": 3}, overrides=["~model"])

@@ -8,7 +8,7 @@ import dolfinx.fem
 import problems
 from pinn_lsr.fem.linear_pde import LinearPDE
 from pinn_lsr.fem.mesh import read_mesh, unit_square
-from pinn_lsr.fem.transfer import Grid, grid_to_dofs_matrix
+from pinn_lsr.fem.transfer import Grid, grid_to_dofs_local
 
 
 def solve_both_ways(build_domain, forms, field, **kwargs):
@@ -51,21 +51,20 @@ def test_manufactured_error_independent_of_partition(comm):
     assert abs(errors[0] - errors[1]) < 1e-12
 
 
-def test_distributed_transfer_matrix(comm):
+def test_distributed_transfer_rows(comm):
+    """Each rank's owned rows of P: exact on bilinear data, and with the vertices on the grid
+    nodes the owned rows of all ranks together pick every grid node once (P Pᵀ = I)."""
     V = dolfinx.fem.functionspace(unit_square(comm, 5).mesh, ("Lagrange", 1))
     grid = Grid(6)
-    P = grid_to_dofs_matrix(V, grid)
-    PPt = P.matTransposeMult(P)  # vertices on grid nodes: P Pᵀ = I
-    identity = PPt.duplicate(copy=False)
-    identity.zeroEntries()
-    identity.shift(1.0)
-    identity.axpy(-1.0, PPt)
-    assert identity.norm() < 1e-12
-    g = P.createVecRight()
-    start, end = g.getOwnershipRange()
+    n_owned = V.dofmap.index_map.size_local
+    P = grid_to_dofs_local(V, grid)[:n_owned].tocsr()
     nodes = grid.nodes()
-    g.array[:] = (nodes[:, 0] * nodes[:, 1])[start:end]
-    u = P.createVecLeft()
-    P.mult(g, u)
-    x = V.tabulate_dof_coordinates()[: V.dofmap.index_map.size_local]
-    assert np.abs(u.array - x[:, 0] * x[:, 1]).max() < 1e-13
+    x = V.tabulate_dof_coordinates()[:n_owned]
+    assert np.abs(P @ (nodes[:, 0] * nodes[:, 1]) - x[:, 0] * x[:, 1]).max() < 1e-13
+    P.data[np.abs(P.data) < 1e-14] = (
+        0.0  # weights of the neighbouring nodes: exactly 0 up to round-off
+    )
+    P.eliminate_zeros()
+    assert np.all(np.diff(P.indptr) == 1) and np.allclose(P.data, 1.0)
+    picked = np.concatenate(comm.allgather(P.indices))
+    assert np.array_equal(np.sort(picked), np.arange(36))

@@ -13,7 +13,7 @@ import problems
 from pinn_lsr.run.cli import main
 from pinn_lsr.fem.linear_pde import LinearPDE
 from pinn_lsr.fem.mesh import read_mesh
-from pinn_lsr.io.meshio_io import convert_mesh
+from pinn_lsr.fem.mesh import convert_mesh
 
 MESHES = Path(__file__).parents[2] / "meshes"
 SMALL = [

@@ -1,4 +1,5 @@
-"""``method=gnvpro``: the model is trained by GNvpro (pinn_lsr.vpro) instead of gradients, no LSR follows."""
+"""``method=gnvpro``: the model is trained by GNvpro (pinn_lsr.vpro) instead of gradients, no
+LSR follows."""
 
 import json
 
@@ -8,7 +9,8 @@ import torch
 from mpi4py import MPI
 
 from pinn_lsr.run.cli import compose_config, main
-from pinn_lsr.run.stages import build_configured_model, fit_model, validate_gnvpro
+from pinn_lsr.run.config import load_settings
+from pinn_lsr.run.stages import train_or_load_model
 from pinn_lsr.train.checkpoint import load_model
 
 # a few GNvpro iterations, no physics stage; SMALL adds a small DeepONet
@@ -98,13 +100,11 @@ def test_gnvpro_trains_the_model_from_the_cli(tmp_path):
 
 
 def test_checkpoint_reloads_the_same_predictions(tmp_path):
-    cfg = compose_config(SMALL)
+    settings = load_settings(compose_config(SMALL))
     generator = torch.Generator().manual_seed(0)
     a = 3 + 9 * torch.rand(6, 12, 12, dtype=torch.float64, generator=generator)
     u = torch.sin(a.reshape(6, -1).cumsum(1) / 100) / a.reshape(6, -1)
-    model, metrics = fit_model(
-        cfg, lambda: build_configured_model(cfg), (a, u), None, tmp_path, MPI.COMM_WORLD
-    )
+    model, metrics = train_or_load_model(settings, (a, u), None, tmp_path, MPI.COMM_WORLD)
     assert metrics["optimizer"] == "gnvpro" and metrics["iterations"] == 3
     with torch.no_grad():
         expected = model(a)
@@ -119,30 +119,32 @@ def test_checkpoint_reloads_the_same_predictions(tmp_path):
     [
         (
             ["model=fno", "model.modes=3"],
-            "method=gnvpro cannot train model=fno: GNvpro eliminates the network's final affine layer",
+            "method=gnvpro cannot train model=fno: GNvpro eliminates the network's final "
+            "affine layer",
         ),
         (["~model"], "method=gnvpro needs a model to train"),
         (["checkpoint=model.pt"], "method=gnvpro trains a new model"),
         (["method.globalization=newton"], "method.globalization must be one of"),
         (
             ["method.curvature_batch_size=9"],
-            "method.curvature_batch_size must be null, a fraction in (0, 1) or an integer in [1, data.n_train=8]",
+            "method.curvature_batch_size must be null, a fraction in (0, 1) or an integer in "
+            "[1, data.n_train=8]",
         ),
         (["+method.radius0=1"], "bad method=gnvpro setting"),
         (["train.resume=true"], "train.resume applies to gradient training only"),
     ],
 )
-def test_validate_gnvpro_names_the_problem(overrides, message):
+def test_gnvpro_settings_name_the_problem(overrides, message):
     base = BASE if overrides[0] in ("model=fno", "~model") else SMALL
     with pytest.raises(ValueError) as info:
-        validate_gnvpro(compose_config([*base, *overrides]))
+        load_settings(compose_config([*base, *overrides]))
     assert message in str(info.value)
 
 
-def test_validate_gnvpro_accepts_the_supported_models():
+def test_gnvpro_settings_accept_the_supported_models():
     for model in (["model=deeponet"], ["model=mlp", "model.width=8"]):
-        validate_gnvpro(compose_config([*BASE, *model]))
-    validate_gnvpro(compose_config(["model=fno", "method=lsr"]))  # other methods: nothing to check
+        assert load_settings(compose_config([*BASE, *model])).gnvpro is not None
+    assert load_settings(compose_config(["model=fno", "method=lsr"])).gnvpro is None
 
 
 def test_gnvpro_with_fno_is_a_usage_error(tmp_path, capsys):

@@ -6,7 +6,8 @@ small settings (the same for all problems, so the table compares problems, not t
 reads its ``metrics.json``. Errors are the relative L2 (mass matrix) against the FEM solution,
 mean over the physics instances.
 
-Usage: ``.venv/bin/python bench/problems.py [--cases darcy cdr ...] [--n-train 200] [--epochs 30]``.
+Usage: ``.venv/bin/python bench/physics_problems.py [--cases darcy cdr ...] [--n-train 200]
+[--epochs 30]``.
 Results go to ``bench/results/problems/``.
 """
 
@@ -91,11 +92,13 @@ def main() -> None:
         print(f"{name}: {json.dumps(results[name])[:300]}", flush=True)
     (OUT / "results.json").write_text(json.dumps(results, indent=1))
     print(
-        f"\nFNO, {args.n_train} training samples, {args.epochs} Adam epochs, physics rank {args.rank}, 2 instances, "
+        f"\nFNO, {args.n_train} training samples, {args.epochs} Adam epochs, "
+        f"physics rank {args.rank}, 2 instances, "
         f"2 I-LSR iterations, mpirun -n 2, commit {git_commit()}\n"
     )
     print(
-        "| problem | dofs | norm | trained | physics LSR | I-LSR | Adam, same time | FEM solve s | physics LSR s | I-LSR s |"
+        "| problem | dofs | norm | trained | physics LSR | I-LSR | Adam, same time | FEM solve s | "
+        "physics LSR s | I-LSR s |"
     )
     print("|---|---|---|---|---|---|---|---|---|---|")
     for name, r in results.items():
@@ -105,8 +108,10 @@ def main() -> None:
         st = r["stages"]
         baseline = next((v for k, v in st.items() if k.startswith("gradient")), float("nan"))
         print(
-            f"| {name} | {r['n_dofs']} | {r['norm']} | {st['trained network']:.2e} | {st['physics LSR']:.2e} | "
-            f"{st['I-LSR']:.2e} | {baseline:.2e} | {r['fem_solve_seconds']:.4f} | {r['physics_seconds']:.1f} | "
+            f"| {name} | {r['n_dofs']} | {r['norm']} | {st['trained network']:.2e} | "
+            f"{st['physics LSR']:.2e} | "
+            f"{st['I-LSR']:.2e} | {baseline:.2e} | {r['fem_solve_seconds']:.4f} | "
+            f"{r['physics_seconds']:.1f} | "
             f"{r['ilsr_seconds']:.1f} |"
         )
 

@@ -1,0 +1,54 @@
+"""run/pipeline.py: settings -> meshes -> data -> stages -> reports."""
+
+import json
+from pathlib import Path
+
+import pytest
+from mpi4py import MPI
+
+from pinn_lsr.run.cli import compose_config
+from pinn_lsr.run.config import load_settings
+from pinn_lsr.run.pipeline import _mesh_identity, run, setup
+
+MESHES = Path(__file__).parents[2] / "meshes"
+TINY = [
+    "problem.resolution=8",
+    "data.n_train=4",
+    "data.n_test=2",
+    "output.n_show=1",
+    "output.progress=false",
+    "~model",
+    "method=none",
+]
+
+
+def settings(tmp_path, *overrides):
+    return load_settings(compose_config([*TINY, f"data.cache_dir={tmp_path}/cache", *overrides]))
+
+
+def test_function_fitting_needs_no_mesh(tmp_path):
+    prepared = setup(settings(tmp_path, "problem=fit2d"), MPI.COMM_WORLD)
+    assert prepared.domain is None and prepared.local_domain is None
+
+
+def test_a_dirichlet_tag_the_mesh_lacks_is_refused_before_any_work(tmp_path):
+    bad = settings(tmp_path, f"mesh.file={MESHES / 'lshape.msh'}", "mesh.dirichlet_tags=[7]")
+    with pytest.raises(ValueError, match="7"):
+        setup(bad, MPI.COMM_WORLD)
+
+
+def test_a_run_without_a_model_solves_writes_fields_and_metrics_last(tmp_path):
+    run_settings = settings(tmp_path)
+    prepared = setup(run_settings, MPI.COMM_WORLD)
+    metrics = run(run_settings, prepared, tmp_path / "run", MPI.COMM_WORLD)
+    written = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert written["n_train"] == 4 and written["n_test"] == 2 and written["n_dofs"] == 64
+    assert metrics["fem"]["distributed_vs_dataset_max_abs_diff"] < 1e-10
+    assert (tmp_path / "run" / "fields" / "samples.xdmf").is_file()
+    assert set(written["seconds"]) >= {"mesh", "data", "fem_solve", "output"}
+
+
+def test_the_cache_key_names_the_mesh_by_content(tmp_path):
+    assert _mesh_identity(None, 33) == "unit_square(32)"
+    identity = _mesh_identity(str(MESHES / "lshape.msh"), 33)
+    assert identity.startswith("lshape.msh:sha256=") and len(identity.split("=")[1]) == 16
