@@ -78,12 +78,7 @@ def align(
         loss.backward()
         return loss
 
-    model.train()
-    steps = 1 if settings.optimizer == "lbfgs" else settings.iterations
-    for _ in range(steps):
-        optimizer.step(closure)
-    model.eval()
-    broadcast_parameters(model, comm)
+    _take_steps(model, optimizer, closure, settings, comm)
     with torch.no_grad():
         return float(loss_value())
 
@@ -119,14 +114,20 @@ def align_dofs(
         allreduce_gradients(model, comm)
         return torch.tensor(comm.allreduce(float(loss.detach()), op=MPI.SUM), dtype=dtype)
 
+    _take_steps(model, optimizer, closure, settings, comm)
+    with torch.no_grad():
+        return comm.allreduce(float(local_loss()), op=MPI.SUM)
+
+
+def _take_steps(model: nn.Module, optimizer, closure, settings: AlignSettings, comm) -> None:
+    """The alignment's optimiser steps (one L-BFGS call of ``settings.iterations`` iterations, or
+    ``settings.iterations`` Adam steps), then rank 0's weights to every rank. Collective."""
     model.train()
     steps = 1 if settings.optimizer == "lbfgs" else settings.iterations
     for _ in range(steps):
         optimizer.step(closure)
     model.eval()
     broadcast_parameters(model, comm)
-    with torch.no_grad():
-        return comm.allreduce(float(local_loss()), op=MPI.SUM)
 
 
 def iterative_lsr(

@@ -6,6 +6,8 @@ import gc
 import pytest
 from mpi4py import MPI
 
+from tests.physics.physics_cases import darcy_instances
+
 
 @pytest.fixture(autouse=True)
 def collective_cleanup():
@@ -25,3 +27,15 @@ def comm():
 def shared_tmp_path(tmp_path, comm):
     """A temporary folder that is the same on every rank (rank 0's)."""
     return type(tmp_path)(comm.bcast(str(tmp_path), root=0))
+
+
+@pytest.fixture(scope="module")
+def instances():
+    """Two 8 × 8 Darcy instances, distributed over the ranks and on this rank alone."""
+    pair = {
+        name: darcy_instances(c, size=8, n=2)
+        for name, c in (("parallel", MPI.COMM_WORLD), ("serial", MPI.COMM_SELF))
+    }
+    yield pair
+    for fem in pair.values():
+        fem.destroy()

@@ -17,20 +17,9 @@ from pinn_lsr.fem.dofs import bounding_grid
 from pinn_lsr.physics.instances import FEMInstances
 from pinn_lsr.physics.refine import refine_physics
 from tests.physics.coupling_cases import kappa_on_grid, tiny_deeponet, user_problem
-from tests.physics.physics_cases import darcy_instances, tiny_fno
+from tests.physics.physics_cases import tiny_fno
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "couple_dolfinx.py"
-
-
-@pytest.fixture(scope="module")
-def instances():
-    pair = {
-        name: darcy_instances(c, size=8, n=2)
-        for name, c in (("parallel", MPI.COMM_WORLD), ("serial", MPI.COMM_SELF))
-    }
-    yield pair
-    for fem in pair.values():
-        fem.destroy()
 
 
 def close(a, b, rtol=1e-10):

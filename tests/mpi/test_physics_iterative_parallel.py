@@ -7,23 +7,14 @@ import numpy as np
 import pytest
 from mpi4py import MPI
 
-from pinn_lsr.fem.dofs import bounding_grid
 from pinn_lsr.physics.finetune import physics_finetune
 from pinn_lsr.physics.instances import FEMInstances
 from pinn_lsr.physics.iterative import AlignSettings, ILSRSettings, iterative_lsr
-from tests.physics.coupling_cases import kappa_on_grid, tiny_deeponet, user_problem
-from tests.physics.physics_cases import darcy_instances, tiny_fno
-
-
-@pytest.fixture(scope="module")
-def instances():
-    pair = {
-        name: darcy_instances(comm, size=8, n=2)
-        for name, comm in (("parallel", MPI.COMM_WORLD), ("serial", MPI.COMM_SELF))
-    }
-    yield pair
-    for fem in pair.values():
-        fem.destroy()
+from tests.physics.coupling_cases import (
+    tiny_deeponet,
+    user_forms_instances,
+)
+from tests.physics.physics_cases import tiny_fno
 
 
 def test_ilsr_and_baseline_two_ranks_equal_one(comm, instances):
@@ -92,18 +83,7 @@ def test_ilsr_on_a_users_forms_two_ranks_equal_one(comm, evaluate_at):
     settings = ILSRSettings(iterations=2, rank=6, align=AlignSettings(iterations=10))
     results = {}
     for name, c in (("parallel", MPI.COMM_WORLD), ("serial", MPI.COMM_SELF)):
-        user = user_problem(c)
-        reference = user.solve(mu)
-        grid = bounding_grid(user.V, 8)
-        fem = FEMInstances.from_forms(
-            user.a,
-            user.L,
-            user.bcs,
-            [kappa_on_grid(grid, mu)],
-            grid=grid,
-            evaluate_at=evaluate_at,
-            references=[reference],
-        )
+        user, fem = user_forms_instances(c, mu, evaluate_at=evaluate_at)
         results[name] = iterative_lsr(copy.deepcopy(model), fem, settings)[1]
         fem.destroy()
     assert_two_ranks_equal_one_and_improve(results)

@@ -5,18 +5,7 @@ import pytest
 from mpi4py import MPI
 
 from pinn_lsr.physics.refine import refine_physics
-from tests.physics.physics_cases import darcy_instances, tiny_fno
-
-
-@pytest.fixture(scope="module")
-def instances():
-    pair = {
-        name: darcy_instances(comm, size=8, n=2)
-        for name, comm in (("parallel", MPI.COMM_WORLD), ("serial", MPI.COMM_SELF))
-    }
-    yield pair
-    for fem in pair.values():
-        fem.destroy()
+from tests.physics.physics_cases import tiny_fno
 
 
 @pytest.mark.parametrize(

@@ -85,3 +85,24 @@ def tiny_deeponet(size: int) -> torch.nn.Module:
         ),
         torch.float64,
     )
+
+
+def user_forms_instances(comm: MPI.Comm, mu, *, size: int = 8, evaluate_at: str = "grid"):
+    """The user problem at ``mu`` as a one-instance set built from its forms, with its FEM
+    solution as the reference: ``(user, fem)``; the caller destroys both."""
+    from pinn_lsr.fem.dofs import bounding_grid
+    from pinn_lsr.physics.instances import FEMInstances
+
+    user = user_problem(comm)
+    reference = user.solve(mu)
+    grid = bounding_grid(user.V, size)
+    fem = FEMInstances.from_forms(
+        user.a,
+        user.L,
+        user.bcs,
+        [kappa_on_grid(grid, mu)],
+        grid=grid,
+        evaluate_at=evaluate_at,
+        references=[reference],
+    )
+    return user, fem

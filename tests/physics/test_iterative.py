@@ -3,10 +3,12 @@ import pytest
 import torch
 from mpi4py import MPI
 
-from pinn_lsr.fem.dofs import bounding_grid
 from pinn_lsr.physics.instances import FEMInstances
 from pinn_lsr.physics.iterative import AlignSettings, ILSRSettings, align, iterative_lsr
-from tests.physics.coupling_cases import kappa_on_grid, tiny_deeponet, user_problem
+from tests.physics.coupling_cases import (
+    tiny_deeponet,
+    user_forms_instances,
+)
 from tests.physics.physics_cases import darcy_instances, tiny_fno
 
 
@@ -77,18 +79,8 @@ def test_ilsr_without_references_reports_residuals_only(fem):
 
 @pytest.mark.parametrize("evaluate_at", ["grid", "dofs"])
 def test_ilsr_on_a_users_forms_lowers_the_error(evaluate_at):
-    user = user_problem(MPI.COMM_SELF)
-    mu = np.array([0.6, -0.4])
-    reference = user.solve(mu)
-    grid = bounding_grid(user.V, 8)
-    instances = FEMInstances.from_forms(
-        user.a,
-        user.L,
-        user.bcs,
-        [kappa_on_grid(grid, mu)],
-        grid=grid,
-        evaluate_at=evaluate_at,
-        references=[reference],
+    user, instances = user_forms_instances(
+        MPI.COMM_SELF, np.array([0.6, -0.4]), evaluate_at=evaluate_at
     )
     settings = ILSRSettings(iterations=2, rank=12, align=AlignSettings(iterations=50))
     _, history = iterative_lsr(tiny_deeponet(8), instances, settings)

@@ -9,16 +9,9 @@ from pinn_lsr.physics.refine import (
     randomized_physics_subspace,
     refine_physics,
 )
-from tests.physics.physics_cases import FieldModel, darcy_instances, dense, tiny_fno
+from tests.physics.physics_cases import FieldModel, dense, tiny_fno
 
 COMM = MPI.COMM_SELF
-
-
-@pytest.fixture(scope="module")
-def fem():
-    instances = darcy_instances(COMM, size=6, n=2)
-    yield instances
-    instances.destroy()
 
 
 @pytest.mark.parametrize("norm", ["energy", "l2", "dual"])

@@ -2,16 +2,9 @@ import pytest
 import torch
 from mpi4py import MPI
 
-from tests.physics.physics_cases import FieldModel, darcy_instances, tiny_fno
+from tests.physics.physics_cases import FieldModel, tiny_fno
 
 COMM = MPI.COMM_SELF
-
-
-@pytest.fixture(scope="module")
-def fem():
-    instances = darcy_instances(COMM, size=6, n=2)
-    yield instances
-    instances.destroy()
 
 
 @pytest.mark.parametrize("norm", ["energy", "l2"])
