@@ -8,6 +8,7 @@ value raises ``ValueError`` naming its key (``train.lr must be ...``), a missing
 Local: every rank validates the same configuration and raises the same error.
 """
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -180,6 +181,21 @@ def require_choice(cfg: DictConfig, key: str, choices: tuple) -> str:
     return value
 
 
+def require_positive(cfg: DictConfig, key: str, *, allow_zero: bool = False) -> float:
+    """The finite number at ``key`` (not a bool), > 0 (or >= 0). Local; raises ValueError."""
+    value = OmegaConf.select(cfg, key)
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value < 0
+        or (value == 0 and not allow_zero)
+    ):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"{key} must be a finite number {bound}, got {value!r}")
+    return float(value)
+
+
 def _container(node) -> dict | None:
     return None if node is None else OmegaConf.to_container(node, resolve=True)
 
@@ -210,6 +226,8 @@ def _training(cfg: DictConfig, seed: int) -> TrainingSettings:
     require_int(cfg, "train.epochs", minimum=0)
     require_int(cfg, "train.batch_size", minimum=1)
     require_int(cfg, "train.checkpoint_every", minimum=0)
+    require_positive(cfg, "train.lr")
+    require_positive(cfg, "train.weight_decay", allow_zero=True)
     for key, choices in (
         ("optimizer", OPTIMIZERS),
         ("scheduler", SCHEDULERS),
@@ -281,6 +299,8 @@ def _physics(cfg: DictConfig, problem: problems.Problem, seed: int) -> PhysicsSt
         ("ilsr.align_iterations", 1),
     ):
         require_int(cfg, f"physics.{key}", minimum=minimum)
+    for key in ("ilsr.align_lr", "baseline.lr"):
+        require_positive(cfg, f"physics.{key}")
     for key, choices in (
         ("norm", ("auto", *NORMS)),
         ("subspace", PHYSICS_SUBSPACES),

@@ -52,6 +52,9 @@ def test_every_section_is_read_once():
     [
         (["problem.resolution=1"], "problem.resolution must be an integer >= 2, got 1"),
         (["data.n_train=true"], "data.n_train must be an integer >= 1, got True"),
+        (["train.lr=-1"], "train.lr must be a finite number > 0, got -1"),
+        (["train.lr=nan"], "train.lr must be a finite number > 0, got nan"),
+        (["physics.baseline.lr=0"], "physics.baseline.lr must be a finite number > 0, got 0"),
         (["train.dtype=float16"], "train.dtype must be one of ('float32', 'float64')"),
         (["physics.subspace=full"], "physics.subspace must be one of"),
         (["physics.norm=energy", "problem=cdr"], "physics.norm=energy needs a symmetric operator"),
