@@ -16,7 +16,7 @@ from pinn_lsr.fem.norms import matrix_norm
 from pinn_lsr.fem.dofs import bounding_grid
 from pinn_lsr.physics.instances import FEMInstances
 from pinn_lsr.physics.refine import refine_physics
-from tests.physics.coupling_cases import kappa_on_grid, tiny_deeponet, user_problem
+from tests.physics.coupling_cases import from_builtin, kappa_on_grid, tiny_deeponet, user_problem
 from tests.physics.physics_cases import tiny_fno
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "couple_dolfinx.py"
@@ -30,14 +30,7 @@ def test_user_petsc_pair_two_ranks_equal_one_and_the_builtin_path(comm, instance
     model = tiny_fno(8)
     grids = {}
     for name, fem in instances.items():
-        coupled = FEMInstances.from_petsc(
-            [s.A for s in fem.systems],
-            [s.b for s in fem.systems],
-            fem.inputs,
-            to_dofs=fem.to_dofs,
-            reference=list(fem.references),
-            space=fem.pde.V,
-        )
+        coupled = from_builtin(fem, to_dofs=fem.to_dofs)
         result = refine_physics(coupled.residual(model), 10)
         builtin = refine_physics(fem.residual(model), 10)
         assert result.report.rank == builtin.report.rank == 10

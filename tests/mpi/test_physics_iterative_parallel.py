@@ -8,9 +8,9 @@ import pytest
 from mpi4py import MPI
 
 from pinn_lsr.physics.finetune import physics_finetune
-from pinn_lsr.physics.instances import FEMInstances
 from pinn_lsr.physics.iterative import AlignSettings, ILSRSettings, iterative_lsr
 from tests.physics.coupling_cases import (
+    from_builtin,
     tiny_deeponet,
     user_forms_instances,
 )
@@ -63,14 +63,7 @@ def test_ilsr_on_a_users_petsc_systems_two_ranks_equal_one(comm, instances):
     results = {}
     for name, fem in instances.items():
         one = fem.subset([0])
-        user = FEMInstances.from_petsc(
-            [s.A for s in one.systems],
-            [s.b for s in one.systems],
-            one.inputs,
-            to_dofs=one.to_dofs,
-            reference=list(one.references),
-            space=one.pde.V,
-        )
+        user = from_builtin(one, to_dofs=one.to_dofs)
         results[name] = iterative_lsr(copy.deepcopy(model), user, settings)[1]
         user.destroy()
     assert_two_ranks_equal_one_and_improve(results)

@@ -106,3 +106,18 @@ def user_forms_instances(comm: MPI.Comm, mu, *, size: int = 8, evaluate_at: str 
         references=[reference],
     )
     return user, fem
+
+
+def from_builtin(fem, **kwargs):
+    """The built-in instances' A, b handed over as a user's PETSc pair (``FEMInstances.from_petsc``;
+    ``kwargs``: ``to_dofs=`` or ``points=``)."""
+    from pinn_lsr.physics.instances import FEMInstances
+
+    return FEMInstances.from_petsc(
+        [s.A for s in fem.systems],
+        [s.b for s in fem.systems],
+        fem.inputs,
+        reference=list(fem.references),
+        space=fem.pde.V,
+        **kwargs,
+    )

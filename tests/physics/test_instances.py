@@ -14,7 +14,7 @@ from pinn_lsr.fem.mesh import unit_square
 from pinn_lsr.fem.dofs import bounding_grid, owned_dof_points, to_function
 from pinn_lsr.physics.instances import FEMInstances
 from pinn_lsr.physics.refine import refine_physics
-from tests.physics.coupling_cases import kappa_on_grid, tiny_deeponet, user_problem
+from tests.physics.coupling_cases import from_builtin, kappa_on_grid, tiny_deeponet, user_problem
 from tests.physics.physics_cases import dense, tiny_fno
 
 COMM = MPI.COMM_SELF
@@ -28,18 +28,6 @@ def darcy():
     yield problem, pde, fem
     fem.destroy()
     pde.destroy()
-
-
-def from_builtin(fem, **kwargs) -> FEMInstances:
-    """The built-in instances' A, b handed over as a user's PETSc pair."""
-    return FEMInstances.from_petsc(
-        [s.A for s in fem.systems],
-        [s.b for s in fem.systems],
-        fem.inputs,
-        reference=list(fem.references),
-        space=fem.pde.V,
-        **kwargs,
-    )
 
 
 def assert_same_fields(actual, expected, rtol=1e-10):

@@ -6,6 +6,7 @@ from mpi4py import MPI
 from pinn_lsr.physics.instances import FEMInstances
 from pinn_lsr.physics.iterative import AlignSettings, ILSRSettings, align, iterative_lsr
 from tests.physics.coupling_cases import (
+    from_builtin,
     tiny_deeponet,
     user_forms_instances,
 )
@@ -51,14 +52,7 @@ def assert_ilsr_improves(history):
 
 
 def test_ilsr_on_a_users_petsc_systems_aligns_on_the_dofs(fem):
-    user = FEMInstances.from_petsc(
-        [s.A for s in fem.systems],
-        [s.b for s in fem.systems],
-        fem.inputs,
-        to_dofs=fem.to_dofs,
-        reference=list(fem.references),
-        space=fem.pde.V,
-    )
+    user = from_builtin(fem, to_dofs=fem.to_dofs)
     settings = ILSRSettings(iterations=2, rank=12, align=AlignSettings(iterations=50))
     fields, history = iterative_lsr(tiny_fno(8), user, settings)
     assert_ilsr_improves(history)
