@@ -6,26 +6,10 @@ import numpy as np
 import torch
 
 from pinn_lsr.run.cli import main
+from tests.run.test_cli_gnvpro import SMALL
 from pinn_lsr.train.checkpoint import load_model
 
-# a small DeepONet, a few GNvpro iterations, no physics stage
-SMALL = [
-    "problem.resolution=12",
-    "data.n_train=8",
-    "data.n_test=2",
-    "output.n_show=1",
-    "output.progress=false",
-    "physics.instances=0",
-    "method=gnvpro",
-    "method.max_iterations=3",
-    "method.krylov_max_iterations=3",
-    "model=deeponet",
-    "model.branch=mlp",
-    "model.latent=8",
-    "model.width=16",
-    "model.trunk_width=16",
-    "model.trunk_depth=2",
-]
+# SMALL: a small DeepONet, a few GNvpro iterations, no physics stage
 
 
 def test_gnvpro_run_under_two_ranks(comm, shared_tmp_path):

@@ -6,20 +6,9 @@ import pytest
 from mpi4py import MPI
 
 from pinn_lsr.run.cli import compose_config, main, run_directory
+from tests.run.test_cli import SMALL
 
-# no physics stage and (unless a test picks a method) no LSR: the stages under test only
-SMALL = [
-    "problem.resolution=12",
-    "data.n_train=4",
-    "data.n_test=2",
-    "output.n_show=2",
-    "output.progress=false",
-    "physics.instances=0",
-    "train.epochs=2",
-    "train.batch_size=2",
-    "model.width=4",
-    "model.modes=3",
-]
+# SMALL: no physics stage and (unless a test picks a method) no LSR: the stages under test only
 
 
 def test_ranks_agree_on_a_time_stamped_run_directory(comm):

@@ -12,23 +12,11 @@ from mpi4py import MPI
 import problems
 from pinn_lsr.run.cli import main
 from pinn_lsr.fem.linear_pde import LinearPDE
-from pinn_lsr.fem.mesh import read_mesh
-from pinn_lsr.fem.mesh import convert_mesh
+from pinn_lsr.fem.mesh import convert_mesh, read_mesh
+from tests.run.test_cli import SMALL as CLI_SMALL
 
 MESHES = Path(__file__).parents[2] / "meshes"
-SMALL = [
-    "problem.resolution=12",
-    "data.n_train=4",
-    "data.n_test=2",
-    "output.n_show=2",
-    "output.progress=false",
-    "physics.instances=0",
-    "train.epochs=2",
-    "train.batch_size=2",
-    "model.width=4",
-    "model.modes=3",
-    "method=none",
-]
+SMALL = [*CLI_SMALL, "method=none"]
 
 
 def facet_tag_lengths(domain):
