@@ -13,10 +13,9 @@ from mpi4py import MPI
 
 import dolfinx.fem
 from pinn_lsr.fem.norms import matrix_norm
-from pinn_lsr.fem.dofs import bounding_grid
 from pinn_lsr.physics.instances import FEMInstances
 from pinn_lsr.physics.refine import refine_physics
-from tests.physics.coupling_cases import from_builtin, kappa_on_grid, tiny_deeponet, user_problem
+from tests.physics.coupling_cases import from_builtin, user_forms_instances, tiny_deeponet
 from tests.physics.physics_cases import tiny_fno
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "couple_dolfinx.py"
@@ -54,20 +53,9 @@ def test_user_forms_and_exported_function_two_ranks_equal_one(comm):
     mu = np.array([0.6, -0.4])
     figures = {}
     for name, c in (("parallel", MPI.COMM_WORLD), ("serial", MPI.COMM_SELF)):
-        user = user_problem(c)
-        reference = user.solve(mu)
-        grid = bounding_grid(user.V, 8)
         model = tiny_deeponet(8)
         for evaluate_at in ("grid", "dofs"):
-            coupled = FEMInstances.from_forms(
-                user.a,
-                user.L,
-                user.bcs,
-                [kappa_on_grid(grid, mu)],
-                grid=grid,
-                evaluate_at=evaluate_at,
-                references=[reference],
-            )
+            _, coupled = user_forms_instances(c, mu, evaluate_at=evaluate_at)
             result = refine_physics(coupled.residual(model), 12)
             refined = coupled.to_function(result.fields[0])
             # the Function's L2 norm assembled over cells (ghosts needed) equals the dof values'

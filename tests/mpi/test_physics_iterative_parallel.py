@@ -76,7 +76,7 @@ def test_ilsr_on_a_users_forms_two_ranks_equal_one(comm, evaluate_at):
     settings = ILSRSettings(iterations=2, rank=6, align=AlignSettings(iterations=10))
     results = {}
     for name, c in (("parallel", MPI.COMM_WORLD), ("serial", MPI.COMM_SELF)):
-        user, fem = user_forms_instances(c, mu, evaluate_at=evaluate_at)
+        _, fem = user_forms_instances(c, mu, evaluate_at=evaluate_at)
         results[name] = iterative_lsr(copy.deepcopy(model), fem, settings)[1]
         fem.destroy()
     assert_two_ranks_equal_one_and_improve(results)

@@ -89,7 +89,7 @@ def tiny_deeponet(size: int) -> torch.nn.Module:
 
 def user_forms_instances(comm: MPI.Comm, mu, *, size: int = 8, evaluate_at: str = "grid"):
     """The user problem at ``mu`` as a one-instance set built from its forms, with its FEM
-    solution as the reference: ``(user, fem)``; the caller destroys both."""
+    solution as the reference: ``(user, fem)``; the caller destroys ``fem``."""
     from pinn_lsr.fem.dofs import bounding_grid
     from pinn_lsr.physics.instances import FEMInstances
 
