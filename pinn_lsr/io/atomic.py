@@ -2,6 +2,7 @@
 half-written file under the final name."""
 
 import json
+import math
 import os
 import tempfile
 from collections.abc import Callable
@@ -40,7 +41,18 @@ def write_atomic(target: str | Path, write: Callable[[Path], None]) -> None:
 
 
 def write_json(target: str | Path, data) -> None:
-    """Write ``data`` as indented JSON, atomically. Local."""
-    write_atomic(
-        target, lambda tmp: tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    )
+    """Write ``data`` as indented, strict JSON, atomically: a NaN or infinite float (an error
+    that could not be measured) is written as ``null``, which every JSON reader accepts. Local."""
+    text = json.dumps(strict_json(data), indent=2, sort_keys=True, allow_nan=False)
+    write_atomic(target, lambda tmp: tmp.write_text(text + "\n"))
+
+
+def strict_json(data):
+    """``data`` with every non-finite float (NaN, ±inf) replaced by None, containers copied."""
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, dict):
+        return {key: strict_json(value) for key, value in data.items()}
+    if isinstance(data, list | tuple):
+        return [strict_json(value) for value in data]
+    return data

@@ -13,6 +13,7 @@ from pinn_lsr.lsr.budget import fastest_chunks, measure_costs
 from pinn_lsr.lsr.jacobian import ModelJacobian
 from pinn_lsr.lsr.residual import DataResidual
 from pinn_lsr.lsr.settings import LSRSettings
+from pinn_lsr.parallel.mpi import raise_collectively
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,21 @@ def planned_jacobian(
         time.perf_counter() - start,
     )
     return jacobian
+
+
+def check_shares(sets: dict[str, tuple[torch.Tensor, torch.Tensor]], comm: MPI.Comm) -> None:
+    """Raise ValueError on every rank if a rank holds no sample of one of the named ``(inputs,
+    targets)`` sets: every rank evaluates the model on its share, so an empty share is refused
+    before any collective (it would leave the other ranks waiting). Collective."""
+    message = None
+    for name, (inputs, _) in sets.items():
+        if len(inputs) == 0:
+            message = (
+                f"the {name} samples leave rank {comm.rank} of {comm.size} without any; "
+                "every MPI rank needs at least one (more samples, or fewer ranks)"
+            )
+            break
+    raise_collectively(comm, message)
 
 
 def check_rank(rank: int | None, n_params: int, n_rows: int) -> None:

@@ -13,7 +13,13 @@ from torch import nn
 from pinn_lsr.lsr.allocator import retain_freed_memory
 from pinn_lsr.lsr.basis import build_subspace
 from pinn_lsr.lsr.jacobian import select_parameters
-from pinn_lsr.lsr.planning import check_rank, plan_rank, planned_jacobian, sketch_samples
+from pinn_lsr.lsr.planning import (
+    check_rank,
+    check_shares,
+    plan_rank,
+    planned_jacobian,
+    sketch_samples,
+)
 from pinn_lsr.lsr.reduction import solve_reduced
 from pinn_lsr.lsr.refined import RefinedModel
 from pinn_lsr.lsr.report import LSRReport, peak_memory_mb
@@ -67,13 +73,14 @@ def refine(
     total_start = time.perf_counter()
     retain_freed_memory()
     s = LSRSettings.from_mapping(overrides) if settings is None else settings.replace(**overrides)
+    held_out = {**(evaluate or {}), **({} if validation is None else {"validation": validation})}
+    check_shares({"training": (inputs, targets), **held_out}, comm)
     index = select_parameters(model, names=s.parameters, fraction=s.fraction, seed=s.seed)
     jacobian = planned_jacobian(model, inputs, index=index, forward=forward, settings=s, comm=comm)
     residual = DataResidual.create(jacobian, targets, relative=s.relative, comm=comm)
     n_samples, n_rows = comm.allreduce(len(inputs)), comm.allreduce(jacobian.n_rows)
     check_rank(s.rank, jacobian.n_params, n_rows)
     sketch, n_sketch_rows = sketch_samples(len(inputs), jacobian.n_outputs, s, comm)
-    held_out = {**(evaluate or {}), **({} if validation is None else {"validation": validation})}
     held_out_residuals = probe_residuals(  # checked now, before the heavy work
         model, held_out, index=index, forward=forward, chunks=jacobian.chunks, settings=s, comm=comm
     )

@@ -125,13 +125,21 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     run_dir = run_directory(cfg, comm)
+    previous = run_dir / "metrics.json"
+    moved = comm.bcast(previous.is_file() if comm.rank == 0 else None, root=0)
     if comm.rank == 0:
+        if moved:  # metrics.json marks a complete run: never leave another run's beside ours
+            previous.replace(run_dir / "metrics.previous.json")
         (run_dir / ".hydra").mkdir(parents=True, exist_ok=True)
         OmegaConf.save(job_cfg, run_dir / ".hydra" / "config.yaml", resolve=True)
         OmegaConf.save(OmegaConf.create(overrides), run_dir / ".hydra" / "overrides.yaml")
     comm.Barrier()
     configure_logging(comm, logfile=run_dir / "solve.log")
     log.info("run directory %s (%d MPI rank(s))", run_dir, comm.size)
+    if moved:
+        log.warning(
+            "the run directory held a finished run: its metrics.json is now metrics.previous.json"
+        )
 
     from pinn_lsr.run.pipeline import run
 

@@ -56,6 +56,7 @@ def setup(settings: RunSettings, comm: MPI.Comm) -> Setup:
         FileNotFoundError: a missing mesh file.
     """
     start = time.perf_counter()
+    check_sample_counts(settings, comm.size)
     if settings.problem.kind == "function":
         return Setup(None, None, 0.0)
     mesh_file, s = settings.mesh.file, settings.resolution
@@ -63,6 +64,31 @@ def setup(settings: RunSettings, comm: MPI.Comm) -> Setup:
     local_domain = build_domain(mesh_file, s, MPI.COMM_SELF)
     dirichlet_facet_indices(domain, _tags(settings))  # a tag absent from the mesh: ValueError now
     return Setup(domain, local_domain, time.perf_counter() - start)
+
+
+def check_sample_counts(settings: RunSettings, n_ranks: int) -> None:
+    """Every MPI rank gets at least one sample of each set it works on: the training samples, the
+    LSR fit and validation parts of them, and the test samples (if any). Local.
+
+    Raises:
+        ValueError: a set smaller than ``n_ranks``; the message names the keys to change.
+    """
+    n_train, n_test = settings.data.n_train, settings.data.n_test
+    sets = {"data.n_train": n_train}
+    if n_test:
+        sets["data.n_test"] = n_test
+    if settings.method == "lsr" and settings.has_model:
+        n_fit = int(round(n_train * (1 - settings.lsr.validation_fraction)))
+        sets["the LSR fit part (data.n_train x (1 - method.validation_fraction))"] = n_fit
+        sets["the LSR validation part (data.n_train x method.validation_fraction)"] = (
+            n_train - n_fit
+        )
+    for name, count in sets.items():
+        if count < n_ranks:
+            raise ValueError(
+                f"{name} = {count} samples, fewer than the {n_ranks} MPI ranks: every rank needs "
+                f"at least one (data.n_train={n_train}, data.n_test={n_test})"
+            )
 
 
 def _tags(settings: RunSettings) -> list[int] | None:

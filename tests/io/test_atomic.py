@@ -25,3 +25,10 @@ def test_failed_write_leaves_previous_file_and_no_debris(tmp_path):
         write_atomic(target, failing)
     assert json.loads(target.read_text()) == {"old": True}
     assert [p.name for p in tmp_path.iterdir()] == ["m.json"]
+
+
+def test_write_json_is_strict_json(tmp_path):
+    write_json(tmp_path / "m.json", {"a": float("nan"), "b": [1.0, float("inf")], "c": (2, 3.5)})
+    text = (tmp_path / "m.json").read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    assert json.loads(text) == {"a": None, "b": [1.0, None], "c": [2, 3.5]}

@@ -209,6 +209,8 @@ def test_bad_input_is_rejected_before_heavy_work():
         refine(nan_model, x, y, rank=5, comm=COMM)
     with pytest.raises(ValueError, match="non-zero norm"):
         refine(model, x, torch.zeros_like(y), rank=5, comm=COMM)
+    with pytest.raises(ValueError, match="the training samples leave rank 0 of 1 without any"):
+        refine(model, x[:0], y[:0], rank=5, comm=COMM)
 
 
 def test_bad_validation_data_is_rejected_before_heavy_work():
@@ -216,6 +218,8 @@ def test_bad_validation_data_is_rejected_before_heavy_work():
     x, y = fit2d_data(50, 7)
     with pytest.raises(ValueError, match="differ in length: 10 vs 9"):
         refine(model, x, y, rank=5, validation=(x[:10], y[:9]), comm=COMM)
+    with pytest.raises(ValueError, match="the validation samples leave rank 0 of 1 without any"):
+        refine(model, x, y, rank=5, validation=(x[:0], y[:0]), comm=COMM)
     bad = y[:10].clone()
     bad[2] = float("nan")
     with pytest.raises(ValueError, match="NaN"):

@@ -112,3 +112,15 @@ def test_lean_refinement_resumes_on_two_ranks(comm, shared_tmp_path, monkeypatch
     resumed, _ = refine(model, x[share], y[share], restart_dir=shared_tmp_path / "lsr", **options)
     torch.testing.assert_close(resumed.delta, reference.delta, rtol=1e-5, atol=1e-6)
     assert (shared_tmp_path / "lsr" / f"rank{comm.rank}of2" / "projection_0.pt").exists()
+
+
+@pytest.mark.parametrize("empty", ["training", "validation"])
+def test_a_rank_without_samples_raises_on_every_rank_instead_of_hanging(comm, empty):
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(2, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1))
+    n = 40 if comm.rank == 0 else 0
+    x, y = torch.rand(40, 2), torch.rand(40, 1)
+    data = {"training": (x, y), "validation": (x[:8], y[:8])}
+    data[empty] = (data[empty][0][:n], data[empty][1][:n])
+    with pytest.raises(ValueError, match=f"the {empty} samples leave rank 1 of 2 without any"):
+        refine(model, *data["training"], rank=5, validation=data["validation"], comm=comm)

@@ -418,3 +418,23 @@ def test_cdr_runs_with_an_iterative_nonsymmetric_fem_solver(tmp_path):
     ]
     assert run(tmp_path, "problem=cdr", *gmres) == 0
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["fem"]["ksp_type"] == "gmres"
+
+
+def test_a_finished_runs_metrics_are_moved_aside_before_work_starts(tmp_path, monkeypatch):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "metrics.json").write_text('{"old": true}')
+    import pinn_lsr.run.pipeline
+
+    def interrupted(*args):
+        raise KeyboardInterrupt  # a run killed mid-way
+
+    monkeypatch.setattr(pinn_lsr.run.pipeline, "run", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path)
+    # no complete-looking result beside the new configuration
+    assert not (run_dir / "metrics.json").exists()
+    assert json.loads((run_dir / "metrics.previous.json").read_text()) == {"old": True}
+    monkeypatch.undo()
+    assert run(tmp_path) == 0
+    assert json.loads((run_dir / "metrics.json").read_text())["n_train"] == 4

@@ -8,7 +8,7 @@ from mpi4py import MPI
 
 from pinn_lsr.run.cli import compose_config
 from pinn_lsr.run.config import load_settings
-from pinn_lsr.run.pipeline import _mesh_identity, run, setup
+from pinn_lsr.run.pipeline import _mesh_identity, check_sample_counts, run, setup
 
 MESHES = Path(__file__).parents[2] / "meshes"
 TINY = [
@@ -52,3 +52,14 @@ def test_the_cache_key_names_the_mesh_by_content(tmp_path):
     assert _mesh_identity(None, 33) == "unit_square(32)"
     identity = _mesh_identity(str(MESHES / "lshape.msh"), 33)
     assert identity.startswith("lshape.msh:sha256=") and len(identity.split("=")[1]) == 16
+
+
+def test_every_rank_needs_a_sample_of_each_set(tmp_path):
+    lsr = load_settings(compose_config(["data.n_train=5", "data.n_test=2", "method=lsr"]))
+    check_sample_counts(lsr, 1)
+    with pytest.raises(
+        ValueError, match="the LSR validation part .* = 1 samples, fewer than the 2"
+    ):
+        check_sample_counts(lsr, 2)
+    with pytest.raises(ValueError, match="data.n_test = 2 samples, fewer than the 3 MPI ranks"):
+        check_sample_counts(settings(tmp_path), 3)
