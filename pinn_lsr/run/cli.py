@@ -115,16 +115,17 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         job_cfg = _job_config(cfg)
         from pinn_lsr.run.config import load_settings
-        from pinn_lsr.run.pipeline import setup
+        from pinn_lsr.run.pipeline import check_writable, setup
 
         settings = load_settings(job_cfg)  # local: every rank raises the same error
+        run_dir = run_directory(cfg, comm)
+        check_writable(run_dir, "hydra.run.dir", comm)
         prepared = setup(settings, comm)  # collective: errors are raised on every rank alike
     except (ValueError, FileNotFoundError) as exc:  # UsageError is a ValueError
         if comm.rank == 0:
             print(f"error: {exc}", file=sys.stderr)
         return 2
 
-    run_dir = run_directory(cfg, comm)
     previous = run_dir / "metrics.json"
     moved = comm.bcast(previous.is_file() if comm.rank == 0 else None, root=0)
     if comm.rank == 0:

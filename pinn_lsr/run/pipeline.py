@@ -17,6 +17,8 @@ Stages (seconds of each recorded in ``metrics.json``):
 import dataclasses
 import hashlib
 import logging
+import os
+import tempfile
 import time
 from pathlib import Path
 
@@ -59,11 +61,38 @@ def setup(settings: RunSettings, comm: MPI.Comm) -> Setup:
     check_sample_counts(settings, comm.size)
     if settings.problem.kind == "function":
         return Setup(None, None, 0.0)
+    check_writable(settings.data.cache_dir, "data.cache_dir", comm)
     mesh_file, s = settings.mesh.file, settings.resolution
     domain = build_domain(mesh_file, s, comm)
     local_domain = build_domain(mesh_file, s, MPI.COMM_SELF)
     dirichlet_facet_indices(domain, _tags(settings))  # a tag absent from the mesh: ValueError now
+    n_dofs = domain.mesh.topology.index_map(0).size_global * settings.problem.components  # P1
+    if settings.has_model and settings.physics.instances and settings.physics.ilsr.rank > n_dofs:
+        raise ValueError(
+            f"physics.rank={settings.physics.ilsr.rank} exceeds the {n_dofs} FEM dofs of an "
+            f"instance (keep it <= dofs/4 = {n_dofs // 4} so the network does the work)"
+        )
     return Setup(domain, local_domain, time.perf_counter() - start)
+
+
+def check_writable(path: str | Path, key: str, comm: MPI.Comm) -> None:
+    """Raise ValueError on every rank unless ``path`` is a directory this process can write, or
+    can be created as one (its nearest existing ancestor is a writable directory). Rank 0 looks;
+    nothing is left behind. Collective."""
+    message = None
+    if comm.rank == 0:
+        target = Path(path).resolve()
+        existing = next(p for p in (target, *target.parents) if p.exists())
+        if not existing.is_dir():
+            message = f"{key}={path} cannot be a directory: {existing} is a file"
+        else:
+            try:  # a trial folder, removed at once: permission bits do not bind root
+                os.rmdir(tempfile.mkdtemp(dir=existing, prefix=".pinn_lsr_write_test_"))
+            except OSError as exc:
+                message = f"{key}={path} is not writable ({existing}: {exc.strerror})"
+    message = comm.bcast(message, root=0)
+    if message:
+        raise ValueError(message)
 
 
 def check_sample_counts(settings: RunSettings, n_ranks: int) -> None:

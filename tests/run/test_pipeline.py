@@ -63,3 +63,27 @@ def test_every_rank_needs_a_sample_of_each_set(tmp_path):
         check_sample_counts(lsr, 2)
     with pytest.raises(ValueError, match="data.n_test = 2 samples, fewer than the 3 MPI ranks"):
         check_sample_counts(settings(tmp_path), 3)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["data.cache_dir=/proc/no/cache"], "data.cache_dir=/proc/no/cache is not writable"),
+        (["physics.rank=65"], "physics.rank=65 exceeds the 64 FEM dofs"),
+    ],
+)
+def test_what_would_fail_late_is_refused_in_setup(tmp_path, overrides, message):
+    base = ["problem.resolution=8", "model=mlp", "method=none", f"data.cache_dir={tmp_path}"]
+    run_settings = load_settings(compose_config([*base, *overrides]))
+    with pytest.raises(ValueError, match=message):
+        setup(run_settings, MPI.COMM_WORLD)
+
+
+def test_a_file_in_the_way_of_a_directory_is_refused(tmp_path):
+    from pinn_lsr.run.pipeline import check_writable
+
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ValueError, match="cannot be a directory: .*file is a file"):
+        check_writable(tmp_path / "file" / "run", "hydra.run.dir", MPI.COMM_WORLD)
+    check_writable(tmp_path / "new" / "run", "hydra.run.dir", MPI.COMM_WORLD)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]  # nothing left behind
