@@ -101,20 +101,21 @@ class ModelJacobian:
         self.theta0 = self.theta0_full[self.index].clone()
         # per parameter tensor: its selected entries (a slice of θ, sorted index) or None, so that
         # tensors without selected entries stay constants and carry no tangents (layer-restricted
-        # subspaces then skip the products through the layers before the first selected one)
+        # subspaces then skip the products through the layers before the first selected one).
+        # Products are taken with respect to the varying tensors one by one, never through θ as
+        # one vector: the reverse pass of slicing θ would write a zero-filled m-vector per tensor
+        # and per cotangent (measured: 5x the time of the vjp of a 192k-parameter FNO itself)
         offsets = np.cumsum([0] + self._sizes)
         bounds = np.searchsorted(self.index.numpy(), offsets)
-        self._selected = []
+        self._varying = []  # (tensor number, slice of θ, entries of the tensor or None for all)
         for j, (first, last) in enumerate(zip(bounds[:-1], bounds[1:])):
             if first == last:
-                self._selected.append(None)
-            elif last - first == self._sizes[j]:
-                self._selected.append((slice(int(first), int(last)), None))
-            else:
-                self._selected.append(
-                    (slice(int(first), int(last)), self.index[first:last] - int(offsets[j]))
-                )
+                continue
+            whole = last - first == self._sizes[j]
+            entries = None if whole else self.index[first:last] - int(offsets[j])
+            self._varying.append((j, slice(int(first), int(last)), entries))
         self._pieces0 = torch.split(self.theta0_full, self._sizes)
+        self._varying0 = tuple(self._pieces0[j].clone() for j, _, _ in self._varying)
         self.dtype = self.theta0.dtype
         self._buffers = dict(model.named_buffers())
         self.chunk_samples = int(chunk_samples)
@@ -134,25 +135,35 @@ class ModelJacobian:
         """n, this rank's rows (samples × outputs)."""
         return len(self.inputs) * self.n_outputs
 
-    def _params(self, theta: torch.Tensor) -> dict[str, torch.Tensor]:
-        pieces = []
-        for piece0, selected in zip(self._pieces0, self._selected):
-            if selected is None:
-                pieces.append(piece0)
-            elif selected[1] is None:
-                pieces.append(theta[selected[0]])
-            else:
-                pieces.append(piece0.index_put((selected[1],), theta[selected[0]]))
+    def _split(self, theta: torch.Tensor, base: Sequence[torch.Tensor]) -> tuple:
+        """Selected entries (m,) (parameters or a tangent) -> the varying tensors, flat, with
+        unselected entries from ``base`` (θ0's, or zeros for tangents)."""
+        return tuple(
+            theta[piece] if entries is None else base[k].index_put((entries,), theta[piece])
+            for k, (_, piece, entries) in enumerate(self._varying)
+        )
+
+    def _gather(self, pieces: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Cotangents of the varying tensors -> their selected entries (m,)."""
+        return torch.cat(
+            [
+                g.reshape(-1) if entries is None else g.reshape(-1)[entries]
+                for g, (_, _, entries) in zip(pieces, self._varying)
+            ]
+        )
+
+    def _call(self, varying: Sequence[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        """Outputs on ``x`` with the varying tensors set to ``varying`` (flat), as rows."""
+        pieces = list(self._pieces0)
+        for (j, _, _), piece in zip(self._varying, varying):
+            pieces[j] = piece
         # complex parameters: view_as_complex needs an even storage offset, hence the copy
         real = {
             name: piece.reshape(shape).clone() if name in self._complex else piece.reshape(shape)
             for name, piece, shape in zip(self._names, pieces, self._shapes)
         }
-        return {**as_model_parameters(real, self.model), **self._buffers}
-
-    def _call(self, theta: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """Outputs on ``x`` with the selected parameters set to ``theta``, flattened to rows."""
-        return self.forward(_Functional(self.model, self._params(theta)), x).reshape(-1)
+        params = {**as_model_parameters(real, self.model), **self._buffers}
+        return self.forward(_Functional(self.model, params), x).reshape(-1)
 
     @property
     def chunks(self) -> dict:
@@ -172,8 +183,8 @@ class ModelJacobian:
     @torch.no_grad()
     def outputs(self, theta: torch.Tensor | None = None) -> torch.Tensor:
         """``q(θ)`` (default θ0) on this rank's inputs, shape (n_rows,)."""
-        theta = self.theta0 if theta is None else theta
-        return torch.cat([self._call(theta, x) for _, x in self._sample_chunks()])
+        varying = self._varying0 if theta is None else self._split(theta, self._varying0)
+        return torch.cat([self._call(varying, x) for _, x in self._sample_chunks()])
 
     def jvp(self, T: torch.Tensor) -> torch.Tensor:
         """``J T``: T (m, k) -> (n_rows, k), or T (m,) -> (n_rows,)."""
@@ -186,12 +197,16 @@ class ModelJacobian:
         so that callers can stream ``J T`` without holding it whole."""
         if T.dim() != 2 or T.shape[0] != self.n_params:
             raise ValueError(f"tangents must have shape ({self.n_params}, k), got {tuple(T.shape)}")
+        zeros = [torch.zeros_like(p) for p in self._varying0]
         for first_row, x in self._sample_chunks():
-            f = lambda theta: self._call(theta, x)  # noqa: E731
+
+            def product(t, x=x):
+                return jvp(lambda *v: self._call(v, x), self._varying0, self._split(t, zeros))[1]
+
             columns = []
             for k in range(0, T.shape[1], self.chunk_tangents):
                 tangents = T[:, k : k + self.chunk_tangents].T.to(self.dtype)
-                columns.append(vmap(lambda t: jvp(f, (self.theta0,), (t,))[1])(tangents).T)
+                columns.append(vmap(product)(tangents).T)
             yield first_row, torch.cat(columns, dim=1).detach()
 
     def vjp(self, W: torch.Tensor) -> torch.Tensor:
@@ -202,11 +217,11 @@ class ModelJacobian:
             raise ValueError(f"cotangents must have {self.n_rows} rows, got shape {tuple(W.shape)}")
         result = torch.zeros(self.n_params, W.shape[1], dtype=self.dtype)
         for row, x in self._sample_chunks(self.vjp_chunk_samples):
-            _, pullback = vjp(lambda theta: self._call(theta, x), self.theta0)
+            _, pullback = vjp(lambda *v, x=x: self._call(v, x), *self._varying0)
             rows = W[row : row + x.shape[0] * self.n_outputs].to(self.dtype)
             for k in range(0, W.shape[1], self.chunk_tangents):
                 cotangents = rows[:, k : k + self.chunk_tangents].T
-                result[:, k : k + self.chunk_tangents] += vmap(lambda c: pullback(c)[0])(
+                result[:, k : k + self.chunk_tangents] += vmap(lambda c: self._gather(pullback(c)))(
                     cotangents
                 ).T
         return result.detach()
