@@ -49,6 +49,7 @@ class ILSRSettings:
     rank: int = 64
     norm: str = "energy"
     subspace: str = "krylov"
+    block_size: int = 1  # krylov: columns per block product (block Lanczos)
     oversampling: int = 10
     petsc_options: Mapping | None = None
     align: AlignSettings = field(default_factory=AlignSettings)
@@ -166,6 +167,7 @@ def iterative_lsr(
                 fem.residual(model, norm=settings.norm),
                 settings.rank,
                 subspace=settings.subspace,
+                block_size=settings.block_size,
                 oversampling=settings.oversampling,
                 petsc_options=settings.petsc_options,
                 seed=seed + it,

@@ -54,6 +54,10 @@ class PhysicsResidual:
         local_outputs: the model's outputs are this rank's own (a DeepONet evaluated at the owned
             dof coordinates, ``P`` the identity) rather than the same grid values on every rank;
             pullbacks then sum ``Jᵀ Pᵀ C`` over ranks in parameter space.
+        row_positions: with ``local_outputs``, a position in [0, 1) of each local output row
+            that does not depend on the partition (e.g. a dof's x coordinate scaled to the
+            domain), for :meth:`gradient_strips`; default: the row's place among the
+            ``n_grid`` grid values.
     """
 
     def __init__(
@@ -65,6 +69,7 @@ class PhysicsResidual:
         norm: str = "energy",
         comm: MPI.Comm = MPI.COMM_WORLD,
         local_outputs: bool = False,
+        row_positions: np.ndarray | None = None,
     ):
         if norm not in NORMS:
             raise ValueError(f"unknown norm {norm!r}; choose one of {NORMS}")
@@ -77,6 +82,10 @@ class PhysicsResidual:
             )
         self.jacobian, self.instances, self.to_dofs = jacobian, list(instances), to_dofs
         self.norm, self.comm, self.local_outputs = norm, comm, local_outputs
+        n_grid = to_dofs.shape[1]
+        if row_positions is None:
+            row_positions = np.tile(np.arange(n_grid) / n_grid, len(self.instances))
+        self.row_positions = np.asarray(row_positions, dtype=np.float64)
         self.u0 = [u[:, 0] for u in self.fields(jacobian.outputs()[:, None])]
         for inst, u in zip(self.instances, self.u0):
             inst.linearize(u)
@@ -99,7 +108,25 @@ class PhysicsResidual:
 
     def tangent_fields(self, T: torch.Tensor) -> list[np.ndarray]:
         """``Φ_k = P J_k T`` for parameter tangents T (m, k), per instance (n_owned, k)."""
-        return self.fields(self.jacobian.jvp(T))
+        return self.fields(self._split_by_columns(self.jacobian.jvp, T))
+
+    def _split_by_columns(self, product, X: torch.Tensor) -> torch.Tensor:
+        """``product(X)`` for X (rows, k) whose result is the same on every rank, each rank
+        computing a contiguous share of the columns, gathered (in the product's dtype).
+        Collective. (Computed whole on every rank with ``local_outputs``, whose rows differ by
+        rank, and for fewer columns than ranks.)"""
+        size = self.comm.size
+        if size == 1 or self.local_outputs or X.shape[1] < size:
+            return product(X)
+        bounds = np.linspace(0, X.shape[1], size + 1).round().astype(int)
+        mine = product(X[:, bounds[self.comm.rank] : bounds[self.comm.rank + 1]])
+        rows = mine.shape[0]
+        gathered = np.empty((X.shape[1], rows), dtype=mine.numpy().dtype)
+        counts = [rows * int(b - a) for a, b in zip(bounds[:-1], bounds[1:])]
+        self.comm.Allgatherv(
+            np.ascontiguousarray(mine.numpy().T), [gathered, counts, bounds[:-1] * rows, None]
+        )
+        return torch.from_numpy(gathered.T)
 
     def images(self, Phi: list[np.ndarray]) -> tuple[list[np.ndarray], list[np.ndarray]]:
         """``(K_k = A_k Φ_k, Y_k)`` with ``Y_k`` the norm's weighting of the image:
@@ -120,29 +147,43 @@ class PhysicsResidual:
     def pullback(self, C: list[np.ndarray]) -> torch.Tensor:
         """``Σ_k J_kᵀ Pᵀ C_k`` over instances and ranks for dof cotangents C_k (n_owned, k)
         -> (m, k). Collective."""
-        grid = np.stack([self.to_dofs.T @ X for X in C])  # (K, n_grid, k)
+        return self._pullback(C)
+
+    def _pullback(self, C: list[np.ndarray], strips: int = 1) -> torch.Tensor:
+        """:meth:`pullback`; with ``strips > 1`` (and C one column) the output-space cotangent
+        is first cut into ``strips`` columns by :attr:`row_positions`. Collective."""
+        grid = np.stack([self.to_dofs.T @ X for X in C]).reshape(-1, C[0].shape[1])
+        if not self.local_outputs:  # the same grid cotangent on every rank
+            self.comm.Allreduce(MPI.IN_PLACE, grid, op=MPI.SUM)
+        if strips > 1:
+            strip = np.minimum((self.row_positions * strips).astype(int), strips - 1)
+            grid = grid[:, 0][:, None] * (strip[:, None] == np.arange(strips))
+        result = self._split_by_columns(self.jacobian.vjp, torch.from_numpy(grid))
+        result = np.ascontiguousarray(result.double())
         if self.local_outputs:
-            local = np.ascontiguousarray(
-                self.jacobian.vjp(torch.from_numpy(grid.reshape(-1, grid.shape[-1]))).double()
-            )
-            self.comm.Allreduce(MPI.IN_PLACE, local, op=MPI.SUM)
-            return torch.from_numpy(local)
-        self.comm.Allreduce(MPI.IN_PLACE, grid, op=MPI.SUM)
-        return self.jacobian.vjp(torch.from_numpy(grid.reshape(-1, grid.shape[-1]))).double()
+            self.comm.Allreduce(MPI.IN_PLACE, result, op=MPI.SUM)
+        return torch.from_numpy(result)
 
     def gradient(self) -> torch.Tensor:
-        """``Jᵀ Pᵀ Aᵀ W r0`` (m,), the gradient of half the squared residual in the norm."""
+        """``Jᵀ Pᵀ Aᵀ W r0`` (m,), the gradient of half the squared residual in the norm.
+        Collective."""
+        return self.gradient_strips(1)[:, 0]
+
+    def gradient_strips(self, strips: int) -> torch.Tensor:
+        """The gradient's pieces from ``strips`` bands of the output space (by
+        :attr:`row_positions`: strips of grid rows, or of the domain), (m, strips); they sum to
+        :meth:`gradient`. A block Krylov start that holds the gradient. Collective."""
         r0 = [r[:, None] for r in self.r0]
         if self.norm == "energy":
-            return self.pullback(r0)[:, 0]
+            return self._pullback(r0, strips)
         weighted = (
             [inst.solve_weight(r) for inst, r in zip(self.instances, r0)]
             if self.norm == "dual"
             else r0
         )
-        return self.pullback(
-            [inst.apply(X, transpose=True) for inst, X in zip(self.instances, weighted)]
-        )[:, 0]
+        return self._pullback(
+            [inst.apply(X, transpose=True) for inst, X in zip(self.instances, weighted)], strips
+        )
 
     def gram(self, A: list[np.ndarray], B: list[np.ndarray]) -> np.ndarray:
         """``Σ_k A_kᵀ B_k`` over instances and ranks."""
@@ -193,4 +234,18 @@ def dof_point_residual(
         chunk_tangents=chunk_tangents,
     )
     identity = scipy.sparse.identity(len(pts), format="csr")
-    return PhysicsResidual(jacobian, systems, identity, norm=norm, comm=comm, local_outputs=True)
+    x = np.asarray(points)[:, 0]
+    low, high = (
+        comm.allreduce(x.min(initial=np.inf), op=MPI.MIN),
+        comm.allreduce(x.max(initial=-np.inf), op=MPI.MAX),
+    )
+    positions = np.tile((x - low) / max(high - low, np.finfo(float).tiny), len(inputs))
+    return PhysicsResidual(
+        jacobian,
+        systems,
+        identity,
+        norm=norm,
+        comm=comm,
+        local_outputs=True,
+        row_positions=np.minimum(positions, np.nextafter(1.0, 0.0)),
+    )

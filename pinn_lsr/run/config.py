@@ -294,6 +294,7 @@ def _physics(cfg: DictConfig, problem: problems.Problem, seed: int) -> PhysicsSt
     for key, minimum in (
         ("instances", 0),
         ("rank", 1),
+        ("block_size", 1),
         ("oversampling", 0),
         ("ilsr.iterations", 0),
         ("ilsr.align_iterations", 1),
@@ -315,6 +316,7 @@ def _physics(cfg: DictConfig, problem: problems.Problem, seed: int) -> PhysicsSt
         rank=p.rank,
         norm=norm,
         subspace=p.subspace,
+        block_size=p.block_size,
         oversampling=p.oversampling,
         petsc_options=_container(p.petsc_options),
         align=AlignSettings(

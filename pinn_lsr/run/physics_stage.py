@@ -68,6 +68,7 @@ def run_physics(
             instance.residual(model, norm=norm),
             settings.rank,
             subspace=settings.subspace,
+            block_size=settings.block_size,
             oversampling=settings.oversampling,
             petsc_options=settings.petsc_options,
             seed=run.seed,

@@ -1,10 +1,11 @@
-"""Lanczos bases of Krylov spaces: orthonormal, the right span, the tridiagonal, early stop."""
+"""Lanczos bases of Krylov spaces (single-vector and block): orthonormal, the right span, the
+tridiagonal, early stop."""
 
 import numpy as np
 import pytest
 import torch
 
-from pinn_lsr.lsr.krylov import lanczos
+from pinn_lsr.lsr.krylov import block_lanczos, lanczos
 
 
 def spd_matrix(n, seed, eigenvalues=None):
@@ -55,3 +56,56 @@ def test_a_zero_start_vector_or_non_finite_product_is_refused():
         lanczos(torch.zeros(10, dtype=torch.float64), lambda q: H @ q, 3)
     with pytest.raises(ValueError, match="non-finite"):
         lanczos(g, lambda q: q * float("nan"), 3)
+
+
+def same_span(A: torch.Tensor, B: torch.Tensor) -> float:
+    """Largest sine of the principal angles between the column spans of A and B (orthonormal)."""
+    return float(torch.linalg.matrix_norm(A - B @ (B.T @ A), 2))
+
+
+def test_block_lanczos_with_one_column_spans_the_lanczos_space():
+    H, g = spd_matrix(60, 4)
+    Q = block_lanczos(g[:, None], lambda X: H @ X, 12)
+    assert Q.shape == (60, 12)
+    torch.testing.assert_close(Q.T @ Q, torch.eye(12, dtype=torch.float64), atol=1e-12, rtol=0)
+    assert same_span(Q, lanczos(g, lambda q: H @ q, 12).Q) < 1e-8
+
+
+@pytest.mark.parametrize("dtype, tol", [(torch.float64, 1e-12), (torch.float32, 1e-5)])
+def test_block_lanczos_spans_the_block_krylov_space_in_the_order_multiplied(dtype, tol):
+    H, _ = spd_matrix(80, 5)
+    S = torch.from_numpy(np.random.default_rng(6).standard_normal((80, 3)))
+    seen = []
+
+    def product(X):
+        seen.append(X.clone())
+        return H @ X
+
+    Q = block_lanczos(S, product, 11, dtype=dtype)
+    assert Q.dtype == dtype and Q.shape == (80, 11)
+    assert [X.shape[1] for X in seen] == [3, 3, 3, 2]
+    torch.testing.assert_close(torch.cat(seen, dim=1).to(dtype), Q, atol=0, rtol=0)
+    Qd = Q.double()
+    torch.testing.assert_close(Qd.T @ Qd, torch.eye(11, dtype=torch.float64), atol=tol, rtol=0)
+    krylov = torch.cat([S, H @ S, H @ H @ S], dim=1)  # the first 9 columns: 3 whole block steps
+    assert same_span(torch.linalg.qr(krylov)[0], Qd[:, :9]) < 100 * tol
+    # the sum of the start columns (e.g. the whole gradient) has its Krylov space inside
+    assert same_span(lanczos(S.sum(dim=1), lambda q: H @ q, 3).Q, Qd[:, :9]) < 100 * tol
+
+
+def test_block_lanczos_drops_dependent_columns_and_stops_when_the_space_is_invariant():
+    H, g = spd_matrix(30, 7, eigenvalues=np.repeat([1.0, 2.0, 5.0], 10))
+    S = torch.stack([g, 2 * g], dim=1)  # one direction twice
+    Q = block_lanczos(S, lambda X: H @ X, 10)
+    assert Q.shape == (30, 3)
+    assert same_span(Q, lanczos(g, lambda q: H @ q, 3).Q) < 1e-8
+
+
+def test_block_lanczos_refuses_a_zero_start_block_a_non_finite_product_and_rank_zero():
+    H, g = spd_matrix(10, 8)
+    with pytest.raises(ValueError, match="non-zero"):
+        block_lanczos(torch.zeros(10, 2, dtype=torch.float64), lambda X: H @ X, 3)
+    with pytest.raises(ValueError, match="non-finite"):
+        block_lanczos(g[:, None], lambda X: X * float("nan"), 3)
+    with pytest.raises(ValueError, match="at least 1"):
+        block_lanczos(g[:, None], lambda X: H @ X, 0)

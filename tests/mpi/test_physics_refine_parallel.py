@@ -9,17 +9,28 @@ from tests.physics.physics_cases import tiny_fno
 
 
 @pytest.mark.parametrize(
-    "norm,subspace", [("energy", "krylov"), ("energy", "randomized"), ("l2", "krylov")]
+    "norm,subspace,block_size",
+    [
+        ("energy", "krylov", 1),
+        ("energy", "krylov", 4),  # network products split by columns over the ranks
+        ("energy", "randomized", 1),
+        ("l2", "krylov", 1),
+    ],
 )
-def test_refined_fields_two_ranks_equal_one(comm, instances, norm, subspace):
+def test_refined_fields_two_ranks_equal_one(comm, instances, norm, subspace, block_size):
     model = tiny_fno(8)
     grids = {}
     for name, fem in instances.items():
-        result = refine_physics(fem.residual(model, norm=norm), 10, subspace=subspace)
+        result = refine_physics(
+            fem.residual(model, norm=norm), 12, subspace=subspace, block_size=block_size
+        )
         grids[name] = fem.on_grid(result.fields)
         assert result.report.n_rows == 2 * 64
+    # a block's network products are split by columns over the ranks, and vmapped batches of
+    # other widths round differently in the network (measured 6e-8 relative on this tiny FNO)
+    tol = 1e-8 if block_size == 1 else 1e-6
     np.testing.assert_allclose(
-        grids["parallel"], grids["serial"], rtol=1e-8, atol=1e-8 * np.abs(grids["serial"]).max()
+        grids["parallel"], grids["serial"], rtol=tol, atol=tol * np.abs(grids["serial"]).max()
     )
 
 

@@ -40,6 +40,28 @@ def test_energy_norm_is_the_galerkin_projection_onto_the_subspace(fem):
     np.testing.assert_allclose(c, np.linalg.solve(H, -g), rtol=1e-8)
 
 
+def test_a_block_krylov_space_holds_the_single_vector_one_so_its_energy_is_no_higher(fem):
+    """Block Lanczos from the gradient's strips: s block steps of b columns span K_s(H, g) and
+    more, so the Galerkin (energy-norm best) refinement of rank b·s is at least as good as the
+    single-vector one of rank s, and the space is not a single-vector one of rank b·s."""
+    model = tiny_fno(6)
+
+    def energy(rank, block_size):
+        """Σ_k ½ uᵀ A u − bᵀ u of the refined fields."""
+        result = refine_physics(fem.residual(model), rank, block_size=block_size)
+        assert result.report.rank == rank
+        return sum(
+            0.5 * float(u @ (s.residual(u) - s.b.getArray(readonly=True)))
+            for s, u in zip(fem.systems, result.fields)
+        )
+
+    single, block = energy(3, 1), energy(12, 4)
+    assert block <= single + 1e-12 * abs(single)
+    assert block != pytest.approx(energy(12, 1), rel=1e-6)
+    with pytest.raises(ValueError, match="block_size"):
+        refine_physics(fem.residual(model), 4, block_size=0)
+
+
 def test_operator_images_built_by_petsc_equal_the_dense_products(fem):
     X = np.random.default_rng(0).standard_normal((36, 5))
     A = dense(fem.systems[0].A)
