@@ -114,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(OmegaConf.to_yaml(_job_config(cfg)))
             return 0
         job_cfg = _job_config(cfg)
+        from pinn_lsr.run.checkpoints import check_checkpoints
         from pinn_lsr.run.config import load_settings
         from pinn_lsr.run.pipeline import check_writable, setup
 
@@ -121,6 +122,10 @@ def main(argv: list[str] | None = None) -> int:
         run_dir = run_directory(cfg, comm)
         check_writable(run_dir, "hydra.run.dir", comm)
         prepared = setup(settings, comm)  # collective: errors are raised on every rank alike
+        settings = check_checkpoints(settings, run_dir, _model_keys(overrides), comm)
+        if settings.model_file is not None:  # config.yaml records the model that runs
+            with open_dict(job_cfg):
+                job_cfg.model = {"name": settings.model.name, **settings.model.options}
     except (ValueError, FileNotFoundError) as exc:  # UsageError is a ValueError
         if comm.rank == 0:
             print(f"error: {exc}", file=sys.stderr)
@@ -182,6 +187,19 @@ def _share_cores(comm: MPI.Comm) -> None:
     share = str(max(1, (os.cpu_count() or 1) // comm.size))
     for variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(variable, share)
+
+
+def _model_keys(overrides: list[str]) -> set[str]:
+    """The model keys set on the command line: ``name`` for ``model=NAME``, ``KEY`` for
+    ``model.KEY=VALUE``."""
+    keys = set()
+    for override in overrides:
+        key = override.split("=", 1)[0].lstrip("+~")
+        if key == "model":
+            keys.add("name")
+        elif key.startswith("model."):
+            keys.add(key.removeprefix("model.").split(".")[0])
+    return keys
 
 
 def _job_config(cfg: DictConfig) -> DictConfig:

@@ -8,6 +8,7 @@ value raises ``ValueError`` naming its key (``train.lr must be ...``), a missing
 Local: every rank validates the same configuration and raises the same error.
 """
 
+import hashlib
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -376,6 +377,11 @@ def _check_method(settings: RunSettings) -> None:
         build_configured_model(settings)  # raises ValueError for bad model arguments
     if settings.method == "lsr" and not settings.has_model:
         raise ValueError("method=lsr needs a model: choose model=... or checkpoint=PATH")
+    if settings.model_file is not None and settings.train.resume:
+        raise ValueError(
+            "train.resume=true continues the training in hydra.run.dir, checkpoint=PATH skips "
+            "training: choose one"
+        )
     if settings.method != "gnvpro":
         return
     if settings.model_file is not None:
@@ -400,26 +406,55 @@ def _check_method(settings: RunSettings) -> None:
 
 
 def build_configured_model(settings: RunSettings):
-    """The model ``settings.model`` for the problem: grid operators take the s × s grid (an MLP
-    maps the flattened grid to itself); function fitting takes an MLP from 2 inputs to 1 output.
-    A vector problem (``components = c > 1``) gets c output channels (MLP: c·s·s outputs).
+    """The model ``settings.model`` for the problem (:func:`configured_model_spec`).
 
     Raises:
         ValueError: bad model arguments, or a model that does not fit the problem.
     """
     from pinn_lsr.models import build_model
 
-    problem, s, name = settings.problem, settings.resolution, settings.model.name
-    kwargs = dict(settings.model.options)
+    name, kwargs = configured_model_spec(settings)
+    return build_model(name, **kwargs)
+
+
+def configured_model_spec(settings: RunSettings) -> tuple[str, dict]:
+    """``(name, kwargs)`` of the model ``settings.model`` for the problem: the model group's
+    options and the arguments :func:`problem_model_arguments` fixes. Local.
+
+    Raises:
+        ValueError: a model that does not fit the problem.
+    """
+    name = settings.model.name
+    fixed = problem_model_arguments(settings.problem, settings.resolution, name)
+    return name, {**settings.model.options, **fixed}
+
+
+def problem_model_arguments(problem: problems.Problem, resolution: int, name: str) -> dict:
+    """The arguments of model ``name`` that the problem and resolution fix: grid operators take
+    the s × s grid (an MLP maps the flattened grid to itself); function fitting takes an MLP
+    from 2 inputs to 1 output. A vector problem (``components = c > 1``) gets c output channels
+    (MLP: c·s·s outputs). Local.
+
+    Raises:
+        ValueError: a model that does not fit the problem.
+    """
+    s = resolution
     if problem.kind == "function":
         if name != "mlp":
             raise ValueError(
                 f"problem={problem.name} fits a function of (x, y): use model=mlp, not {name}"
             )
-        kwargs.update(in_features=2, out_features=1)
-    elif name == "mlp":
-        kwargs.update(in_features=s * s, out_features=problem.components * s * s)
-    else:
-        channels = problem.components
-        kwargs.update(grid_size=s, **({"out_channels": channels} if channels > 1 else {}))
-    return build_model(name, **kwargs)
+        return {"in_features": 2, "out_features": 1}
+    if name == "mlp":
+        return {"in_features": s * s, "out_features": problem.components * s * s}
+    channels = problem.components
+    return {"grid_size": s, **({"out_channels": channels} if channels > 1 else {})}
+
+
+def mesh_identity(settings: RunSettings) -> str:
+    """What data and trained models depend on about the mesh: the unit square's resolution, or
+    the mesh file's name and content hash. Local."""
+    if settings.mesh.file is None:
+        return f"unit_square({settings.resolution - 1})"
+    digest = hashlib.sha256(Path(settings.mesh.file).read_bytes()).hexdigest()[:16]
+    return f"{Path(settings.mesh.file).name}:sha256={digest}"

@@ -15,7 +15,6 @@ Stages (seconds of each recorded in ``metrics.json``):
 """
 
 import dataclasses
-import hashlib
 import logging
 import os
 import tempfile
@@ -35,7 +34,7 @@ from pinn_lsr.fem.mesh import Domain, read_mesh, unit_square
 from pinn_lsr.fem.transfer import grid_to_dofs_local
 from pinn_lsr.io.fields import xdmf_series
 from pinn_lsr.io.plots import plot_fields
-from pinn_lsr.run.config import RunSettings
+from pinn_lsr.run.config import RunSettings, mesh_identity
 from pinn_lsr.run.stages import write_metrics
 
 log = logging.getLogger(__name__)
@@ -284,7 +283,7 @@ def _data_stage(settings: RunSettings, local_pde: GridPDE, comm: MPI.Comm):
         "problem": problem.name,
         "parameters": dataclasses.asdict(problem),
         "grid_size": s,
-        "mesh": _mesh_identity(settings.mesh.file, s),
+        "mesh": mesh_identity(settings),
         "input_space": settings.fem.input_space,
         "petsc_options": settings.fem.petsc_options,
         "n_samples": settings.data.n_train + settings.data.n_test,
@@ -353,11 +352,3 @@ def _distributed_stage(
         else None,  # assembly included
         "distributed_vs_dataset_max_abs_diff": max_difference,
     }
-
-
-def _mesh_identity(mesh_file: str | None, resolution: int) -> str:
-    """What the data depend on about the mesh: its resolution, or the file's content hash."""
-    if mesh_file is None:
-        return f"unit_square({resolution - 1})"
-    digest = hashlib.sha256(Path(mesh_file).read_bytes()).hexdigest()[:16]
-    return f"{Path(mesh_file).name}:sha256={digest}"
