@@ -17,9 +17,11 @@ from omegaconf import DictConfig, OmegaConf
 
 import problems
 from pinn_lsr.fem.grid_pde import INPUT_SPACES
+from pinn_lsr.fem.options import check_options, flatten_options
 from pinn_lsr.lsr.settings import LSRSettings
 from pinn_lsr.physics.iterative import AlignSettings, ILSRSettings
 from pinn_lsr.physics.refine import PHYSICS_SUBSPACES
+from pinn_lsr.physics.refine import PREFIX as PHYSICS_PREFIX
 from pinn_lsr.physics.residual import NORMS
 from pinn_lsr.train.loop import TrainSettings
 from pinn_lsr.vpro import GNSettings
@@ -245,8 +247,12 @@ def _training(cfg: DictConfig, seed: int) -> TrainingSettings:
 
 
 def _lsr(cfg: DictConfig, seed: int) -> LSRSettings:
+    from pinn_lsr.lsr import lsqr
+
     options = {k: v for k, v in _container(cfg.method).items() if k != "name"}
-    return LSRSettings.from_mapping({"seed": seed, **options}, prefix="method.")
+    settings = LSRSettings.from_mapping({"seed": seed, **options}, prefix="method.")
+    check_options(lsqr.PREFIX, settings.petsc_options, key="method.petsc_options")
+    return settings
 
 
 def _gnvpro(cfg: DictConfig, seed: int, n_train: int) -> GNSettings:
@@ -311,6 +317,7 @@ def _physics(cfg: DictConfig, problem: problems.Problem, seed: int) -> PhysicsSt
         require_choice(cfg, f"physics.{key}", choices)
     p = cfg.physics
     norm = p.norm if problem.kind == "function" else resolve_norm(problem, p.norm)
+    check_options(PHYSICS_PREFIX, _container(p.petsc_options), key="physics.petsc_options")
     ilsr = ILSRSettings(
         iterations=p.ilsr.iterations,
         rank=p.rank,
@@ -355,10 +362,11 @@ def resolve_norm(problem: problems.PDEProblem, norm: str) -> str:
 
 
 def _check_fem_solver(problem: problems.PDEProblem, fem: FEMSettings) -> None:
-    """A symmetric-only PETSc solver for a problem whose operator is not symmetric is refused;
-    LU (the default) or GMRES fit."""
-    from pinn_lsr.fem.options import flatten_options
-
+    """The FEM solver's options: PETSc must accept them (a dry KSP, or SNES for a nonlinear
+    problem), and a symmetric-only solver for a problem whose operator is not symmetric is
+    refused; LU (the default) or GMRES fit."""
+    solver = "snes" if problem.kind == "nonlinear" else "ksp"
+    check_options(fem.prefix, fem.petsc_options, key="fem.petsc_options", solver=solver)
     if problem.symmetric:
         return
     options = flatten_options(fem.petsc_options)

@@ -143,6 +143,10 @@ def test_mesh_file_run(tmp_path, lshape_msh):
             "mesh.dirichlet_tags must be null or a non-empty list of integer facet tags",
         ),
         ("--verbose", "unknown option"),
+        (
+            "fem.petsc_options.ksp_type=nosuch",
+            "fem.petsc_options.ksp_type=nosuch is refused by PETSc",
+        ),
     ],
 )
 def test_bad_input_exits_2_and_writes_nothing(tmp_path, capsys, override, message):

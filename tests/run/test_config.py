@@ -69,6 +69,23 @@ def test_every_section_is_read_once():
         (["model=mlp", "model.activation=swish"], "swish"),
         (["problem=fit2d", "model=fno"], "problem=fit2d fits a function of (x, y): use model=mlp"),
         (
+            ["fem.petsc_options.ksp_type=nosuch"],
+            "fem.petsc_options.ksp_type=nosuch is refused by PETSc: Unable to find requested KSP "
+            "type nosuch",
+        ),
+        (
+            ["problem=nonlinear_diffusion", "+fem.petsc_options.snes_type=newtonish"],
+            "fem.petsc_options.snes_type=newtonish is refused by PETSc",
+        ),
+        (
+            ["physics.petsc_options={ksp_type: nosuch}"],
+            "physics.petsc_options.ksp_type=nosuch is refused by PETSc",
+        ),
+        (
+            ["method.petsc_options={pc_type: nosuch}"],
+            "method.petsc_options.pc_type=nosuch is refused by PETSc",
+        ),
+        (
             ["problem=nonlinear_diffusion", "fem.petsc_options.ksp_type=cg"],
             "fem.petsc_options.ksp_type=cg needs a symmetric matrix",
         ),
