@@ -3,7 +3,8 @@
 Hydra composes the configuration from ``pinn_lsr/conf``. All ranks parse the same arguments;
 rank 0 resolves the run directory (``hydra.run.dir=DIR`` to choose it) and broadcasts it, and
 only rank 0 writes reports. A bad override exits with status 2 and a message listing the valid
-choices before anything is written.
+choices before anything is written; an error raised later exits with status 1 and a one-line
+message (``hydra.verbose=true``: with its traceback), aborting every rank under MPI.
 """
 
 import logging
@@ -30,6 +31,7 @@ USAGE = """usage: solve.py [--help] [--cfg] [key=value ...]
   method=NAME           after (or instead of) training ({methods})
   key=value             override any configuration key, e.g. problem.resolution=64 data.n_train=200
   hydra.run.dir=DIR     put every output of the run in DIR
+  hydra.verbose=true    show the traceback of an error during the run (else one line, status 1)
   --cfg                 print the composed configuration and exit
   --help [group=NAME]   this text, with the configuration files of the chosen groups
 
@@ -150,9 +152,29 @@ def main(argv: list[str] | None = None) -> int:
     from pinn_lsr.run.pipeline import run
 
     start = time.perf_counter()
-    run(settings, prepared, run_dir, comm)
+    try:
+        run(settings, prepared, run_dir, comm)
+    except Exception as exc:  # reported in one line; KeyboardInterrupt is not caught
+        return _failed(exc, comm, verbose=bool(cfg.hydra.verbose))
     log.info("done in %.1f s; outputs in %s", time.perf_counter() - start, run_dir)
     return 0
+
+
+def _failed(exc: Exception, comm: MPI.Comm, *, verbose: bool) -> int:
+    """Report an error raised during the run (after every check passed) in one line, or with its
+    traceback under ``hydra.verbose=true``, on the rank that raised it and in ``solve.log``;
+    return exit status 1. Under MPI the job is aborted instead: the other ranks may be waiting
+    for this one in a collective."""
+    lines = str(exc).strip().splitlines()
+    message = f"{type(exc).__name__}: {lines[0] if lines else 'no message'}"
+    if verbose:
+        log.error("run failed: %s", message, exc_info=exc)
+    else:
+        log.error("run failed: %s (hydra.verbose=true shows the traceback)", message)
+    if comm.size > 1:
+        logging.shutdown()
+        comm.Abort(1)
+    return 1
 
 
 def usage(cfg: DictConfig, problem_names: list[str]) -> str:
