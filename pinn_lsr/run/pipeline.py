@@ -12,6 +12,9 @@ Stages (seconds of each recorded in ``metrics.json``):
 6. ``fem_solve``: a few (test) samples re-solved on the distributed mesh, checked against the
    data, written as XDMF with the model's prediction and error;
 7. ``output``: PNG images; ``metrics.json`` is written last, so its presence marks a complete run.
+
+Stages 3 to 5 are optional: each one a run skips is logged and recorded in ``metrics.json``
+under ``skipped`` with its reason (:func:`skipped_stages`).
 """
 
 import dataclasses
@@ -119,6 +122,23 @@ def check_sample_counts(settings: RunSettings, n_ranks: int) -> None:
             )
 
 
+def skipped_stages(settings: RunSettings, n_test: int) -> dict[str, str]:
+    """The optional stages (train, lsr, physics) that a run with ``n_test`` test samples skips,
+    each with its reason. Local."""
+    skipped = {}
+    if not settings.has_model:
+        skipped["train"] = "no model (~model)"
+    if settings.method != "lsr":
+        skipped["lsr"] = f"method={settings.method}"
+    if not settings.has_model:
+        skipped["physics"] = "no model (~model)"
+    elif settings.physics.instances == 0:
+        skipped["physics"] = "physics.instances=0"
+    elif n_test == 0:
+        skipped["physics"] = "data.n_test=0: no test instances to refine"
+    return skipped
+
+
 def _tags(settings: RunSettings) -> list[int] | None:
     tags = settings.mesh.dirichlet_tags
     return None if tags is None else list(tags)
@@ -181,6 +201,9 @@ def run(settings: RunSettings, prepared: Setup, run_dir: Path, comm: MPI.Comm) -
     shown = test_set if len(test_set) else train_set
     n_show = min(settings.output.n_show, len(shown))
 
+    skipped = skipped_stages(settings, len(test_set))
+    for stage, reason in skipped.items():
+        log.info("stage %s skipped: %s", stage, reason)
     metrics = {
         "problem": problem.name,
         "parameters": dataclasses.asdict(problem),
@@ -195,6 +218,7 @@ def run(settings: RunSettings, prepared: Setup, run_dir: Path, comm: MPI.Comm) -
             "cache_file": str(cache.path),
             "samples_per_second": cache.samples_per_second,
         },
+        "skipped": skipped,
     }
 
     predictions: dict[str, np.ndarray] = {}

@@ -126,11 +126,14 @@ def train_or_load_model(
     metrics.update(summary(predict, train_data, comm, "train"))
     if test_data is not None:
         metrics.update(summary(predict, test_data, comm, "test"))
+    which = "test" if test_data is not None else "train"  # no test samples: training errors
     log.info(
-        "model: test rel-L2 %.3e per sample, %.3e over all values; test MSE %.3e",
-        metrics.get("test_rel_l2", float("nan")),
-        metrics.get("test_global_rel_l2", float("nan")),
-        metrics.get("test_mse", float("nan")),
+        "model: %s rel-L2 %.3e per sample, %.3e over all values; %s MSE %.3e",
+        which,
+        metrics[f"{which}_rel_l2"],
+        metrics[f"{which}_global_rel_l2"],
+        which,
+        metrics[f"{which}_mse"],
     )
     return model, metrics
 

@@ -493,3 +493,15 @@ def test_an_error_on_one_rank_ends_every_rank_with_one_line_and_exit_1(tmp_path)
     assert result.returncode == 1
     assert "[rank 1] ERROR pinn_lsr: run failed: RuntimeError: only rank 1 fails" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_without_test_samples_the_skipped_physics_stage_is_logged_and_recorded(tmp_path, capsys):
+    assert run(tmp_path, "data.n_test=0", "physics.instances=2") == 0
+    text = (tmp_path / "run" / "metrics.json").read_text()
+    metrics = json.loads(text)  # strict JSON: no NaN for the missing test errors
+    assert metrics["skipped"] == {
+        "lsr": "method=none",
+        "physics": "data.n_test=0: no test instances to refine",
+    }
+    assert "physics" not in metrics and "NaN" not in text
+    assert "stage physics skipped: data.n_test=0" in capsys.readouterr().err

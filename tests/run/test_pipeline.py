@@ -46,6 +46,11 @@ def test_a_run_without_a_model_solves_writes_fields_and_metrics_last(tmp_path):
     assert metrics["fem"]["distributed_vs_dataset_max_abs_diff"] < 1e-10
     assert (tmp_path / "run" / "fields" / "samples.xdmf").is_file()
     assert set(written["seconds"]) >= {"mesh", "data", "fem_solve", "output"}
+    assert written["skipped"] == {
+        "train": "no model (~model)",
+        "lsr": "method=none",
+        "physics": "no model (~model)",
+    }
 
 
 def test_every_rank_needs_a_sample_of_each_set(tmp_path):
