@@ -8,7 +8,6 @@ message (``hydra.verbose=true``: with its traceback), aborting every rank under 
 """
 
 import logging
-import os
 import sys
 import time
 from importlib.resources import files
@@ -19,8 +18,8 @@ from hydra.errors import HydraException
 from mpi4py import MPI
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from pinn_lsr.lsr.allocator import retain_freed_memory
 from pinn_lsr.parallel.mpi import abort_on_uncaught_exception, configure_logging
+from pinn_lsr.parallel.threads import share_cores
 
 log = logging.getLogger("pinn_lsr")
 
@@ -94,7 +93,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     comm = MPI.COMM_WORLD
     abort_on_uncaught_exception(comm)
-    _share_cores(comm)
+    threads = share_cores(comm)  # before torch and numpy are imported (below) where possible
+    from pinn_lsr.lsr.allocator import retain_freed_memory
+
     retain_freed_memory()
     configure_logging(comm)
     flags = [a for a in argv if a.startswith("-")]
@@ -143,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         OmegaConf.save(OmegaConf.create(overrides), run_dir / ".hydra" / "overrides.yaml")
     comm.Barrier()
     configure_logging(comm, logfile=run_dir / "solve.log")
-    log.info("run directory %s (%d MPI rank(s))", run_dir, comm.size)
+    log.info("run directory %s (%d MPI rank(s)); %s", run_dir, comm.size, threads)
     if moved:
         log.warning(
             "the run directory held a finished run: its metrics.json is now metrics.previous.json"
@@ -198,17 +199,6 @@ def usage(cfg: DictConfig, problem_names: list[str]) -> str:
         methods=names("method"),
         files=text,
     )
-
-
-def _share_cores(comm: MPI.Comm) -> None:
-    """Give each rank an equal share of the cores for OpenMP, BLAS and torch, unless the user
-    set OMP_NUM_THREADS. Must run before numpy and torch are imported: their thread pools read
-    these variables once (neither is imported by this module)."""
-    if "OMP_NUM_THREADS" in os.environ:
-        return
-    share = str(max(1, (os.cpu_count() or 1) // comm.size))
-    for variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ.setdefault(variable, share)
 
 
 def _model_keys(overrides: list[str]) -> set[str]:
