@@ -490,9 +490,9 @@ def test_an_error_on_one_rank_ends_every_rank_with_one_line_and_exit_1(tmp_path)
         timeout=120,
         cwd=ROOT,  # imports this checkout's pinn_lsr
     )
-    assert result.returncode == 1
-    assert "[rank 1] ERROR pinn_lsr: run failed: RuntimeError: only rank 1 fails" in result.stderr
-    assert "Traceback" not in result.stderr
+    line = "[rank 1] ERROR pinn_lsr: run failed: RuntimeError: only rank 1 fails"
+    assert result.returncode == 1, result.stderr
+    assert line in result.stderr and "Traceback" not in result.stderr, result.stderr
 
 
 def test_without_test_samples_the_skipped_physics_stage_is_logged_and_recorded(tmp_path, capsys):
