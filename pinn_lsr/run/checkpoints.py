@@ -51,8 +51,9 @@ def run_identity(settings: RunSettings) -> dict:
         "parameters": dataclasses.asdict(problem),
         "n_train": settings.data.n_train,
     }
-    if problem.kind != "function":
-        identity.update(grid_size=settings.resolution, mesh=mesh_identity(settings))
+    if problem.kind != "function":  # the unit square's size is the grid's
+        mesh = "unit square" if settings.mesh.file is None else mesh_identity(settings)
+        identity.update(grid_size=settings.resolution, mesh=mesh)
     return identity
 
 
@@ -95,6 +96,7 @@ def _adopt_model(settings: RunSettings, model_keys: set[str]) -> RunSettings:
             for key in sorted(model_keys - {"name"})
             if asked.options.get(key) != kwargs.get(key)
         ]
+    asked_for = bool(differences)  # model keys of the command line the checkpoint contradicts
     identity = state.get("identity")
     if identity is None:  # an older checkpoint: its model's shapes must fit the problem
         fixed = problem_model_arguments(settings.problem, settings.resolution, name)
@@ -106,10 +108,8 @@ def _adopt_model(settings: RunSettings, model_keys: set[str]) -> RunSettings:
         ]
     differences += _identity_differences(identity, run_identity(settings), "n_train")
     if differences:
-        raise ValueError(
-            f"checkpoint={path} does not fit this run: {'; '.join(differences)} (model keys may "
-            "be left out: the checkpoint's model is used)"
-        )
+        hint = " (model keys may be left out: the checkpoint's model is used)" if asked_for else ""
+        raise ValueError(f"checkpoint={path} does not fit this run: {'; '.join(differences)}{hint}")
     options = {k: v for k, v in kwargs.items() if k not in FIXED_ARGUMENTS}
     return dataclasses.replace(settings, model=ModelSettings(name=name, options=options))
 
