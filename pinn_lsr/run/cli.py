@@ -173,7 +173,8 @@ def _failed(exc: Exception, comm: MPI.Comm, *, verbose: bool) -> int:
     else:
         log.error("run failed: %s (hydra.verbose=true shows the traceback)", message)
     if comm.size > 1:
-        logging.shutdown()
+        logging.shutdown()  # flushed, then a moment for mpirun to forward the output it has not
+        time.sleep(1.0)  # read yet: an abort drops it (seen on a loaded machine)
         comm.Abort(1)
     return 1
 
