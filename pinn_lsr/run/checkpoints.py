@@ -119,7 +119,7 @@ def _check_resume(settings: RunSettings, path: Path) -> None:
     state = read_checkpoint(path)
     prefix = f"train.resume=true with {path}: "
     try:
-        resume_changes(state, settings.train.loop, prefix="train.")
+        resume_changes(state, settings.train.loop, name=_train_key)
     except ValueError as exc:
         raise ValueError(prefix + str(exc)) from None
     differences = []
@@ -143,6 +143,12 @@ def _check_resume(settings: RunSettings, path: Path) -> None:
             f"{'; '.join(differences)} (resume with its settings, or start a new run in "
             "another hydra.run.dir)"
         )
+
+
+def _train_key(field: str) -> str:
+    """The configuration key of a field of :class:`pinn_lsr.train.loop.TrainSettings` (its seed
+    is the run's)."""
+    return "seed" if field == "seed" else f"train.{field}"
 
 
 def _identity_differences(saved: dict | None, current: dict, *ignored: str) -> list[str]:

@@ -11,6 +11,7 @@ uninterrupted one.
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -49,7 +50,9 @@ class TrainSettings:
     checkpoint_every: int = 0  # epochs; 0: only at the end
 
 
-def resume_changes(state: dict, settings: TrainSettings, *, prefix: str = "") -> dict[str, list]:
+def resume_changes(
+    state: dict, settings: TrainSettings, *, name: Callable[[str], str] = str
+) -> dict[str, list]:
     """The settings that resuming from checkpoint ``state`` with ``settings`` changes, as
     ``{name: [saved, new]}``: ``checkpoint_every``, and ``epochs`` when the run is lengthened or
     shortened to no fewer than the epochs already done (except under the cosine schedule, whose
@@ -58,8 +61,8 @@ def resume_changes(state: dict, settings: TrainSettings, *, prefix: str = "") ->
 
     Raises:
         ValueError: ``state`` holds no gradient-training state, or any other setting differs, or
-            ``epochs`` changes where it may not; the message lists every difference, each key
-            named with ``prefix``.
+            ``epochs`` changes where it may not; the message lists every difference, each
+            setting called ``name(field)``.
     """
     if not {"optimizer_state", "epoch", "settings"} <= set(state):
         raise ValueError(
@@ -81,7 +84,7 @@ def resume_changes(state: dict, settings: TrainSettings, *, prefix: str = "") ->
         raise ValueError(
             "resuming would change settings the checkpoint was trained with: "
             + "; ".join(
-                f"{prefix}{k}={changes[k][1]!r} (checkpoint: {changes[k][0]!r}){why.get(k, '')}"
+                f"{name(k)}={changes[k][1]!r} (checkpoint: {changes[k][0]!r}){why.get(k, '')}"
                 for k in refused
             )
         )

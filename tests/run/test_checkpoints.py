@@ -46,6 +46,7 @@ def files_of(run_dir):
         (["problem=poisson"], "problem='poisson' (checkpoint: 'darcy')"),
         (["problem.resolution=10"], "problem.resolution=10 (checkpoint: 12)"),
         (["data.n_train=5"], "data.n_train=5 (checkpoint: 4)"),
+        (["seed=1"], "seed=1 (checkpoint: 0)"),
         (["train.dtype=float64"], "train.dtype=float64 (checkpoint: float32)"),
     ],
 )
