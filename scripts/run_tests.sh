@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Lint, serial tests, then tests/mpi under `mpirun -n 2`; fails if any fails.
 # Under MPI rank 0 prints to the terminal and the other ranks to $LOGDIR/rank<N>.log,
-# shown only when the run fails, so the report is not printed twice.
+# shown only when the run fails, so the report is not printed twice. A test that hangs ends its
+# process after pytest's faulthandler_timeout (pyproject.toml), which ends every rank; a hang
+# outside any test (collection, MPI_Finalize) ends the MPI run after $MPI_SUITE_TIMEOUT seconds.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
@@ -14,7 +16,7 @@ echo "== lint (ruff check, ruff format --check; configured in pyproject.toml)"
 echo "== serial tests"
 .venv/bin/python -m pytest tests --ignore=tests/mpi "$@" || status=$?
 echo "== MPI tests (mpirun -n 2)"
-.venv/bin/mpirun -n 2 bash -c '
+timeout --kill-after=30 "${MPI_SUITE_TIMEOUT:-3600}" .venv/bin/mpirun -n 2 bash -c '
     if [[ "${PMI_RANK:-0}" == 0 ]]; then
         exec .venv/bin/python -m pytest -p no:cacheprovider tests/mpi "$@"
     else

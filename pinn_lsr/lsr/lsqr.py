@@ -20,6 +20,7 @@ from petsc4py import PETSc
 from pinn_lsr.fem.options import options_inserted
 from pinn_lsr.fem.solver import solve_checked
 
+PREFIX = "lsr_"
 DEFAULT_OPTIONS = {
     "ksp_type": "lsqr",
     "pc_type": "none",
@@ -57,7 +58,7 @@ class LSQRSolution:
     A_local: np.ndarray  # (n_local, r)
     f_local: np.ndarray  # (n_local,)
     comm: MPI.Comm
-    prefix: str = "lsr_"
+    prefix: str = PREFIX
     options: Mapping | None = None
     seed: int = 0
     iterations: dict = field(default_factory=dict)  # rank -> LSQR iterations

@@ -3,11 +3,11 @@
 Hydra composes the configuration from ``pinn_lsr/conf``. All ranks parse the same arguments;
 rank 0 resolves the run directory (``hydra.run.dir=DIR`` to choose it) and broadcasts it, and
 only rank 0 writes reports. A bad override exits with status 2 and a message listing the valid
-choices before anything is written.
+choices before anything is written; an error raised later exits with status 1 and a one-line
+message (``hydra.verbose=true``: with its traceback), aborting every rank under MPI.
 """
 
 import logging
-import os
 import sys
 import time
 from importlib.resources import files
@@ -18,8 +18,8 @@ from hydra.errors import HydraException
 from mpi4py import MPI
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from pinn_lsr.lsr.allocator import retain_freed_memory
 from pinn_lsr.parallel.mpi import abort_on_uncaught_exception, configure_logging
+from pinn_lsr.parallel.threads import share_cores
 
 log = logging.getLogger("pinn_lsr")
 
@@ -30,6 +30,7 @@ USAGE = """usage: solve.py [--help] [--cfg] [key=value ...]
   method=NAME           after (or instead of) training ({methods})
   key=value             override any configuration key, e.g. problem.resolution=64 data.n_train=200
   hydra.run.dir=DIR     put every output of the run in DIR
+  hydra.verbose=true    show the traceback of an error during the run (else one line, status 1)
   --cfg                 print the composed configuration and exit
   --help [group=NAME]   this text, with the configuration files of the chosen groups
 
@@ -92,7 +93,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     comm = MPI.COMM_WORLD
     abort_on_uncaught_exception(comm)
-    _share_cores(comm)
+    threads = share_cores(comm)  # before torch and numpy are imported (below) where possible
+    from pinn_lsr.lsr.allocator import retain_freed_memory
+
     retain_freed_memory()
     configure_logging(comm)
     flags = [a for a in argv if a.startswith("-")]
@@ -114,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(OmegaConf.to_yaml(_job_config(cfg)))
             return 0
         job_cfg = _job_config(cfg)
+        from pinn_lsr.run.checkpoints import check_checkpoints
         from pinn_lsr.run.config import load_settings
         from pinn_lsr.run.pipeline import check_writable, setup
 
@@ -121,6 +125,10 @@ def main(argv: list[str] | None = None) -> int:
         run_dir = run_directory(cfg, comm)
         check_writable(run_dir, "hydra.run.dir", comm)
         prepared = setup(settings, comm)  # collective: errors are raised on every rank alike
+        settings = check_checkpoints(settings, run_dir, _model_keys(overrides), comm)
+        if settings.model_file is not None:  # config.yaml records the model that runs
+            with open_dict(job_cfg):
+                job_cfg.model = {"name": settings.model.name, **settings.model.options}
     except (ValueError, FileNotFoundError) as exc:  # UsageError is a ValueError
         if comm.rank == 0:
             print(f"error: {exc}", file=sys.stderr)
@@ -136,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         OmegaConf.save(OmegaConf.create(overrides), run_dir / ".hydra" / "overrides.yaml")
     comm.Barrier()
     configure_logging(comm, logfile=run_dir / "solve.log")
-    log.info("run directory %s (%d MPI rank(s))", run_dir, comm.size)
+    log.info("run directory %s (%d MPI rank(s)); %s", run_dir, comm.size, threads)
     if moved:
         log.warning(
             "the run directory held a finished run: its metrics.json is now metrics.previous.json"
@@ -145,9 +153,30 @@ def main(argv: list[str] | None = None) -> int:
     from pinn_lsr.run.pipeline import run
 
     start = time.perf_counter()
-    run(settings, prepared, run_dir, comm)
+    try:
+        run(settings, prepared, run_dir, comm)
+    except Exception as exc:  # reported in one line; KeyboardInterrupt is not caught
+        return _failed(exc, comm, verbose=bool(cfg.hydra.verbose))
     log.info("done in %.1f s; outputs in %s", time.perf_counter() - start, run_dir)
     return 0
+
+
+def _failed(exc: Exception, comm: MPI.Comm, *, verbose: bool) -> int:
+    """Report an error raised during the run (after every check passed) in one line, or with its
+    traceback under ``hydra.verbose=true``, on the rank that raised it and in ``solve.log``;
+    return exit status 1. Under MPI the job is aborted instead: the other ranks may be waiting
+    for this one in a collective."""
+    lines = str(exc).strip().splitlines()
+    message = f"{type(exc).__name__}: {lines[0] if lines else 'no message'}"
+    if verbose:
+        log.error("run failed: %s", message, exc_info=exc)
+    else:
+        log.error("run failed: %s (hydra.verbose=true shows the traceback)", message)
+    if comm.size > 1:
+        logging.shutdown()  # flushed, then a moment for mpirun to forward the output it has not
+        time.sleep(1.0)  # read yet: an abort drops it (seen on a loaded machine)
+        comm.Abort(1)
+    return 1
 
 
 def usage(cfg: DictConfig, problem_names: list[str]) -> str:
@@ -173,15 +202,17 @@ def usage(cfg: DictConfig, problem_names: list[str]) -> str:
     )
 
 
-def _share_cores(comm: MPI.Comm) -> None:
-    """Give each rank an equal share of the cores for OpenMP, BLAS and torch, unless the user
-    set OMP_NUM_THREADS. Must run before numpy and torch are imported: their thread pools read
-    these variables once (neither is imported by this module)."""
-    if "OMP_NUM_THREADS" in os.environ:
-        return
-    share = str(max(1, (os.cpu_count() or 1) // comm.size))
-    for variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ.setdefault(variable, share)
+def _model_keys(overrides: list[str]) -> set[str]:
+    """The model keys set on the command line: ``name`` for ``model=NAME``, ``KEY`` for
+    ``model.KEY=VALUE``."""
+    keys = set()
+    for override in overrides:
+        key = override.split("=", 1)[0].lstrip("+~")
+        if key == "model":
+            keys.add("name")
+        elif key.startswith("model."):
+            keys.add(key.removeprefix("model.").split(".")[0])
+    return keys
 
 
 def _job_config(cfg: DictConfig) -> DictConfig:

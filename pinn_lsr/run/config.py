@@ -8,6 +8,7 @@ value raises ``ValueError`` naming its key (``train.lr must be ...``), a missing
 Local: every rank validates the same configuration and raises the same error.
 """
 
+import hashlib
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,9 +17,11 @@ from omegaconf import DictConfig, OmegaConf
 
 import problems
 from pinn_lsr.fem.grid_pde import INPUT_SPACES
+from pinn_lsr.fem.options import check_options, flatten_options
 from pinn_lsr.lsr.settings import LSRSettings
 from pinn_lsr.physics.iterative import AlignSettings, ILSRSettings
 from pinn_lsr.physics.refine import PHYSICS_SUBSPACES
+from pinn_lsr.physics.refine import PREFIX as PHYSICS_PREFIX
 from pinn_lsr.physics.residual import NORMS
 from pinn_lsr.train.loop import TrainSettings
 from pinn_lsr.vpro import GNSettings
@@ -244,8 +247,12 @@ def _training(cfg: DictConfig, seed: int) -> TrainingSettings:
 
 
 def _lsr(cfg: DictConfig, seed: int) -> LSRSettings:
+    from pinn_lsr.lsr import lsqr
+
     options = {k: v for k, v in _container(cfg.method).items() if k != "name"}
-    return LSRSettings.from_mapping({"seed": seed, **options}, prefix="method.")
+    settings = LSRSettings.from_mapping({"seed": seed, **options}, prefix="method.")
+    check_options(lsqr.PREFIX, settings.petsc_options, key="method.petsc_options")
+    return settings
 
 
 def _gnvpro(cfg: DictConfig, seed: int, n_train: int) -> GNSettings:
@@ -311,6 +318,7 @@ def _physics(cfg: DictConfig, problem: problems.Problem, seed: int) -> PhysicsSt
         require_choice(cfg, f"physics.{key}", choices)
     p = cfg.physics
     norm = p.norm if problem.kind == "function" else resolve_norm(problem, p.norm)
+    check_options(PHYSICS_PREFIX, _container(p.petsc_options), key="physics.petsc_options")
     ilsr = ILSRSettings(
         iterations=p.ilsr.iterations,
         rank=p.rank,
@@ -356,10 +364,11 @@ def resolve_norm(problem: problems.PDEProblem, norm: str) -> str:
 
 
 def _check_fem_solver(problem: problems.PDEProblem, fem: FEMSettings) -> None:
-    """A symmetric-only PETSc solver for a problem whose operator is not symmetric is refused;
-    LU (the default) or GMRES fit."""
-    from pinn_lsr.fem.options import flatten_options
-
+    """The FEM solver's options: PETSc must accept them (a dry KSP, or SNES for a nonlinear
+    problem), and a symmetric-only solver for a problem whose operator is not symmetric is
+    refused; LU (the default) or GMRES fit."""
+    solver = "snes" if problem.kind == "nonlinear" else "ksp"
+    check_options(fem.prefix, fem.petsc_options, key="fem.petsc_options", solver=solver)
     if problem.symmetric:
         return
     options = flatten_options(fem.petsc_options)
@@ -378,6 +387,11 @@ def _check_method(settings: RunSettings) -> None:
         build_configured_model(settings)  # raises ValueError for bad model arguments
     if settings.method == "lsr" and not settings.has_model:
         raise ValueError("method=lsr needs a model: choose model=... or checkpoint=PATH")
+    if settings.model_file is not None and settings.train.resume:
+        raise ValueError(
+            "train.resume=true continues the training in hydra.run.dir, checkpoint=PATH skips "
+            "training: choose one"
+        )
     if settings.method != "gnvpro":
         return
     if settings.model_file is not None:
@@ -402,26 +416,55 @@ def _check_method(settings: RunSettings) -> None:
 
 
 def build_configured_model(settings: RunSettings):
-    """The model ``settings.model`` for the problem: grid operators take the s × s grid (an MLP
-    maps the flattened grid to itself); function fitting takes an MLP from 2 inputs to 1 output.
-    A vector problem (``components = c > 1``) gets c output channels (MLP: c·s·s outputs).
+    """The model ``settings.model`` for the problem (:func:`configured_model_spec`).
 
     Raises:
         ValueError: bad model arguments, or a model that does not fit the problem.
     """
     from pinn_lsr.models import build_model
 
-    problem, s, name = settings.problem, settings.resolution, settings.model.name
-    kwargs = dict(settings.model.options)
+    name, kwargs = configured_model_spec(settings)
+    return build_model(name, **kwargs)
+
+
+def configured_model_spec(settings: RunSettings) -> tuple[str, dict]:
+    """``(name, kwargs)`` of the model ``settings.model`` for the problem: the model group's
+    options and the arguments :func:`problem_model_arguments` fixes. Local.
+
+    Raises:
+        ValueError: a model that does not fit the problem.
+    """
+    name = settings.model.name
+    fixed = problem_model_arguments(settings.problem, settings.resolution, name)
+    return name, {**settings.model.options, **fixed}
+
+
+def problem_model_arguments(problem: problems.Problem, resolution: int, name: str) -> dict:
+    """The arguments of model ``name`` that the problem and resolution fix: grid operators take
+    the s × s grid (an MLP maps the flattened grid to itself); function fitting takes an MLP
+    from 2 inputs to 1 output. A vector problem (``components = c > 1``) gets c output channels
+    (MLP: c·s·s outputs). Local.
+
+    Raises:
+        ValueError: a model that does not fit the problem.
+    """
+    s = resolution
     if problem.kind == "function":
         if name != "mlp":
             raise ValueError(
                 f"problem={problem.name} fits a function of (x, y): use model=mlp, not {name}"
             )
-        kwargs.update(in_features=2, out_features=1)
-    elif name == "mlp":
-        kwargs.update(in_features=s * s, out_features=problem.components * s * s)
-    else:
-        channels = problem.components
-        kwargs.update(grid_size=s, **({"out_channels": channels} if channels > 1 else {}))
-    return build_model(name, **kwargs)
+        return {"in_features": 2, "out_features": 1}
+    if name == "mlp":
+        return {"in_features": s * s, "out_features": problem.components * s * s}
+    channels = problem.components
+    return {"grid_size": s, **({"out_channels": channels} if channels > 1 else {})}
+
+
+def mesh_identity(settings: RunSettings) -> str:
+    """What data and trained models depend on about the mesh: the unit square's resolution, or
+    the mesh file's name and content hash. Local."""
+    if settings.mesh.file is None:
+        return f"unit_square({settings.resolution - 1})"
+    digest = hashlib.sha256(Path(settings.mesh.file).read_bytes()).hexdigest()[:16]
+    return f"{Path(settings.mesh.file).name}:sha256={digest}"

@@ -12,10 +12,12 @@ Stages (seconds of each recorded in ``metrics.json``):
 6. ``fem_solve``: a few (test) samples re-solved on the distributed mesh, checked against the
    data, written as XDMF with the model's prediction and error;
 7. ``output``: PNG images; ``metrics.json`` is written last, so its presence marks a complete run.
+
+Stages 3 to 5 are optional: each one a run skips is logged and recorded in ``metrics.json``
+under ``skipped`` with its reason (:func:`skipped_stages`).
 """
 
 import dataclasses
-import hashlib
 import logging
 import os
 import tempfile
@@ -35,7 +37,7 @@ from pinn_lsr.fem.mesh import Domain, read_mesh, unit_square
 from pinn_lsr.fem.transfer import grid_to_dofs_local
 from pinn_lsr.io.fields import xdmf_series
 from pinn_lsr.io.plots import plot_fields
-from pinn_lsr.run.config import RunSettings
+from pinn_lsr.run.config import RunSettings, mesh_identity
 from pinn_lsr.run.stages import write_metrics
 
 log = logging.getLogger(__name__)
@@ -120,6 +122,23 @@ def check_sample_counts(settings: RunSettings, n_ranks: int) -> None:
             )
 
 
+def skipped_stages(settings: RunSettings, n_test: int) -> dict[str, str]:
+    """The optional stages (train, lsr, physics) that a run with ``n_test`` test samples skips,
+    each with its reason. Local."""
+    skipped = {}
+    if not settings.has_model:
+        skipped["train"] = "no model (~model)"
+    if settings.method != "lsr":
+        skipped["lsr"] = f"method={settings.method}"
+    if not settings.has_model:
+        skipped["physics"] = "no model (~model)"
+    elif settings.physics.instances == 0:
+        skipped["physics"] = "physics.instances=0"
+    elif n_test == 0:
+        skipped["physics"] = "data.n_test=0: no test instances to refine"
+    return skipped
+
+
 def _tags(settings: RunSettings) -> list[int] | None:
     tags = settings.mesh.dirichlet_tags
     return None if tags is None else list(tags)
@@ -182,6 +201,9 @@ def run(settings: RunSettings, prepared: Setup, run_dir: Path, comm: MPI.Comm) -
     shown = test_set if len(test_set) else train_set
     n_show = min(settings.output.n_show, len(shown))
 
+    skipped = skipped_stages(settings, len(test_set))
+    for stage, reason in skipped.items():
+        log.info("stage %s skipped: %s", stage, reason)
     metrics = {
         "problem": problem.name,
         "parameters": dataclasses.asdict(problem),
@@ -196,6 +218,7 @@ def run(settings: RunSettings, prepared: Setup, run_dir: Path, comm: MPI.Comm) -
             "cache_file": str(cache.path),
             "samples_per_second": cache.samples_per_second,
         },
+        "skipped": skipped,
     }
 
     predictions: dict[str, np.ndarray] = {}
@@ -284,7 +307,7 @@ def _data_stage(settings: RunSettings, local_pde: GridPDE, comm: MPI.Comm):
         "problem": problem.name,
         "parameters": dataclasses.asdict(problem),
         "grid_size": s,
-        "mesh": _mesh_identity(settings.mesh.file, s),
+        "mesh": mesh_identity(settings),
         "input_space": settings.fem.input_space,
         "petsc_options": settings.fem.petsc_options,
         "n_samples": settings.data.n_train + settings.data.n_test,
@@ -353,11 +376,3 @@ def _distributed_stage(
         else None,  # assembly included
         "distributed_vs_dataset_max_abs_diff": max_difference,
     }
-
-
-def _mesh_identity(mesh_file: str | None, resolution: int) -> str:
-    """What the data depend on about the mesh: its resolution, or the file's content hash."""
-    if mesh_file is None:
-        return f"unit_square({resolution - 1})"
-    digest = hashlib.sha256(Path(mesh_file).read_bytes()).hexdigest()[:16]
-    return f"{Path(mesh_file).name}:sha256={digest}"

@@ -16,6 +16,7 @@ from mpi4py import MPI
 from pinn_lsr.io.atomic import write_json
 from pinn_lsr.io.plots import plot_gnvpro_history, plot_history, plot_rank_scan
 from pinn_lsr.models.parameters import count_real_parameters, set_precision
+from pinn_lsr.run.checkpoints import run_identity
 from pinn_lsr.run.config import RunSettings, build_configured_model
 from pinn_lsr.train.metrics import error_summary
 
@@ -99,6 +100,7 @@ def train_or_load_model(
             checkpoint=run_dir / "checkpoint.pt",
             resume=settings.train.resume,
             progress=settings.output.progress,
+            identity=run_identity(settings),
         )
         if comm.rank == 0:
             plot_history(
@@ -116,17 +118,22 @@ def train_or_load_model(
             "checkpoint": str(run_dir / "checkpoint.pt"),
             "history": result.history,
         }
+        if result.resumed is not None:
+            metrics["resumed"] = result.resumed
     model.eval()
     predict = lambda x: model(x.to(dtype))  # noqa: E731
     metrics["n_parameters"] = count_real_parameters(model)
     metrics.update(summary(predict, train_data, comm, "train"))
     if test_data is not None:
         metrics.update(summary(predict, test_data, comm, "test"))
+    which = "test" if test_data is not None else "train"  # no test samples: training errors
     log.info(
-        "model: test rel-L2 %.3e per sample, %.3e over all values; test MSE %.3e",
-        metrics.get("test_rel_l2", float("nan")),
-        metrics.get("test_global_rel_l2", float("nan")),
-        metrics.get("test_mse", float("nan")),
+        "model: %s rel-L2 %.3e per sample, %.3e over all values; %s MSE %.3e",
+        which,
+        metrics[f"{which}_rel_l2"],
+        metrics[f"{which}_global_rel_l2"],
+        which,
+        metrics[f"{which}_mse"],
     )
     return model, metrics
 
@@ -181,6 +188,7 @@ def _train_by_gnvpro(
                 "optimizer": "gnvpro",
                 "settings": dataclasses.asdict(settings),
                 "history": history,
+                "identity": run_identity(run),
             },
         )
         plot_gnvpro_history(

@@ -50,11 +50,12 @@ def load_model(path: str | Path, *, dtype: torch.dtype | None = None) -> nn.Modu
     state = read_checkpoint(path)
     spec = state["model_spec"]
     model = build_model(spec["name"], **spec["kwargs"])
-    set_precision(model, dtype if dtype is not None else _saved_precision(state["model_state"]))
+    set_precision(model, dtype if dtype is not None else saved_precision(state))
     model.load_state_dict(state["model_state"])
     return model.eval()
 
 
-def _saved_precision(model_state: dict) -> torch.dtype:
-    real = [t.dtype for t in model_state.values() if t.is_floating_point()]
+def saved_precision(state: dict) -> torch.dtype:
+    """The floating-point precision of the model saved in checkpoint ``state``."""
+    real = [t.dtype for t in state["model_state"].values() if t.is_floating_point()]
     return torch.float64 if torch.float64 in real else torch.float32

@@ -11,6 +11,7 @@ uninterrupted one.
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -49,6 +50,47 @@ class TrainSettings:
     checkpoint_every: int = 0  # epochs; 0: only at the end
 
 
+def resume_changes(
+    state: dict, settings: TrainSettings, *, name: Callable[[str], str] = str
+) -> dict[str, list]:
+    """The settings that resuming from checkpoint ``state`` with ``settings`` changes, as
+    ``{name: [saved, new]}``: ``checkpoint_every``, and ``epochs`` when the run is lengthened or
+    shortened to no fewer than the epochs already done (except under the cosine schedule, whose
+    period is the number of epochs). Such a run ends with the parameters of an uninterrupted run
+    with ``settings``. Local.
+
+    Raises:
+        ValueError: ``state`` holds no gradient-training state, or any other setting differs, or
+            ``epochs`` changes where it may not; the message lists every difference, each
+            setting called ``name(field)``.
+    """
+    if not {"optimizer_state", "epoch", "settings"} <= set(state):
+        raise ValueError(
+            "the checkpoint holds no gradient-training state to resume (it was written by "
+            f"{state.get('optimizer', 'another program')!r})"
+        )
+    saved, new = state["settings"], asdict(settings)
+    changes = {k: [saved.get(k), v] for k, v in new.items() if saved.get(k) != v}
+    refused = [k for k in changes if k not in ("epochs", "checkpoint_every")]
+    done = state["epoch"]
+    if "epochs" in changes and (settings.epochs < done or settings.scheduler == "cosine"):
+        refused.append("epochs")
+    if refused:
+        why = {
+            "epochs": f" ({done} epochs are done)"
+            if settings.epochs < done
+            else " (the cosine schedule's period is the number of epochs)"
+        }
+        raise ValueError(
+            "resuming would change settings the checkpoint was trained with: "
+            + "; ".join(
+                f"{name(k)}={changes[k][1]!r} (checkpoint: {changes[k][0]!r}){why.get(k, '')}"
+                for k in refused
+            )
+        )
+    return changes
+
+
 @dataclass
 class WorkCounters:
     """Work done, summed over ranks: samples through forward and backward passes, steps."""
@@ -69,6 +111,8 @@ class TrainResult:
     counters: WorkCounters = field(default_factory=WorkCounters)
     train_rel_l2: float = float("nan")
     test_rel_l2: float = float("nan")
+    #: when resumed: ``{"from_epoch": k, "changed": {name: [saved, new]}}`` (see resume_changes)
+    resumed: dict | None = None
 
 
 def broadcast_parameters(model: nn.Module, comm: MPI.Comm) -> None:
@@ -119,15 +163,19 @@ def train(
     checkpoint: str | Path | None = None,
     resume: bool = False,
     progress: bool = True,
+    identity: dict | None = None,
 ) -> TrainResult:
     """Train ``model`` on ``train_data = (inputs (n, ...), targets (n, n_points))``.
 
     Collective on ``comm``. Normalisers are fitted to the training data unless resuming.
     With ``checkpoint``, rank 0 writes it every ``settings.checkpoint_every`` epochs and at the
-    end; ``resume=True`` continues from it if it exists.
+    end, with ``identity`` (the caller's record of what the data and model are for, kept as
+    ``"identity"``); ``resume=True`` continues from it if it exists, with the settings it was
+    written with (only those :func:`resume_changes` allows may differ).
 
     Raises:
-        ValueError: mismatched lengths, NaN/Inf in the data, or bad settings.
+        ValueError: mismatched lengths, NaN/Inf in the data, bad settings, or settings that
+            differ from those of the checkpoint resumed.
     """
     inputs, targets = train_data
     _check_data(inputs, targets, "training")
@@ -160,6 +208,7 @@ def train(
     first_epoch = 0
     if resume and checkpoint is not None and Path(checkpoint).is_file():
         state = read_checkpoint(checkpoint)
+        changes = resume_changes(state, settings)
         model.load_state_dict(state["model_state"])
         optimizer.load_state_dict(state["optimizer_state"])
         if scheduler is not None:
@@ -167,7 +216,13 @@ def train(
         result.history = state["history"]
         result.counters = WorkCounters(**state["counters"])
         first_epoch = state["epoch"]
-        log.info("resuming from %s after epoch %d", checkpoint, first_epoch)
+        result.resumed = {"from_epoch": first_epoch, "changed": changes}
+        log.info(
+            "resuming from %s after epoch %d%s",
+            checkpoint,
+            first_epoch,
+            "".join(f"; {k} {old} -> {new}" for k, (old, new) in changes.items()),
+        )
     else:
         model.input_normalizer.fit(inputs)
         model.output_normalizer.fit(targets)
@@ -233,6 +288,7 @@ def train(
                         "history": result.history,
                         "counters": asdict(result.counters),
                         "settings": asdict(settings),
+                        "identity": identity,
                     },
                 )
             comm.Barrier()

@@ -75,3 +75,27 @@ def test_lsr_run_under_two_ranks(comm, shared_tmp_path):
     lsr = json.loads((shared_tmp_path / "run" / "metrics.json").read_text())["lsr"]
     assert lsr["n_rows"] == 8 * 144 and 1 <= lsr["rank"] <= 6
     assert lsr["objective"]["linearized"] <= lsr["objective"]["initial"]
+
+
+def test_resume_is_checked_on_every_rank_before_any_work(comm, shared_tmp_path, monkeypatch):
+    args = [
+        f"hydra.run.dir={shared_tmp_path / 'run'}",
+        f"data.cache_dir={shared_tmp_path / 'cache'}",
+        *SMALL,
+        "method=none",
+        "train.checkpoint_every=1",
+    ]
+    assert comm.allgather(main(args)) == [0, 0]
+    assert comm.allgather(main([*args, "train.resume=true", "train.lr=0.01"])) == [2, 2]
+    if comm.rank == 1:  # a check that fails on one rank only fails on both, without a hang
+        import pinn_lsr.run.checkpoints
+
+        def unreadable(path):
+            raise ValueError(f"checkpoint {path} cannot be read on rank 1")
+
+        monkeypatch.setattr(pinn_lsr.run.checkpoints, "read_checkpoint", unreadable)
+    assert comm.allgather(main([*args, "train.resume=true"])) == [2, 2]
+    monkeypatch.undo()
+    assert comm.allgather(main([*args, "train.resume=true", "train.epochs=3"])) == [0, 0]
+    train = json.loads((shared_tmp_path / "run" / "metrics.json").read_text())["train"]
+    assert train["resumed"] == {"from_epoch": 2, "changed": {"epochs": [2, 3]}}

@@ -1,8 +1,10 @@
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 MPIRUN = Path(sys.executable).parent / "mpirun"
+ROOT = Path(__file__).parents[2]
 
 RAISE_ON_RANK_1 = """
 from mpi4py import MPI
@@ -35,3 +37,28 @@ def test_raise_collectively_raises_the_given_error_or_nothing():
     raise_collectively(MPI.COMM_SELF, None)
     with pytest.raises(TypeError, match="^bad shape$"):
         raise_collectively(MPI.COMM_SELF, "bad shape", TypeError)
+
+
+HANGS_ON_RANK_0 = """
+from mpi4py import MPI
+
+def test_rank_0_waits_for_rank_1_forever():
+    if MPI.COMM_WORLD.rank == 0:
+        MPI.COMM_WORLD.Barrier()
+"""
+
+
+def test_a_hanging_mpi_test_fails_within_its_time_limit(tmp_path):
+    (tmp_path / "test_hang.py").write_text(HANGS_ON_RANK_0)
+    # the project's pytest configuration (faulthandler_exit_on_timeout), a 3 s limit
+    pytest = ["-m", "pytest", "-c", str(ROOT / "pyproject.toml"), "-o", "faulthandler_timeout=3"]
+    start = time.perf_counter()
+    result = subprocess.run(
+        [str(MPIRUN), "-n", "2", sys.executable, *pytest, "-p", "no:cacheprovider"]
+        + ["--rootdir", str(tmp_path), str(tmp_path / "test_hang.py")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode != 0 and time.perf_counter() - start < 60
+    assert "Timeout (0:00:03)!" in result.stderr and "test_hang.py" in result.stderr

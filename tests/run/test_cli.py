@@ -143,6 +143,10 @@ def test_mesh_file_run(tmp_path, lshape_msh):
             "mesh.dirichlet_tags must be null or a non-empty list of integer facet tags",
         ),
         ("--verbose", "unknown option"),
+        (
+            "fem.petsc_options.ksp_type=nosuch",
+            "fem.petsc_options.ksp_type=nosuch is refused by PETSc",
+        ),
     ],
 )
 def test_bad_input_exits_2_and_writes_nothing(tmp_path, capsys, override, message):
@@ -438,3 +442,66 @@ def test_a_finished_runs_metrics_are_moved_aside_before_work_starts(tmp_path, mo
     monkeypatch.undo()
     assert run(tmp_path) == 0
     assert json.loads((run_dir / "metrics.json").read_text())["n_train"] == 4
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_an_error_during_the_run_is_one_line_and_exit_1(tmp_path, monkeypatch, capsys, verbose):
+    import pinn_lsr.run.pipeline
+
+    def failing(*args):
+        raise RuntimeError("the solver diverged\nsecond line")
+
+    monkeypatch.setattr(pinn_lsr.run.pipeline, "run", failing)
+    assert run(tmp_path, *(["hydra.verbose=true"] if verbose else [])) == 1
+    error = capsys.readouterr().err
+    assert "run failed: RuntimeError: the solver diverged" in error
+    assert ("Traceback" in error) == verbose and ("second line" in error) == verbose
+    assert "run failed: RuntimeError" in (tmp_path / "run" / "solve.log").read_text()
+
+
+FAIL_ON_RANK_1 = """
+import sys
+from mpi4py import MPI
+import pinn_lsr.run.pipeline
+from pinn_lsr.run.cli import main
+
+def run(*args):
+    if MPI.COMM_WORLD.rank == 1:
+        raise RuntimeError("only rank 1 fails")
+    MPI.COMM_WORLD.Barrier()  # rank 0 would wait here forever without the abort
+
+pinn_lsr.run.pipeline.run = run
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_an_error_on_one_rank_ends_every_rank_with_one_line_and_exit_1(tmp_path):
+    mpirun = Path(sys.executable).parent / "mpirun"
+    args = [
+        f"hydra.run.dir={tmp_path / 'run'}",
+        f"data.cache_dir={tmp_path}",
+        *SMALL,
+        "method=none",
+    ]
+    result = subprocess.run(
+        [str(mpirun), "-n", "2", sys.executable, "-c", FAIL_ON_RANK_1, *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,  # imports this checkout's pinn_lsr
+    )
+    line = "[rank 1] ERROR pinn_lsr: run failed: RuntimeError: only rank 1 fails"
+    assert result.returncode == 1, result.stderr
+    assert line in result.stderr and "Traceback" not in result.stderr, result.stderr
+
+
+def test_without_test_samples_the_skipped_physics_stage_is_logged_and_recorded(tmp_path, capsys):
+    assert run(tmp_path, "data.n_test=0", "physics.instances=2") == 0
+    text = (tmp_path / "run" / "metrics.json").read_text()
+    metrics = json.loads(text)  # strict JSON: no NaN for the missing test errors
+    assert metrics["skipped"] == {
+        "lsr": "method=none",
+        "physics": "data.n_test=0: no test instances to refine",
+    }
+    assert "physics" not in metrics and "NaN" not in text
+    assert "stage physics skipped: data.n_test=0" in capsys.readouterr().err

@@ -1,6 +1,7 @@
 """run/config.py: every option validated once into frozen typed settings."""
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 from omegaconf import open_dict
@@ -11,9 +12,12 @@ from pinn_lsr.run.config import (
     RunSettings,
     build_configured_model,
     load_settings,
+    mesh_identity,
     resolve_norm,
 )
 from pinn_lsr.train.loop import TrainSettings
+
+MESHES = Path(__file__).parents[2] / "meshes"
 
 
 def settings(*overrides) -> RunSettings:
@@ -54,6 +58,7 @@ def test_every_section_is_read_once():
         (["data.n_train=true"], "data.n_train must be an integer >= 1, got True"),
         (["train.lr=-1"], "train.lr must be a finite number > 0, got -1"),
         (["train.lr=nan"], "train.lr must be a finite number > 0, got nan"),
+        (["train.lr=inf"], "train.lr must be a finite number > 0, got inf"),
         (["physics.baseline.lr=0"], "physics.baseline.lr must be a finite number > 0, got 0"),
         (["train.dtype=float16"], "train.dtype must be one of ('float32', 'float64')"),
         (["physics.subspace=full"], "physics.subspace must be one of"),
@@ -63,6 +68,23 @@ def test_every_section_is_read_once():
         (["method=lsr", "~model"], "method=lsr needs a model"),
         (["model=mlp", "model.activation=swish"], "swish"),
         (["problem=fit2d", "model=fno"], "problem=fit2d fits a function of (x, y): use model=mlp"),
+        (
+            ["fem.petsc_options.ksp_type=nosuch"],
+            "fem.petsc_options.ksp_type=nosuch is refused by PETSc: Unable to find requested KSP "
+            "type nosuch",
+        ),
+        (
+            ["problem=nonlinear_diffusion", "+fem.petsc_options.snes_type=newtonish"],
+            "fem.petsc_options.snes_type=newtonish is refused by PETSc",
+        ),
+        (
+            ["physics.petsc_options={ksp_type: nosuch}"],
+            "physics.petsc_options.ksp_type=nosuch is refused by PETSc",
+        ),
+        (
+            ["method.petsc_options={pc_type: nosuch}"],
+            "method.petsc_options.pc_type=nosuch is refused by PETSc",
+        ),
         (
             ["problem=nonlinear_diffusion", "fem.petsc_options.ksp_type=cg"],
             "fem.petsc_options.ksp_type=cg needs a symmetric matrix",
@@ -99,3 +121,9 @@ def test_the_model_fits_the_problem():
     vector = settings("problem=elasticity", "model=mlp", "model.width=8", "problem.resolution=6")
     model = build_configured_model(vector)
     assert model.net[-1].out_features == 2 * 6 * 6  # two components per grid node
+
+
+def test_the_mesh_is_named_by_content():
+    assert mesh_identity(settings("problem.resolution=33")) == "unit_square(32)"
+    identity = mesh_identity(settings(f"mesh.file={MESHES / 'lshape.msh'}"))
+    assert identity.startswith("lshape.msh:sha256=") and len(identity.split("=")[1]) == 16

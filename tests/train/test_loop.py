@@ -1,3 +1,6 @@
+import dataclasses
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -6,7 +9,7 @@ from pinn_lsr.models import build_model
 from pinn_lsr.models.parameters import real_parameters, set_precision
 from pinn_lsr.train import loop
 from pinn_lsr.train.checkpoint import load_model, read_checkpoint
-from pinn_lsr.train.loop import TrainSettings, train
+from pinn_lsr.train.loop import TrainSettings, resume_changes, train
 
 S = 8
 SMALL = {
@@ -100,6 +103,23 @@ def test_resume_after_interruption_matches_uninterrupted_run(darcy_tensors, tmp_
     )
     assert result.counters.epochs == 4 and len(result.history) == 4
     torch.testing.assert_close(flat_parameters(resumed), flat_parameters(reference), rtol=0, atol=0)
+
+
+def test_resume_allows_only_changes_an_uninterrupted_run_would_match():
+    saved = TrainSettings(epochs=10, checkpoint_every=5)
+    state = {"optimizer_state": {}, "epoch": 5, "settings": dataclasses.asdict(saved)}
+    assert resume_changes(state, saved) == {}
+    longer = dataclasses.replace(saved, epochs=20, checkpoint_every=2)
+    assert resume_changes(state, longer) == {"epochs": [10, 20], "checkpoint_every": [5, 2]}
+    for changed, message in (
+        ({"epochs": 4}, "epochs=4 (checkpoint: 10) (5 epochs are done)"),
+        ({"lr": 0.1, "batch_size": 4}, "batch_size=4 (checkpoint: 20); lr=0.1 (checkpoint: 0.001)"),
+        ({"scheduler": "cosine", "epochs": 20}, "the cosine schedule's period"),
+    ):
+        with pytest.raises(ValueError, match=re.escape(message)):
+            resume_changes(state, dataclasses.replace(saved, **changed))
+    with pytest.raises(ValueError, match="no gradient-training state .* 'gnvpro'"):
+        resume_changes({"optimizer": "gnvpro", "settings": {}}, saved)
 
 
 def test_load_model_reproduces_predictions(darcy_tensors, tmp_path):
