@@ -83,6 +83,11 @@ def worker(args) -> None:
 
     torch.set_num_threads(args.threads)
     comm = MPI.COMM_WORLD
+
+    def say(message: str) -> None:
+        if comm.rank == 0:
+            print(message, file=sys.stderr, flush=True)
+
     s = 32
     darcy = problems.create_problem("darcy")
     inputs = darcy.sample_inputs(args.instances, s, seed=0, first=N_TRAIN)
@@ -114,13 +119,10 @@ def worker(args) -> None:
                 times.append(done_at[r] + time.perf_counter() - solve)
                 errors.append(fem.errors(fields)[0])
             entry[f"lsr_b{b}"] = {"seconds": times, "rel_l2": errors, "ranks": sorted(done_at)}
-            if comm.rank == 0:
-                print(
-                    f"instance {k}: LSR b={b} rank {result.report.rank} in "
-                    f"{result.report.seconds['total']:.1f} s: {errors[-1]:.2e}",
-                    file=sys.stderr,
-                    flush=True,
-                )
+            say(
+                f"instance {k}: LSR b={b} rank {result.report.rank} in "
+                f"{result.report.seconds['total']:.1f} s: {errors[-1]:.2e}"
+            )
         for optimizer, lr in args.baselines if args.gradient else []:
             history = physics_finetune(
                 load_model(args.checkpoint), fem, seconds=args.seconds, optimizer=optimizer, lr=lr
@@ -130,13 +132,10 @@ def worker(args) -> None:
                 "rel_l2": [h["rel_l2"] for h in history],
                 "steps": history[-1]["step"],
             }
-            if comm.rank == 0:
-                print(
-                    f"instance {k}: {optimizer} lr {lr:g}, {history[-1]['step']} steps: "
-                    f"{history[-1]['rel_l2']:.2e}",
-                    file=sys.stderr,
-                    flush=True,
-                )
+            say(
+                f"instance {k}: {optimizer} lr {lr:g}, {history[-1]['step']} steps: "
+                f"{history[-1]['rel_l2']:.2e}"
+            )
         curves.append(entry)
         fem.destroy()
     if comm.rank == 0:
