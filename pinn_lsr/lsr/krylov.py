@@ -20,8 +20,9 @@ import torch
 REORTHOGONALIZE_BELOW = (
     0.7  # a pass that keeps less of ||w|| is repeated; if the second one does too, w ∈ span(Q)
 )
-DEPENDENT_BELOW = 1e-7  # a block direction this small next to the block's largest is dropped (the
-# Gram matrix that finds it resolves singular values down to ~1e-8 of the largest)
+# a block direction this small next to the block's largest is dropped (the Gram matrix that finds
+# it resolves singular values down to ~1e-8 of the largest)
+DEPENDENT_BELOW = 1e-7
 ROWS = 65536  # rows per block of the reorthogonalisation products (bounded float64 temporaries)
 
 

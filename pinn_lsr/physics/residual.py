@@ -54,7 +54,7 @@ class PhysicsResidual:
         local_outputs: the model's outputs are this rank's own (a DeepONet evaluated at the owned
             dof coordinates, ``P`` the identity) rather than the same grid values on every rank;
             pullbacks then sum ``Jᵀ Pᵀ C`` over ranks in parameter space.
-        row_positions: with ``local_outputs``, a position in [0, 1) of each local output row
+        row_positions: with ``local_outputs``, a position in [0, 1] of each local output row
             that does not depend on the partition (e.g. a dof's x coordinate scaled to the
             domain), for :meth:`gradient_strips`; default: the row's place among the
             ``n_grid`` grid values.
@@ -144,14 +144,10 @@ class PhysicsResidual:
             return K
         return [inst.apply(X, transpose=True) for inst, X in zip(self.instances, Y)]
 
-    def pullback(self, C: list[np.ndarray]) -> torch.Tensor:
+    def pullback(self, C: list[np.ndarray], strips: int = 1) -> torch.Tensor:
         """``Σ_k J_kᵀ Pᵀ C_k`` over instances and ranks for dof cotangents C_k (n_owned, k)
-        -> (m, k). Collective."""
-        return self._pullback(C)
-
-    def _pullback(self, C: list[np.ndarray], strips: int = 1) -> torch.Tensor:
-        """:meth:`pullback`; with ``strips > 1`` (and C one column) the output-space cotangent
-        is first cut into ``strips`` columns by :attr:`row_positions`. Collective."""
+        -> (m, k); with ``strips > 1`` (and C one column) the output-space cotangent is first
+        cut into ``strips`` columns by :attr:`row_positions` -> (m, strips). Collective."""
         grid = np.stack([self.to_dofs.T @ X for X in C]).reshape(-1, C[0].shape[1])
         if not self.local_outputs:  # the same grid cotangent on every rank
             self.comm.Allreduce(MPI.IN_PLACE, grid, op=MPI.SUM)
@@ -175,13 +171,13 @@ class PhysicsResidual:
         :meth:`gradient`. A block Krylov start that holds the gradient. Collective."""
         r0 = [r[:, None] for r in self.r0]
         if self.norm == "energy":
-            return self._pullback(r0, strips)
+            return self.pullback(r0, strips)
         weighted = (
             [inst.solve_weight(r) for inst, r in zip(self.instances, r0)]
             if self.norm == "dual"
             else r0
         )
-        return self._pullback(
+        return self.pullback(
             [inst.apply(X, transpose=True) for inst, X in zip(self.instances, weighted)], strips
         )
 
@@ -247,5 +243,5 @@ def dof_point_residual(
         norm=norm,
         comm=comm,
         local_outputs=True,
-        row_positions=np.minimum(positions, np.nextafter(1.0, 0.0)),
+        row_positions=positions,
     )
