@@ -170,6 +170,26 @@ def plot_gnvpro_history(path: str | Path, history: Sequence[dict], *, title: str
     _save(fig, path)
 
 
+def plot_convergence(
+    path: str | Path,
+    panels: Sequence[tuple[str, Sequence[tuple[str, np.ndarray, np.ndarray, int, int]]]],
+) -> None:
+    """One log–log panel per (x label, lines), one above the other; each line is (legend label,
+    x, y, colour index, style index): one colour per quantity, one marker and dash per group."""
+    styles = [("o", "-"), ("s", "--"), ("^", ":"), ("D", "-."), ("v", (0, (5, 1)))]
+    fig = Figure(figsize=(11, 4.2 * len(panels)))
+    axes = fig.subplots(len(panels), 1, squeeze=False)[:, 0]
+    for ax, (xlabel, lines) in zip(axes, panels):
+        for label, x, y, color, style in lines:
+            marker, dash = styles[style % len(styles)]
+            ax.loglog(x, y, marker=marker, ls=dash, ms=4, color=f"C{color % 10}", label=label)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("error")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    _save(fig, path)
+
+
 def _save(fig, path: str | Path) -> None:
     """Lay ``fig`` out and write it as PNG atomically."""
     fig.tight_layout()

@@ -10,7 +10,6 @@ predictions ignore Python overheads; the report of :func:`pinn_lsr.lsr.refine.re
 them beside the measured figures.
 """
 
-import resource
 import time
 from dataclasses import asdict, dataclass
 
@@ -21,6 +20,7 @@ from mpi4py import MPI
 from pinn_lsr.lsr.jacobian import ModelJacobian
 from pinn_lsr.lsr.residual import DataResidual
 from pinn_lsr.lsr.subspace import SINGLE_PRODUCT_ROWS, random_matrix
+from pinn_lsr.parallel.memory import local_peak_memory_mb
 
 F32, F64 = 4, 8
 
@@ -294,7 +294,7 @@ def measure_costs(
         )
         gemv = comm.allreduce(_gemv_flops(jacobian.dtype), op=MPI.MIN)
     gemm, qr = _flop_rates()
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024.0
+    rss = local_peak_memory_mb() * 1024.0**2
     return CostModel(
         engine=engine,
         subspace=subspace,

@@ -22,11 +22,12 @@ from pinn_lsr.lsr.planning import (
 )
 from pinn_lsr.lsr.reduction import solve_reduced
 from pinn_lsr.lsr.refined import RefinedModel
-from pinn_lsr.lsr.report import LSRReport, peak_memory_mb
+from pinn_lsr.lsr.report import LSRReport
 from pinn_lsr.lsr.residual import DataResidual
 from pinn_lsr.lsr.restart import open_restart_store
 from pinn_lsr.lsr.scan import Probe, probe_residuals, ranks_to_scan, scan
 from pinn_lsr.lsr.settings import LSRSettings
+from pinn_lsr.parallel.memory import peak_memory_mb
 
 Data = tuple[torch.Tensor, torch.Tensor]  # (inputs (n_samples, ...), targets (n_samples, ...))
 

@@ -2,17 +2,13 @@
 and memory per phase, the budget's prediction), identical on every rank."""
 
 import logging
-import resource
 from dataclasses import dataclass, field
 
 from mpi4py import MPI
 
+from pinn_lsr.parallel.memory import local_peak_memory_mb
+
 log = logging.getLogger(__name__)
-
-
-def peak_memory_mb(comm: MPI.Comm) -> float:
-    """Peak resident memory of this process so far, MB, the largest over ``comm``. Collective."""
-    return comm.allreduce(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, op=MPI.MAX)
 
 
 @dataclass
@@ -57,7 +53,7 @@ class LSRReport:
     def record_peak_memory(self, comm: MPI.Comm) -> None:
         """The peak memory so far, largest over the ranks (also as the ``scan`` phase's) and
         summed over them. Collective."""
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        peak = local_peak_memory_mb()
         self.peak_memory_mb = self.peak_memory_mb_after["scan"] = comm.allreduce(peak, op=MPI.MAX)
         self.total_peak_memory_mb = comm.allreduce(peak)
 

@@ -5,11 +5,14 @@ rank 0 resolves the run directory (``hydra.run.dir=DIR`` to choose it) and broad
 only rank 0 writes reports. A bad override exits with status 2 and a message listing the valid
 choices before anything is written; an error raised later exits with status 1 and a one-line
 message (``hydra.verbose=true``: with its traceback), aborting every rank under MPI.
+``-m key=a,b other=x,y`` runs a sweep (:mod:`pinn_lsr.run.sweep`): every point validated first,
+then run as it would run alone.
 """
 
 import logging
 import sys
 import time
+from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
 
@@ -18,12 +21,18 @@ from hydra.errors import HydraException
 from mpi4py import MPI
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from pinn_lsr.parallel.mpi import abort_on_uncaught_exception, configure_logging
+from pinn_lsr.parallel.mpi import (
+    abort,
+    abort_on_uncaught_exception,
+    configure_logging,
+    every_rank_arrives,
+)
 from pinn_lsr.parallel.threads import share_cores
+from pinn_lsr.run.sweep import Outcome, parse_sweep, point_directory, run_sweep
 
 log = logging.getLogger("pinn_lsr")
 
-USAGE = """usage: solve.py [--help] [--cfg] [key=value ...]
+USAGE = """usage: solve.py [--help] [--cfg] [-m] [key=value ...]
 
   problem=NAME          the problem ({problems})
   model=NAME            the model ({models}); ~model skips training
@@ -32,6 +41,9 @@ USAGE = """usage: solve.py [--help] [--cfg] [key=value ...]
   hydra.run.dir=DIR     put every output of the run in DIR
   hydra.verbose=true    show the traceback of an error during the run (else one line, status 1)
   --cfg                 print the composed configuration and exit
+  -m, --multirun        a sweep: key=a,b,c (or range(16,65,16), glob(*)) runs every combination,
+                        one run directory per point under hydra.sweep.dir=DIR, with summary.csv,
+                        summary.md and convergence.png there; run again to finish an interrupted one
   --help [group=NAME]   this text, with the configuration files of the chosen groups
 
 PETSc options come from the configuration (fem.petsc_options) or PETSC_OPTIONS="-fem_ksp_monitor".
@@ -41,6 +53,8 @@ overridden under its name (model=deeponet model.latent=64).
 {files}"""
 
 GROUPS = ("problem", "model", "method")
+#: seconds a rank that failed a sweep's point waits for the others to fail it too (then: abort)
+FAILURE_WAIT = 60.0
 
 
 class UsageError(ValueError):
@@ -67,6 +81,7 @@ def _explain(exc: HydraException, overrides: list[str]) -> str:
     if marker not in message:
         return message
     key = message.split(marker, 1)[1].split("'", 1)[0]
+    key = getattr(exc.__cause__, "full_key", None) or key  # a new key inside a dict value
     groups = [o for o in overrides if "=" in o and "." not in o.split("=", 1)[0]]
     base = compose("config", overrides=groups)
     parent_path, _, _ = key.rpartition(".")
@@ -79,7 +94,10 @@ def _explain(exc: HydraException, overrides: list[str]) -> str:
         if isinstance(parent, DictConfig)
         else ""
     )
-    return f"unknown configuration key '{key}'. Valid keys here: {valid}"
+    hint = ""
+    if parent_path.endswith("petsc_options"):  # free-form: any PETSc option may be added
+        hint = f" (a PETSc option not set yet: +{key}=VALUE)"
+    return f"unknown configuration key '{key}'{hint}. Valid keys here: {valid}"
 
 
 def run_directory(cfg: DictConfig, comm: MPI.Comm) -> Path:
@@ -98,31 +116,53 @@ def main(argv: list[str] | None = None) -> int:
 
     retain_freed_memory()
     configure_logging(comm)
-    flags = [a for a in argv if a.startswith("-")]
+    flags = {a for a in argv if a.startswith("-")}
     overrides = [a for a in argv if not a.startswith("-")]
-    unknown_flags = set(flags) - {"-h", "--help", "--cfg"}
+    unknown_flags = flags - {"-h", "--help", "--cfg", "-m", "--multirun"}
+    if unknown_flags:
+        return _refuse(
+            f"unknown option(s) {sorted(unknown_flags)}; options are --help, --cfg and -m", comm
+        )
+    if flags & {"-m", "--multirun"}:
+        return _sweep(overrides, flags, comm, threads)
+    return _solve(overrides, flags, comm, threads).status
+
+
+@dataclass(frozen=True)
+class _SweepPoint:
+    """Where a sweep's point runs and how its failure is handled."""
+
+    run_dir: Path
+    sweep_log: Path
+    failures: MPI.Comm  # a private copy of the world, for agreeing that every rank failed
+
+
+def _solve(
+    overrides: list[str],
+    flags: set[str],
+    comm: MPI.Comm,
+    threads: str,
+    point: _SweepPoint | None = None,
+) -> Outcome:
+    """One run (a sweep's ``point``, or the whole command). Collective."""
     try:
-        if unknown_flags:
-            raise UsageError(
-                f"unknown option(s) {sorted(unknown_flags)}; options are --help and --cfg"
-            )
         cfg = compose_config(overrides)
         problem_names = _problem_names()
         if "-h" in flags or "--help" in flags:
             if comm.rank == 0:
                 print(usage(cfg, problem_names))
-            return 0
+            return Outcome(0)
         if "--cfg" in flags:
             if comm.rank == 0:
                 print(OmegaConf.to_yaml(_job_config(cfg)))
-            return 0
+            return Outcome(0)
         job_cfg = _job_config(cfg)
         from pinn_lsr.run.checkpoints import check_checkpoints
         from pinn_lsr.run.config import load_settings
         from pinn_lsr.run.pipeline import check_writable, setup
 
         settings = load_settings(job_cfg)  # local: every rank raises the same error
-        run_dir = run_directory(cfg, comm)
+        run_dir = run_directory(cfg, comm) if point is None else point.run_dir
         check_writable(run_dir, "hydra.run.dir", comm)
         prepared = setup(settings, comm)  # collective: errors are raised on every rank alike
         settings = check_checkpoints(settings, run_dir, _model_keys(overrides), comm)
@@ -130,10 +170,14 @@ def main(argv: list[str] | None = None) -> int:
             with open_dict(job_cfg):
                 job_cfg.model = {"name": settings.model.name, **settings.model.options}
     except (ValueError, FileNotFoundError) as exc:  # UsageError is a ValueError
-        if comm.rank == 0:
-            print(f"error: {exc}", file=sys.stderr)
-        return 2
+        status = _refuse(str(exc), comm)
+        if point is not None:
+            _agree_on_failure(point, comm)
+        return Outcome(status, str(exc))
 
+    from pinn_lsr.parallel.memory import reset_peak_memory
+
+    reset_peak_memory()  # metrics.json's peak is this run's, also after earlier points of a sweep
     previous = run_dir / "metrics.json"
     moved = comm.bcast(previous.is_file() if comm.rank == 0 else None, root=0)
     if comm.rank == 0:
@@ -143,7 +187,8 @@ def main(argv: list[str] | None = None) -> int:
         OmegaConf.save(job_cfg, run_dir / ".hydra" / "config.yaml", resolve=True)
         OmegaConf.save(OmegaConf.create(overrides), run_dir / ".hydra" / "overrides.yaml")
     comm.Barrier()
-    configure_logging(comm, logfile=run_dir / "solve.log")
+    logfiles = [run_dir / "solve.log"] + ([point.sweep_log] if point else [])
+    configure_logging(comm, logfiles=logfiles)
     log.info("run directory %s (%d MPI rank(s)); %s", run_dir, comm.size, threads)
     if moved:
         log.warning(
@@ -156,27 +201,96 @@ def main(argv: list[str] | None = None) -> int:
     try:
         run(settings, prepared, run_dir, comm)
     except Exception as exc:  # reported in one line; KeyboardInterrupt is not caught
-        return _failed(exc, comm, verbose=bool(cfg.hydra.verbose))
+        return _failed(exc, comm, verbose=bool(cfg.hydra.verbose), point=point)
     log.info("done in %.1f s; outputs in %s", time.perf_counter() - start, run_dir)
-    return 0
+    return Outcome(0)
 
 
-def _failed(exc: Exception, comm: MPI.Comm, *, verbose: bool) -> int:
+def _sweep(overrides: list[str], flags: set[str], comm: MPI.Comm, threads: str) -> int:
+    """``-m``: every point of the sweep (:mod:`pinn_lsr.run.sweep`), or the ``--help`` or
+    ``--cfg`` of its first point. Collective."""
+    try:
+        sweep = parse_sweep(overrides)
+        first = sweep.overrides(sweep.points[0])
+        if flags & {"-h", "--help", "--cfg"}:
+            return _solve(first, flags, comm, threads).status
+        from pinn_lsr.run.config import load_settings
+
+        for point in sweep.points:  # a typo refuses the sweep before any point runs
+            try:
+                load_settings(_job_config(compose_config(sweep.overrides(point))))
+            except (ValueError, FileNotFoundError) as exc:
+                raise UsageError(f"sweep point {point_directory(point)}: {exc}") from None
+        cfg = compose_config(first)
+        stop_on_error = cfg.sweep.stop_on_error
+        if not isinstance(stop_on_error, bool):
+            raise UsageError(f"sweep.stop_on_error must be true or false, got {stop_on_error!r}")
+        path = OmegaConf.select(cfg, "hydra.sweep.dir")  # resolved (subdir is unused)
+        sweep_dir = Path(comm.bcast(path if comm.rank == 0 else None, root=0)).resolve()
+        from pinn_lsr.run.pipeline import check_writable
+
+        check_writable(sweep_dir, "hydra.sweep.dir", comm)
+    except ValueError as exc:
+        return _refuse(str(exc), comm)
+    if comm.rank == 0:
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+    comm.Barrier()
+    sweep_log = sweep_dir / "sweep.log"
+    configure_logging(comm, logfiles=[sweep_log])
+    log.info(
+        "sweep of %d point(s) over %s in %s (%d MPI rank(s))",
+        len(sweep.points),
+        ", ".join(sweep.keys) or "nothing",
+        sweep_dir,
+        comm.size,
+    )
+    failures = comm.Dup()
+
+    def run_point(point_overrides: list[str], run_dir: Path) -> Outcome:
+        outcome = _solve(
+            point_overrides, flags, comm, threads, _SweepPoint(run_dir, sweep_log, failures)
+        )
+        configure_logging(comm, logfiles=[sweep_log])
+        return outcome
+
+    status = run_sweep(sweep, sweep_dir, comm, run_point, stop_on_error=stop_on_error)
+    failures.Free()
+    return status
+
+
+def _refuse(message: str, comm: MPI.Comm) -> int:
+    """Report a command-line or configuration error (rank 0) and return exit status 2."""
+    if comm.rank == 0:
+        print(f"error: {message}", file=sys.stderr)
+    return 2
+
+
+def _agree_on_failure(point: _SweepPoint, comm: MPI.Comm) -> None:
+    """In a sweep under MPI, go on only if every rank failed this point: abort the job when some
+    rank is still in it (it may wait for this one in a collective) after ``FAILURE_WAIT`` s."""
+    if comm.size > 1 and not every_rank_arrives(point.failures, FAILURE_WAIT):
+        log.error("the other ranks did not fail alike: aborting the sweep")
+        abort(comm)
+
+
+def _failed(
+    exc: Exception, comm: MPI.Comm, *, verbose: bool, point: _SweepPoint | None = None
+) -> Outcome:
     """Report an error raised during the run (after every check passed) in one line, or with its
     traceback under ``hydra.verbose=true``, on the rank that raised it and in ``solve.log``;
-    return exit status 1. Under MPI the job is aborted instead: the other ranks may be waiting
-    for this one in a collective."""
+    return exit status 1. Under MPI the job is aborted instead (the other ranks may be waiting
+    for this one in a collective), except in a sweep whose ranks all failed the point."""
     lines = str(exc).strip().splitlines()
     message = f"{type(exc).__name__}: {lines[0] if lines else 'no message'}"
     if verbose:
         log.error("run failed: %s", message, exc_info=exc)
     else:
         log.error("run failed: %s (hydra.verbose=true shows the traceback)", message)
-    if comm.size > 1:
-        logging.shutdown()  # flushed, then a moment for mpirun to forward the output it has not
-        time.sleep(1.0)  # read yet: an abort drops it (seen on a loaded machine)
-        comm.Abort(1)
-    return 1
+    if point is not None:
+        _agree_on_failure(point, comm)
+    elif comm.size > 1:
+        abort(comm)
+    return Outcome(1, message)
 
 
 def usage(cfg: DictConfig, problem_names: list[str]) -> str:

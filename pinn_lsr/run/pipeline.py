@@ -10,7 +10,8 @@ Stages (seconds of each recorded in ``metrics.json``):
 5. ``physics`` (``physics.instances > 0``): physics LSR, I-LSR and the gradient baseline on test
    instances against their FEM residual (:mod:`pinn_lsr.run.physics_stage`);
 6. ``fem_solve``: a few (test) samples re-solved on the distributed mesh, checked against the
-   data, written as XDMF with the model's prediction and error;
+   data, written as XDMF with the model's prediction and error; for a problem with a
+   manufactured solution (``poisson``) on the unit square, its L2 discretization error;
 7. ``output``: PNG images; ``metrics.json`` is written last, so its presence marks a complete run.
 
 Stages 3 to 5 are optional: each one a run skips is logged and recorded in ``metrics.json``
@@ -276,6 +277,8 @@ def run(settings: RunSettings, prepared: Setup, run_dir: Path, comm: MPI.Comm) -
     clock = time.perf_counter()
     metrics["fem"] = _distributed_stage(pde, problem, shown, n_show, predictions, run_dir)
     pde.destroy()
+    if hasattr(problem, "manufactured_forms") and settings.mesh.file is None:
+        metrics["fem"]["manufactured_l2_error"] = _manufactured_error(settings, domain)
     seconds["fem_solve"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
@@ -335,6 +338,25 @@ def _data_stage(settings: RunSettings, local_pde: GridPDE, comm: MPI.Comm):
         )
     finally:
         local_pde.destroy()
+
+
+def _manufactured_error(settings: RunSettings, domain: Domain) -> float:
+    """``||u_h - u||_L2`` of the problem's manufactured solution ``u`` on ``domain`` (the unit
+    square), solved by the run's FEM solver: the discretization error a sweep over
+    ``problem.resolution`` shows converging. Collective."""
+    s, fem = settings.resolution, settings.fem
+    pde = LinearPDE(
+        domain,
+        settings.problem.manufactured_forms,
+        grid_size=s,
+        petsc_options=fem.petsc_options,
+        prefix=fem.prefix,
+    )
+    try:
+        pde.solve(np.zeros((s, s)))
+        return pde.l2_error(settings.problem.exact_solution)
+    finally:
+        pde.destroy()
 
 
 def _distributed_stage(

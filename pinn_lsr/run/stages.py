@@ -16,6 +16,7 @@ from mpi4py import MPI
 from pinn_lsr.io.atomic import write_json
 from pinn_lsr.io.plots import plot_gnvpro_history, plot_history, plot_rank_scan
 from pinn_lsr.models.parameters import count_real_parameters, set_precision
+from pinn_lsr.parallel.memory import peak_memory_mb
 from pinn_lsr.run.checkpoints import run_identity
 from pinn_lsr.run.config import RunSettings, build_configured_model
 from pinn_lsr.train.metrics import error_summary
@@ -26,9 +27,11 @@ Data = tuple[torch.Tensor, torch.Tensor]  # (inputs (n, ...), targets (n, n_outp
 
 
 def write_metrics(run_dir: Path, metrics: dict, seconds: dict, comm: MPI.Comm) -> dict:
-    """Add ``seconds`` and write ``metrics.json`` (rank 0, atomically; last, as it marks a
-    complete run); return the metrics. Collective."""
+    """Add ``seconds`` and the run's peak memory (MB, the largest rank) and write
+    ``metrics.json`` (rank 0, atomically; last, as it marks a complete run); return the metrics.
+    Collective."""
     metrics["seconds"] = seconds
+    metrics["peak_memory_mb"] = peak_memory_mb(comm)
     if comm.rank == 0:
         write_json(run_dir / "metrics.json", metrics)
     comm.Barrier()

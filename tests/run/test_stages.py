@@ -59,13 +59,8 @@ def test_train_refine_and_reload(tmp_path):
     assert again["test_mse"] == pytest.approx(metrics["test_mse"], rel=1e-12)
 
 
-def test_write_metrics_adds_the_seconds(tmp_path):
+def test_write_metrics_adds_the_seconds_and_the_peak_memory(tmp_path):
     metrics = write_metrics(tmp_path, {"a": 1}, {"train": 2.0}, MPI.COMM_WORLD)
-    assert (
-        json.loads((tmp_path / "metrics.json").read_text())
-        == metrics
-        == {
-            "a": 1,
-            "seconds": {"train": 2.0},
-        }
-    )
+    assert json.loads((tmp_path / "metrics.json").read_text()) == metrics
+    assert metrics["a"] == 1 and metrics["seconds"] == {"train": 2.0}
+    assert 10 < metrics["peak_memory_mb"] < 1e6
