@@ -49,8 +49,9 @@ class PeriodicEvolution:
       fields).
     * Time: ``n_steps`` steps of ``Δt = final_time / n_steps`` by the θ-method,
       ``∫ (u − u_prev) / Δt v + θ R(u; v) + (1 − θ) R(u_prev; v) = 0`` (θ = 1/2: Crank–Nicolson,
-      second order; θ = 1: backward Euler), each by Newton (SNES, MUMPS LU, options under
-      ``prefix``) from the previous step's field.
+      second order, started by four backward-Euler half steps: :meth:`schedule`; θ = 1: backward
+      Euler), each by Newton (SNES, MUMPS LU, options under ``prefix``) from the previous step's
+      field.
 
     Collective on ``domain.mesh.comm`` for construction and every solve.
     """
@@ -97,11 +98,13 @@ class PeriodicEvolution:
         self.solution = dolfinx.fem.Function(self.V, name="u")
         self._previous = dolfinx.fem.Function(self.V)
         v, d = ufl.TestFunction(self.V), arc_length_derivative(mesh)
-        u, u_prev, dt = self.solution, self._previous, self.final_time / self.n_steps
+        u, u_prev = self.solution, self._previous
+        self._dt = dolfinx.fem.Constant(mesh, 0.0)  # set per step by solve()
+        self._theta = dolfinx.fem.Constant(mesh, 0.0)
         F = (
-            (u - u_prev) / dt * v * ufl.dx
-            + self.theta * spatial_residual(u, v, d)
-            + (1 - self.theta) * spatial_residual(u_prev, v, d)
+            (u - u_prev) / self._dt * v * ufl.dx
+            + self._theta * spatial_residual(u, v, d)
+            + (1 - self._theta) * spatial_residual(u_prev, v, d)
         )
         self._newton = newton_problem(F, u, bcs=[], prefix=prefix, petsc_options=petsc_options)
         position = arc_length(self.V.tabulate_dof_coordinates())  # local dofs, ghosts included
@@ -159,10 +162,21 @@ class PeriodicEvolution:
         if grid_values is not None:
             self.set_input(grid_values)
         self.solution.x.array[:] = self.input.x.array
-        for _ in range(self.n_steps):
+        for dt, theta in self.schedule():
+            self._dt.value, self._theta.value = dt, theta
             self._previous.x.array[:] = self.solution.x.array
             solve_newton(self._newton, self.solution, self.prefix)
         return self.solution
+
+    def schedule(self) -> list[tuple[float, float]]:
+        """The ``(Δt, θ)`` of every step: ``n_steps`` of ``final_time / n_steps`` at ``theta``,
+        except that for ``theta < 1`` the first two are four backward-Euler half steps
+        (Rannacher's start: Crank–Nicolson alone leaves the stiff modes of a rough ``u0``
+        undamped, flipping sign every step, and they feed the nonlinearity)."""
+        dt = self.final_time / self.n_steps
+        if self.theta == 1 or self.n_steps < 2:
+            return [(dt, self.theta)] * self.n_steps
+        return [(dt / 2, 1.0)] * 4 + [(dt, self.theta)] * (self.n_steps - 2)
 
     def solution_on_grid(self) -> np.ndarray:
         """The current solution at the grid nodes, shape (s,), identical on all ranks.

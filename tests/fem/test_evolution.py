@@ -105,3 +105,14 @@ def test_newton_failure_names_the_prefix():
     pde = burgers(8, 1, n_steps=1, petsc_options={"snes_max_it": 0}, prefix="burgers_")
     with pytest.raises(SolverError, match="prefix 'burgers_'"):
         pde.solve(np.sin(2 * np.pi * np.arange(8) / 8))
+
+
+def test_the_rannacher_start_damps_stiff_modes_that_crank_nicolson_alone_keeps():
+    # a grid-scale mode decays like e^{-ν (2π·15)² T} ≈ e^{-89}; Crank–Nicolson's factor per step
+    # is about -0.7 for it here (3.4e-5 of 1e-3 left after 10 steps without the start)
+    x = np.arange(32) / 32
+    pde = burgers(32, 1, n_steps=10, final_time=0.1)
+    assert [theta for _, theta in pde.schedule()] == [1.0] * 4 + [0.5] * 8
+    assert sum(dt for dt, _ in pde.schedule()) == pytest.approx(0.1)
+    pde.solve(1e-3 * np.cos(2 * np.pi * 15 * x))
+    assert np.abs(pde.solution_on_grid()).max() < 1e-7
