@@ -131,7 +131,10 @@ def test_mesh_file_run(tmp_path, lshape_msh):
         ),
         ("problem.resolution=1", "problem.resolution must be an integer >= 2, got 1"),
         ("fem.input_space=edge", "fem.input_space must be one of"),
-        ("model=unet", "Available options in 'model':\n\tdeeponet\n\tdeeponet_burgers\n\tfno\n\tmlp"),
+        (
+            "model=unet",
+            "Available options in 'model':\n\tdeeponet\n\tdeeponet_burgers\n\tfno\n\tmlp",
+        ),
         ("train.optimizer=rmsprop", "train.optimizer must be one of ('adam', 'sgd', 'lbfgs')"),
         ("model.modes=40", "modes=40 exceed"),
         ("method=gn", "Available options in 'method':\n\tgnvpro\n\tlsr\n\tnone"),

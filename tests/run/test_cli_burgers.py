@@ -68,3 +68,14 @@ def test_refusals_exit_2_before_any_work(tmp_path, capsys, override, message):
     assert run(tmp_path, override) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "run").exists() and not (tmp_path / "cache").exists()
+
+
+def test_a_trained_checkpoint_is_reused_and_refused_on_another_grid(tmp_path, capsys):
+    assert run(tmp_path, *MODELS["fno"], "method=none") == 0
+    checkpoint = tmp_path / "run" / "checkpoint.pt"
+    again = [f"checkpoint={checkpoint}", "method=none", f"hydra.run.dir={tmp_path / 'again'}"]
+    assert run(tmp_path, *again) == 0
+    metrics = json.loads((tmp_path / "again" / "metrics.json").read_text())
+    assert metrics["train"]["checkpoint"] == str(checkpoint.resolve())
+    assert run(tmp_path, *again, "problem.resolution=32") == 2
+    assert "problem.resolution=32 (checkpoint: 16)" in capsys.readouterr().err
