@@ -81,7 +81,7 @@ class PeriodicEvolution:
         if (
             not final_time > 0
             or isinstance(n_steps, bool)
-            or int(n_steps) != n_steps
+            or not isinstance(n_steps, int)
             or n_steps < 1
         ):
             raise ValueError(
