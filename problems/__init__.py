@@ -11,11 +11,18 @@ chosen by its ``kind``; the pipeline reads these attributes directly, with no de
   exterior-facet measure of the mesh's facet tags (``elasticity``).
 * :class:`NonlinearProblem` (``kind = "nonlinear"``): ``residual(u, v, w, x)`` (the weak residual
   at the field u) and ``weight(u, du, v, w, x)`` (an SPD bilinear form: the norm of physics LSR).
+* :class:`EvolutionProblem` (``kind = "evolution"``, ``burgers``): ``u_t + R(u) = 0`` on the
+  periodic unit interval, ``spatial_residual(u, v, d)`` the weak form of ``R`` (``d`` the
+  derivative along the interval) with its time stepping (``final_time``, ``time_steps``,
+  ``theta``) and mesh (``refinement`` cells per grid interval). Its grid is 1D: inputs and
+  solutions are (n_samples, size), the initial condition and the solution at ``final_time``.
+  No physics LSR.
 * :class:`FunctionProblem` (``kind = "function"``, ``fit2d``): a function-fitting task without a
   mesh: ``training_data`` and ``test_data``.
 
 PDE problems also give ``sample_inputs(n_samples, size, *, seed, first=0) -> (n_samples, size,
-size)`` (the input field on the grid, sample ``k`` depending only on ``(seed, k)``),
+size)`` (evolution problems: (n_samples, size); the input field on the grid, sample ``k``
+depending only on ``(seed, k)``),
 ``input_name``, ``components`` (values per grid node of the solution: 1, or c for a vector
 problem whose solutions on the grid are (c, s, s) in a vector P1 space; ``elasticity``: 2) and
 ``symmetric`` (whether the operator, or the Jacobian of a nonlinear residual, is symmetric:
@@ -26,6 +33,7 @@ from typing import ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 
+from problems.burgers import Burgers
 from problems.convection_diffusion_reaction import ConvectionDiffusionReaction
 from problems.darcy import Darcy
 from problems.elasticity import Elasticity
@@ -42,10 +50,11 @@ PROBLEMS = {
     "nonlinear_diffusion": NonlinearDiffusion,
     "fit2d": Fit2D,
     "elasticity": Elasticity,
+    "burgers": Burgers,
 }
 
 
-KINDS = ("linear", "nonlinear", "function")
+KINDS = ("linear", "nonlinear", "evolution", "function")
 
 
 @runtime_checkable
@@ -58,7 +67,7 @@ class Problem(Protocol):
 
 @runtime_checkable
 class PDEProblem(Problem, Protocol):
-    """A PDE on a mesh whose input field is sampled on an s × s grid."""
+    """A PDE on a mesh whose input field is sampled on an s × s grid (evolution: s nodes)."""
 
     input_name: ClassVar[str]  # the input field's name in images and XDMF files
     components: ClassVar[int]  # solution values per grid node (1: scalar)
@@ -88,6 +97,19 @@ class NonlinearProblem(PDEProblem, Protocol):
 
 
 @runtime_checkable
+class EvolutionProblem(PDEProblem, Protocol):
+    """``u_t + R(u) = 0`` on the periodic unit interval, from ``u0`` to ``u(final_time)``."""
+
+    final_time: float  # T
+    time_steps: int  # implicit steps of T / time_steps
+    theta: float  # θ-method, in [0.5, 1]
+    refinement: int  # mesh cells per grid interval
+
+    def spatial_residual(self, u, v, d):
+        """``R(u; v)`` in UFL (with ``dx``), ``d`` the derivative along the interval."""
+
+
+@runtime_checkable
 class FunctionProblem(Problem, Protocol):
     """Function fitting: points (n, 2) to values (n, 1)."""
 
@@ -102,8 +124,15 @@ class FunctionProblem(Problem, Protocol):
 PROTOCOLS: dict[str, type] = {
     "linear": LinearProblem,
     "nonlinear": NonlinearProblem,
+    "evolution": EvolutionProblem,
     "function": FunctionProblem,
 }
+
+
+def grid_shape(problem: PDEProblem, size: int) -> tuple[int, ...]:
+    """The shape of one input field on the grid of ``size`` nodes per side: (size, size), or
+    (size,) for an evolution problem on the periodic interval."""
+    return (size,) if problem.kind == "evolution" else (size, size)
 
 
 def create_problem(name: str, **parameters):

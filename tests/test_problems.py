@@ -12,7 +12,7 @@ from pinn_lsr.fem.linear_pde import LinearPDE
 from pinn_lsr.fem.mesh import unit_square
 from pinn_lsr.fem.transfer import Grid
 
-NAMES = "cdr, darcy, elasticity, fit2d, nonlinear_diffusion, poisson, reaction_diffusion"
+NAMES = "burgers, cdr, darcy, elasticity, fit2d, nonlinear_diffusion, poisson, reaction_diffusion"
 
 
 @pytest.mark.parametrize("name", sorted(problems.PROBLEMS))

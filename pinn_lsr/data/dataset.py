@@ -30,9 +30,10 @@ class OperatorDataset:
     """Pairs of grid fields, identical on every rank.
 
     Attributes:
-        inputs: (n_samples, s, s) float64, the input field (coefficient or source) at grid nodes.
+        inputs: (n_samples, s, s) float64, the input field (coefficient or source) at grid nodes;
+            (n_samples, s) on a 1D grid (evolution problems: the initial condition).
         solutions: (n_samples, s, s) float64, the FEM solution at grid nodes; (n_samples, c, s, s)
-            for a vector problem with c components.
+            for a vector problem with c components; (n_samples, s) on a 1D grid.
     """
 
     inputs: np.ndarray
@@ -87,23 +88,24 @@ def load_or_generate(
     """Load the cached dataset for ``settings`` or generate and cache it.
 
     Collective on ``comm``. ``settings`` must hold ``n_samples`` and ``grid_size`` and every
-    other value the data depend on (problem parameters, mesh, seed, ...), and ``components``
-    (c > 1) for a vector problem. Generation splits
+    other value the data depend on (problem parameters, mesh, seed, ...), ``components``
+    (c > 1) for a vector problem and ``dim`` (1) for a 1D grid (default 2). Generation splits
     the samples into contiguous blocks, one per rank: ``sample_inputs(first, count)`` returns
-    inputs (count, s, s) and ``solve(input)`` the solution (s, s) (vector: (c, s, s)) on this
-    rank's own mesh.
+    inputs (count, s, s) (1D: (count, s)) and ``solve(input)`` the solution (s, s) (vector:
+    (c, s, s); 1D: (s,)) on this rank's own mesh.
     Only rank 0 reads and writes the file.
     """
     start = time.perf_counter()
     n_samples, size = int(settings["n_samples"]), int(settings["grid_size"])
     components = int(settings.get("components", 1))
-    solution_shape = (size, size) if components == 1 else (components, size, size)  # per sample
+    grid = (size,) * int(settings.get("dim", 2))
+    solution_shape = grid if components == 1 else (components, *grid)  # per sample
     key = settings_key(settings)
     path = (Path(cache_dir) / f"{settings.get('problem', 'data')}-{key}.h5").resolve()
 
     loaded, reason = (None, "")
     if comm.rank == 0:
-        loaded, reason = _read(path, key, (n_samples, size, size), (n_samples, *solution_shape))
+        loaded, reason = _read(path, key, (n_samples, *grid), (n_samples, *solution_shape))
     loaded, reason = comm.bcast((loaded, reason), root=0)
     if loaded is not None:
         return loaded, CacheReport(path, "hit", "", time.perf_counter() - start, 0.0)
@@ -112,7 +114,7 @@ def load_or_generate(
     if status == "regenerated":
         log.warning("dataset cache %s is unusable (%s); regenerating it", path, reason)
     log.info("generating %d samples on %d rank(s) into %s", n_samples, comm.size, path)
-    dataset = _generate(n_samples, size, solution_shape, sample_inputs, solve, comm, progress)
+    dataset = _generate(n_samples, grid, solution_shape, sample_inputs, solve, comm, progress)
     if comm.rank == 0:
         _write(path, dataset, settings, key)
     comm.Barrier()
@@ -121,17 +123,15 @@ def load_or_generate(
 
 
 def _generate(
-    n_samples, size, solution_shape, sample_inputs, solve, comm, progress
+    n_samples, grid, solution_shape, sample_inputs, solve, comm, progress
 ) -> OperatorDataset:
     counts = np.full(comm.size, n_samples // comm.size)
     counts[: n_samples % comm.size] += 1
     first = int(counts[: comm.rank].sum())
     count = int(counts[comm.rank])
     inputs = np.ascontiguousarray(sample_inputs(first, count), dtype=np.float64)
-    if inputs.shape != (count, size, size):
-        raise ValueError(
-            f"sample_inputs returned shape {inputs.shape}, expected {(count, size, size)}"
-        )
+    if inputs.shape != (count, *grid):
+        raise ValueError(f"sample_inputs returned shape {inputs.shape}, expected {(count, *grid)}")
     solutions = np.empty((count, *solution_shape))
     bar = tqdm(
         range(count),

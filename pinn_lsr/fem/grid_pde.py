@@ -90,6 +90,11 @@ class GridPDE:
         component, see :func:`~pinn_lsr.fem.transfer.grid_to_dofs_local`). Local."""
         return grid_to_owned_dofs(self.V, self.grid)
 
+    def grid_to_local_dofs(self) -> scipy.sparse.csr_matrix:
+        """``P`` on this rank's local dofs (owned and ghost), shape (n_local, components*s*s)
+        (:func:`~pinn_lsr.fem.transfer.grid_to_dofs_local`). Local."""
+        return grid_to_dofs_local(self.V, self.grid)
+
     def mass_matrix(self) -> PETSc.Mat:
         """The P1 mass matrix ``M`` (no boundary conditions), assembled once. Collective."""
         if self._mass is None:

@@ -1,4 +1,5 @@
-"""Meshes: the unit square at a given resolution, or a gmsh ``.msh`` / XDMF / ``.vtu`` file.
+"""Meshes: the unit square at a given resolution, the periodic unit interval, or a gmsh ``.msh`` /
+XDMF / ``.vtu`` file.
 
 Every reader validates the file on one rank and broadcasts the verdict before any collective,
 so a missing or broken file raises the same clear error on every rank instead of hanging.
@@ -26,9 +27,11 @@ class Domain:
     """A mesh with its optional markers.
 
     Attributes:
-        mesh: distributed DOLFINx mesh, triangles in 2D.
+        mesh: distributed DOLFINx mesh, triangles in 2D (intervals in the plane:
+            :func:`periodic_interval`).
         facet_tags: boundary markers from the file's physical groups, or None.
-        source: ``"unit_square(n)"`` or the file path, for reports and cache keys.
+        source: ``"unit_square(n)"``, ``"periodic_interval(n)"`` or the file path, for reports
+            and cache keys.
     """
 
     mesh: dolfinx.mesh.Mesh
@@ -65,6 +68,53 @@ def unit_square(comm: MPI.Comm, n_cells: int) -> Domain:
         comm, int(n_cells), int(n_cells), dolfinx.mesh.CellType.triangle
     )
     return Domain(mesh=mesh, facet_tags=None, source=f"unit_square({int(n_cells)})")
+
+
+def periodic_interval(comm: MPI.Comm, n_cells: int) -> Domain:
+    """The periodic unit interval as a closed chain of ``n_cells`` interval cells: the regular
+    ``n_cells``-gon of perimeter 1 in the plane, vertex ``j`` at arc length ``j / n_cells``
+    (counter-clockwise from (R, 0)).
+
+    DOLFINx has no periodic constraint without dolfinx_mpc; a closed chain has the periodic
+    topology itself. Each straight cell of length ``h = 1 / n_cells`` is isometric to the cell
+    ``[j h, (j+1) h]`` of the periodic interval, so P1 forms written with the arc-length
+    derivative (:func:`arc_length_derivative`) assemble exactly the periodic interval's matrices.
+    Built on rank 0 and distributed. Collective on ``comm``.
+    """
+    import basix.ufl
+    import ufl
+
+    n = int(n_cells)
+    if n < 3:
+        raise ValueError(f"periodic_interval needs at least 3 cells, got {n_cells}")
+    angles = 2 * np.pi * np.arange(n) / n
+    radius = 1.0 / (2 * n * np.sin(np.pi / n))  # chord 1 / n
+    mine = comm.rank == 0
+    x = radius * np.column_stack([np.cos(angles), np.sin(angles)]) if mine else np.empty((0, 2))
+    cells = np.column_stack([np.arange(n), (np.arange(n) + 1) % n]) if mine else np.empty((0, 2))
+    element = ufl.Mesh(basix.ufl.element("Lagrange", "interval", 1, shape=(2,)))
+    mesh = dolfinx.mesh.create_mesh(comm, cells.astype(np.int64), element, x)
+    return Domain(mesh=mesh, facet_tags=None, source=f"periodic_interval({n})")
+
+
+def arc_length(points: np.ndarray) -> np.ndarray:
+    """The periodic coordinate in [0, 1) of points (n, 2 or 3) on a :func:`periodic_interval`'s
+    vertices (their angle over 2π). Local."""
+    return (np.arctan2(points[:, 1], points[:, 0]) / (2 * np.pi)) % 1.0
+
+
+def arc_length_derivative(mesh: dolfinx.mesh.Mesh):
+    """``d(f)``: the derivative of a UFL expression along a :func:`periodic_interval`, in the
+    counter-clockwise direction whatever a cell's vertex order (the unit tangent ``J / |J|``
+    signed by the orientation ``x × J``, constant on a straight cell)."""
+    import ufl
+
+    x, J = ufl.SpatialCoordinate(mesh), ufl.Jacobian(mesh)
+    tangent = ufl.as_vector([J[0, 0], J[1, 0]])
+    tangent = (
+        ufl.sign(x[0] * J[1, 0] - x[1] * J[0, 0]) * tangent / ufl.sqrt(ufl.dot(tangent, tangent))
+    )
+    return lambda f: ufl.dot(ufl.grad(f), tangent)
 
 
 def read_mesh(path: str | Path, comm: MPI.Comm, *, tdim: int = 2) -> Domain:

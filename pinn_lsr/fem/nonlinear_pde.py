@@ -36,6 +36,46 @@ NEWTON_OPTIONS = {
 }
 
 
+def newton_problem(
+    F: ufl.Form,
+    u: dolfinx.fem.Function,
+    *,
+    bcs: Sequence,
+    prefix: str,
+    petsc_options: Mapping | None,
+) -> dolfinx.fem.petsc.NonlinearProblem:
+    """Newton's method for ``F(u; v) = 0`` by SNES: :data:`NEWTON_OPTIONS` updated by
+    ``petsc_options`` (nested or flat) under ``prefix``, removed from PETSc's database once the
+    SNES has read them (later solvers of the prefix do not inherit them). Collective."""
+    options = {**NEWTON_OPTIONS, **flatten_options(petsc_options)}
+    problem = dolfinx.fem.petsc.NonlinearProblem(
+        F, u, bcs=list(bcs), petsc_options_prefix=prefix, petsc_options=options
+    )
+    database = PETSc.Options()
+    for key in options:
+        database.delValue(f"{prefix}{key}")
+    return problem
+
+
+def solve_newton(
+    problem: dolfinx.fem.petsc.NonlinearProblem, u: dolfinx.fem.Function, prefix: str
+) -> None:
+    """Run ``problem``'s Newton iteration from the current values of ``u``; on return ``u`` holds
+    the solution with its ghosts up to date. Collective.
+
+    Raises:
+        SolverError: SNES did not converge (the message names the prefix and the reason).
+    """
+    problem.solve()
+    reason = problem.solver.getConvergedReason()
+    if reason <= 0:
+        raise SolverError(
+            f"SNES with prefix {prefix!r} did not converge (reason {reason}) after "
+            f"{problem.solver.getIterationNumber()} Newton iterations; try -{prefix}snes_monitor"
+        )
+    u.x.scatter_forward()
+
+
 class NonlinearPDE(GridPDE):
     """``F(u; w) = 0`` in P1 with ``u = 0`` on the boundary, solved by Newton (SNES, MUMPS LU,
     backtracking line search) from ``u = 0``; options under ``prefix`` (``-fem_snes_monitor``).
@@ -66,22 +106,16 @@ class NonlinearPDE(GridPDE):
         self.F = dolfinx.fem.form(F)
         self.J = dolfinx.fem.form(ufl.derivative(F, self.state, du))
         self.S = dolfinx.fem.form(weight(self.state, du, v, self.input, x))
-        options = {**NEWTON_OPTIONS, **flatten_options(petsc_options)}
         self.prefix = prefix
         dofs, n_owned = self.bcs[0].dof_indices()
         self._owned_boundary_dofs = dofs[:n_owned].astype(PETSc.IntType)
-        self._newton = dolfinx.fem.petsc.NonlinearProblem(
+        self._newton = newton_problem(
             residual(self.solution, v, self.input, x),
             self.solution,
             bcs=self.bcs,
-            petsc_options_prefix=prefix,
-            petsc_options=options,
+            prefix=prefix,
+            petsc_options=petsc_options,
         )
-        database = (
-            PETSc.Options()
-        )  # the SNES has read them: do not leak them to later solvers of this prefix
-        for key in options:
-            database.delValue(f"{prefix}{key}")
 
     @property
     def solver_description(self) -> dict:
@@ -140,13 +174,5 @@ class NonlinearPDE(GridPDE):
         if grid_values is not None:
             self.set_input(grid_values)
         self.solution.x.array[:] = 0.0
-        self._newton.solve()
-        reason = self._newton.solver.getConvergedReason()
-        if reason <= 0:
-            raise SolverError(
-                f"SNES with prefix {self.prefix!r} did not converge (reason {reason}) after "
-                f"{self._newton.solver.getIterationNumber()} Newton iterations; "
-                f"try -{self.prefix}snes_monitor"
-            )
-        self.solution.x.scatter_forward()
+        solve_newton(self._newton, self.solution, self.prefix)
         return self.solution

@@ -20,7 +20,8 @@ def plot_fields(
     sample_labels: Sequence[str] = (),
 ) -> None:
     """One row per sample, one column per named field; each field array is (n_samples, s, s), or
-    (n_samples, c, s, s) for a vector field, drawn as its magnitude (title ``|name|``).
+    (n_samples, c, s, s) for a vector field, drawn as its magnitude (title ``|name|``), or
+    (n_samples, s) on a 1D grid, drawn as a curve over the periodic grid ``x_i = i / s``.
 
     ``field[k, i, j]`` is drawn at ``x = i``, ``y = j`` (origin lower left). Written atomically.
     """
@@ -34,12 +35,17 @@ def plot_fields(
             title = title if title.startswith("|") else f"|{title}|"
         for row in range(n_rows):
             ax = axes[row, col]
+            label = sample_labels[row] if row < len(sample_labels) else f"sample {row}"
+            ax.set_title(f"{title}, {label}", fontsize=9)
+            if fields.ndim == 2:
+                ax.plot(np.arange(fields.shape[1]) / fields.shape[1], fields[row])
+                ax.set_xlabel("x", fontsize=8)
+                ax.grid(True, alpha=0.3)
+                continue
             image = ax.imshow(
                 np.asarray(fields[row]).T, origin="lower", extent=(0, 1, 0, 1), cmap="viridis"
             )
             fig.colorbar(image, ax=ax, fraction=0.046)
-            label = sample_labels[row] if row < len(sample_labels) else f"sample {row}"
-            ax.set_title(f"{title}, {label}", fontsize=9)
             ax.set_xticks([])
             ax.set_yticks([])
     _save(fig, path)

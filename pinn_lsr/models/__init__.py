@@ -7,6 +7,8 @@ model          input                             output
 ``deeponet``   coefficient (batch, s, s)         (batch, n_points), grid nodes by default
 ``mlp``        (batch, *in_shape) flattened      (batch, out_features)
 =============  ================================  ===============================
+
+``fno`` and ``deeponet`` take ``dim=1`` for a 1D grid (Burgers): (batch, s) -> (batch, s).
 """
 
 from torch import nn

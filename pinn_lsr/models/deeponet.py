@@ -14,6 +14,8 @@ class DeepONet(nn.Module):
 
     ``forward(a, points=None)``: ``a`` (batch, s, s); ``points`` (n_points, 2) in the grid's
     coordinates (default: the grid nodes of the unit square, C order) -> (batch, n_points).
+    With ``dim = 1`` (Burgers): ``a`` (batch, s), ``points`` (n_points, 1), default the nodes
+    ``i / (s - 1)`` of the unit interval (the trunk's coordinate, whatever the problem's grid).
     The branch net reads the coefficient (an MLP on the flattened grid, or a small CNN), the
     trunk net the coordinates; their ``latent`` outputs are contracted, plus a bias.
 
@@ -26,6 +28,7 @@ class DeepONet(nn.Module):
         self,
         grid_size: int,
         *,
+        dim: int = 2,
         branch: str = "mlp",
         latent: int = 64,
         width: int = 128,
@@ -38,47 +41,55 @@ class DeepONet(nn.Module):
         super().__init__()
         if branch not in BRANCHES:
             raise ValueError(f"unknown DeepONet branch {branch!r}; choose one of {BRANCHES}")
+        if dim not in (1, 2):
+            raise ValueError(f"DeepONet grids are 1D or 2D, got dim={dim!r}")
         self.grid_size = grid_size
+        self.grid_shape = (grid_size,) * dim
         self.out_channels = out_channels
         s = grid_size
         features = out_channels * latent
         if branch == "mlp":
             self.branch = nn.Sequential(
-                nn.Flatten(), mlp_layers([s * s] + [width] * depth + [features], activation)
+                nn.Flatten(), mlp_layers([s**dim] + [width] * depth + [features], activation)
             )
-        else:
+        else:  # 16 pooled positions in 1D and 2D alike
             act = ACTIVATIONS[activation]
+            conv, pool = (
+                (nn.Conv1d, nn.AdaptiveAvgPool1d(16)),
+                (nn.Conv2d, nn.AdaptiveAvgPool2d(4)),
+            )[dim - 1]
             self.branch = nn.Sequential(
                 nn.Unflatten(1, (1, s)),
-                nn.Conv2d(1, 16, 5, stride=2, padding=2), act(),
-                nn.Conv2d(16, 32, 5, stride=2, padding=2), act(),
-                nn.Conv2d(32, 64, 3, stride=2, padding=1), act(),
-                nn.AdaptiveAvgPool2d(4), nn.Flatten(),
+                conv(1, 16, 5, stride=2, padding=2), act(),
+                conv(16, 32, 5, stride=2, padding=2), act(),
+                conv(32, 64, 3, stride=2, padding=1), act(),
+                pool, nn.Flatten(),
                 mlp_layers([64 * 16, width, features], activation),
             )  # fmt: skip
         self.trunk = nn.Sequential(
-            mlp_layers([2] + [trunk_width] * trunk_depth + [features], activation),
+            mlp_layers([dim] + [trunk_width] * trunk_depth + [features], activation),
             ACTIVATIONS[activation](),
         )
         self.bias = nn.Parameter(
             torch.zeros(()) if out_channels == 1 else torch.zeros(out_channels, 1)
         )
-        xs = torch.linspace(0.0, 1.0, s)
-        X, Y = torch.meshgrid(xs, xs, indexing="ij")
-        self.register_buffer("grid_points", torch.stack([X.reshape(-1), Y.reshape(-1)], dim=1))
+        axes = torch.meshgrid(*[torch.linspace(0.0, 1.0, s)] * dim, indexing="ij")
+        self.register_buffer("grid_points", torch.stack([x.reshape(-1) for x in axes], dim=1))
         self.input_normalizer = Normalizer()
         self.output_normalizer = Normalizer()
 
     def forward(self, a: torch.Tensor, points: torch.Tensor | None = None) -> torch.Tensor:
-        s = self.grid_size
-        if a.dim() != 3 or a.shape[1:] != (s, s):
+        grid = self.grid_shape
+        if a.shape[1:] != grid:
             raise ValueError(
-                f"DeepONet expects coefficients of shape (batch, {s}, {s}), got {tuple(a.shape)}"
+                f"DeepONet expects coefficients of shape (batch, {', '.join(map(str, grid))}), "
+                f"got {tuple(a.shape)}"
             )
         points = self.grid_points if points is None else points
-        if points.dim() != 2 or points.shape[1] != 2:
+        if points.dim() != 2 or points.shape[1] != len(grid):
             raise ValueError(
-                f"DeepONet expects points of shape (n_points, 2), got {tuple(points.shape)}"
+                f"DeepONet expects points of shape (n_points, {len(grid)}), "
+                f"got {tuple(points.shape)}"
             )
         b = self.branch(self.input_normalizer.encode(a))  # (batch, out_channels * latent)
         t = self.trunk(points.to(b.dtype))  # (n_points, out_channels * latent)

@@ -31,7 +31,13 @@ from pinn_lsr.train.loop import resume_changes
 
 #: model arguments the problem and resolution fix (:func:`problem_model_arguments`), with the
 #: value an architecture has without them
-FIXED_ARGUMENTS = {"grid_size": None, "out_channels": 1, "in_features": None, "out_features": None}
+FIXED_ARGUMENTS = {
+    "grid_size": None,
+    "dim": 2,
+    "out_channels": 1,
+    "in_features": None,
+    "out_features": None,
+}
 #: how a difference in each part of :func:`run_identity` is named
 IDENTITY_KEYS = {
     "problem": "problem",
@@ -52,7 +58,8 @@ def run_identity(settings: RunSettings) -> dict:
         "n_train": settings.data.n_train,
     }
     if problem.kind != "function":  # the unit square's size is the grid's
-        mesh = "unit square" if settings.mesh.file is None else mesh_identity(settings)
+        square = settings.mesh.file is None and problem.kind != "evolution"
+        mesh = "unit square" if square else mesh_identity(settings)
         identity.update(grid_size=settings.resolution, mesh=mesh)
     return identity
 

@@ -161,6 +161,8 @@ def load_settings(cfg: DictConfig) -> RunSettings:
         output=output,
     )
     _check_method(settings)
+    if problem.kind == "evolution":
+        _check_evolution(settings)
     if problem.kind != "function":
         _check_fem_solver(problem, fem)
     if model_file is not None and not Path(model_file).is_file():
@@ -317,7 +319,7 @@ def _physics(cfg: DictConfig, problem: problems.Problem, seed: int) -> PhysicsSt
     ):
         require_choice(cfg, f"physics.{key}", choices)
     p = cfg.physics
-    norm = p.norm if problem.kind == "function" else resolve_norm(problem, p.norm)
+    norm = p.norm if problem.kind in ("function", "evolution") else resolve_norm(problem, p.norm)
     check_options(PHYSICS_PREFIX, _container(p.petsc_options), key="physics.petsc_options")
     ilsr = ILSRSettings(
         iterations=p.ilsr.iterations,
@@ -367,7 +369,7 @@ def _check_fem_solver(problem: problems.PDEProblem, fem: FEMSettings) -> None:
     """The FEM solver's options: PETSc must accept them (a dry KSP, or SNES for a nonlinear
     problem), and a symmetric-only solver for a problem whose operator is not symmetric is
     refused; LU (the default) or GMRES fit."""
-    solver = "snes" if problem.kind == "nonlinear" else "ksp"
+    solver = "snes" if problem.kind in ("nonlinear", "evolution") else "ksp"
     check_options(fem.prefix, fem.petsc_options, key="fem.petsc_options", solver=solver)
     if problem.symmetric:
         return
@@ -379,6 +381,24 @@ def _check_fem_solver(problem: problems.PDEProblem, fem: FEMSettings) -> None:
                 f"operator of {problem.name} is not symmetric (use ksp_type=preonly with "
                 "pc_type=lu, or gmres)"
             )
+
+
+def _check_evolution(settings: RunSettings) -> None:
+    """An evolution problem (``burgers``) runs on its own periodic mesh and has data LSR only."""
+    name = settings.problem.name
+    if settings.physics.instances:
+        raise ValueError(
+            f"physics.instances={settings.physics.instances}: physics LSR is not available for "
+            f"problem={name} (a time-dependent PDE: the physics stage refines against the residual "
+            f"of a steady FEM problem). Its data LSR runs with method=lsr; set physics.instances=0 "
+            f"(problem={name}'s default)"
+        )
+    if settings.mesh.file is not None or settings.mesh.dirichlet_tags is not None:
+        raise ValueError(
+            f"problem={name} runs on the periodic unit interval (problem.resolution grid nodes, "
+            f"problem.params.refinement cells each): mesh.file and mesh.dirichlet_tags must be "
+            f"null, got {settings.mesh.file!r} and {settings.mesh.dirichlet_tags!r}"
+        )
 
 
 def _check_method(settings: RunSettings) -> None:
@@ -441,9 +461,9 @@ def configured_model_spec(settings: RunSettings) -> tuple[str, dict]:
 
 def problem_model_arguments(problem: problems.Problem, resolution: int, name: str) -> dict:
     """The arguments of model ``name`` that the problem and resolution fix: grid operators take
-    the s × s grid (an MLP maps the flattened grid to itself); function fitting takes an MLP
-    from 2 inputs to 1 output. A vector problem (``components = c > 1``) gets c output channels
-    (MLP: c·s·s outputs). Local.
+    the s × s grid (an MLP maps the flattened grid to itself), or the s-node 1D grid of an
+    evolution problem (``dim=1``); function fitting takes an MLP from 2 inputs to 1 output. A
+    vector problem (``components = c > 1``) gets c output channels (MLP: c·s·s outputs). Local.
 
     Raises:
         ValueError: a model that does not fit the problem.
@@ -455,15 +475,23 @@ def problem_model_arguments(problem: problems.Problem, resolution: int, name: st
                 f"problem={problem.name} fits a function of (x, y): use model=mlp, not {name}"
             )
         return {"in_features": 2, "out_features": 1}
+    n_nodes = math.prod(problems.grid_shape(problem, s))
     if name == "mlp":
-        return {"in_features": s * s, "out_features": problem.components * s * s}
+        return {"in_features": n_nodes, "out_features": problem.components * n_nodes}
     channels = problem.components
-    return {"grid_size": s, **({"out_channels": channels} if channels > 1 else {})}
+    return {
+        "grid_size": s,
+        **({"dim": 1} if problem.kind == "evolution" else {}),
+        **({"out_channels": channels} if channels > 1 else {}),
+    }
 
 
 def mesh_identity(settings: RunSettings) -> str:
-    """What data and trained models depend on about the mesh: the unit square's resolution, or
-    the mesh file's name and content hash. Local."""
+    """What data and trained models depend on about the mesh: the unit square's resolution, the
+    periodic interval's cells (evolution problems), or the mesh file's name and content hash.
+    Local."""
+    if settings.problem.kind == "evolution":
+        return f"periodic_interval({settings.resolution * settings.problem.refinement})"
     if settings.mesh.file is None:
         return f"unit_square({settings.resolution - 1})"
     digest = hashlib.sha256(Path(settings.mesh.file).read_bytes()).hexdigest()[:16]

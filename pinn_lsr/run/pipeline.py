@@ -30,12 +30,13 @@ from mpi4py import MPI
 
 import dolfinx_solver  # noqa: F401  (must precede dolfinx / petsc4py)
 import dolfinx.fem
+import problems
 from pinn_lsr.data.dataset import load_or_generate
+from pinn_lsr.fem.evolution import PeriodicEvolution
 from pinn_lsr.fem.grid_pde import GridPDE, dirichlet_facet_indices
 from pinn_lsr.fem.linear_pde import LinearPDE
 from pinn_lsr.fem.nonlinear_pde import NonlinearPDE
-from pinn_lsr.fem.mesh import Domain, read_mesh, unit_square
-from pinn_lsr.fem.transfer import grid_to_dofs_local
+from pinn_lsr.fem.mesh import Domain, periodic_interval, read_mesh, unit_square
 from pinn_lsr.io.fields import xdmf_series
 from pinn_lsr.io.plots import plot_fields
 from pinn_lsr.run.config import RunSettings, mesh_identity
@@ -65,9 +66,10 @@ def setup(settings: RunSettings, comm: MPI.Comm) -> Setup:
     if settings.problem.kind == "function":
         return Setup(None, None, 0.0)
     check_writable(settings.data.cache_dir, "data.cache_dir", comm)
-    mesh_file, s = settings.mesh.file, settings.resolution
-    domain = build_domain(mesh_file, s, comm)
-    local_domain = build_domain(mesh_file, s, MPI.COMM_SELF)
+    domain = build_domain(settings, comm)
+    local_domain = build_domain(settings, MPI.COMM_SELF)
+    if settings.problem.kind == "evolution":  # its own periodic mesh, no physics stage
+        return Setup(domain, local_domain, time.perf_counter() - start)
     dirichlet_facet_indices(domain, _tags(settings))  # a tag absent from the mesh: ValueError now
     n_dofs = domain.mesh.topology.index_map(0).size_global * settings.problem.components  # P1
     if settings.has_model and settings.physics.instances and settings.physics.ilsr.rank > n_dofs:
@@ -145,11 +147,15 @@ def _tags(settings: RunSettings) -> list[int] | None:
     return None if tags is None else list(tags)
 
 
-def build_domain(mesh_file: str | None, resolution: int, comm: MPI.Comm) -> Domain:
-    """The unit square with ``resolution - 1`` cells per side, or the mesh file. Collective."""
-    if mesh_file is None:
-        return unit_square(comm, resolution - 1)
-    return read_mesh(mesh_file, comm)
+def build_domain(settings: RunSettings, comm: MPI.Comm) -> Domain:
+    """The unit square with ``resolution - 1`` cells per side, ``mesh.file``, or (evolution
+    problems) the periodic interval of ``resolution · refinement`` cells. Collective."""
+    s = settings.resolution
+    if settings.problem.kind == "evolution":
+        return periodic_interval(comm, s * settings.problem.refinement)
+    if settings.mesh.file is None:
+        return unit_square(comm, s - 1)
+    return read_mesh(settings.mesh.file, comm)
 
 
 def run(settings: RunSettings, prepared: Setup, run_dir: Path, comm: MPI.Comm) -> dict:
@@ -163,9 +169,21 @@ def run(settings: RunSettings, prepared: Setup, run_dir: Path, comm: MPI.Comm) -
     s = settings.resolution
     fem = settings.fem
     components = problem.components  # values per grid node: a solution is (s, s) or (c, s, s)
-    field_shape = (s, s) if components == 1 else (components, s, s)
+    grid = problems.grid_shape(problem, s)  # (s, s), or (s,) for an evolution problem
+    field_shape = grid if components == 1 else (components, *grid)
 
-    def make_pde(d: Domain) -> GridPDE:
+    def make_pde(d: Domain) -> GridPDE | PeriodicEvolution:
+        if problem.kind == "evolution":
+            return PeriodicEvolution(
+                d,
+                problem.spatial_residual,
+                grid_size=s,
+                final_time=problem.final_time,
+                n_steps=problem.time_steps,
+                theta=problem.theta,
+                petsc_options=fem.petsc_options,
+                prefix=fem.prefix,
+            )
         if problem.kind == "nonlinear":
             return NonlinearPDE(
                 d,
@@ -241,7 +259,7 @@ def run(settings: RunSettings, prepared: Setup, run_dir: Path, comm: MPI.Comm) -
         )
         seconds["train"] = time.perf_counter() - clock
         dtype = next(model.parameters()).dtype
-        if model(shown_inputs[:1].to(dtype)).shape[1] != components * s * s:
+        if model(shown_inputs[:1].to(dtype)).shape[1] != np.prod(field_shape):
             raise ValueError(f"the model predicts another grid than problem.resolution={s}")
         with torch.no_grad():
             predictions[f"{metrics['train']['model']} prediction"] = (
@@ -303,9 +321,9 @@ def run(settings: RunSettings, prepared: Setup, run_dir: Path, comm: MPI.Comm) -
     return write_metrics(run_dir, metrics, seconds, comm)
 
 
-def _data_stage(settings: RunSettings, local_pde: GridPDE, comm: MPI.Comm):
+def _data_stage(settings: RunSettings, local_pde: GridPDE | PeriodicEvolution, comm: MPI.Comm):
     """Load or generate the dataset with each rank's serial ``local_pde``. Collective."""
-    s, problem, seed = local_pde.grid.size, settings.problem, settings.seed
+    s, problem, seed = settings.resolution, settings.problem, settings.seed
     key = {
         "problem": problem.name,
         "parameters": dataclasses.asdict(problem),
@@ -316,8 +334,10 @@ def _data_stage(settings: RunSettings, local_pde: GridPDE, comm: MPI.Comm):
         "n_samples": settings.data.n_train + settings.data.n_test,
         "seed": seed,
     }
-    if local_pde.components > 1:  # only then: the cache keys of scalar problems stay as they were
-        key["components"] = local_pde.components
+    if problem.components > 1:  # only then: the cache keys of scalar problems stay as they were
+        key["components"] = problem.components
+    if problem.kind == "evolution":  # likewise: 2D grids keep their keys
+        key["dim"] = 1
     if settings.mesh.dirichlet_tags is not None:  # likewise: whole-boundary runs keep their keys
         key["dirichlet_tags"] = _tags(settings)
 
@@ -360,7 +380,7 @@ def _manufactured_error(settings: RunSettings, domain: Domain) -> float:
 
 
 def _distributed_stage(
-    pde: GridPDE, problem, shown, n_show: int, predictions: dict, run_dir: Path
+    pde: GridPDE | PeriodicEvolution, problem, shown, n_show: int, predictions: dict, run_dir: Path
 ) -> dict:
     """Re-solve the shown samples on the distributed mesh, check them against the data and
     write input, solution, each prediction and the error of the last one as XDMF. Collective."""
@@ -369,7 +389,7 @@ def _distributed_stage(
         name: dolfinx.fem.Function(pde.V, name=name.replace(" ", "_")) for name in predictions
     }
     error = dolfinx.fem.Function(pde.V, name="error")
-    to_dofs = grid_to_dofs_local(pde.V, pde.grid)
+    to_dofs = pde.grid_to_local_dofs()
     with xdmf_series(run_dir / "fields", "samples", pde.domain.mesh) as xdmf:
         for k in range(n_show):
             start = time.perf_counter()

@@ -97,3 +97,17 @@ def test_nan_solutions_are_refused_and_nothing_is_cached(tmp_path):
     with pytest.raises(FloatingPointError):
         load(tmp_path, lambda a: np.full_like(a, np.nan))
     assert not list(tmp_path.glob("*.h5"))
+
+
+def test_one_dimensional_grid(tmp_path):
+    def lines(first, count):
+        return np.stack([np.full(SIZE, float(first + i)) for i in range(count)])
+
+    kwargs = dict(sample_inputs=lines, solve=CountingSolver(), comm=MPI.COMM_SELF, progress=False)
+    data, report = load_or_generate(tmp_path, settings(dim=1), **kwargs)
+    assert report.status == "generated" and data.inputs.shape == data.solutions.shape == (5, SIZE)
+    again, report = load_or_generate(tmp_path, settings(dim=1), **kwargs)
+    assert report.status == "hit"
+    np.testing.assert_array_equal(again.solutions, 2 * again.inputs + 1)
+    with pytest.raises(ValueError, match=r"expected \(5, 4, 4\)"):  # the default grid is 2D
+        load_or_generate(tmp_path, settings(), **kwargs)

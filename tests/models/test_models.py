@@ -1,5 +1,8 @@
+from pathlib import Path
+
 import pytest
 import torch
+from omegaconf import OmegaConf
 from torch.func import functional_call
 
 from pinn_lsr.models import MODELS, build_model
@@ -109,3 +112,41 @@ def test_vector_output_channels_are_channel_major(name):
         t = model.trunk(model.grid_points).reshape(S * S, 2, -1)
         expected = torch.einsum("bl,pl->bp", b[:, 1], t[:, 1]) + model.bias[1]
         torch.testing.assert_close(channels[:, 1], model.output_normalizer.decode(expected))
+
+
+@pytest.mark.parametrize(
+    "name, kwargs",
+    [
+        ("fno", SMALL["fno"]),
+        ("deeponet", SMALL["deeponet"]),
+        ("deeponet", {**SMALL["deeponet"], "branch": "cnn"}),
+    ],
+)
+def test_one_dimensional_grids(name, kwargs):
+    torch.manual_seed(0)
+    model = set_precision(build_model(name, **{**kwargs, "grid_size": 16, "dim": 1}), torch.float64)
+    a = torch.rand(3, 16, dtype=torch.float64)
+    u = model(a)
+    assert u.shape == (3, 16) and torch.isfinite(u).all()
+    # each sample its own output: the grid axis is not mistaken for a batch or channel axis
+    torch.testing.assert_close(model(a[1:2]), u[1:2])
+    with pytest.raises(ValueError, match=r"shape \(batch, 16\), got \(3, 16, 16\)"):
+        model(torch.ones(3, 16, 16))
+    with pytest.raises(ValueError, match="1D or 2D, got dim=3"):
+        build_model(name, **{**kwargs, "dim": 3})
+
+
+def test_deeponet_trunk_reads_one_coordinate_in_1d():
+    model = build_model("deeponet", **SMALL["deeponet"], dim=1)
+    torch.testing.assert_close(model.grid_points, torch.linspace(0, 1, S)[:, None])
+    assert model(torch.ones(2, S), torch.rand(5, 1)).shape == (2, 5)
+    with pytest.raises(ValueError, match=r"points of shape \(n_points, 1\)"):
+        model(torch.ones(2, S), torch.rand(5, 2))
+
+
+def test_the_burgers_deeponet_config_has_the_authors_parameter_count():
+    # branch 128 -> [128] x 4, trunk 1 -> [128] x 4, ReLU, one bias: 115 841 (the LSR authors' log)
+    conf = OmegaConf.load(Path(__file__).parents[2] / "pinn_lsr/conf/model/deeponet_burgers.yaml")
+    kwargs = {k: v for k, v in OmegaConf.to_container(conf.model).items() if k != "name"}
+    model = build_model(conf.model.name, grid_size=128, dim=1, **kwargs)
+    assert count_real_parameters(model) == 115_841 and kwargs["activation"] == "relu"

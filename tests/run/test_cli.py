@@ -122,7 +122,7 @@ def test_mesh_file_run(tmp_path, lshape_msh):
     [
         (
             "problem=heat",
-            "Available options in 'problem':\n\tcdr\n\tdarcy\n\telasticity\n\tfit2d\n"
+            "Available options in 'problem':\n\tburgers\n\tcdr\n\tdarcy\n\telasticity\n\tfit2d\n"
             "\tnonlinear_diffusion\n\tpoisson\n\treaction_diffusion",
         ),
         (
@@ -131,7 +131,10 @@ def test_mesh_file_run(tmp_path, lshape_msh):
         ),
         ("problem.resolution=1", "problem.resolution must be an integer >= 2, got 1"),
         ("fem.input_space=edge", "fem.input_space must be one of"),
-        ("model=unet", "Available options in 'model':\n\tdeeponet\n\tfno\n\tmlp"),
+        (
+            "model=unet",
+            "Available options in 'model':\n\tdeeponet\n\tdeeponet_burgers\n\tfno\n\tmlp",
+        ),
         ("train.optimizer=rmsprop", "train.optimizer must be one of ('adam', 'sgd', 'lbfgs')"),
         ("model.modes=40", "modes=40 exceed"),
         ("method=gn", "Available options in 'method':\n\tgnvpro\n\tlsr\n\tnone"),
@@ -159,7 +162,8 @@ def test_help_lists_problems(capsys):
     assert main(["--help"]) == 0
     out = capsys.readouterr().out
     assert (
-        "cdr, darcy, elasticity, fit2d, nonlinear_diffusion, poisson, reaction_diffusion" in out
+        "burgers, cdr, darcy, elasticity, fit2d, nonlinear_diffusion, poisson, reaction_diffusion"
+        in out
         and "n_train" in out
     )
 
