@@ -165,7 +165,7 @@ def run_gnvpro(
     )
     result = minimize(problem, problem.separable.theta(), settings)
     problem.separable.write(result.theta, result.W)
-    if result.status in ("trust_region_collapsed", "line_search_failed"):
+    if result.status in ("trust_region_collapsed", "line_search_failed", "no_curvature"):
         warnings.warn(
             f"GNvpro: {result.status}; the model holds the best iterate (loss {result.loss:.3e})",
             RuntimeWarning,
