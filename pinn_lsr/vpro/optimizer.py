@@ -29,9 +29,9 @@ the trial point's forward pass, 1 WU), as the paper's code does.
 
 Scale invariance: scaling the targets by c scales Φ, g and B by c² (W by c, θ unchanged), and
 every test above compares like with like (ratios, λ relative to gᵀBg/gᵀg, Δ relative to a step
-in θ, the gradient test relative to the first gradient), so without Tikhonov terms the iterates
-θ_k, the relative losses Φ_k/Φ_0 and the accepted steps do not depend on the targets' units (up
-to rounding).
+in θ, the gradient test relative to the first gradient; the Tikhonov weights are made relative
+where the problem is built, see :class:`GNSettings`), so the iterates θ_k, the relative losses
+Φ_k/Φ_0 and the accepted steps do not depend on the targets' units (up to rounding).
 
 Sampling: ``curvature_batch_size`` takes the Gauss–Newton products on a random subsample (its own
 W and linearisation) while the gradient and the ratio test use all data (subsampled Gauss–Newton,
@@ -79,8 +79,12 @@ class GNSettings:
     max_work_units: float = math.inf
     max_seconds: float = math.inf
     gradient_tol: float = 1e-12  # stop when ‖∇Φ‖ ≤ gradient_tol · (the first iteration's ‖∇Φ‖)
-    alpha_W: float = 1e-10  # Tikhonov weight on the final affine layer
-    alpha_theta: float = 0.0  # Tikhonov weight on θ − θ_ref
+    # Tikhonov weight on the final affine layer in the output's units: (α_W/2)‖scale · W‖²
+    # (scale: the model's output normalisation), so the term scales with the data term
+    alpha_W: float = 1e-10
+    # Tikhonov weight on θ − θ_ref relative to the targets' mean square about the output shift
+    # (the loss of the constant prediction; squared loss); absolute for cross-entropy
+    alpha_theta: float = 0.0
     krylov_rtol: float = 1e-3  # CG stops at ‖Bs + g‖ ≤ krylov_rtol ‖g‖ ...
     krylov_max_iterations: int = 40  # ... or after this many Gauss–Newton products
     radius: float = 1.0  # Δ0, in units of the first full Gauss–Newton step's norm ‖s_GN‖

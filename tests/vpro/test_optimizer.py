@@ -1,5 +1,5 @@
 """Outer Gauss–Newton iterations: one step on a linear problem, globalisations, failures,
-re-solves of rejected steps."""
+re-solves of rejected steps, invariance to the targets' units."""
 
 import dataclasses
 import math
@@ -10,7 +10,8 @@ from mpi4py import MPI
 from torch import nn
 
 from scipy.optimize import brentq
-from pinn_lsr.vpro import GNSettings, minimize, run_gnvpro, train_gnvpro
+from pinn_lsr.models.mlp import MLP
+from pinn_lsr.vpro import GNSettings, minimize, run_gnvpro, train_gnvpro, train_gnvpro_on_dataset
 from pinn_lsr.vpro.api import build_problem
 
 EPS = torch.finfo(torch.float64).eps
@@ -184,6 +185,53 @@ def test_rejected_step_is_re_solved_in_its_basis_exactly_and_for_one_work_unit(
     torch.testing.assert_close(
         result.theta, theta0 + step, rtol=0, atol=1000 * EPS * kappa * float(step.norm())
     )
+
+
+@pytest.mark.parametrize("globalization", ["levenberg_marquardt", "trust_region", "armijo"])
+@pytest.mark.parametrize("normalised", [False, True])
+def test_targets_scaled_by_powers_of_ten_give_the_same_iterates(globalization, normalised):
+    """Scaling the targets by c = 10^k scales W(θ), Φ, g and B by c, c², c², c² (or, when the
+    output normaliser is refitted to them, leaves W alone): the relative losses, the accepted
+    steps and θ do not change, Tikhonov terms on W and θ included."""
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(50, 2, dtype=torch.float64, generator=g) * 2 - 1
+    y = torch.cat([torch.sin(3 * x[:, :1]) * x[:, 1:], torch.cos(2 * x[:, 1:]) + 0.5], dim=1)
+    settings = GNSettings(
+        globalization=globalization,
+        damping=1e-6,
+        radius=3.0,
+        alpha_W=1e-3,
+        alpha_theta=1e-3,
+        max_iterations=12,
+        krylov_max_iterations=8,
+    )
+    runs = []
+    for k in range(-3, 4):
+        torch.manual_seed(0)
+        if normalised:
+            model = MLP(2, 2, width=6, depth=2, activation="tanh").double()
+            result = train_gnvpro_on_dataset(model, x, 10.0**k * y, settings, MPI.COMM_SELF)
+        else:
+            model = nn.Sequential(nn.Linear(2, 6), nn.Tanh(), nn.Linear(6, 2)).double()
+            result = run_gnvpro(model, x, 10.0**k * y, settings, comm=MPI.COMM_SELF)
+        runs.append(result)
+    reference = runs[3]
+    relative = [h["objective"] / reference.history[0]["objective"] for h in reference.history]
+    steps = [(h.get("accepted"), h.get("step_length")) for h in reference.history]
+    # the case has accepted and rejected steps, or backtracking
+    assert {True, False} <= {a for a, _ in steps} or any(t and t < 1 for _, t in steps)
+    # rounding, amplified by 12 Gauss–Newton solves, moves the relative losses by ≤ 1.3e-11 and
+    # θ by ≤ 1.5e-11 (measured), the old absolute damping and α_θ by O(1)
+    for result in runs:
+        history = result.history
+        assert [(h.get("accepted"), h.get("step_length")) for h in history] == steps
+        assert [h["objective"] / history[0]["objective"] for h in history] == pytest.approx(
+            relative, rel=1e-9
+        )
+        assert [h["loss"] / history[0]["loss"] for h in history] == pytest.approx(
+            [h["loss"] / reference.history[0]["loss"] for h in reference.history], rel=1e-9
+        )
+        torch.testing.assert_close(result.theta, reference.theta, rtol=0, atol=1e-10)
 
 
 def test_bad_input_raises(regression):
