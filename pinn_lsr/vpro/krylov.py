@@ -15,10 +15,11 @@ GNvpro paper's code does the same). For Δ = ∞ the solution is the Galerkin so
 (B + λI)s = −g in K_k, i.e. the k-th CG iterate on that system (Steihaug 1983 stops the same CG
 at the sphere instead).
 
-The damping is relative: λ = damping · T₁₁, with T₁₁ = gᵀBg/gᵀg the curvature along the
-gradient, so the steps do not change when B and g are scaled by the same factor (as they are when
-the targets are). Vectors live in θ-space and are identical on every rank, so the dot products
-here need no reduction (the products with B do their own).
+The damping is relative: λ = damping · unit, the unit by default T₁₁ = gᵀBg/gᵀg, the curvature
+along the gradient, or one carried over from an earlier basis; so the steps do not change when B
+and g (and the unit) are scaled by the same factor (as they are when the targets are).
+Vectors live in θ-space and are identical on every rank, so the dot products here need no
+reduction (the products with B do their own).
 """
 
 import math
@@ -48,12 +49,13 @@ class KrylovBasis:
     Q: torch.Tensor  # (k, m), orthonormal rows spanning K_k(B, g), dtype of g; k = 0: gᵀBg ≤ 0
     T: torch.Tensor  # (k, k), float64, tridiagonal Q B Qᵀ, T + λI positive definite
     g_norm: float  # ‖g‖
+    unit: float  # of the damping: λ = damping · unit
     iterations: int  # products with B it took
     reason: str  # one of REASONS
 
     def solve(self, *, damping: float = 0.0, radius: float = math.inf) -> KrylovStep:
         """The minimiser in the basis of q(s) + ½ λ‖s‖² over ‖s‖ ≤ ``radius``,
-        λ = ``damping`` · T₁₁ (≥ 0, relative). Local; no products with B.
+        λ = ``damping`` · ``unit`` (≥ 0). Local; no products with B.
 
         Inside the ball the solution is the Galerkin one, (T + λI)y = ‖g‖e₁; otherwise the extra
         shift σ > 0 with ‖(T + λI + σI)⁻¹‖g‖e₁‖ = Δ comes from Newton's method on
@@ -65,7 +67,7 @@ class KrylovBasis:
             return KrylovStep(torch.zeros(self.Q.shape[1], dtype=self.Q.dtype), 0.0, False)
         eigenvalues, U = torch.linalg.eigh(self.T)
         c = self.g_norm * U[0]  # Uᵀ ‖g‖e₁
-        shifted = eigenvalues + damping * float(self.T[0, 0])
+        shifted = eigenvalues + damping * self.unit
         shifted = shifted.clamp_min(torch.finfo(shifted.dtype).eps * float(shifted.max()))
         z = c / shifted
         norm = float(z.norm())
@@ -91,10 +93,12 @@ def lanczos(
     rtol: float,
     max_iterations: int,
     damping: float = 0.0,
+    unit: float | None = None,
     radius: float = math.inf,
 ) -> KrylovBasis:
     """Lanczos on B from −g (g ≠ 0), watching the Galerkin solution y_k of
-    (T_k + λI)y = ‖g‖e₁ (the CG iterate on (B + λI)s = −g, λ = ``damping`` · gᵀBg/gᵀg); stops when
+    (T_k + λI)y = ‖g‖e₁ (the CG iterate on (B + λI)s = −g, λ = ``damping`` · ``unit``, the unit
+    gᵀBg/gᵀg = T₁₁ when None); stops when
 
     * ``converged``: the residual ‖(B + λI)s_k + g‖ = β_k |y_k,k| ≤ rtol · ‖g‖ (β_k the next
       off-diagonal entry; 0 when K_k is invariant);
@@ -121,7 +125,8 @@ def lanczos(
         w = apply_B(q)
         alpha = float(q @ w)
         if iterations == 1:
-            shift = damping * alpha
+            unit = alpha if unit is None else unit
+            shift = damping * unit
         beta_previous = off_diagonal[-1] if off_diagonal else 0.0
         # pivots of the LDLᵀ factorisation of T_k + λI; |y_k,k| = ‖g‖ Π β_i / Π pivots
         pivot = alpha + shift - (beta_previous**2 / pivot if off_diagonal else 0.0)
@@ -155,6 +160,7 @@ def lanczos(
         Q=torch.stack(vectors) if vectors else g.new_zeros((0, len(g))),
         T=_tridiagonal(diagonal, off_diagonal[: max(k - 1, 0)]),
         g_norm=g_norm,
+        unit=unit,
         iterations=iterations,
         reason=reason,
     )

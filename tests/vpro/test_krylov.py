@@ -78,10 +78,12 @@ def test_truncated_basis_gives_the_cg_iterate_and_stops_where_cg_stops(damping):
         torch.testing.assert_close(basis.solve(damping=damping).step, s)
 
 
-def test_damped_step_is_relative_to_the_curvature_along_the_gradient():
+@pytest.mark.parametrize("unit", [None, 2.0])
+def test_damped_step_is_relative_to_the_curvature_along_the_gradient_or_a_given_unit(unit):
     B, g = _spd()
-    basis = lanczos(lambda v: B @ v, g, rtol=1e-14, max_iterations=50)
-    lam = 0.1 * float(g @ B @ g) / float(g @ g)
+    basis = lanczos(lambda v: B @ v, g, rtol=1e-14, max_iterations=50, unit=unit)
+    lam = 0.1 * (float(g @ B @ g) / float(g @ g) if unit is None else unit)
+    assert basis.unit == pytest.approx(lam / 0.1, rel=1e-14)
     expected = torch.linalg.solve(B + lam * torch.eye(len(g), dtype=g.dtype), -g)
     result = basis.solve(damping=0.1)
     torch.testing.assert_close(result.step, expected)
