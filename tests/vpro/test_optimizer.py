@@ -118,6 +118,17 @@ def test_collapsed_trust_region_is_reported_and_the_best_iterate_kept(
     assert result.work_units == 1 + 1 + 2 * products + 10
 
 
+def test_no_curvature_along_the_gradient_stops_with_a_warning(regression):
+    model, x, y = regression(40, 1)
+    problem = build_problem(model, x, y, GNSettings(), comm=MPI.COMM_SELF)
+    problem.gn_product = lambda point, v: -v  # not a Gauss–Newton matrix: gᵀBg < 0
+    theta0 = problem.separable.theta()
+    with pytest.warns(RuntimeWarning, match="no positive curvature"):
+        result = minimize(problem, theta0, GNSettings(max_iterations=5))
+    assert result.status == "no_curvature" and result.iterations == 0
+    torch.testing.assert_close(result.theta, theta0)
+
+
 def _dense_gauss_newton(problem, theta):
     """(g (m,), B (m, m)) of ``problem`` at θ from m products."""
     point = problem.evaluate(theta)
