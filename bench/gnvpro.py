@@ -292,8 +292,8 @@ def regression_experiment(name, x, y, make_model, args, out: Path):
     variants = {
         main: (dict(curvature_batch_size=sample), args.seeds, budget),
         "GNvpro LM, all data": (dict(), [0], gn_budget),
-        "GNvpro trust region (Steihaug)": (dict(globalization="trust_region"), [0], gn_budget),
-        "GNvpro Armijo (λ = 1e-5)": (dict(globalization="armijo", damping=1e-5), [0], gn_budget),
+        "GNvpro trust region": (dict(globalization="trust_region"), [0], gn_budget),
+        "GNvpro Armijo (μ = 1e-5)": (dict(globalization="armijo", damping=1e-5), [0], gn_budget),
         f"GNvpro mini-batch {sample}": (dict(batch_size=sample, monitor_every=5), [0], gn_budget),
     }
     for label, (settings, seeds, wu) in variants.items():

@@ -161,8 +161,8 @@ def _train_by_gnvpro(
         settings.globalization,
         settings.max_iterations,
     )
-    # targets in units of their standard deviation, so the settings (damping, gradient_tol, alpha_*)
-    # do not depend on the data's scale; the model's output normaliser takes the scale back after
+    # targets in units of their standard deviation, so the reported loss is MSE / variance (the
+    # optimiser does not depend on the data's scale); the output normaliser takes it back after
     inputs, targets = train_data[0].double(), train_data[1].double()
     mean, std = targets.mean(), targets.std().clamp_min(1e-12)
     result = vpro.train_gnvpro_on_dataset(model, inputs, (targets - mean) / std, settings, comm)

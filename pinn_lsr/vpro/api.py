@@ -13,7 +13,7 @@ from pinn_lsr.vpro.cross_entropy import CrossEntropyProblem
 from pinn_lsr.vpro.optimizer import GNResult, GNSettings, minimize
 from pinn_lsr.vpro.plain import PlainSquaredProblem, WholeModel
 from pinn_lsr.vpro.problem import ReducedProblem, WorkCounter
-from pinn_lsr.vpro.separable import as_separable
+from pinn_lsr.vpro.separable import SeparableModel, as_separable
 from pinn_lsr.vpro.squared import SquaredProblem
 
 GNVPRO_LOSSES = ("squared", "cross_entropy")
@@ -53,13 +53,7 @@ def build_problem(
         )
     if comm.allreduce(len(inputs)) == 0:
         raise ValueError("no training samples")
-    kwargs = {
-        "alpha_W": settings.alpha_W,
-        "alpha_theta": settings.alpha_theta,
-        "theta_ref": theta_ref,
-        "comm": comm,
-        "work": WorkCounter(),
-    }
+    kwargs = {"theta_ref": theta_ref, "comm": comm, "work": WorkCounter()}
     dtype = next(model.parameters()).dtype
     inputs = inputs.to(dtype)
     if not variable_projection:
@@ -67,7 +61,11 @@ def build_problem(
             raise ValueError(
                 "plain Gauss–Newton (variable_projection=False) supports the squared loss only"
             )
-        return PlainSquaredProblem(WholeModel(model), inputs, targets.to(dtype), **kwargs)
+        whole = WholeModel(model)
+        targets = targets.to(dtype)
+        return PlainSquaredProblem(
+            whole, inputs, targets, **_tikhonov(settings, whole, targets, comm), **kwargs
+        )
     separable = as_separable(model, points=points)
     if settings.loss == "cross_entropy":
         inner = {
@@ -76,14 +74,45 @@ def build_problem(
             "krylov_rtol": settings.inner_krylov_rtol,
             "krylov_max_iterations": settings.inner_krylov_max_iterations,
         }
-        return CrossEntropyProblem(separable, inputs, targets, inner=inner, **kwargs)
+        return CrossEntropyProblem(
+            separable,
+            inputs,
+            targets,
+            inner=inner,
+            **_tikhonov(settings, separable, None, comm),
+            **kwargs,
+        )
     expected = len(inputs) * separable.rows_per_sample * separable.n_outputs
     if targets.numel() != expected:
         raise ValueError(
             f"targets of shape {tuple(targets.shape)} do not match the model: expected "
             f"{separable.rows_per_sample * separable.n_outputs} values per sample"
         )
-    return SquaredProblem(separable, inputs, targets.to(dtype), **kwargs)
+    targets = targets.to(dtype)
+    return SquaredProblem(
+        separable, inputs, targets, **_tikhonov(settings, separable, targets, comm), **kwargs
+    )
+
+
+def _tikhonov(
+    settings: GNSettings, separable: SeparableModel, targets: torch.Tensor | None, comm: MPI.Comm
+) -> dict[str, float]:
+    """The problem's absolute ``alpha_W`` and ``alpha_theta`` from the settings' relative ones.
+    Collective.
+
+    α_W · scale² (the penalty on the output-space weights scale · W) and, for the squared loss
+    (``targets`` given, any shape), α_θ · mean((y − shift)²) over all target entries of all
+    ranks: both terms then scale like the data term when the targets are rescaled, whether the
+    model's output normalisation follows them or not. The cross-entropy loss has no units, so
+    its α_θ is taken as it is.
+    """
+    alpha_theta = settings.alpha_theta
+    if targets is not None:
+        sums = comm.allreduce(
+            np.array([float((targets - separable.shift).pow(2).sum()), targets.numel()])
+        )
+        alpha_theta *= sums[0] / sums[1]
+    return {"alpha_W": settings.alpha_W * separable.scale**2, "alpha_theta": alpha_theta}
 
 
 def train_gnvpro(
@@ -165,7 +194,7 @@ def run_gnvpro(
     )
     result = minimize(problem, problem.separable.theta(), settings)
     problem.separable.write(result.theta, result.W)
-    if result.status in ("trust_region_collapsed", "line_search_failed"):
+    if result.status in ("trust_region_collapsed", "line_search_failed", "no_curvature"):
         warnings.warn(
             f"GNvpro: {result.status}; the model holds the best iterate (loss {result.loss:.3e})",
             RuntimeWarning,

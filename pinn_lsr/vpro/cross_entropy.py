@@ -23,7 +23,7 @@ import math
 import torch
 from mpi4py import MPI
 
-from pinn_lsr.vpro.krylov import steihaug_cg
+from pinn_lsr.vpro.krylov import lanczos
 from pinn_lsr.vpro.problem import Point, ReducedProblem
 
 
@@ -104,14 +104,13 @@ class CrossEntropyProblem(ReducedProblem):
             grad_norm = float(grad.norm())
             if grad_norm <= self.inner["tol"] or iterations == self.inner["max_iterations"]:
                 break
-            krylov = steihaug_cg(
+            basis = lanczos(
                 lambda v: self._hessian_W(A, S, v.reshape(Wt.shape)).reshape(-1),
                 grad.reshape(-1),
-                math.inf,
                 rtol=self.inner["krylov_rtol"],
                 max_iterations=self.inner["krylov_max_iterations"],
             )
-            step = krylov.step.reshape(Wt.shape)
+            step = basis.solve().step.reshape(Wt.shape)
             slope = float((grad * step).sum())
             t = 1.0
             while t > 1e-10:

@@ -1,33 +1,55 @@
 """Gauss–Newton iterations on a reduced problem: trust region (two forms), Armijo, sampled.
 
-Each outer iteration takes the gradient g of Φ, solves the Gauss–Newton model
-``min_s q(s) = gᵀs + ½ sᵀBs`` (B the Gauss–Newton matrix) by truncated CG
-(:func:`~pinn_lsr.vpro.krylov.steihaug_cg`, at most ``krylov_max_iterations`` products, relative
-tolerance ``krylov_rtol``) and globalises by one of
+Each outer iteration takes the gradient g of Φ and builds a Lanczos basis of the Gauss–Newton
+model ``q(s) = gᵀs + ½ sᵀBs`` (B the Gauss–Newton matrix; :func:`~pinn_lsr.vpro.krylov.lanczos`,
+at most ``krylov_max_iterations`` products, stopped like CG at the relative residual
+``krylov_rtol``), takes a step from it (:meth:`~pinn_lsr.vpro.krylov.KrylovBasis.solve`) and
+globalises by one of
 
-* ``trust_region``: Steihaug–Toint CG in the ball ``‖s‖ ≤ Δ``;
+* ``trust_region``: min q(s) over the basis in the ball ``‖s‖ ≤ Δ`` (the basis stops growing
+  where CG leaves the ball, after as many products as Steihaug–Toint CG);
   ratio ρ = (Φ(θ) − Φ(θ + s)) / (−q(s)); accept when ρ > ``eta_accept`` (1e-4);
   Δ ← ``shrink``·min(Δ, ‖s‖) when ρ < ``eta_shrink`` (0.1);
   Δ ← ``expand``·Δ when ρ > ``eta_expand`` (0.75) and the step reached the boundary (the
-  thresholds and factors of Newman et al. 2021);
-* ``levenberg_marquardt`` (default): the same trust region in its damping form: CG on
-  ``(B + λI) s = −g`` (the minimiser of q in the ball of radius ‖s(λ)‖), the same ratio test and
-  thresholds, λ ← λ/``shrink`` when ρ < 0.1 and λ ← λ/``expand`` when ρ > 0.75. The damped system
-  is better conditioned, so the truncated CG steps are better than Steihaug's boundary steps;
-* ``armijo``: CG on ``(B + damping I) s = −g``, then backtracking ``t ← t/2`` until
-  ``Φ(θ + t s) ≤ Φ(θ) + armijo_c · t gᵀs``.
+  thresholds and factors of Newman et al. 2021). Δ0 = ``radius`` · ‖s_GN‖, s_GN the first full
+  Gauss–Newton step (its basis is grown without a ball), as in the paper's code (Meganet.m,
+  trnewton.m); ``min_radius`` and ``max_radius`` are in the same unit ‖s_GN‖;
+* ``levenberg_marquardt`` (default): the same trust region in its damping form: the Galerkin
+  solution of ``(B + λI) s = −g`` in the basis (the minimiser of q in the ball of radius
+  ‖s(λ)‖), the same ratio test and thresholds, μ ← μ/``shrink`` when ρ < 0.1 and
+  μ ← μ/``expand`` when ρ > 0.75, with λ = μ · g₁ᵀB₁g₁/g₁ᵀg₁ (the curvature along the first
+  iteration's gradient, the first entry of its Lanczos matrix: no extra product) and
+  μ0 = ``damping``; ``min_damping`` and ``max_damping`` bound μ. (The curvature along each
+  iteration's own gradient was tried as the unit: it jumps by 10–100× between iterations on
+  peaks, so λ did too, and the loss after 1000 WU was 3× worse.) The damped system is better
+  conditioned, so its truncated steps are better than the ball's;
+* ``armijo``: the same damped step with the fixed μ = ``damping``, then backtracking
+  ``t ← t/2`` until ``Φ(θ + t s) ≤ Φ(θ) + armijo_c · t gᵀs``.
+
+A rejected trust-region or Levenberg–Marquardt step is re-solved at the next iteration, with the
+new Δ or λ, in the basis it was taken from (no new gradient, no new products: its only work is
+the trial point's forward pass, 1 WU), as the paper's code does.
+
+Scale invariance: scaling the targets by c scales Φ, g and B by c² (W by c, θ unchanged), and
+every test above compares like with like (ratios, λ relative to g₁ᵀB₁g₁/g₁ᵀg₁, Δ relative to a step
+in θ, the gradient test relative to the first gradient; the Tikhonov weights are made relative
+where the problem is built, see :class:`GNSettings`), so the iterates θ_k, the relative losses
+Φ_k/Φ_0 and the accepted steps do not depend on the targets' units (up to rounding).
 
 Sampling: ``curvature_batch_size`` takes the Gauss–Newton products on a random subsample (its own
 W and linearisation) while the gradient and the ratio test use all data (subsampled Gauss–Newton,
 Byrd et al. 2011); ``batch_size`` builds the whole reduced problem (W(θ), gradient, products,
 ratio test) on a random mini-batch per iteration, monitoring the full-data objective every
 ``monitor_every`` iterations (neither its work nor its time is counted) and keeping the best
-monitored iterate. Draws depend on ``(seed, iteration)`` only, the same on every rank.
+monitored iterate. Draws depend on ``(seed, iteration)`` only, the same on every rank; a re-solve
+keeps the draw of the iteration that built its basis.
 
-Termination reasons (``GNResult.status``): ``gradient`` (‖g‖ ≤ gradient_tol), ``max_iterations``,
-``max_work_units``, ``max_seconds``, ``trust_region_collapsed`` (Δ < min_radius or λ > max_damping)
-and ``line_search_failed``; the last two are warned about. A trial point with a non-finite
-objective is rejected. The best iterate is always the one returned.
+Termination reasons (``GNResult.status``): ``gradient`` (‖g‖ ≤ gradient_tol · ‖g_1‖, g_1 the first
+iteration's gradient), ``max_iterations``, ``max_work_units``, ``max_seconds``,
+``trust_region_collapsed`` (Δ < min_radius · ‖s_GN‖ or μ > max_damping), ``line_search_failed``
+and ``no_curvature`` (gᵀBg ≤ 0: for the full-data Gauss–Newton matrix only when g vanishes up to
+rounding, possible with a curvature subsample); the last three are warned about. A trial point
+with a non-finite objective is rejected. The best iterate is always the one returned.
 """
 
 import logging
@@ -41,7 +63,7 @@ import numpy as np
 import torch
 from mpi4py import MPI
 
-from pinn_lsr.vpro.krylov import steihaug_cg
+from pinn_lsr.vpro.krylov import KrylovBasis, KrylovStep, lanczos
 from pinn_lsr.vpro.problem import Point, ReducedProblem
 from pinn_lsr.vpro.reductions import sample_offset
 
@@ -59,14 +81,18 @@ class GNSettings:
     max_iterations: int = 100
     max_work_units: float = math.inf
     max_seconds: float = math.inf
-    gradient_tol: float = 1e-12  # stop when ‖∇Φ‖ ≤ gradient_tol
-    alpha_W: float = 1e-10  # Tikhonov weight on the final affine layer
-    alpha_theta: float = 0.0  # Tikhonov weight on θ − θ_ref
+    gradient_tol: float = 1e-12  # stop when ‖∇Φ‖ ≤ gradient_tol · (the first iteration's ‖∇Φ‖)
+    # Tikhonov weight on the final affine layer in the output's units: (α_W/2)‖scale · W‖²
+    # (scale: the model's output normalisation), so the term scales with the data term
+    alpha_W: float = 1e-10
+    # Tikhonov weight on θ − θ_ref relative to the targets' mean square about the output shift
+    # (the loss of the constant prediction; squared loss); absolute for cross-entropy
+    alpha_theta: float = 0.0
     krylov_rtol: float = 1e-3  # CG stops at ‖Bs + g‖ ≤ krylov_rtol ‖g‖ ...
     krylov_max_iterations: int = 40  # ... or after this many Gauss–Newton products
-    radius: float = 1.0  # initial trust radius Δ0
-    max_radius: float = 1e4
-    min_radius: float = 1e-12  # Δ below this: the trust region collapsed
+    radius: float = 1.0  # Δ0, in units of the first full Gauss–Newton step's norm ‖s_GN‖
+    max_radius: float = 1e4  # Δ ≤ max_radius · ‖s_GN‖
+    min_radius: float = 1e-12  # Δ < min_radius · ‖s_GN‖: the trust region collapsed
     eta_accept: float = 1e-4
     eta_shrink: float = 0.1
     eta_expand: float = 0.75
@@ -74,9 +100,11 @@ class GNSettings:
     expand: float = 1.5
     armijo_c: float = 1e-4
     max_backtracks: int = 30
-    damping: float = 1e-3  # λ0 of levenberg_marquardt; the fixed λ of armijo
-    min_damping: float = 1e-12
-    max_damping: float = 1e10  # λ above this: the (damping-form) trust region collapsed
+    # μ0 of levenberg_marquardt, the fixed μ of armijo: λ = μ · g₁ᵀB₁g₁/g₁ᵀg₁ (relative damping;
+    # g₁, B₁: the first iteration's gradient and Gauss–Newton matrix)
+    damping: float = 1e-3
+    min_damping: float = 1e-12  # μ after a poor step is at least min_damping/shrink
+    max_damping: float = 1e10  # μ above this: the (damping-form) trust region collapsed
     curvature_batch_size: int | None = None  # samples for the Gauss–Newton products (None: all)
     batch_size: int | None = None  # mini-batch variant: samples per iteration (None: all)
     monitor_every: int = 1  # mini-batch variant: full-data objective every this many iterations
@@ -110,11 +138,12 @@ def minimize(problem: ReducedProblem, theta0: torch.Tensor, settings: GNSettings
 
     The model is not changed (call ``problem.write`` on the result's point, as
     :func:`pinn_lsr.vpro.train_gnvpro` does). Every history entry has ``iteration``, ``objective``,
-    ``loss`` (on all data), ``gradient_norm``, ``work_units``, ``seconds``, ``radius`` (Δ; for
-    levenberg_marquardt the implied ‖s(λ)‖ and ``damping`` λ), ``inner_iterations`` (CG
-    products), ``krylov_reason``, ``step_norm``, ``ratio`` (trust region) or ``step_length``
-    (Armijo), ``accepted``, and the problem's facts (e.g. ``w_iterations``, ``w_converged`` of
-    the cross-entropy inner solve).
+    ``loss`` (on all data), ``gradient_norm``, ``work_units``, ``seconds``, ``radius`` (Δ in θ's
+    units; for levenberg_marquardt the implied ‖s(λ)‖ and ``damping`` μ, relative),
+    ``inner_iterations`` (Gauss–Newton products: 0 for a re-solve), ``krylov_reason``,
+    ``krylov_reused`` (a rejected step's basis re-solved), ``step_norm``, ``ratio`` (trust
+    region) or ``step_length`` (Armijo), ``accepted``, and the problem's facts (e.g.
+    ``w_iterations``, ``w_converged`` of the cross-entropy inner solve).
 
     Raises:
         ValueError: unknown globalisation, bad batch size, or a non-finite objective at θ0.
@@ -138,39 +167,70 @@ def minimize(problem: ReducedProblem, theta0: torch.Tensor, settings: GNSettings
     if not math.isfinite(point.objective):
         raise ValueError(f"the objective at the initial parameters is {point.objective}")
     best = point
-    radius = settings.radius
+    radius = math.inf  # trust_region: Δ; the first basis is grown without a ball
+    radius_unit = math.nan  # ‖s_GN‖ of the first full Gauss–Newton step
     damping = settings.damping
-    history = [_record(0, point, None, problem, clock, {"radius": radius})]
+    damping_unit = None  # λ = μ · damping_unit: g₁ᵀB₁g₁/g₁ᵀg₁, from the first basis
+    gradient_unit = math.nan  # ‖g‖ of the first iteration
+    kept = None  # after a rejected step: (problem, g, ‖g‖, basis) to re-solve in
+    history = [_record(0, point, None, problem, clock, {"radius": math.nan})]
     status = "max_iterations"
     offset = sample_offset(len(problem.inputs), comm)
     for iteration in range(1, settings.max_iterations + 1):
-        local = problem
-        if settings.batch_size is not None:
-            local = problem.subset(
-                _draw(settings.seed, iteration, settings.batch_size, problem, offset)
+        if kept is None:
+            local = problem
+            if settings.batch_size is not None:
+                local = problem.subset(
+                    _draw(settings.seed, iteration, settings.batch_size, problem, offset)
+                )
+                point = local.evaluate(point.theta, start=point)
+            g = local.gradient(point)
+            gradient_norm = float(g.norm())
+            if iteration == 1:
+                gradient_unit = gradient_norm
+            if gradient_norm <= settings.gradient_tol * gradient_unit:
+                status = "gradient"
+                break
+            basis = lanczos(
+                _gn_product(problem, local, point, iteration, offset, settings),
+                g,
+                rtol=settings.krylov_rtol,
+                max_iterations=settings.krylov_max_iterations,
+                damping=0.0 if settings.globalization == "trust_region" else damping,
+                unit=damping_unit,
+                radius=radius,
             )
-            point = local.evaluate(point.theta, start=point)
-        g = local.gradient(point)
-        if settings.curvature_batch_size is not None:
-            sample = problem.subset(
-                _draw(settings.seed, iteration, settings.curvature_batch_size, problem, offset)
-            )
-            sample_point = sample.evaluate(point.theta, start=point)
-            gn_product = lambda v: sample.gn_product(sample_point, v)  # noqa: E731
+            if len(basis.T) == 0:
+                status = "no_curvature"
+                warnings.warn(
+                    f"GNvpro stopped at iteration {iteration}: the Gauss–Newton matrix has no "
+                    "positive curvature along the gradient; keeping the best iterate",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+                break
         else:
-            gn_product = lambda v: local.gn_product(point, v)  # noqa: E731
-        gradient_norm = float(g.norm())
-        if gradient_norm <= settings.gradient_tol:
-            status = "gradient"
-            break
+            local, g, gradient_norm, basis = kept
+        damping_unit = basis.unit
         if settings.globalization == "trust_region":
-            point, radius, facts = _trust_region_step(local, point, g, gn_product, radius, settings)
+            if iteration == 1:
+                radius_unit = float(basis.solve().step.norm())
+                radius = settings.radius * radius_unit
+            point, radius, facts = _trust_region_step(
+                local, point, basis, radius, radius_unit, settings
+            )
         elif settings.globalization == "levenberg_marquardt":
             point, damping, facts = _levenberg_marquardt_step(
-                local, point, g, gn_product, damping, settings
+                local, point, basis, damping, settings
             )
         else:
-            point, facts = _armijo_step(local, point, g, gn_product, settings)
+            point, facts = _armijo_step(local, point, g, basis, settings)
+        facts.update(
+            inner_iterations=0 if kept is not None else basis.iterations,
+            krylov_reason=basis.reason,
+            krylov_reused=kept is not None,
+        )
+        kept = None if facts["accepted"] else (local, g, gradient_norm, basis)
         if settings.batch_size is not None and (
             iteration % settings.monitor_every == 0 or iteration == settings.max_iterations
         ):
@@ -208,40 +268,47 @@ def minimize(problem: ReducedProblem, theta0: torch.Tensor, settings: GNSettings
     )
 
 
+def _gn_product(problem, local, point, iteration, offset, settings):
+    """v -> B v at ``point``: on ``local`` (all data or the mini-batch), or on this iteration's
+    curvature subsample."""
+    if settings.curvature_batch_size is None:
+        return lambda v: local.gn_product(point, v)
+    sample = problem.subset(
+        _draw(settings.seed, iteration, settings.curvature_batch_size, problem, offset)
+    )
+    sample_point = sample.evaluate(point.theta, start=point)
+    return lambda v: sample.gn_product(sample_point, v)
+
+
+def _ratio_test(
+    problem: ReducedProblem, point: Point, step: KrylovStep
+) -> tuple[Point | None, float]:
+    """The trial point at θ + s (None when not finite) and ρ = actual / predicted decrease."""
+    trial = _safe_evaluate(problem, point.theta + step.step, point)
+    predicted = -step.model_change
+    actual = point.objective - trial.objective if trial is not None else -math.inf
+    return trial, (actual / predicted if predicted > 0 else -math.inf)
+
+
 def _trust_region_step(
     problem: ReducedProblem,
     point: Point,
-    g: torch.Tensor,
-    gn_product,
+    basis: KrylovBasis,
     radius: float,
+    radius_unit: float,
     settings: GNSettings,
 ):
-    krylov = steihaug_cg(
-        gn_product,
-        g,
-        radius,
-        rtol=settings.krylov_rtol,
-        max_iterations=settings.krylov_max_iterations,
-    )
-    step_norm = float(krylov.step.norm())
-    trial = _safe_evaluate(problem, point.theta + krylov.step, point)
-    predicted = -krylov.model_change
-    actual = point.objective - trial.objective if trial is not None else -math.inf
-    ratio = actual / predicted if predicted > 0 else -math.inf
+    """One step in the ball ‖s‖ ≤ Δ; Δ's bounds are in units of ``radius_unit`` = ‖s_GN‖."""
+    step = basis.solve(radius=radius)
+    trial, ratio = _ratio_test(problem, point, step)
+    step_norm = float(step.step.norm())
     accepted = ratio > settings.eta_accept
     if ratio < settings.eta_shrink:
         radius = settings.shrink * min(radius, step_norm)
-    elif ratio > settings.eta_expand and krylov.reason == "boundary":
-        radius = min(settings.expand * radius, settings.max_radius)
-    facts = {
-        "inner_iterations": krylov.iterations,
-        "krylov_reason": krylov.reason,
-        "step_norm": step_norm,
-        "ratio": ratio,
-        "accepted": accepted,
-        "radius": radius,
-    }
-    if radius < settings.min_radius:
+    elif ratio > settings.eta_expand and step.boundary:
+        radius = min(settings.expand * radius, settings.max_radius * radius_unit)
+    facts = {"step_norm": step_norm, "ratio": ratio, "accepted": accepted, "radius": radius}
+    if radius < settings.min_radius * radius_unit:
         facts["failed"] = "trust_region_collapsed"
     return (trial if accepted else point), radius, facts
 
@@ -249,32 +316,21 @@ def _trust_region_step(
 def _levenberg_marquardt_step(
     problem: ReducedProblem,
     point: Point,
-    g: torch.Tensor,
-    gn_product,
+    basis: KrylovBasis,
     damping: float,
     settings: GNSettings,
 ):
-    """One damping-form trust-region step; the history's ``radius`` is the implied one, ‖s(λ)‖."""
-    krylov = steihaug_cg(
-        lambda v: gn_product(v) + damping * v,
-        g,
-        math.inf,
-        rtol=settings.krylov_rtol,
-        max_iterations=settings.krylov_max_iterations,
-    )
-    trial = _safe_evaluate(problem, point.theta + krylov.step, point)
-    predicted = -(krylov.model_change - 0.5 * damping * float(krylov.step @ krylov.step))
-    actual = point.objective - trial.objective if trial is not None else -math.inf
-    ratio = actual / predicted if predicted > 0 else -math.inf
+    """One damping-form trust-region step with the relative damping μ = ``damping``; the
+    history's ``radius`` is the implied one, ‖s(λ)‖."""
+    step = basis.solve(damping=damping)
+    trial, ratio = _ratio_test(problem, point, step)
     accepted = ratio > settings.eta_accept
     if ratio < settings.eta_shrink:
         damping = max(damping, settings.min_damping) / settings.shrink
     elif ratio > settings.eta_expand:
         damping = damping / settings.expand
-    step_norm = float(krylov.step.norm())
+    step_norm = float(step.step.norm())
     facts = {
-        "inner_iterations": krylov.iterations,
-        "krylov_reason": krylov.reason,
         "step_norm": step_norm,
         "ratio": ratio,
         "accepted": accepted,
@@ -287,27 +343,23 @@ def _levenberg_marquardt_step(
 
 
 def _armijo_step(
-    problem: ReducedProblem, point: Point, g: torch.Tensor, gn_product, settings: GNSettings
+    problem: ReducedProblem,
+    point: Point,
+    g: torch.Tensor,
+    basis: KrylovBasis,
+    settings: GNSettings,
 ):
-    krylov = steihaug_cg(
-        lambda v: gn_product(v) + settings.damping * v,
-        g,
-        math.inf,
-        rtol=settings.krylov_rtol,
-        max_iterations=settings.krylov_max_iterations,
-    )
-    slope = float(g @ krylov.step)
+    step = basis.solve(damping=settings.damping).step
+    slope = float(g @ step)
     facts = {
-        "inner_iterations": krylov.iterations,
-        "krylov_reason": krylov.reason,
-        "step_norm": float(krylov.step.norm()),
+        "step_norm": float(step.norm()),
         "accepted": False,
         "step_length": 0.0,
         "radius": math.nan,
     }
     t = 1.0
     for _ in range(settings.max_backtracks + 1):
-        trial = _safe_evaluate(problem, point.theta + t * krylov.step, point)
+        trial = _safe_evaluate(problem, point.theta + t * step, point)
         if trial is not None and trial.objective <= point.objective + settings.armijo_c * t * slope:
             facts.update(accepted=True, step_length=t)
             return trial, facts

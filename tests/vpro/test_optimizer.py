@@ -1,5 +1,7 @@
-"""Outer Gauss–Newton iterations: one step on a linear problem, globalisations, failures."""
+"""Outer Gauss–Newton iterations: one step on a linear problem, globalisations, failures,
+re-solves of rejected steps, invariance to the targets' units."""
 
+import dataclasses
 import math
 
 import pytest
@@ -7,8 +9,12 @@ import torch
 from mpi4py import MPI
 from torch import nn
 
-from pinn_lsr.vpro import GNSettings, minimize, run_gnvpro, train_gnvpro
+from scipy.optimize import brentq
+from pinn_lsr.models.mlp import MLP
+from pinn_lsr.vpro import GNSettings, minimize, run_gnvpro, train_gnvpro, train_gnvpro_on_dataset
 from pinn_lsr.vpro.api import build_problem
+
+EPS = torch.finfo(torch.float64).eps
 
 
 def _linear_data():
@@ -28,7 +34,6 @@ def test_problem_linear_in_theta_converges_in_one_step(globalization):
     settings = GNSettings(
         globalization=globalization,
         damping=0.0,
-        radius=1e3,
         max_iterations=1,
         krylov_rtol=1e-14,
         krylov_max_iterations=20,
@@ -51,9 +56,11 @@ def test_problem_linear_in_theta_converges_in_one_step(globalization):
 )
 def test_variants_decrease_the_loss(regression, variant):
     model, x, y = regression(60, 2)
-    model, history = train_gnvpro(model, x, y, max_iterations=6, comm=MPI.COMM_SELF, **variant)
+    model, history = train_gnvpro(
+        model, x, y, max_iterations=1000, max_work_units=100, comm=MPI.COMM_SELF, **variant
+    )
     assert history[-1]["loss"] < 0.5 * history[0]["loss"]
-    assert history[-1]["status"] == "max_iterations"
+    assert history[-1]["status"] == "max_work_units"
     assert float(((model(x).detach() - y) ** 2).mean()) == pytest.approx(
         min(h["loss"] for h in history), rel=1e-10
     )
@@ -74,22 +81,168 @@ def test_cross_entropy_training_fits_the_labels(classification):
     assert accuracy > 0.9
 
 
-def test_collapsed_trust_region_is_reported_and_the_best_iterate_kept(regression):
+@pytest.mark.parametrize(
+    "globalization, bound",
+    [("trust_region", {"min_radius": 1e-3}), ("levenberg_marquardt", {"max_damping": 1.0})],
+)
+def test_collapsed_trust_region_is_reported_and_the_best_iterate_kept(
+    regression, globalization, bound
+):
     model, x, y = regression(40, 1)
     problem = build_problem(model, x, y, GNSettings(), comm=MPI.COMM_SELF)
-    problem.gn_product = lambda point, v: -1e-6 * v  # wrong curvature: every trial step is poor
-    problem.gradient = lambda point: -torch.ones_like(point.theta)  # wrong sign: ascent
+    evaluate = problem.evaluate
+
+    def worse(theta, start=None):  # every trial point is worse than where it starts from
+        point = evaluate(theta, start)
+        if start is not None:
+            point.objective = start.objective + 1.0
+        return point
+
+    problem.evaluate = worse
     theta0 = problem.separable.theta()
     start = problem.evaluate(theta0).objective
+    problem.work.units = 0.0
+    settings = GNSettings(globalization=globalization, max_iterations=50, **bound)
     with pytest.warns(RuntimeWarning, match="trust_region_collapsed"):
-        result = minimize(
-            problem,
-            theta0,
-            GNSettings(globalization="trust_region", min_radius=1e-3, max_iterations=50),
-        )
+        result = minimize(problem, theta0, settings)
     assert result.status == "trust_region_collapsed"
     assert result.objective == start
     torch.testing.assert_close(result.theta, theta0)
+    # Δ halves (μ doubles) per rejection: 2^-10 < 1e-3 (1e-3 · 2^10 > 1); all in the first basis
+    history = result.history
+    assert result.iterations == 10
+    assert [h["krylov_reused"] for h in history[1:]] == [False] + [True] * 9
+    products = history[1]["inner_iterations"]
+    assert products > 0 and all(h["inner_iterations"] == 0 for h in history[2:])
+    # work: start 1, gradient 1, products 2 each, then one forward pass per trial point
+    assert result.work_units == 1 + 1 + 2 * products + 10
+
+
+def test_no_curvature_along_the_gradient_stops_with_a_warning(regression):
+    model, x, y = regression(40, 1)
+    problem = build_problem(model, x, y, GNSettings(), comm=MPI.COMM_SELF)
+    problem.gn_product = lambda point, v: -v  # not a Gauss–Newton matrix: gᵀBg < 0
+    theta0 = problem.separable.theta()
+    with pytest.warns(RuntimeWarning, match="no positive curvature"):
+        result = minimize(problem, theta0, GNSettings(max_iterations=5))
+    assert result.status == "no_curvature" and result.iterations == 0
+    torch.testing.assert_close(result.theta, theta0)
+
+
+def _dense_gauss_newton(problem, theta):
+    """(g (m,), B (m, m)) of ``problem`` at θ from m products."""
+    point = problem.evaluate(theta)
+    eye = torch.eye(len(theta), dtype=theta.dtype)
+    B = torch.stack([problem.gn_product(point, e) for e in eye], dim=1)
+    return problem.gradient(point), 0.5 * (B + B.T)
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"globalization": "levenberg_marquardt", "damping": 1e-4},
+        {"globalization": "trust_region", "radius": 1.0},
+    ],
+)
+def test_rejected_step_is_re_solved_in_its_basis_exactly_and_for_one_work_unit(
+    regression, settings
+):
+    """The first Gauss–Newton step is rejected; the steps after it come from the first basis
+    (grown to convergence, so it holds the exact damped / trust-region steps) and equal the dense
+    solutions at θ0 with the new damping or radius, for 1 WU each instead of a new gradient and
+    new products. (B is singular here: the damping is small enough for a rejection and large
+    enough for the damped system to be well conditioned when the step is accepted.)"""
+    model, x, y = regression(60, 2)
+    gn_settings = GNSettings(
+        max_iterations=30, krylov_rtol=1e-12, krylov_max_iterations=200, **settings
+    )
+    problem = build_problem(model, x, y, gn_settings, comm=MPI.COMM_SELF)
+    theta0 = problem.separable.theta()
+    result = minimize(problem, theta0, gn_settings)
+    history = result.history
+    accepted = next(k for k, h in enumerate(history) if h.get("accepted"))
+    assert accepted >= 2, "the case needs a rejected first step"
+    assert [h["krylov_reused"] for h in history[1 : accepted + 1]] == [False] + [True] * (
+        accepted - 1
+    )
+    first = history[1]["work_units"] - history[0]["work_units"]
+    assert first == 1 + 2 * history[1]["inner_iterations"] + 1
+    for k in range(2, accepted + 1):
+        assert history[k]["work_units"] - history[k - 1]["work_units"] == 1
+        assert history[k]["inner_iterations"] == 0
+
+    g, B = _dense_gauss_newton(build_problem(model, x, y, gn_settings, comm=MPI.COMM_SELF), theta0)
+    eye = torch.eye(len(g), dtype=g.dtype)
+    eigenvalues, U = torch.linalg.eigh(B)
+    previous = history[accepted - 1]
+    if settings["globalization"] == "levenberg_marquardt":
+        shift = previous["damping"] * float(g @ B @ g) / float(g @ g)
+    else:
+        c, radius = U.T @ g, previous["radius"]
+        shift = brentq(
+            lambda t: float((c / (eigenvalues + t)).norm()) - radius,
+            0.0,
+            float(g.norm()) / radius,
+            xtol=1e-300,
+            rtol=4 * EPS,
+        )
+    step = torch.linalg.solve(B + shift * eye, -g)
+    # rounding in the products and solves, amplified by the condition number of B + shift I
+    kappa = float((eigenvalues.max() + shift) / (eigenvalues.min() + shift))
+    until_accepted = dataclasses.replace(gn_settings, max_iterations=accepted)
+    result = minimize(
+        build_problem(model, x, y, until_accepted, comm=MPI.COMM_SELF), theta0, until_accepted
+    )
+    torch.testing.assert_close(
+        result.theta, theta0 + step, rtol=0, atol=1000 * EPS * kappa * float(step.norm())
+    )
+
+
+@pytest.mark.parametrize("globalization", ["levenberg_marquardt", "trust_region", "armijo"])
+@pytest.mark.parametrize("normalised", [False, True])
+def test_targets_scaled_by_powers_of_ten_give_the_same_iterates(globalization, normalised):
+    """Scaling the targets by c = 10^k scales W(θ), Φ, g and B by c, c², c², c² (or, when the
+    output normaliser is refitted to them, leaves W alone): the relative losses, the accepted
+    steps and θ do not change, Tikhonov terms on W and θ included."""
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(50, 2, dtype=torch.float64, generator=g) * 2 - 1
+    y = torch.cat([torch.sin(3 * x[:, :1]) * x[:, 1:], torch.cos(2 * x[:, 1:]) + 0.5], dim=1)
+    settings = GNSettings(
+        globalization=globalization,
+        damping=1e-6,
+        radius=3.0,
+        alpha_W=1e-3,
+        alpha_theta=1e-3,
+        max_iterations=12,
+        krylov_max_iterations=8,
+    )
+    runs = []
+    for k in range(-3, 4):
+        torch.manual_seed(0)
+        if normalised:
+            model = MLP(2, 2, width=6, depth=2, activation="tanh").double()
+            result = train_gnvpro_on_dataset(model, x, 10.0**k * y, settings, MPI.COMM_SELF)
+        else:
+            model = nn.Sequential(nn.Linear(2, 6), nn.Tanh(), nn.Linear(6, 2)).double()
+            result = run_gnvpro(model, x, 10.0**k * y, settings, comm=MPI.COMM_SELF)
+        runs.append(result)
+    reference = runs[3]
+    relative = [h["objective"] / reference.history[0]["objective"] for h in reference.history]
+    steps = [(h.get("accepted"), h.get("step_length")) for h in reference.history]
+    # the case has accepted and rejected steps, or backtracking
+    assert {True, False} <= {a for a, _ in steps} or any(t and t < 1 for _, t in steps)
+    # rounding, amplified by 12 Gauss–Newton solves, moves the relative losses by ≤ 1.3e-11 and
+    # θ by ≤ 1.5e-11 (measured), the old absolute damping and α_θ by O(1)
+    for result in runs:
+        history = result.history
+        assert [(h.get("accepted"), h.get("step_length")) for h in history] == steps
+        assert [h["objective"] / history[0]["objective"] for h in history] == pytest.approx(
+            relative, rel=1e-9
+        )
+        assert [h["loss"] / history[0]["loss"] for h in history] == pytest.approx(
+            [h["loss"] / reference.history[0]["loss"] for h in reference.history], rel=1e-9
+        )
+        torch.testing.assert_close(result.theta, reference.theta, rtol=0, atol=1e-10)
 
 
 def test_bad_input_raises(regression):
