@@ -4,6 +4,7 @@ subspace V (m × r); the refined predictor is ``q(θ0, x) + J(x) V c``. The rank
 held-out data every rank ``r' ≤ r`` is scored and the best kept. Phases: :mod:`.planning`,
 :mod:`.basis`, :mod:`.reduction`, :mod:`.scan`; options: :class:`.settings.LSRSettings`."""
 
+import copy
 import time
 
 import torch
@@ -27,6 +28,7 @@ from pinn_lsr.lsr.residual import DataResidual
 from pinn_lsr.lsr.restart import open_restart_store
 from pinn_lsr.lsr.scan import Probe, probe_residuals, ranks_to_scan, scan
 from pinn_lsr.lsr.settings import LSRSettings
+from pinn_lsr.models.parameters import set_precision
 from pinn_lsr.parallel.memory import peak_memory_mb
 
 Data = tuple[torch.Tensor, torch.Tensor]  # (inputs (n_samples, ...), targets (n_samples, ...))
@@ -75,6 +77,12 @@ def refine(
     retain_freed_memory()
     s = LSRSettings.from_mapping(overrides) if settings is None else settings.replace(**overrides)
     held_out = {**(evaluate or {}), **({} if validation is None else {"validation": validation})}
+    if s.dtype is not None:  # a copy of the model in that precision, and the data with it
+        dtype = getattr(torch, s.dtype)
+        if next(model.parameters()).dtype != dtype:
+            model = set_precision(copy.deepcopy(model), dtype)
+        inputs, targets = inputs.to(dtype), targets.to(dtype)
+        held_out = {name: (x.to(dtype), y.to(dtype)) for name, (x, y) in held_out.items()}
     check_shares({"training": (inputs, targets), **held_out}, comm)
     index = select_parameters(model, names=s.parameters, fraction=s.fraction, seed=s.seed)
     jacobian = planned_jacobian(model, inputs, index=index, forward=forward, settings=s, comm=comm)

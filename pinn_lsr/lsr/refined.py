@@ -22,7 +22,9 @@ class RefinedModel:
         self.forward = forward
 
     def predict(self, inputs: torch.Tensor, *, chunk_samples: int = 256) -> torch.Tensor:
-        """Linear-model outputs (n_samples, n_outputs) with one forward-mode product per chunk."""
+        """Linear-model outputs (n_samples, n_outputs) with one forward-mode product per chunk,
+        in the refined model's precision (the inputs are cast to it)."""
+        inputs = inputs.to(next(p.dtype for p in self.model.parameters() if not p.is_complex()))
         jacobian = ModelJacobian(
             self.model, inputs, index=self.index, forward=self.forward, chunk_samples=chunk_samples
         )

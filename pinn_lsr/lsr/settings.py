@@ -17,6 +17,7 @@ from pinn_lsr.lsr.reduced import REDUCTIONS
 from pinn_lsr.lsr.subspace import DISTRIBUTIONS
 
 SOLVERS = ("streaming", "dense", "lsqr")
+DTYPES = ("float32", "float64")
 DATA_SUBSPACES = ("randomized", "krylov", "random")
 ENGINES = ("lean", "plain")
 
@@ -58,6 +59,8 @@ class LSRSettings:
     chunk_samples: int | str = 256  # samples per vectorised product, or "auto" (measured)
     chunk_tangents: int = 64  # tangents per vectorised product
     seed: int = 0  # of Ω, the parameter fraction, the row subset and the LSQR sketch
+    dtype: str | None = None  # precision of products, basis and refined predictor: one of DTYPES
+    #   (a copy of the model is cast); None: the model's
 
     def __post_init__(self):
         check(self.as_dict())
@@ -194,6 +197,8 @@ def check(values: Mapping, prefix: str = "") -> None:
         raise ValueError(
             f"{p}scan_ranks must be a list of integers >= 1 or null, got {v['scan_ranks']!r}"
         )
+    if v["dtype"] is not None and v["dtype"] not in DTYPES:
+        raise ValueError(f"{p}dtype must be one of {DTYPES} or null, got {v['dtype']!r}")
     if v["petsc_options"] is not None and not isinstance(v["petsc_options"], Mapping):
         raise ValueError(f"{p}petsc_options must be a mapping or null, got {v['petsc_options']!r}")
     if v["restart_dir"] is not None and (v["engine"] != "lean" or v["subspace"] != "randomized"):

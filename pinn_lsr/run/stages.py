@@ -227,7 +227,7 @@ def refine_model(
     from pinn_lsr.lsr.refine import refine
 
     settings = run.lsr
-    dtype = next(model.parameters()).dtype
+    dtype = getattr(torch, settings.dtype) if settings.dtype else next(model.parameters()).dtype
     n = len(train_data[0])
     n_fit = int(round(n * (1 - settings.validation_fraction)))
     fit = (train_data[0][:n_fit].to(dtype), train_data[1][:n_fit].to(dtype))

@@ -228,6 +228,24 @@ def train(
         model.output_normalizer.fit(targets)
         broadcast_parameters(model, comm)
 
+    def save(epochs_done: int) -> None:
+        if comm.rank == 0:
+            save_checkpoint(
+                checkpoint,
+                {
+                    "model_spec": getattr(model, "spec", None),
+                    "model_state": model_state(model),
+                    "optimizer_state": optimizer.state_dict(),
+                    "scheduler_state": scheduler.state_dict() if scheduler is not None else None,
+                    "epoch": epochs_done,
+                    "history": result.history,
+                    "counters": asdict(result.counters),
+                    "settings": asdict(settings),
+                    "identity": identity,
+                },
+            )
+        comm.Barrier()
+
     loss_fn = LOSSES[settings.loss]
     bar = tqdm(
         range(first_epoch, settings.epochs),
@@ -274,24 +292,9 @@ def train(
         if checkpoint is not None and (
             last or (settings.checkpoint_every and (epoch + 1) % settings.checkpoint_every == 0)
         ):
-            if comm.rank == 0:
-                save_checkpoint(
-                    checkpoint,
-                    {
-                        "model_spec": getattr(model, "spec", None),
-                        "model_state": model_state(model),
-                        "optimizer_state": optimizer.state_dict(),
-                        "scheduler_state": scheduler.state_dict()
-                        if scheduler is not None
-                        else None,
-                        "epoch": epoch + 1,
-                        "history": result.history,
-                        "counters": asdict(result.counters),
-                        "settings": asdict(settings),
-                        "identity": identity,
-                    },
-                )
-            comm.Barrier()
+            save(epoch + 1)
+    if checkpoint is not None and settings.epochs == 0:  # the initial model (random features)
+        save(0)
 
     model.eval()
     result.train_rel_l2 = evaluate_rel_l2(model, inputs, targets, comm)

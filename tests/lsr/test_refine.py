@@ -224,3 +224,21 @@ def test_bad_validation_data_is_rejected_before_heavy_work():
     bad[2] = float("nan")
     with pytest.raises(ValueError, match="NaN"):
         refine(model, x, y, rank=5, evaluate={"test": (x[:10], bad)}, comm=COMM)
+
+
+def test_dtype_refines_a_cast_copy_of_the_model():
+    model32 = set_precision(small_mlp(), torch.float32)
+    x, y = fit2d_data(200, 1)
+    options = {"rank": 40, "relative": False, "comm": COMM}
+    refined, report = refine(model32, x.float(), y.float(), dtype="float64", **options)
+    same_weights = set_precision(set_precision(small_mlp(), torch.float32), torch.float64)
+    expected, expected_report = refine(
+        same_weights, x.float().double(), y.float().double(), **options
+    )
+    assert next(model32.parameters()).dtype == torch.float32  # the caller's model is untouched
+    assert refined.delta.dtype == torch.float64 and refined.predict(x).dtype == torch.float64
+    # the float32 model's weights, cast: the same refinement as a float64 model with those weights
+    assert report.linearized_objective == pytest.approx(
+        expected_report.linearized_objective, rel=1e-8
+    )
+    torch.testing.assert_close(refined.delta, expected.delta, rtol=1e-6, atol=1e-9)

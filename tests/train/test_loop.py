@@ -156,3 +156,15 @@ def test_bad_data_is_rejected(darcy_tensors):
         train(
             fresh("mlp"), (a, u), None, TrainSettings(epochs=1, optimizer="rmsprop"), progress=False
         )
+
+
+def test_zero_epochs_save_the_initial_model_with_fitted_normalisers(darcy_tensors, tmp_path):
+    a, u = darcy_tensors
+    model = fresh("deeponet")
+    start = flat_parameters(model).clone()
+    path = tmp_path / "checkpoint.pt"
+    result = train(model, (a, u), None, TrainSettings(epochs=0), checkpoint=path, progress=False)
+    assert result.history == [] and read_checkpoint(path)["epoch"] == 0
+    loaded = load_model(path)
+    torch.testing.assert_close(flat_parameters(loaded), start)  # random features, untrained
+    torch.testing.assert_close(loaded(a[:2]), model(a[:2]))  # normalisers fitted to the data

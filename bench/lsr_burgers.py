@@ -1,0 +1,213 @@
+"""Data LSR where the LSR paper found its gains: the authors' ReLU DeepONet on 1D Burgers at ranks
+up to 10⁴, from a trained and from an untrained network, in float32 and float64, and the same
+settings on Darcy 16×16.
+
+Each case trains the model by ``solve.py`` (``method=none``; ``--epochs`` Adam epochs, cosine
+schedule; ``train.epochs=0`` for the untrained network: random features with fitted
+normalisers), then runs one LSR by ``solve.py ... checkpoint=... method=lsr`` under ``mpirun -n
+2`` at the largest rank with the authors' settings: a random half of the parameters
+(``method.fraction=0.5``), the randomized subspace without power iterations, V scaled by 1/S.
+The scan of that one basis scores every rank of ``--ranks`` (nested: the smaller ranks are the
+leading columns), so one row per rank; ``seconds`` and ``peak_memory_gb`` are those of the run at
+the largest rank (memory summed over the 2 ranks). 5 % of the training samples pick nothing here
+(the authors chose the rank by training loss) but are held out as LSR's validation set.
+
+Rows: ``problem``, ``model``, ``trained``, ``dtype``, ``device``, ``rank``, ``n_train``,
+``train_before`` / ``train_after`` (RMS of the per-sample relative L2 on the fit samples: the
+square root of LSR's objective), ``test_before`` / ``test_after`` (mean per-sample relative L2 on
+the test samples), ``seconds``, ``peak_memory_gb``, ``commit``. They accumulate in
+``bench/results/lsr_burgers/results.json`` (a case run again replaces its rows).
+
+Usage: ``.venv/bin/python bench/lsr_burgers.py [--cases burgers darcy] [--ranks 1000 3000 10000]
+[--epochs 2000] [--n-train 1000] [--untrained] [--float64] [--lsr key=value ...]
+[--report-only]``.
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
+from benchutil import git_commit
+
+ROOT = Path(__file__).parents[1]
+OUT = ROOT / "bench" / "results" / "lsr_burgers"
+MPIRUN = [str(ROOT / ".venv" / "bin" / "mpirun"), "-n", "2"]
+SOLVE = [str(ROOT / ".venv" / "bin" / "python"), str(ROOT / "solve.py")]
+#: the authors' recipe (their logs): p = 0.5, randomized, no power iterations, V / S
+AUTHORS = [
+    "method.fraction=0.5",
+    "method.subspace=randomized",
+    "method.power_iterations=0",
+    "method.scaled=true",
+    "method.engine=lean",
+    "method.validation_fraction=0.05",
+]
+CASES = {  # name: (problem overrides, model)
+    "burgers": (["problem=burgers"], "deeponet_burgers"),
+    "darcy": (
+        ["problem=darcy", "problem.resolution=16", "physics.instances=0"],
+        "deeponet_burgers",
+    ),
+}
+
+
+def common(case: str, n_train: int, n_test: int) -> list[str]:
+    problem, model = CASES[case]
+    return [
+        *problem,
+        f"model={model}",
+        f"data.n_train={n_train}",
+        f"data.n_test={n_test}",
+        "output.progress=false",
+        "output.n_show=1",
+    ]
+
+
+def train(args, case: str, n_train: int, epochs: int, env) -> tuple[Path, dict]:
+    """The checkpoint and training metrics of the case's model after ``epochs`` epochs (trained
+    now unless already there)."""
+    run_dir = OUT / f"train_{case}_{n_train}_{epochs}"
+    if not (run_dir / "metrics.json").exists():
+        subprocess.run(
+            [
+                *MPIRUN,
+                *SOLVE,
+                *common(case, n_train, args.n_test),
+                "method=none",
+                f"train.epochs={epochs}",
+                "train.scheduler=cosine",
+                f"hydra.run.dir={run_dir}",
+            ],
+            check=True,
+            env=env,
+            cwd=ROOT,
+        )
+    return run_dir / "checkpoint.pt", json.loads((run_dir / "metrics.json").read_text())
+
+
+def refine(args, case, n_train, trained, dtype, checkpoint, env) -> dict:
+    """One LSR run at the largest rank; its metrics.json (or the failure) and wall seconds."""
+    name = f"lsr_{case}_{n_train}_{'trained' if trained else 'untrained'}_{dtype}"
+    run_dir = OUT / name
+    command = [
+        *MPIRUN,
+        *SOLVE,
+        *common(case, n_train, args.n_test),
+        f"checkpoint={checkpoint}",
+        "method=lsr",
+        f"method.rank={max(args.ranks)}",
+        f"method.scan_ranks=[{','.join(map(str, sorted(args.ranks)))}]",
+        f"method.dtype={dtype}",
+        *AUTHORS,
+        *args.lsr,
+        f"hydra.run.dir={run_dir}",
+    ]
+    start = time.perf_counter()
+    result = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    if result.returncode != 0:
+        return {"failed": result.stderr[-2000:], "wall_seconds": wall}
+    return {**json.loads((run_dir / "metrics.json").read_text()), "wall_seconds": wall}
+
+
+def rows(case, n_train, trained, dtype, trained_metrics, run, commit) -> list[dict]:
+    """One row per scanned rank of one LSR run."""
+    problem, model = CASES[case][0][0].split("=")[1], CASES[case][1]
+    base = {
+        "problem": problem if case == "burgers" else f"{problem}16",
+        "model": model,
+        "trained": trained,
+        "dtype": dtype,
+        "device": "cpu",
+        "n_train": n_train,
+        "test_before": trained_metrics["train"].get("test_rel_l2"),
+        "commit": commit,
+    }
+    if "failed" in run:
+        return [{**base, "rank": None, "failed": run["failed"], "seconds": run["wall_seconds"]}]
+    lsr = run["lsr"]
+    base.update(
+        train_before=lsr["objective"]["initial"] ** 0.5,
+        seconds=lsr["seconds"],
+        peak_memory_gb=lsr["total_peak_memory_mb"] / 1024,
+        n_rows=lsr["n_rows"],
+        n_parameters=lsr["n_parameters"],
+        seconds_by_phase=lsr["seconds_by_phase"],
+    )
+    return [
+        {
+            **base,
+            "rank": entry["rank"],
+            "train_after": entry["train_objective"] ** 0.5,
+            "test_after": entry["test_rel_l2"],
+        }
+        for entry in lsr["scan"]  # the asked ranks (method.scan_ranks) and the largest
+    ]
+
+
+def row_case(row: dict) -> tuple:
+    """What a row's run was: its rows are replaced when that case runs again."""
+    return row["problem"], row["n_train"], row["trained"], row["dtype"]
+
+
+def report(results: list[dict]) -> None:
+    print(
+        "\n| problem | model | trained | n_train | dtype | rank | train rel-L2 before → after | "
+        "test rel-L2 before → after | test gain | seconds | peak GB | commit |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in results:
+        head = (
+            f"| {r['problem']} | {r['model']} | {'yes' if r['trained'] else 'no'} | "
+            f"{r['n_train']} | {r['dtype']} |"
+        )
+        if "failed" in r:
+            print(f"{head} | failed after {r['seconds']:.0f} s | | | | | | {r['commit']} |")
+            continue
+        print(
+            f"{head} {r['rank']} | {r['train_before']:.2e} → {r['train_after']:.2e} | "
+            f"{r['test_before']:.2e} → {r['test_after']:.2e} | "
+            f"{r['test_before'] / r['test_after']:.2f}× | {r['seconds']:.0f} | "
+            f"{r['peak_memory_gb']:.1f} | {r['commit']} |"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--cases", nargs="+", default=["burgers"], choices=sorted(CASES))
+    parser.add_argument("--ranks", nargs="+", type=int, default=[1000, 3000, 10000])
+    parser.add_argument("--epochs", type=int, default=2000)
+    parser.add_argument("--n-train", nargs="+", type=int, default=[1000])
+    parser.add_argument("--n-test", type=int, default=50)
+    parser.add_argument("--untrained", action="store_true", help="also from the untrained network")
+    parser.add_argument("--float64", action="store_true", help="also in float64")
+    parser.add_argument("--lsr", nargs="*", default=[], help="extra method.* overrides")
+    parser.add_argument("--report-only", action="store_true")
+    args = parser.parse_args()
+    commit = git_commit()
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+    OUT.mkdir(parents=True, exist_ok=True)
+    results_file = OUT / "results.json"
+    results = json.loads(results_file.read_text()) if results_file.exists() else []
+    if not args.report_only:
+        for case in args.cases:
+            for n_train in args.n_train:
+                for trained in [True, False] if args.untrained else [True]:
+                    checkpoint, trained_metrics = train(
+                        args, case, n_train, args.epochs if trained else 0, env
+                    )
+                    for dtype in ["float32", "float64"] if args.float64 else ["float32"]:
+                        run = refine(args, case, n_train, trained, dtype, checkpoint, env)
+                        new = rows(case, n_train, trained, dtype, trained_metrics, run, commit)
+                        case_key = (new[0]["problem"], n_train, trained, dtype)
+                        results = [r for r in results if row_case(r) != case_key] + new
+                        results_file.write_text(json.dumps(results, indent=1))
+                        report(new)
+    report(results)
+
+
+if __name__ == "__main__":
+    main()
