@@ -36,6 +36,7 @@ import torch
 from mpi4py import MPI
 from petsc4py import PETSc
 
+from pinn_lsr.lsr.denormals import flush_denormals
 from pinn_lsr.fem.options import options_inserted
 from pinn_lsr.fem.solver import reason_name, solve_checked
 from pinn_lsr.lsr.krylov import block_lanczos
@@ -256,8 +257,12 @@ def refine_physics(
     Raises:
         ValueError: bad rank or subspace name.
         SolverError: the reduced solve did not converge.
+
+    Note:
+        Calls :func:`pinn_lsr.lsr.denormals.flush_denormals` (process-wide).
     """
     total = time.perf_counter()
+    flush_denormals()
     if subspace not in PHYSICS_SUBSPACES:
         raise ValueError(f"unknown subspace {subspace!r}; choose one of {PHYSICS_SUBSPACES}")
     n_rows = residual.n_dofs

@@ -113,8 +113,10 @@ def main(argv: list[str] | None = None) -> int:
     abort_on_uncaught_exception(comm)
     threads = share_cores(comm)  # before torch and numpy are imported (below) where possible
     from pinn_lsr.lsr.allocator import retain_freed_memory
+    from pinn_lsr.lsr.denormals import flush_denormals
 
     retain_freed_memory()
+    flush_denormals()  # training, LSR and physics products: several times faster once trained
     configure_logging(comm)
     flags = {a for a in argv if a.startswith("-")}
     overrides = [a for a in argv if not a.startswith("-")]
