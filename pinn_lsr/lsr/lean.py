@@ -68,6 +68,10 @@ def _row_sum(local: np.ndarray, comm: MPI.Comm | None) -> np.ndarray:
     return local
 
 
+def _mpi_type(array: np.ndarray) -> MPI.Datatype:
+    return MPI.FLOAT if array.dtype == np.float32 else MPI.DOUBLE
+
+
 def _project_out(A: torch.Tensor, cols: slice, comm: MPI.Comm | None) -> np.ndarray:
     """``A[:, cols] -= Q Qᵀ A[:, cols]`` with Q = A[:, :cols.start] (orthonormal); returns
     Qᵀ A[:, cols]."""
@@ -197,10 +201,10 @@ def lean_randomized_subspace(
     del Y
     seconds["projection"] = time.perf_counter() - start
     start = time.perf_counter()
-    mine = np.array_split(np.arange(m), comm.size)[comm.rank]  # each rank sums a share of Bt's rows
-    lam, U = scipy.linalg.eigh(
-        _row_sum(gram(Bt[mine[0] : mine[-1] + 1] if len(mine) else Bt[:0]), comm)
-    )
+    counts = [len(rows) for rows in np.array_split(np.arange(m), comm.size)]
+    first = sum(counts[: comm.rank])
+    mine = slice(first, first + counts[comm.rank])  # each rank works on a share of Bt's rows
+    lam, U = scipy.linalg.eigh(_row_sum(gram(Bt[mine]), comm), driver="evd")
     order = np.argsort(lam)[::-1]
     S = np.sqrt(np.clip(lam[order], 0.0, None))
     r = min(rank, k)
@@ -208,9 +212,12 @@ def lean_randomized_subspace(
     C = torch.from_numpy(
         U[:, order[:r]] / S_r ** (2 if scaled else 1)
     )  # V = Bt C: B's right singular vectors (/ S)
-    for first in range(0, m, GRAM_ROWS):
-        rows = slice(first, first + GRAM_ROWS)
+    for start_row in range(mine.start, mine.stop, GRAM_ROWS):
+        rows = slice(start_row, min(start_row + GRAM_ROWS, mine.stop))
         Bt[rows, :r] = (Bt[rows].double() @ C).to(dtype)
+    if comm.size > 1:  # every rank's rows of V, in place (whole rows of Bt: contiguous)
+        buffer = Bt.numpy()
+        comm.Allgatherv(MPI.IN_PLACE, [buffer, [c * k for c in counts], None, _mpi_type(buffer)])
     seconds["svd"] = time.perf_counter() - start
     return Subspace(Bt[:, :r], S, seconds)
 
