@@ -92,6 +92,7 @@ def solve_dense(GV: np.ndarray, f: np.ndarray, comm: MPI.Comm = MPI.COMM_WORLD) 
 
 
 REDUCTIONS = ("qr", "gram")
+ROWS_PER_ADD = 8192  # rows of [G V | f] copied to float64 at a time (r = 10⁴: 655 MB)
 
 
 class NormalEquations:
@@ -216,12 +217,14 @@ def solve_streaming(
         disable=not progress or comm.rank != 0,
     ) as bar:
         for GV_block, f_block in blocks:
-            block = np.empty((len(GV_block), GV_block.shape[1] + 1))  # float64, one copy
-            block[:, :-1], block[:, -1] = GV_block, f_block
+            for first in range(0, len(GV_block), ROWS_PER_ADD):  # float64 copies of bounded size
+                rows = slice(first, first + ROWS_PER_ADD)
+                block = np.empty((len(GV_block[rows]), GV_block.shape[1] + 1))
+                block[:, :-1], block[:, -1] = GV_block[rows], f_block[rows]
+                stream.add(block)
+                done += len(block)
+                bar.update(len(block))
             del GV_block, f_block
-            stream.add(block)
-            done += len(block)
-            bar.update(len(block))
             if store is not None and time.perf_counter() - last_save > restart_seconds:
                 store.save("reduction", {**stream.state(), "rows": done})
                 last_save = time.perf_counter()
