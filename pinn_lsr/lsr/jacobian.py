@@ -203,11 +203,11 @@ class ModelJacobian:
             def product(t, x=x):
                 return jvp(lambda *v: self._call(v, x), self._varying0, self._split(t, zeros))[1]
 
-            columns = []
+            block = torch.empty(len(x) * self.n_outputs, T.shape[1], dtype=self.dtype)
             for k in range(0, T.shape[1], self.chunk_tangents):
                 tangents = T[:, k : k + self.chunk_tangents].T.to(self.dtype)
-                columns.append(vmap(product)(tangents).T)
-            yield first_row, torch.cat(columns, dim=1).detach()
+                block[:, k : k + self.chunk_tangents] = vmap(product)(tangents).T.detach()
+            yield first_row, block
 
     def vjp(self, W: torch.Tensor) -> torch.Tensor:
         """``Jᵀ W``: W (n_rows, k) -> (m, k), summed over this rank's rows."""
