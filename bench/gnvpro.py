@@ -711,6 +711,12 @@ def main() -> None:
     )
     parser.add_argument("--sweep-work-units", type=float, default=1200.0)
     parser.add_argument(
+        "--adam-epochs",
+        type=int,
+        help="regression experiments: Adam's epochs, whose 2 WU each set every method's budget "
+        "(default 3000, --quick 100)",
+    )
+    parser.add_argument(
         "--stage",
         choices=["all", "baselines", "gnvpro"],
         default="all",
@@ -720,7 +726,7 @@ def main() -> None:
     args = parser.parse_args()
     full = not args.quick
     args.seeds = [0, 1, 2] if full else [0]
-    args.adam_epochs = 3000 if full else 100
+    args.adam_epochs = args.adam_epochs or (3000 if full else 100)
     args.adam_lrs = [1e-3] if full else [3e-3]  # the best at 6000 WU on peaks and CDR (c09162c)
     args.adam_short_lrs = [3e-3, 1e-2] if full else []
     args.digits_epochs = 200 if full else 20
