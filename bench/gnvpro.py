@@ -226,8 +226,9 @@ def run_gn(model, x, y, settings: vpro.GNSettings, *, variable_projection: bool 
 
 
 def first_reaching(curve, target):
-    """(WU, seconds) of the first curve point with loss ≤ target, or (nan, nan)."""
-    return next(((wu, s) for wu, s, loss in curve if loss <= target), (math.nan, math.nan))
+    """(WU, seconds) of the first curve point with loss ≤ target, or (inf, inf): a median over
+    seeds is then the WU most seeds need, inf when most never get there."""
+    return next(((wu, s) for wu, s, loss in curve if loss <= target), (math.inf, math.inf))
 
 
 def best_within(curve, work_units):

@@ -103,7 +103,7 @@ def test_collapsed_trust_region_is_reported_and_the_best_iterate_kept(
     theta0 = problem.separable.theta()
     start = problem.evaluate(theta0).objective
     problem.work.units = 0.0
-    settings = GNSettings(globalization=globalization, max_iterations=50, **bound)
+    settings = GNSettings(globalization=globalization, max_iterations=50, damping=1e-3, **bound)
     with pytest.warns(RuntimeWarning, match="trust_region_collapsed"):
         result = minimize(problem, theta0, settings)
     assert result.status == "trust_region_collapsed"
