@@ -3,6 +3,7 @@
 import torch
 from torch import nn
 
+from pinn_lsr.models.bilinear import BilinearOutput, split_last_linear
 from pinn_lsr.models.mlp import ACTIVATIONS, mlp_layers
 from pinn_lsr.models.normalization import Normalizer
 
@@ -101,3 +102,29 @@ class DeepONet(nn.Module):
             + self.bias
         )
         return self.output_normalizer.decode(y.reshape(len(b), -1))
+
+    def bilinear_output(self) -> BilinearOutput:
+        """The output as bilinear in the branch's last linear layer and the bias
+        (:mod:`pinn_lsr.models.bilinear`): left features = the branch before that layer, right
+        features = the trunk at the points (default the grid nodes), offset = ``bias``.
+
+        Raises:
+            ValueError: ``out_channels > 1`` (one group of latent features per channel, each with
+                its own bias: not one bilinear form).
+        """
+        if self.out_channels != 1:
+            raise ValueError(
+                "a DeepONet's output is one bilinear form only with one output channel, got "
+                f"out_channels={self.out_channels} (a vector problem: train it by gradients, "
+                "or use model=mlp)"
+            )
+        left, head = split_last_linear(self.branch, "branch")
+        return BilinearOutput(
+            left=left,
+            head=head,
+            right=self.trunk,
+            points=self.grid_points,
+            offset=self.bias,
+            input_normalizer=self.input_normalizer,
+            output_normalizer=self.output_normalizer,
+        )

@@ -3,6 +3,7 @@
 import torch
 from torch import nn
 
+from pinn_lsr.models.bilinear import BilinearOutput, split_last_linear
 from pinn_lsr.models.normalization import Normalizer
 
 ACTIVATIONS = {"tanh": nn.Tanh, "gelu": nn.GELU, "relu": nn.ReLU, "silu": nn.SiLU}
@@ -53,3 +54,14 @@ class MLP(nn.Module):
                 f"got shape {tuple(x.shape)}"
             )
         return self.output_normalizer.decode(self.net(self.input_normalizer.encode(flat)))
+
+    def bilinear_output(self) -> BilinearOutput:
+        """The output as linear in the last ``nn.Linear`` (:mod:`pinn_lsr.models.bilinear`): left
+        features = the last hidden layer (of the flattened inputs), no right features, no offset."""
+        left, head = split_last_linear(self.net, "net")
+        return BilinearOutput(
+            left=nn.Sequential(nn.Flatten(), left),
+            head=head,
+            input_normalizer=self.input_normalizer,
+            output_normalizer=self.output_normalizer,
+        )

@@ -1,7 +1,8 @@
-"""GNvpro: Gauss–Newton with variable projection for networks whose last layer is affine.
+"""GNvpro: Gauss–Newton with variable projection for networks whose outputs are linear in some
+weights (an MLP's last layer, a DeepONet's branch head and bias: :mod:`pinn_lsr.models.bilinear`).
 
 ``model, history = pinn_lsr.vpro.train_gnvpro(model, x, y, loss="squared" | "cross_entropy", ...)``
-eliminates the final affine layer W (closed form for the squared loss, inner Newton–Krylov for
+eliminates those weights (closed form for the squared loss, inner Newton–Krylov for
 cross-entropy) and takes Gauss–Newton steps on the remaining parameters θ (Newman, Ruthotto,
 Hart, van Bloemen Waanders, "Train Like a (Var)Pro", SIAM J. Math. Data Sci. 2021).
 :func:`run_gnvpro` takes a :class:`GNSettings`; :func:`train_gnvpro_on_dataset` is the

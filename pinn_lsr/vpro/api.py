@@ -82,11 +82,10 @@ def build_problem(
             **_tikhonov(settings, separable, None, comm),
             **kwargs,
         )
-    expected = len(inputs) * separable.rows_per_sample * separable.n_outputs
-    if targets.numel() != expected:
+    if targets.numel() != len(inputs) * separable.n_values:
         raise ValueError(
             f"targets of shape {tuple(targets.shape)} do not match the model: expected "
-            f"{separable.rows_per_sample * separable.n_outputs} values per sample"
+            f"{separable.n_values} values per sample"
         )
     targets = targets.to(dtype)
     return SquaredProblem(
@@ -132,14 +131,15 @@ def train_gnvpro(
     same steps. Float64 models are recommended (Gauss–Newton needs the accuracy).
 
     Args:
-        model: an MLP, a DeepONet or an ``nn.Sequential`` ending in ``nn.Linear``
-            (see :mod:`pinn_lsr.vpro.separable`); normalisers are used as they are.
+        model: an MLP, a DeepONet (its branch's last linear layer and its bias are eliminated),
+            any model declaring ``bilinear_output()``, or an ``nn.Sequential`` ending in
+            ``nn.Linear`` (see :mod:`pinn_lsr.vpro.separable`); normalisers are used as they are.
         x: (n_local, ...) inputs. y: squared loss: targets (n_local, n_outputs) (DeepONet:
             (n_local, n_points)); cross-entropy: class indices (n_local,).
         loss: ``"squared"`` (mean squared error) or ``"cross_entropy"`` (softmax).
         theta_ref: θ_ref of the Tikhonov term (default zeros), flat like
             ``as_separable(model).theta()``.
-        points: DeepONet target points (n_points, 2) (default: its grid nodes).
+        points: DeepONet target points (n_points, d) (default: its grid nodes).
         **settings: fields of :class:`~pinn_lsr.vpro.optimizer.GNSettings`, e.g. ``max_iterations``,
             ``globalization`` (``"levenberg_marquardt"``, ``"trust_region"``, ``"armijo"``),
             ``krylov_max_iterations``, ``curvature_batch_size``, ``batch_size``, ``alpha_W``.
@@ -193,7 +193,7 @@ def run_gnvpro(
         variable_projection=variable_projection,
     )
     result = minimize(problem, problem.separable.theta(), settings)
-    problem.separable.write(result.theta, result.W)
+    problem.separable.write(result.theta, result.weights)
     if result.status in ("trust_region_collapsed", "line_search_failed", "no_curvature"):
         warnings.warn(
             f"GNvpro: {result.status}; the model holds the best iterate (loss {result.loss:.3e})",

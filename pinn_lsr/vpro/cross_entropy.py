@@ -25,6 +25,7 @@ from mpi4py import MPI
 
 from pinn_lsr.vpro.krylov import lanczos
 from pinn_lsr.vpro.problem import Point, ReducedProblem
+from pinn_lsr.vpro.separable import LinearWeights
 
 
 class CrossEntropyPoint(Point):
@@ -62,7 +63,12 @@ class CrossEntropyProblem(ReducedProblem):
             "krylov_max_iterations": 200,
             **(inner or {}),
         }
-        n_classes = separable.n_outputs
+        if separable.has_right or separable.offset is not None:
+            raise ValueError(
+                "the cross-entropy loss needs a model whose outputs (the logits) are affine in its "
+                "last layer (an MLP, an nn.Sequential); this model has right features or an offset"
+            )
+        n_classes = separable.n_right
         labels = targets.reshape(-1)
         if labels.dtype.is_floating_point or len(labels) != len(inputs):
             raise ValueError(
@@ -129,14 +135,14 @@ class CrossEntropyProblem(ReducedProblem):
     def evaluate(self, theta, start=None) -> CrossEntropyPoint:
         linearization = self.separable.linearize(theta, self.prepared)
         self.count(1)
-        Z = linearization.Z
+        Z = linearization.values[0]
         A = self.separable.scale * torch.cat([Z, torch.ones(len(Z), 1, dtype=Z.dtype)], dim=1)
-        Wt0 = (start.W if start is not None else self.separable.get_weights().to(Z.dtype)).T
+        Wt0 = (start.weights if start is not None else self.separable.weights()).W.to(Z.dtype).T
         Wt, facts = self.solve_weights(A, Wt0.contiguous())
         data, S, penalty = self._objective_W(A, Wt)
         return CrossEntropyPoint(
             theta=theta,
-            W=Wt.T.contiguous(),
+            weights=LinearWeights(Wt.T.contiguous(), None),
             objective=data + penalty + self.theta_penalty(theta),
             loss=data,
             info=facts,
@@ -167,7 +173,7 @@ class CrossEntropyProblem(ReducedProblem):
         return torch.cholesky_solve(X.reshape(-1, 1), point.cholesky).reshape(X.shape)
 
     def _pull(self, point, G_A):
-        return self.allreduce(point.linearization.vjp(self.separable.scale * G_A[:, :-1]))
+        return self.allreduce(point.linearization.vjp((self.separable.scale * G_A[:, :-1],)))
 
     def gradient(self, point: CrossEntropyPoint) -> torch.Tensor:
         self.count(1)
@@ -178,7 +184,7 @@ class CrossEntropyProblem(ReducedProblem):
         self, point: CrossEntropyPoint, v: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """J_red v: (dO (n_local, C), √α_W dWᵀ (p + 1, C)). Collective; not counted."""
-        dZ = point.linearization.jvp(v)
+        (dZ,) = point.linearization.jvp(v)
         dA = self.separable.scale * torch.cat([dZ, torch.zeros(len(dZ), 1, dtype=dZ.dtype)], dim=1)
         rhs = self.allreduce(
             point.A.T @ softmax_curvature(point.S, dA @ point.Wt) + dA.T @ (point.S - self.Y)

@@ -11,11 +11,12 @@ from torch import nn
 from torch.func import functional_call
 
 from pinn_lsr.vpro.problem import Point, ReducedProblem
-from pinn_lsr.vpro.separable import FlatParameters, SeparableModel
+from pinn_lsr.vpro.separable import FlatParameters, LinearWeights, SeparableModel
 
 
 class WholeModel(SeparableModel):
-    """The model's outputs as the 'features', with no affine layer eliminated (W is empty)."""
+    """The model's outputs (n, n_outputs) as the only 'features', nothing eliminated (W is
+    empty)."""
 
     def __init__(self, model: nn.Module):
         self.model = model
@@ -27,15 +28,15 @@ class WholeModel(SeparableModel):
 
     def _features(self, params, prepared):
         outputs = functional_call(self.model, params, (prepared,))
-        return outputs.reshape(len(prepared), -1)
+        return (outputs.reshape(len(prepared), -1),)
 
     def rows(self, targets):
         return targets.reshape(targets.shape[0], -1)
 
-    def get_weights(self):
-        return torch.zeros(0, 0)
+    def weights(self):
+        return LinearWeights(torch.zeros(0, 0), None)
 
-    def set_weights(self, W):
+    def set_weights(self, weights):
         pass
 
 
@@ -59,11 +60,11 @@ class PlainSquaredProblem(ReducedProblem):
     def evaluate(self, theta, start=None) -> PlainPoint:
         linearization = self.separable.linearize(theta, self.prepared)
         self.count(1)
-        E = self.row_scale * (linearization.Z - self.Y)
+        E = self.row_scale * (linearization.values[0] - self.Y)
         mse = float(self.allreduce(E.pow(2).sum()))
         return PlainPoint(
             theta=theta,
-            W=torch.zeros(0, 0),
+            weights=self.separable.weights(),
             objective=0.5 * mse + self.theta_penalty(theta),
             loss=mse,
             linearization=linearization,
@@ -73,12 +74,13 @@ class PlainSquaredProblem(ReducedProblem):
     def gradient(self, point) -> torch.Tensor:
         self.count(1)
         return self.allreduce(
-            point.linearization.vjp(self.row_scale * point.E)
+            point.linearization.vjp((self.row_scale * point.E,))
         ) + self.alpha_theta * (point.theta - self.theta_ref)
 
     def gn_product(self, point, v) -> torch.Tensor:
         self.count(2)
-        Jv = point.linearization.jvp(v)
+        (Jv,) = point.linearization.jvp(v)
         return (
-            self.row_scale**2 * self.allreduce(point.linearization.vjp(Jv)) + self.alpha_theta * v
+            self.row_scale**2 * self.allreduce(point.linearization.vjp((Jv,)))
+            + self.alpha_theta * v
         )

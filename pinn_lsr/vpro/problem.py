@@ -1,15 +1,16 @@
 """The reduced problem interface shared by the squared and cross-entropy losses, and work units.
 
-A reduced problem is ``Φ(θ) = min_W L(θ, W) + (α_W/2)‖W‖² + (α_θ/2)‖θ − θ_ref‖²``, the
+A reduced problem is ``Φ(θ) = min_w L(θ, w) + (α_W/2)‖w‖² + (α_θ/2)‖θ − θ_ref‖²`` (w the
+eliminated linear weights (W, β), :class:`~pinn_lsr.vpro.separable.LinearWeights`), the
 variable projection of Newman, Ruthotto, Hart and van Bloemen Waanders, "Train Like a (Var)Pro:
 Efficient Training of Neural Networks with Variable Projection", SIAM J. Math. Data Sci. 2021.
-:meth:`ReducedProblem.evaluate` computes W(θ) and Φ(θ) and returns a :class:`Point`; gradients
+:meth:`ReducedProblem.evaluate` computes w(θ) and Φ(θ) and returns a :class:`Point`; gradients
 and Gauss–Newton products are taken at a point.
 
 Work units (the paper's accounting), counted in passes over the *whole* training set: a
 forward pass of the network through the data is 1, a backward pass 1, a Gauss–Newton product
 ``Jᵀ C J v`` (one forward-mode and one reverse-mode Jacobian product) 2. Work on the features
-alone (solving for W, the cross-entropy inner Newton–Krylov iterations) is not counted: it does
+alone (solving for w, the cross-entropy inner Newton–Krylov iterations) is not counted: it does
 not touch the network. A problem built on a mini-batch counts its passes by the batch's share.
 """
 
@@ -19,7 +20,7 @@ import torch
 from mpi4py import MPI
 
 from pinn_lsr.vpro.reductions import allreduce_sum
-from pinn_lsr.vpro.separable import SeparableModel
+from pinn_lsr.vpro.separable import LinearWeights, SeparableModel
 
 
 @dataclass
@@ -34,7 +35,7 @@ class Point:
     """A reduced problem evaluated at θ. Identical on every rank except the local caches."""
 
     theta: torch.Tensor  # (m,), the nonlinear parameters
-    W: torch.Tensor  # (n_outputs, n_features + 1), W(θ)
+    weights: LinearWeights  # w(θ) = (W(θ), β(θ)), the eliminated linear weights
     objective: float  # Φ(θ), regularisation included
     loss: float  # the data term: mean squared error over all target entries, or mean cross-entropy
     info: dict = field(default_factory=dict)  # solver facts for the history (e.g. inner iterations)
@@ -116,7 +117,7 @@ class ReducedProblem:
         self.work.units += passes * self.fraction
 
     def evaluate(self, theta: torch.Tensor, start: Point | None = None) -> Point:
-        """W(θ) and Φ(θ); ``start`` may warm-start an iterative inner solve. 1 work unit."""
+        """w(θ) and Φ(θ); ``start`` may warm-start an iterative inner solve. 1 work unit."""
         raise NotImplementedError
 
     def gradient(self, point: Point) -> torch.Tensor:
@@ -129,5 +130,5 @@ class ReducedProblem:
         raise NotImplementedError
 
     def write(self, point: Point) -> None:
-        """Put θ and W(θ) of ``point`` into the model."""
-        self.separable.write(point.theta, point.W)
+        """Put θ and the weights of ``point`` into the model."""
+        self.separable.write(point.theta, point.weights)

@@ -1,36 +1,46 @@
-"""Networks seen as separable models ``ŷ = scale · [z(θ; x), 1] Wᵀ + shift``.
+"""Networks seen as separable models: outputs bilinear in eliminated linear weights.
 
-``z(θ; x)`` are the features before the final affine layer (θ: every other trainable
-parameter, as one flat real vector) and ``W`` (n_outputs, n_features + 1) is the affine layer
-with its bias in the last column. ``scale`` and ``shift`` are the model's output normalisation
-(1 and 0 when it has none). Supported:
+A :class:`SeparableModel` splits a network's trainable parameters into θ (one flat real vector)
+and linear weights ``(W, β)`` (:class:`LinearWeights`) such that, for fixed θ, the outputs are
+linear in ``(W, β)``:
 
-* :class:`~pinn_lsr.models.mlp.MLP`: ``W`` is the last ``nn.Linear`` of ``model.net``;
-* ``nn.Sequential`` ending in ``nn.Linear``;
-* :class:`~pinn_lsr.models.deeponet.DeepONet`: ``u(a)(x) = Σ_k w_k b_k(a) t_k(x) + b_0``, the
-  combination weights ``w`` over the latent features plus the bias ``b_0`` form ``W``
-  (1, latent + 1); the features of a row (sample, point) are ``b_k(a) t_k(x)``. The model
-  itself has ``w = 1``;
-  :meth:`SeparableModel.write` folds ``w`` into the branch net's last linear layer.
+    ŷ[i, x] = scale · ([h(θ; a_i), 1] Wᵀ t(θ; x)ᵀ + β) + shift,
+
+``h`` (n_samples, n_left) the left features of each sample, ``t`` (n_values, n_right) the right
+features of each output value (or the identity when the model has none: then ``x`` indexes the
+n_right outputs), ``W`` (n_right, n_left + 1) a linear layer with its bias in the last column,
+``β`` a scalar offset (or none), ``scale`` and ``shift`` the model's output normalisation (1 and
+0 when it has none). The structure is the one a model declares
+(:class:`~pinn_lsr.models.bilinear.BilinearOutput`):
+
+* :class:`~pinn_lsr.models.mlp.MLP` and ``nn.Sequential`` ending in ``nn.Linear``: W is the last
+  layer, no right features, no offset (the affine case);
+* :class:`~pinn_lsr.models.deeponet.DeepONet`: W is the branch net's last linear layer, ``t`` the
+  trunk net at the target points, ``β`` its bias: ``Σ_l (W [h(a_i), 1])_l t_l(x) + β``.
 """
 
 from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 from torch import nn
 from torch.func import functional_call
 
-from pinn_lsr.models.deeponet import DeepONet
-from pinn_lsr.models.mlp import MLP
+from pinn_lsr.models.bilinear import BilinearOutput, HasBilinearOutput, split_last_linear
+
+
+class LinearWeights(NamedTuple):
+    """The eliminated linear parameters of a :class:`SeparableModel`."""
+
+    W: torch.Tensor  # (n_right, n_left + 1), the linear layer's weight with its bias last
+    offset: torch.Tensor | None  # () the scalar β added to every output; None without one
 
 
 class FlatParameters:
     """The trainable parameters of ``module`` as one flat vector θ (m,), and back. Local."""
 
-    def __init__(self, module: nn.Module, *, exclude: tuple[str, ...] = ()):
-        named = [
-            (n, p) for n, p in module.named_parameters() if p.requires_grad and n not in exclude
-        ]
+    def __init__(self, module: nn.Module):
+        named = [(n, p) for n, p in module.named_parameters() if p.requires_grad]
         complex_names = [n for n, p in named if p.is_complex()]
         if complex_names:
             raise TypeError(f"GNvpro supports real parameters only; complex: {complex_names}")
@@ -62,74 +72,73 @@ class FlatParameters:
 
 
 class FeatureLinearization:
-    """Features at θ and products with their Jacobian ``J_Z = ∂vec(Z)/∂θ``. Local (this rank's
+    """Features at θ and products with their Jacobian ``J = ∂(features)/∂θ``. Local (this rank's
     rows).
 
-    The forward graph is kept: ``vjp`` is one backward pass through it; ``jvp`` differentiates
-    the backward pass once more (the double-vjp identity J v = ∂/∂u ⟨J_Zᵀ u, v⟩), a graph
-    built on the first call and reused, which is 3× faster than torch.func.jvp on small networks.
+    ``features(θ)`` returns a tuple of tensors (the left features, and the right features where the
+    model has them); products take and return tuples of the same shapes. The forward graph is
+    kept: ``vjp`` is one backward pass through it; ``jvp`` differentiates the backward pass once
+    more (the double-vjp identity J v = ∂/∂u ⟨Jᵀ u, v⟩), a graph built on the first call and
+    reused, which is 3× faster than torch.func.jvp on small networks.
 
     Attributes:
-        Z: (n_rows_local, n_features) the features z(θ) (no constant column), detached.
+        values: the features at θ, detached: a tuple of (n_rows_k, n_features_k) tensors.
     """
 
-    def __init__(self, features: Callable[[torch.Tensor], torch.Tensor], theta: torch.Tensor):
+    def __init__(
+        self, features: Callable[[torch.Tensor], tuple[torch.Tensor, ...]], theta: torch.Tensor
+    ):
         self._theta = theta.detach().clone().requires_grad_(True)
         with torch.enable_grad():
-            self._Z = features(self._theta)
-        self.Z = self._Z.detach()
+            self._values = features(self._theta)
+        self.values = tuple(value.detach() for value in self._values)
         self._dual = None
 
-    def vjp(self, G: torch.Tensor) -> torch.Tensor:
-        """J_Zᵀ G for G (n_rows_local, n_features) -> (m,), summed over this rank's rows."""
-        return torch.autograd.grad(self._Z, self._theta, G, retain_graph=True, allow_unused=True)[
-            0
-        ].detach()
+    def vjp(self, cotangents: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """Jᵀ G for cotangents G shaped like ``values`` -> (m,), this rank's rows only."""
+        return torch.autograd.grad(
+            self._values, self._theta, cotangents, retain_graph=True, allow_unused=True
+        )[0].detach()
 
-    def jvp(self, v: torch.Tensor) -> torch.Tensor:
-        """J_Z v for v (m,) -> (n_rows_local, n_features)."""
+    def jvp(self, v: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """J v for v (m,) -> tensors shaped like ``values``."""
         if self._dual is None:
             with torch.enable_grad():
-                u = torch.zeros_like(self._Z, requires_grad=True)
-                pulled = torch.autograd.grad(self._Z, self._theta, u, create_graph=True)[0]
+                u = tuple(torch.zeros_like(value, requires_grad=True) for value in self._values)
+                pulled = torch.autograd.grad(self._values, self._theta, u, create_graph=True)[0]
             self._dual = (u, pulled)
         u, pulled = self._dual
-        return torch.autograd.grad(pulled, u, v, retain_graph=True)[0].detach()
+        return tuple(d.detach() for d in torch.autograd.grad(pulled, u, v, retain_graph=True))
 
 
 class SeparableModel:
-    """A model split into features z(θ; x) and a final affine layer W. See the module docstring.
-
-    Subclasses define ``prepare``, ``_features`` and ``rows``; ``theta_parameters`` holds θ.
-    """
+    """Trainable parameters θ (``theta_parameters``) and the features they give; subclasses
+    define ``prepare``, ``_features``, ``rows``, ``weights`` and ``set_weights``."""
 
     theta_parameters: FlatParameters
     scale: float  # output normalisation: ŷ = scale · (...) + shift
     shift: float
-    n_outputs: int  # rows of W
 
     def prepare(self, inputs: torch.Tensor):
         """The network's inputs for :meth:`features` (e.g. normalised). Local."""
         raise NotImplementedError
 
-    def _features(self, params: dict, prepared) -> torch.Tensor:
+    def _features(self, params: dict, prepared) -> tuple[torch.Tensor, ...]:
         raise NotImplementedError
 
     def rows(self, targets: torch.Tensor) -> torch.Tensor:
-        """Targets as (n_rows, n_outputs), one row per feature row."""
+        """Targets as (n_samples, n_values), one row per sample."""
         raise NotImplementedError
 
-    rows_per_sample: int = 1  # feature rows per input sample
-
-    def get_weights(self) -> torch.Tensor:
-        """W (n_outputs, n_features + 1) as currently in the model (bias last)."""
+    def weights(self) -> LinearWeights:
+        """The eliminated weights as currently in the model (copies)."""
         raise NotImplementedError
 
-    def set_weights(self, W: torch.Tensor) -> None:
+    def set_weights(self, weights: LinearWeights) -> None:
         raise NotImplementedError
 
-    def features(self, theta: torch.Tensor, prepared) -> torch.Tensor:
-        """z(θ; x): (n_rows, n_features)."""
+    def features(self, theta: torch.Tensor, prepared) -> tuple[torch.Tensor, ...]:
+        """The features at θ (see the subclass)."""
         return self._features(self.theta_parameters.as_dict(theta), prepared)
 
     def linearize(self, theta: torch.Tensor, prepared) -> FeatureLinearization:
@@ -140,145 +149,100 @@ class SeparableModel:
         """θ (m,) as currently in the model."""
         return self.theta_parameters.flatten()
 
-    def write(self, theta: torch.Tensor, W: torch.Tensor) -> None:
-        """Put θ and W into the model, in place."""
+    def write(self, theta: torch.Tensor, weights: LinearWeights) -> None:
+        """Put θ and the weights into the model, in place."""
         self.theta_parameters.write(theta)
-        self.set_weights(W)
+        self.set_weights(weights)
 
 
-class LinearHeadSeparable(SeparableModel):
-    """``body`` (a module) followed by ``head`` (nn.Linear); optional input/output normalisers."""
+class _Features(nn.Module):
+    """(prepared inputs, points) -> (h (n, n_left),) or (h, t (n_points, n_right))."""
 
-    def __init__(
-        self, body: nn.Module, head: nn.Linear, *, input_normalizer=None, output_normalizer=None
-    ):
-        self.body = body
-        self.head = head
-        self.input_normalizer = input_normalizer
-        self.theta_parameters = FlatParameters(body)
-        self.scale = float(output_normalizer.std) if output_normalizer is not None else 1.0
-        self.shift = float(output_normalizer.mean) if output_normalizer is not None else 0.0
-        self.n_outputs = head.out_features
-
-    def prepare(self, inputs: torch.Tensor) -> torch.Tensor:
-        flat = inputs.reshape(inputs.shape[0], -1)
-        return self.input_normalizer.encode(flat) if self.input_normalizer is not None else flat
-
-    def _features(self, params, prepared):
-        return functional_call(self.body, params, (prepared,))
-
-    def rows(self, targets):
-        return targets.reshape(targets.shape[0], self.n_outputs)
-
-    def get_weights(self):
-        return torch.cat(
-            [self.head.weight.detach(), self.head.bias.detach()[:, None]], dim=1
-        ).clone()
-
-    @torch.no_grad()
-    def set_weights(self, W):
-        self.head.weight.copy_(W[:, :-1])
-        self.head.bias.copy_(W[:, -1])
-
-
-class _DeepONetFeatures(nn.Module):
-    """Row (sample i, point j) -> b(a_i) ⊙ t(x_j), the latent features before the contraction."""
-
-    def __init__(self, model: DeepONet):
+    def __init__(self, left: nn.Module, right: nn.Module | None):
         super().__init__()
-        self.branch = model.branch
-        self.trunk = model.trunk
+        self.left = left
+        self.right = right
 
-    def forward(self, a: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
-        b = self.branch(a)  # (batch, latent)
-        t = self.trunk(points.to(b.dtype))  # (n_points, latent)
-        return (b[:, None, :] * t[None, :, :]).reshape(-1, b.shape[1])
+    def forward(self, prepared: torch.Tensor, points: torch.Tensor | None):
+        h = self.left(prepared)
+        return (h,) if self.right is None else (h, self.right(points.to(h.dtype)))
 
 
-class DeepONetSeparable(SeparableModel):
-    """DeepONet with W = (combination weights over the latent features, bias), rows (sample,
-    point)."""
+class BilinearSeparable(SeparableModel):
+    """The separable view of a :class:`~pinn_lsr.models.bilinear.BilinearOutput` (module
+    docstring): θ = the left and right features' parameters, weights = (head, offset).
 
-    def __init__(self, model: DeepONet, points: torch.Tensor | None = None):
-        self.model = model
-        self.points = model.grid_points if points is None else points
-        self.body = _DeepONetFeatures(model)
+    Attributes:
+        n_left, n_right: the head's input and output sizes (W is (n_right, n_left + 1)).
+        has_right: the model has right features (else t is the identity).
+        n_values: output values per sample: the number of points, or n_right.
+    """
+
+    def __init__(self, structure: BilinearOutput, points: torch.Tensor | None = None):
+        if structure.right is None and points is not None:
+            raise ValueError("points apply to models with right features (a DeepONet's trunk)")
+        self.structure = structure
+        self.head = structure.head
+        self.offset = structure.offset
+        self.n_left, self.n_right = self.head.in_features, self.head.out_features
+        self.has_right = structure.right is not None
+        self.points = structure.points if points is None else points
+        self.n_values = len(self.points) if self.has_right else self.n_right
+        self.body = _Features(structure.left, structure.right)
         self.theta_parameters = FlatParameters(self.body)
-        self.scale = float(model.output_normalizer.std)
-        self.shift = float(model.output_normalizer.mean)
-        self.n_outputs = 1
-        self.rows_per_sample = len(self.points)
-        self._latent_map = _last_linear(model.branch)
-        self.latent = self._latent_map.out_features
+        normalizer = structure.output_normalizer
+        self.scale = float(normalizer.std) if normalizer is not None else 1.0
+        self.shift = float(normalizer.mean) if normalizer is not None else 0.0
 
     def prepare(self, inputs):
-        return self.model.input_normalizer.encode(inputs)
+        normalizer = self.structure.input_normalizer
+        return normalizer.encode(inputs) if normalizer is not None else inputs
 
     def _features(self, params, prepared):
         return functional_call(self.body, params, (prepared, self.points))
 
     def rows(self, targets):
-        return targets.reshape(-1, 1)
+        return targets.reshape(targets.shape[0], self.n_values)
 
-    def get_weights(self):
-        ones = torch.ones(1, self.latent, dtype=self.model.bias.dtype)
-        return torch.cat([ones, self.model.bias.detach().reshape(1, 1)], dim=1)
+    def weights(self) -> LinearWeights:
+        W = torch.cat([self.head.weight.detach(), self.head.bias.detach()[:, None]], dim=1)
+        offset = self.offset.detach().clone() if self.offset is not None else None
+        return LinearWeights(W.clone(), offset)
 
     @torch.no_grad()
-    def set_weights(self, W):
-        w = W[0, :-1]
-        self._latent_map.weight.mul_(w[:, None])
-        self._latent_map.bias.mul_(w)
-        self.model.bias.copy_(W[0, -1])
+    def set_weights(self, weights: LinearWeights) -> None:
+        self.head.weight.copy_(weights.W[:, :-1])
+        self.head.bias.copy_(weights.W[:, -1])
+        if self.offset is not None:
+            self.offset.copy_(weights.offset)
 
 
-def _last_linear(module: nn.Module) -> nn.Linear:
-    last = list(module.modules())[-1]
-    if not isinstance(last, nn.Linear):
-        raise ValueError(
-            f"expected the branch net to end in nn.Linear, found {type(last).__name__}"
-        )
-    return last
-
-
-def as_separable(model: nn.Module, *, points: torch.Tensor | None = None) -> SeparableModel:
+def as_separable(model: nn.Module, *, points: torch.Tensor | None = None) -> BilinearSeparable:
     """The separable view of ``model`` (shares its parameters: :meth:`SeparableModel.write`
     changes it).
 
     Args:
-        model: an MLP, a DeepONet, or an ``nn.Sequential`` whose last module is ``nn.Linear``.
-        points: DeepONet only: (n_points, 2) target points (default: the grid nodes).
+        model: a model with ``bilinear_output()`` (MLP, DeepONet;
+            :class:`~pinn_lsr.models.bilinear.HasBilinearOutput`), or an ``nn.Sequential`` whose
+            last module is ``nn.Linear``.
+        points: models with right features only: (n_points, d) target points (default: the
+            model's, e.g. a DeepONet's grid nodes).
 
     Raises:
-        ValueError: the model has no final affine layer; the message names the last layer found.
+        ValueError: the model declares no bilinear output and has no final affine layer (the
+            message names the last layer found), or a DeepONet with several output channels.
         TypeError: complex parameters (FNO's spectral weights are not supported).
     """
-    if isinstance(model, DeepONet):
-        if model.out_channels != 1:
-            raise ValueError(
-                "GNvpro supports DeepONets with one output channel, "
-                f"got out_channels={model.out_channels}"
-                " (a vector problem: use model=mlp)"
-            )
-        return DeepONetSeparable(model, points)
-    if isinstance(model, MLP):
-        body, name = model.net, "net"
-        normalizers = {
-            "input_normalizer": model.input_normalizer,
-            "output_normalizer": model.output_normalizer,
-        }
+    if isinstance(model, HasBilinearOutput):
+        structure = model.bilinear_output()
     elif isinstance(model, nn.Sequential):
-        body, name, normalizers = model, "", {}
+        left, head = split_last_linear(model)
+        structure = BilinearOutput(left=left, head=head)
     else:
         last_name, last = list(model.named_modules())[-1]
         raise ValueError(
-            f"GNvpro needs an MLP, a DeepONet or an nn.Sequential ending in nn.Linear; "
-            f"got {type(model).__name__}, whose last layer is {last_name!r} ({type(last).__name__})"
+            "GNvpro needs a model that declares bilinear_output() (MLP, DeepONet) or an "
+            f"nn.Sequential ending in nn.Linear; got {type(model).__name__}, whose last layer is "
+            f"{last_name!r} ({type(last).__name__})"
         )
-    if len(body) < 2 or not isinstance(body[-1], nn.Linear):
-        index = len(body) - 1
-        raise ValueError(
-            f"GNvpro needs a final affine layer (nn.Linear); the last layer "
-            f"{name + '.' if name else ''}{index} is {type(body[-1]).__name__}"
-        )
-    return LinearHeadSeparable(nn.Sequential(*body[:-1]), body[-1], **normalizers)
+    return BilinearSeparable(structure, points)

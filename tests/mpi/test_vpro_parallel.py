@@ -10,6 +10,7 @@ import pytest
 import torch
 from mpi4py import MPI
 
+from pinn_lsr.models.deeponet import DeepONet
 from pinn_lsr.models.mlp import MLP
 from pinn_lsr.vpro import train_gnvpro
 
@@ -22,6 +23,17 @@ def _regression():
     model.input_normalizer.fit(x)
     model.output_normalizer.fit(y)
     return model, x, y
+
+
+def _operator():
+    """A DeepONet (branch head and bias eliminated, trunk features shared by the ranks)."""
+    torch.manual_seed(0)
+    model = DeepONet(4, latent=5, width=6, depth=1, trunk_width=6, trunk_depth=1).double()
+    a = 1 + torch.rand(9, 4, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    u = 2.0 + torch.sin(a.reshape(9, -1).cumsum(1) / 4) / a.reshape(9, -1)
+    model.input_normalizer.fit(a)
+    model.output_normalizer.fit(u)
+    return model, a, u
 
 
 def _classification():
@@ -48,10 +60,14 @@ def _compare(serial, parallel, model_serial, model_parallel):
         ("regression", {"curvature_batch_size": 30}),
         ("regression", {"batch_size": 40, "monitor_every": 2}),
         ("classification", {"loss": "cross_entropy", "alpha_W": 1e-3}),
+        ("operator", {}),
+        ("operator", {"globalization": "trust_region", "curvature_batch_size": 5}),
     ],
 )
 def test_two_ranks_take_the_one_rank_iterates(comm, case, settings):
-    make = _regression if case == "regression" else _classification
+    make = {"regression": _regression, "classification": _classification, "operator": _operator}[
+        case
+    ]
     model_serial, x, y = make()
     model_parallel, _, _ = make()
     settings = {"krylov_max_iterations": 6, **settings}

@@ -32,7 +32,7 @@ def test_inner_solve_reaches_its_tolerance_and_is_optimal(classification):
     for tol in (1e-6, 1e-12):
         point = _problem(model, x, labels, tol=tol).evaluate(as_separable(model).theta())
         assert point.info["w_converged"] and point.info["w_gradient_norm"] <= tol
-    W = point.W.clone().requires_grad_(True)
+    W = point.weights.W.clone().requires_grad_(True)
     logits = point.A @ W.T
     objective = torch.nn.functional.cross_entropy(logits, labels) + 0.5 * ALPHA_W * W.pow(2).sum()
     (grad,) = torch.autograd.grad(objective, W)
