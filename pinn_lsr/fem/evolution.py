@@ -15,7 +15,7 @@ from mpi4py import MPI
 
 import dolfinx.fem
 from pinn_lsr.fem.mesh import Domain, arc_length, arc_length_derivative
-from pinn_lsr.fem.nonlinear_pde import newton_problem, solve_newton
+from pinn_lsr.fem.nonlinear_pde import describe_snes, newton_problem, solve_newton
 
 #: spatial_residual(u, v, d) -> R(u; v): the weak form (with ``ufl.dx``) of the spatial operator
 #: at the field ``u`` for the test function ``v``; ``d`` is the derivative along the interval.
@@ -127,11 +127,8 @@ class PeriodicEvolution:
 
     @property
     def solver_description(self) -> dict:
-        snes = self._newton.solver
         return {
-            "snes_type": snes.getType(),
-            "ksp_type": snes.getKSP().getType(),
-            "pc_type": snes.getKSP().getPC().getType(),
+            **describe_snes(self._newton.solver),
             "time_steps": self.n_steps,
             "theta": self.theta,
         }

@@ -119,12 +119,7 @@ class NonlinearPDE(GridPDE):
 
     @property
     def solver_description(self) -> dict:
-        snes = self._newton.solver
-        return {
-            "snes_type": snes.getType(),
-            "ksp_type": snes.getKSP().getType(),
-            "pc_type": snes.getKSP().getPC().getType(),
-        }
+        return describe_snes(self._newton.solver)
 
     def set_state(self, u: np.ndarray) -> None:
         """Set the field ``F``, ``J`` and ``S`` are evaluated at from its owned dof values.
@@ -176,3 +171,12 @@ class NonlinearPDE(GridPDE):
         self.solution.x.array[:] = 0.0
         solve_newton(self._newton, self.solution, self.prefix)
         return self.solution
+
+
+def describe_snes(snes) -> dict:
+    """The types of a SNES, its KSP and its PC, for reports."""
+    return {
+        "snes_type": snes.getType(),
+        "ksp_type": snes.getKSP().getType(),
+        "pc_type": snes.getKSP().getPC().getType(),
+    }

@@ -1,7 +1,6 @@
 """Sweeps under 2 ranks: every rank iterates the same points, rank 0 writes the summary, a point
 that fails on every rank is recorded and the sweep goes on."""
 
-import csv
 import json
 import time
 
@@ -13,20 +12,7 @@ import problems
 from pinn_lsr.fem.linear_pde import LinearPDE
 from pinn_lsr.fem.mesh import unit_square
 from pinn_lsr.parallel.mpi import every_rank_arrives
-from pinn_lsr.run.cli import main
-from tests.run.test_sweep import FEM_ONLY, TINY_NETWORK
-
-
-def sweep(path, *overrides):
-    return main(
-        ["-m", f"hydra.sweep.dir={path / 'sweep'}", f"data.cache_dir={path / 'cache'}"]
-        + list(overrides)
-    )
-
-
-def summary(path) -> list[dict]:
-    with open(path / "sweep" / "summary.csv") as f:
-        return list(csv.DictReader(f))
+from tests.run.test_sweep import FEM_ONLY, TINY_NETWORK, summary, sweep
 
 
 def test_three_resolutions_by_two_ranks_under_two_processes(comm, shared_tmp_path):
