@@ -9,7 +9,7 @@ pulled back through the network by autograd.
 """
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -76,7 +76,7 @@ def physics_finetune(
     lr: float = 1e-3,
     norm: str = "energy",
     lbfgs_max_iter: int = 20,
-    evaluation: FEMInstances | None = None,
+    evaluation: Mapping[str, FEMInstances] | None = None,
     record_at: Sequence[float] | None = None,
 ) -> list[dict]:
     """Minimise the FEM loss of ``model`` on ``fem``'s instances for ``seconds`` of wall time
@@ -87,8 +87,9 @@ def physics_finetune(
     Returns one entry per step: ``step``, ``seconds`` (the optimiser's time so far: the error
     recorded after each step is measured off the clock, so the baseline is not charged for our
     bookkeeping), ``loss``, ``rel_l2`` (mean relative L2 against the FEM solutions), with
-    ``evaluation`` also ``eval_rel_l2`` (the same on those instances, e.g. unseen inputs of an
-    operator trained on ``fem``'s), the first entry being the starting network. With
+    ``evaluation`` (name -> instances) also ``{name}_rel_l2`` (the same on those instances, e.g.
+    unseen inputs of an operator trained on ``fem``'s), the first entry being the starting
+    network. With
     ``record_at`` (seconds), only the start and the first step at or past each time are
     recorded (the last step is always recorded).
     """
@@ -105,10 +106,8 @@ def physics_finetune(
     def record(step, loss):
         entry = {"step": step, "seconds": elapsed, "loss": loss}
         entry["rel_l2"] = float(np.mean(fem.errors(fem.network_fields(model))))
-        if evaluation is not None:
-            entry["eval_rel_l2"] = float(
-                np.mean(evaluation.errors(evaluation.network_fields(model)))
-            )
+        for name, other in (evaluation or {}).items():
+            entry[f"{name}_rel_l2"] = float(np.mean(other.errors(other.network_fields(model))))
         history.append(entry)
 
     elapsed = 0.0

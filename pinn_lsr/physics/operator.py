@@ -47,7 +47,7 @@ def physics_loss(fem: FEMInstances, fields: Sequence[np.ndarray], norm: str) -> 
 
 def scan_ranks(rank: int) -> list[int]:
     """Candidate ranks for a selection: 8, 16, 32, ... below ``rank``, and ``rank``."""
-    return [r for r in 2 ** np.arange(3, int(np.log2(max(rank, 1))) + 1) if r < rank] + [rank]
+    return [int(r) for r in 2 ** np.arange(3, int(np.log2(max(rank, 1))) + 1) if r < rank] + [rank]
 
 
 @dataclass

@@ -49,12 +49,18 @@ def test_physics_finetune_scores_an_evaluation_set_at_the_recorded_times(fem):
     model = tiny_fno(6)
     start = unseen.errors(unseen.network_fields(model))[0]
     history = physics_finetune(
-        model, fem, seconds=0.5, optimizer="adam", lr=1e-3, evaluation=unseen, record_at=[0.2]
+        model,
+        fem,
+        seconds=0.5,
+        optimizer="adam",
+        lr=1e-3,
+        evaluation={"unseen": unseen},
+        record_at=[0.2],
     )
     assert len(history) == 3  # the start, the first step past 0.2 s and the last
     assert history[1]["seconds"] >= 0.2 and history[2]["seconds"] >= 0.5
-    assert history[0]["eval_rel_l2"] == pytest.approx(start, rel=1e-12)
-    assert history[-1]["eval_rel_l2"] == pytest.approx(
+    assert history[0]["unseen_rel_l2"] == pytest.approx(start, rel=1e-12)
+    assert history[-1]["unseen_rel_l2"] == pytest.approx(
         unseen.errors(unseen.network_fields(model))[0], rel=1e-12
     )
     unseen.destroy()
