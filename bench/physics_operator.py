@@ -73,69 +73,74 @@ def worker(args) -> None:
     def mean_error(fem, fields):
         return float(np.mean(fem.errors(fields)))
 
-    model = load_model(args.checkpoint)
-    model.eval()
-    out = {"network": mean_error(test, test.network_fields(model))}
-    out["network_train"] = mean_error(train, train.network_fields(model))
-    if args.method == "lsr":
-        select = FEMInstances.from_pde(pde, train_inputs[args.inputs :], solve=False)
-        chunks = {"block_size": args.block_size, "chunk_samples": args.chunk_samples}
-        warm = refine_operator(model, train, 8, **chunks)  # first-call imports, off the clock
-        per_column = warm.report.seconds["total"] / 8
-        rank = int(min(args.max_rank, max(16, args.seconds / per_column)))
-        print(f"{per_column:.2f} s per column in the warm-up: rank {rank}", file=sys.stderr)
-        start = time.perf_counter()
-        done_at = {}
-        result = refine_operator(
-            model,
-            train,
-            rank,
-            **chunks,
-            progress=lambda done, _: done_at.setdefault(done, time.perf_counter() - start),
-        )
-        rank = result.report.rank
-        ranks = [r for r in scan_ranks(rank) if r in done_at or r == rank]
-        done_at[rank] = done_at.get(rank, result.report.seconds["total"])
-        rows = []
-        for r in ranks:
-            clock = time.perf_counter()
-            result.problem.coefficients(r)
-            solve = time.perf_counter() - clock
-            clock = time.perf_counter()
-            held_out = physics_loss(select, result.fields(select, r), "energy")
-            selecting = time.perf_counter() - clock
-            rows.append(
-                {
-                    "rank": r,
-                    "seconds": done_at[r] + solve,
-                    "selection_seconds": selecting,
-                    "held_out_energy": held_out,
-                    "test": mean_error(test, result.fields(test, r)),
-                    "committed_test": mean_error(test, result.committed_fields(test, r)),
-                    "train": mean_error(train, result.training_fields(r)),
-                }
+    results = {}
+    for job in args.jobs:
+        method, lr = job.split(":")
+        model = load_model(args.checkpoint)
+        model.eval()
+        out = {"network": mean_error(test, test.network_fields(model))}
+        out["network_train"] = mean_error(train, train.network_fields(model))
+        results[job] = out
+        if method == "lsr":
+            select = FEMInstances.from_pde(pde, train_inputs[args.inputs :], solve=False)
+            chunks = {"block_size": args.block_size, "chunk_samples": args.chunk_samples}
+            warm = refine_operator(model, train, 8, **chunks)  # first-call imports, off the clock
+            per_column = warm.report.seconds["total"] / 8
+            rank = int(min(args.max_rank, max(16, args.seconds / per_column)))
+            print(f"{per_column:.2f} s per column in the warm-up: rank {rank}", file=sys.stderr)
+            start = time.perf_counter()
+            done_at = {}
+            result = refine_operator(
+                model,
+                train,
+                rank,
+                **chunks,
+                progress=lambda done, _: done_at.setdefault(done, time.perf_counter() - start),
             )
-            print(f"LSR rank {r}: {rows[-1]}", file=sys.stderr)
-        out["lsr"] = rows
-        out["per_column"] = per_column
-    else:
-        validation = FEMInstances.from_pde(pde, unseen[args.test :])
-        history = physics_finetune(
-            model,
-            train,
-            seconds=args.seconds,
-            optimizer=args.method,
-            lr=args.lr,
-            lbfgs_max_iter=args.lbfgs_max_iter,
-            evaluation={"test": test, "validation": validation},
-            record_at=[t for t in CHECKPOINTS if t < args.seconds],
-        )
-        out["history"] = history
-        print(f"{args.method} lr {args.lr:g}: {history[-1]}", file=sys.stderr)
-    print("RESULT " + json.dumps(out))
+            rank = result.report.rank
+            ranks = [r for r in scan_ranks(rank) if r in done_at or r == rank]
+            done_at[rank] = done_at.get(rank, result.report.seconds["total"])
+            rows = []
+            for r in ranks:
+                clock = time.perf_counter()
+                result.problem.coefficients(r)
+                solve = time.perf_counter() - clock
+                clock = time.perf_counter()
+                held_out = physics_loss(select, result.fields(select, r), "energy")
+                selecting = time.perf_counter() - clock
+                rows.append(
+                    {
+                        "rank": r,
+                        "seconds": done_at[r] + solve,
+                        "selection_seconds": selecting,
+                        "held_out_energy": held_out,
+                        "test": mean_error(test, result.fields(test, r)),
+                        "committed_test": mean_error(test, result.committed_fields(test, r)),
+                        "train": mean_error(train, result.training_fields(r)),
+                    }
+                )
+                print(f"LSR rank {r}: {rows[-1]}", file=sys.stderr)
+            out["lsr"] = rows
+            out["per_column"] = per_column
+        else:
+            validation = FEMInstances.from_pde(pde, unseen[args.test :])
+            history = physics_finetune(
+                model,
+                train,
+                seconds=args.seconds,
+                optimizer=method,
+                lr=float(lr),
+                lbfgs_max_iter=args.lbfgs_max_iter,
+                evaluation={"test": test, "validation": validation},
+                record_at=[t for t in CHECKPOINTS if t < args.seconds],
+            )
+            out["history"] = history
+            print(f"{job}: {history[-1]}", file=sys.stderr)
+    print("RESULT " + json.dumps(results))
 
 
-def run_worker(args, checkpoint, env, method: str, lr: float = 1.0) -> dict:
+def run_worker(args, checkpoint, env, jobs: list[str]) -> dict:
+    """Run ``jobs`` (``method:lr``) in one worker process under the lock; their results by job."""
     command = [
         "flock",
         LOCK,
@@ -145,10 +150,8 @@ def run_worker(args, checkpoint, env, method: str, lr: float = 1.0) -> dict:
         PYTHON,
         str(Path(__file__).resolve()),
         "--worker",
-        "--method",
-        method,
-        "--lr",
-        str(lr),
+        "--jobs",
+        *jobs,
         "--checkpoint",
         str(checkpoint),
         *(f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items() if k in SIZES),
@@ -168,6 +171,7 @@ SIZES = (
     "block_size",
     "chunk_samples",
     "max_rank",
+    "lbfgs_max_iter",
 )
 
 
@@ -236,7 +240,7 @@ def main() -> None:
     parser.add_argument("--chunk-samples", dest="chunk_samples", type=int, default=10)
     parser.add_argument("--max-rank", dest="max_rank", type=int, default=2048)
     parser.add_argument("--adam-lrs", type=float, nargs="+", default=[1e-4, 3e-4, 1e-3, 3e-3, 1e-2])
-    parser.add_argument("--lbfgs-max-iter", type=int, default=5)
+    parser.add_argument("--lbfgs-max-iter", dest="lbfgs_max_iter", type=int, default=5)
     parser.add_argument(
         "--checkpoint",
         default=str(
@@ -247,8 +251,7 @@ def main() -> None:
         "--curves", help="a curves_*.json of an earlier run: its methods are reused"
     )
     parser.add_argument("--worker", action="store_true")
-    parser.add_argument("--method", default="lsr")
-    parser.add_argument("--lr", type=float, default=1.0)
+    parser.add_argument("--jobs", nargs="+", default=["lsr:1"], help="method:lr ...")
     args = parser.parse_args()
     if args.worker:
         return worker(args)
@@ -266,10 +269,15 @@ def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     curves = OUT / f"curves_{commit}.json"  # raw curves, kept after each worker
     results = json.loads(Path(args.curves).read_text()) if args.curves else {}
-    jobs = [("lsr", "lsr", 1.0)] + [(f"Adam lr {lr:g}", "adam", lr) for lr in args.adam_lrs]
-    for name, method, lr in jobs + [("lbfgs", "lbfgs", 1.0)]:
-        if name not in results:
-            results[name] = run_worker(args, checkpoint, env, method, lr)
+    names = {"lsr:1": "lsr", "lbfgs:1": "lbfgs"}
+    names.update({f"adam:{lr:g}": f"Adam lr {lr:g}" for lr in args.adam_lrs})
+    jobs = [f"adam:{lr:g}" for lr in args.adam_lrs] + ["lbfgs:1"]
+    # each worker holds the lock under 10 minutes: LSR, then three gradient runs at a time
+    for group in [["lsr:1"]] + [jobs[i : i + 3] for i in range(0, len(jobs), 3)]:
+        group = [job for job in group if names[job] not in results]
+        if group:
+            done = run_worker(args, checkpoint, env, group)
+            results.update({names[job]: out for job, out in done.items()})
             curves.write_text(json.dumps(results, indent=1))
     print(
         f"\nDarcy 32×32 (1024 dofs), make run's FNO, operator refined on {args.inputs} unlabeled "
