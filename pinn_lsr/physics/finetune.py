@@ -9,6 +9,7 @@ pulled back through the network by autograd.
 """
 
 import time
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -20,6 +21,21 @@ from pinn_lsr.train.loop import broadcast_parameters
 from pinn_lsr.train.optim import make_optimizer
 
 LOSS_NORMS = ("energy", "l2")
+
+
+def fem_loss(system, u: np.ndarray, norm: str) -> tuple[float, np.ndarray]:
+    """This rank's part of one instance's FEM loss at owned dof values u (n_owned,), and the
+    residual ``F(u)`` there (n_owned,). Collective on the system."""
+    if norm not in LOSS_NORMS:
+        raise ValueError(f"unknown norm {norm!r}; choose one of {LOSS_NORMS}")
+    r = system.residual(u)
+    if norm == "l2":
+        return 0.5 * float(r @ r), r
+    if system.b is None:
+        raise ValueError(
+            "the energy loss needs a linear SPD problem; use norm='l2' for nonlinear residuals"
+        )
+    return 0.5 * float(u @ (r - system.b.getArray(readonly=True)[: len(u)])), r  # ½uᵀAu − bᵀu
 
 
 def fem_loss_and_grid_gradient(
@@ -37,17 +53,11 @@ def fem_loss_and_grid_gradient(
     loss, gradient = 0.0, np.zeros_like(grid)
     for k, system in enumerate(fem.systems):
         u = fem.to_dofs @ grid[k]
-        r = system.residual(u)
-        if norm == "energy":  # ½ uᵀAu − bᵀu = ½ uᵀ(r − b)
-            if system.b is None:
-                raise ValueError(
-                    "the energy loss needs a linear SPD problem; use norm='l2' for nonlinear "
-                    "residuals"
-                )
-            loss += 0.5 * float(u @ (r - system.b.getArray(readonly=True)[: len(u)]))
+        value, r = fem_loss(system, u, norm)
+        loss += value
+        if norm == "energy":
             du = r
         else:
-            loss += 0.5 * float(r @ r)
             system.linearize(u)  # Aᵀ r with A = ∂F/∂u at u (nothing to do for linear problems)
             du = system.apply(r[:, None], transpose=True)[:, 0]
         gradient[k] = fem.to_dofs.T @ du
@@ -66,6 +76,8 @@ def physics_finetune(
     lr: float = 1e-3,
     norm: str = "energy",
     lbfgs_max_iter: int = 20,
+    evaluation: Mapping[str, FEMInstances] | None = None,
+    record_at: Sequence[float] | None = None,
 ) -> list[dict]:
     """Minimise the FEM loss of ``model`` on ``fem``'s instances for ``seconds`` of wall time
     spent in optimiser steps (checked between steps; an L-BFGS step does up to
@@ -74,8 +86,12 @@ def physics_finetune(
 
     Returns one entry per step: ``step``, ``seconds`` (the optimiser's time so far: the error
     recorded after each step is measured off the clock, so the baseline is not charged for our
-    bookkeeping), ``loss``, ``rel_l2`` (mean relative L2 against the FEM solutions), the first
-    entry being the starting network.
+    bookkeeping), ``loss``, ``rel_l2`` (mean relative L2 against the FEM solutions), with
+    ``evaluation`` (name -> instances) also ``{name}_rel_l2`` (the same on those instances, e.g.
+    unseen inputs of an operator trained on ``fem``'s), the first entry being the starting
+    network. With
+    ``record_at`` (seconds), only the start and the first step at or past each time are
+    recorded (the last step is always recorded).
     """
     inputs = fem.model_inputs(model)
     opt = make_optimizer(model.parameters(), optimizer, lr=lr, lbfgs_max_iter=lbfgs_max_iter)
@@ -88,14 +104,11 @@ def physics_finetune(
         return torch.tensor(loss)
 
     def record(step, loss):
-        history.append(
-            {
-                "step": step,
-                "seconds": elapsed,
-                "loss": loss,
-                "rel_l2": float(np.mean(fem.errors(fem.network_fields(model)))),
-            }
-        )
+        entry = {"step": step, "seconds": elapsed, "loss": loss}
+        entry["rel_l2"] = float(np.mean(fem.errors(fem.network_fields(model))))
+        for name, other in (evaluation or {}).items():
+            entry[f"{name}_rel_l2"] = float(np.mean(other.errors(other.network_fields(model))))
+        history.append(entry)
 
     elapsed = 0.0
     history: list[dict] = []
@@ -108,6 +121,7 @@ def physics_finetune(
             )[0],
         )
     step = 0
+    pending = sorted(record_at) if record_at is not None else []
     # every rank takes the same decision: the clock of rank 0
     while fem.comm.bcast(elapsed < seconds, root=0):
         step += 1
@@ -116,6 +130,11 @@ def physics_finetune(
         loss = float(opt.step(closure))
         model.eval()
         elapsed += time.perf_counter() - start
-        record(step, loss)
+        due = fem.comm.bcast(bool(pending) and elapsed >= pending[0], root=0)
+        last = fem.comm.bcast(elapsed >= seconds, root=0)
+        if record_at is None or due or last:
+            record(step, loss)
+        while pending and elapsed >= pending[0]:
+            pending.pop(0)
     broadcast_parameters(model, fem.comm)
     return history

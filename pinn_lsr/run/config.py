@@ -30,6 +30,7 @@ DTYPES = ("float32", "float64")
 METHODS = ("lsr", "gnvpro", "none")
 ALIGN_OPTIMIZERS = ("lbfgs", "adam")
 BASELINE_OPTIMIZERS = ("adam", "lbfgs", "none")
+PHYSICS_MODES = ("instance", "operator")
 #: PETSc solvers and preconditioners that assume a symmetric matrix (wrong for problems whose
 #: operator is not symmetric)
 SYMMETRIC_ONLY = {
@@ -81,6 +82,11 @@ class PhysicsStageSettings:
     ilsr: ILSRSettings  # rank, (resolved) norm, subspace, ... and the outer iterations
     baseline_optimizer: str  # one of BASELINE_OPTIMIZERS
     baseline_lr: float
+    # mode=operator: one network refined on operator_inputs unlabeled training inputs, the rank
+    # chosen on operator_select held-out ones (0: physics.rank), evaluated on the test instances
+    mode: str = "instance"  # one of PHYSICS_MODES
+    operator_inputs: int = 0
+    operator_select: int = 0
 
 
 @dataclass(frozen=True)
@@ -157,7 +163,7 @@ def load_settings(cfg: DictConfig) -> RunSettings:
         method=method,
         lsr=_lsr(cfg, seed) if method == "lsr" else None,
         gnvpro=_gnvpro(cfg, seed, data.n_train) if method == "gnvpro" else None,
-        physics=_physics(cfg, problem, seed),
+        physics=_physics(cfg, problem, seed, data.n_train),
         output=output,
     )
     _check_method(settings)
@@ -299,7 +305,9 @@ def _gnvpro(cfg: DictConfig, seed: int, n_train: int) -> GNSettings:
     return settings
 
 
-def _physics(cfg: DictConfig, problem: problems.Problem, seed: int) -> PhysicsStageSettings:
+def _physics(
+    cfg: DictConfig, problem: problems.Problem, seed: int, n_train: int
+) -> PhysicsStageSettings:
     for key, minimum in (
         ("instances", 0),
         ("rank", 1),
@@ -338,7 +346,23 @@ def _physics(cfg: DictConfig, problem: problems.Problem, seed: int) -> PhysicsSt
         ilsr=ilsr,
         baseline_optimizer=p.baseline.optimizer,
         baseline_lr=float(p.baseline.lr),
+        **_operator_mode(cfg, n_train),
     )
+
+
+def _operator_mode(cfg: DictConfig, n_train: int) -> dict:
+    """``physics.mode`` and, for ``operator``, the unlabeled training inputs it uses."""
+    mode = require_choice(cfg, "physics.mode", PHYSICS_MODES)
+    if mode == "instance":
+        return {"mode": mode}
+    inputs = require_int(cfg, "physics.operator.inputs", minimum=1)
+    select = require_int(cfg, "physics.operator.select", minimum=0)
+    if inputs + select > n_train:
+        raise ValueError(
+            f"physics.operator.inputs + physics.operator.select = {inputs} + {select} must be "
+            f"at most data.n_train={n_train} (both are drawn from the training inputs)"
+        )
+    return {"mode": mode, "operator_inputs": inputs, "operator_select": select}
 
 
 def resolve_norm(problem: problems.PDEProblem, norm: str) -> str:

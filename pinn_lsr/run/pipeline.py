@@ -283,7 +283,22 @@ def run(settings: RunSettings, prepared: Setup, run_dir: Path, comm: MPI.Comm) -
     pde.input.name = problem.input_name
     metrics["n_dofs"] = pde.n_dofs
     n_physics = min(settings.physics.instances, len(test_set))
-    if predictions and n_physics:
+    if predictions and n_physics and settings.physics.mode == "operator":
+        from pinn_lsr.run.operator_stage import run_operator
+
+        clock = time.perf_counter()
+        metrics["physics"] = run_operator(
+            settings,
+            model,
+            pde,
+            train_set.inputs,
+            test_set.inputs[:n_physics],
+            predictors,
+            run_dir,
+            comm,
+        )
+        seconds["physics"] = time.perf_counter() - clock
+    elif predictions and n_physics:
         from pinn_lsr.run.physics_stage import run_physics
 
         clock = time.perf_counter()

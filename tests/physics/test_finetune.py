@@ -42,3 +42,25 @@ def test_physics_finetune_lowers_the_error_within_its_time(fem, optimizer, lr):
     assert history[0]["step"] == 0 and len(history) > 1
     assert history[-1]["loss"] < history[0]["loss"]
     assert history[-1]["rel_l2"] < history[0]["rel_l2"]
+
+
+def test_physics_finetune_scores_an_evaluation_set_at_the_recorded_times(fem):
+    unseen = darcy_instances(MPI.COMM_SELF, size=6, n=1, seed=2)
+    model = tiny_fno(6)
+    start = unseen.errors(unseen.network_fields(model))[0]
+    history = physics_finetune(
+        model,
+        fem,
+        seconds=0.5,
+        optimizer="adam",
+        lr=1e-3,
+        evaluation={"unseen": unseen},
+        record_at=[0.2],
+    )
+    assert len(history) == 3  # the start, the first step past 0.2 s and the last
+    assert history[1]["seconds"] >= 0.2 and history[2]["seconds"] >= 0.5
+    assert history[0]["unseen_rel_l2"] == pytest.approx(start, rel=1e-12)
+    assert history[-1]["unseen_rel_l2"] == pytest.approx(
+        unseen.errors(unseen.network_fields(model))[0], rel=1e-12
+    )
+    unseen.destroy()

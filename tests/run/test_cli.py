@@ -314,16 +314,59 @@ def test_physics_stage_refines_test_instances_against_their_fem_residual(tmp_pat
         assert {"reference", "network", "physics_LSR", "ILSR", "error"} <= set(f["Function"])
 
 
+def test_operator_mode_refines_on_unlabeled_training_inputs_and_scores_unseen_ones(tmp_path):
+    operator = [
+        "physics.mode=operator",
+        "physics.instances=2",
+        "physics.operator.inputs=3",
+        "physics.operator.select=1",
+        "physics.rank=16",
+        "physics.baseline.lr=1e-3",
+    ]
+    assert run(tmp_path, "train.epochs=5", *operator) == 0
+    out = tmp_path / "run"
+    physics = json.loads((out / "metrics.json").read_text())["physics"]
+    assert physics["mode"] == "operator" and physics["instances"] == 2
+    section = physics["operator"]
+    assert section["inputs"] == 3 and section["select"] == 1 and section["rank"] == 16
+    assert set(section["selection"]) == {"8", "16"} and section["chosen_rank"] in (8, 16)
+    assert section["loss_after"] < section["loss_before"]  # on the 3 training inputs
+    assert section["baseline"]["optimizer"] == "adam" and section["baseline"]["steps"] >= 1
+    # the closing table: trained / operator LSR / gradient at equal time, on the unseen inputs
+    assert set(physics["stages"]) == {
+        "trained network",
+        "operator LSR (linear predictor)",
+        "operator LSR (committed weights)",
+        "gradient (adam, same time)",
+    }
+    assert all(np.isfinite(v) for v in physics["stages"].values())
+    for name in ("physics.png", "physics_errors.png"):
+        assert (out / name).stat().st_size > 0
+
+
 @pytest.mark.parametrize(
-    "override,message",
+    "overrides,message",
     [
-        ("physics.norm=h1", "physics.norm must be one of"),
-        ("physics.rank=0", "physics.rank must be an integer >= 1"),
-        ("physics.baseline.optimizer=sgd", "physics.baseline.optimizer"),
+        (["physics.norm=h1"], "physics.norm must be one of"),
+        (["physics.rank=0"], "physics.rank must be an integer >= 1"),
+        (["physics.baseline.optimizer=sgd"], "physics.baseline.optimizer"),
+        (
+            ["physics.mode=joint"],
+            "physics.mode must be one of ('instance', 'operator'), got 'joint'",
+        ),
+        (
+            ["physics.mode=operator", "physics.operator.inputs=0"],
+            "physics.operator.inputs must be an integer >= 1, got 0",
+        ),
+        (
+            ["physics.mode=operator", "physics.operator.inputs=3", "physics.operator.select=2"],
+            "physics.operator.inputs + physics.operator.select = 3 + 2 must be at most "
+            "data.n_train=4",
+        ),
     ],
 )
-def test_bad_physics_settings_are_usage_errors(tmp_path, capsys, override, message):
-    assert run(tmp_path, override) == 2
+def test_bad_physics_settings_are_usage_errors(tmp_path, capsys, overrides, message):
+    assert run(tmp_path, *overrides) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
 
