@@ -78,10 +78,22 @@ class PhysicsSubspace:
 
 
 def krylov_physics_subspace(
-    residual: PhysicsResidual, rank: int, *, block_size: int = 1, progress=None
+    residual: PhysicsResidual,
+    rank: int,
+    *,
+    block_size: int = 1,
+    progress=None,
+    recycle: torch.Tensor | None = None,
 ) -> PhysicsSubspace:
     """(Block) Lanczos basis of the Gauss–Newton matrix from the gradient (module docstring).
     Collective.
+
+    ``recycle``: a previous basis (m, p) with orthonormal columns, kept whole; the ``rank`` new
+    directions are the deflated operator's Krylov basis orthogonal to it
+    (:func:`~pinn_lsr.lsr.krylov.block_lanczos` with ``deflate``), so the subspace is
+    ``[recycle, new]`` of rank p + (up to) ``rank``. When the gradient lies in span(recycle) (the
+    residual has not changed since it was built) there is nothing new and the subspace is the
+    recycled one.
 
     Stops early, with a smaller rank and a warning, when the Krylov space becomes invariant.
     """
@@ -93,28 +105,32 @@ def krylov_physics_subspace(
         raise ValueError(
             "the residual's gradient is zero: the model already solves the FEM problem in this norm"
         )
+    dtype = residual.jacobian.dtype
     columns = []  # (Φ, K, Y) of every basis block, kept for the reduced problem
 
-    def normal_product(Q: torch.Tensor) -> torch.Tensor:
-        Phi = residual.tangent_fields(Q.to(residual.jacobian.dtype))
-        K, Y = residual.images(Phi)
-        columns.append((Phi, K, Y))
-        return residual.pullback(residual.normal_cotangents(K, Y))
+    def images(Q: torch.Tensor) -> tuple:
+        Phi = residual.tangent_fields(Q.to(dtype))
+        return (Phi, *residual.images(Phi))
 
-    Q = block_lanczos(G, normal_product, rank, dtype=residual.jacobian.dtype, progress=progress)
-    if Q.shape[1] < rank:
+    def normal_product(Q: torch.Tensor) -> torch.Tensor:
+        columns.append(images(Q))
+        return residual.pullback(residual.normal_cotangents(*columns[-1][1:]))
+
+    if recycle is not None:  # the old directions' images at the new weights (forward products)
+        columns.append(images(recycle))
+    Q = block_lanczos(G, normal_product, rank, dtype=dtype, progress=progress, deflate=recycle).to(
+        dtype
+    )
+    if recycle is not None:
+        log.info("Krylov recycling: %d old directions, %d new", recycle.shape[1], Q.shape[1])
+        Q = torch.hstack([recycle.to(dtype), Q])
+    elif Q.shape[1] < rank:
         log.warning("Krylov space invariant after %d vectors (asked for %d)", Q.shape[1], rank)
 
     def stack(i):
         return [np.hstack([c[i][k] for c in columns]) for k in range(len(residual.instances))]
 
-    return PhysicsSubspace(
-        Q.to(residual.jacobian.dtype),
-        stack(0),
-        stack(1),
-        stack(2),
-        {"krylov": time.perf_counter() - start},
-    )
+    return PhysicsSubspace(Q, stack(0), stack(1), stack(2), {"krylov": time.perf_counter() - start})
 
 
 def randomized_physics_subspace(
@@ -251,8 +267,12 @@ def refine_physics(
     petsc_options: Mapping | None = None,
     seed: int = 0,
     progress=None,
+    recycle: torch.Tensor | None = None,
 ) -> PhysicsRefinement:
     """One-shot physics LSR of rank ``rank`` on ``residual``'s instances. Collective.
+
+    ``recycle`` (krylov only): a previous subspace's ``V`` to keep beside ``rank`` new directions
+    (:func:`krylov_physics_subspace`).
 
     Raises:
         ValueError: bad rank or subspace name.
@@ -265,14 +285,21 @@ def refine_physics(
     flush_denormals()
     if subspace not in PHYSICS_SUBSPACES:
         raise ValueError(f"unknown subspace {subspace!r}; choose one of {PHYSICS_SUBSPACES}")
+    if recycle is not None and subspace != "krylov":
+        raise ValueError(f"recycling a basis needs subspace='krylov', got {subspace!r}")
     n_rows = residual.n_dofs
-    if not 1 <= rank <= min(residual.jacobian.n_params, n_rows):
+    recycled = 0 if recycle is None else recycle.shape[1]
+    if not 1 <= rank <= min(residual.jacobian.n_params, n_rows) - recycled:
         raise ValueError(
             f"rank must be between 1 and min(parameters, FEM rows) = "
-            f"min({residual.jacobian.n_params}, {n_rows}), got {rank}"
+            f"min({residual.jacobian.n_params}, {n_rows})"
+            + (f" less the {recycled} recycled directions" if recycled else "")
+            + f", got {rank}"
         )
     if subspace == "krylov":
-        sub = krylov_physics_subspace(residual, rank, block_size=block_size, progress=progress)
+        sub = krylov_physics_subspace(
+            residual, rank, block_size=block_size, progress=progress, recycle=recycle
+        )
     else:
         sub = randomized_physics_subspace(residual, rank, oversampling=oversampling, seed=seed)
     start = time.perf_counter()
