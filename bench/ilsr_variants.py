@@ -51,6 +51,8 @@ VARIANTS = {
     "commit": {"update": "commit"},
     "commit, recycle": {"update": "commit", "recycle": True},
     "commit, b = 8, rank 128": {"update": "commit", "block_size": 8, "rank": 128},
+    "commit, b = 8, rank 64": {"update": "commit", "block_size": 8, "rank": 64},
+    "commit, rank 256": {"update": "commit", "rank": 256},
     "align field 50, recycle": {"align": {"iterations": 50}, "recycle": True},
     "pseudo-time dtau 1 50, recycle": {
         "align": {"iterations": 50, "target": "pseudo_time", "dtau": 1.0},
