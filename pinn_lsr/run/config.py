@@ -328,7 +328,7 @@ def _physics(cfg: DictConfig, problem: problems.Problem, seed: int) -> PhysicsSt
         raise ValueError(f"physics.ilsr.recycle must be true or false, got {p.ilsr.recycle!r}")
     if p.ilsr.recycle and p.subspace != "krylov":
         raise ValueError(f"physics.ilsr.recycle needs physics.subspace=krylov, got {p.subspace!r}")
-    if p.ilsr.update == "align" and p.ilsr.align_target == "pseudo_time" and norm != "energy":
+    if p.ilsr["update"] == "align" and p.ilsr.align_target == "pseudo_time" and norm != "energy":
         raise ValueError(
             "physics.ilsr.align_target=pseudo_time is in the energy norm (linear SPD problems); "
             f"physics.norm resolves to {norm!r} for {problem.name}"
@@ -348,7 +348,7 @@ def _physics(cfg: DictConfig, problem: problems.Problem, seed: int) -> PhysicsSt
             p.ilsr.align_target,
             float(p.ilsr.align_dtau),
         ),
-        update=p.ilsr.update,
+        update=p.ilsr["update"],
         recycle=p.ilsr.recycle,
         ranks=ranks,
     )

@@ -76,7 +76,7 @@ def test_every_section_is_read_once():
         (["physics.ilsr.ranks=[8,16]"], "physics.ilsr.ranks must be null or a list"),
         (["physics.ilsr.ranks=[8,0,8]"], "physics.ilsr.ranks must be null or a list"),
         (
-            ["problem=cdr", "physics.ilsr.align_target=pseudo_time"],
+            ["problem=cdr", "physics.ilsr.update=align", "physics.ilsr.align_target=pseudo_time"],
             "physics.ilsr.align_target=pseudo_time is in the energy norm",
         ),
         (["method=lsr", "~model"], "method=lsr needs a model"),
@@ -113,6 +113,7 @@ def test_bad_values_name_their_key(overrides, message):
 
 def test_the_ilsr_options_reach_the_settings():
     ilsr = settings(
+        "physics.ilsr.iterations=3",
         "physics.ilsr.update=commit",
         "physics.ilsr.align_target=pseudo_time",
         "physics.ilsr.align_dtau=0.5",
