@@ -109,14 +109,14 @@ def plot_stage_errors(path: str | Path, errors: dict[str, float]) -> None:
 def plot_ilsr_history(
     path: str | Path, ilsr: Sequence[Sequence[dict]], baseline: Sequence[Sequence[dict]] = ()
 ) -> None:
-    """Error against wall time per instance: I-LSR's refined fields and aligned network per outer
-    iteration, and the gradient baseline per step."""
+    """Error against wall time per instance: I-LSR's refined fields (when each was ready) and
+    updated network per outer iteration, and the gradient baseline per step."""
     fig = Figure(figsize=(6, 4))
     ax = fig.subplots()
     for k, history in enumerate(ilsr):
         refined = [h for h in history if "refined_rel_l2" in h]
         ax.semilogy(
-            [h["seconds"] for h in refined],
+            [h["refined_seconds"] for h in refined],
             [h["refined_rel_l2"] for h in refined],
             "o-",
             color=f"C{k}",

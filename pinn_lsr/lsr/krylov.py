@@ -151,6 +151,19 @@ def _orthonormal_columns(W: torch.Tensor, tolerance: float, limit: int) -> torch
     return U
 
 
+def _project_out_rows(basis: torch.Tensor, W: torch.Tensor, dtype: torch.dtype) -> None:
+    """``W -= Bᵀ (B W)`` in place for a basis given by its rows B (k, m) and W (m, b) float64:
+    full block Gram–Schmidt in the basis' dtype (memory-bound: it reads the whole basis), a second
+    pass only for a column that lost most of its norm in the first ("twice is enough")."""
+    before = torch.linalg.vector_norm(W, dim=0)
+    for _ in range(2):
+        W -= (basis.T @ (basis @ W.to(dtype))).double()
+        after = torch.linalg.vector_norm(W, dim=0)
+        if bool((after > REORTHOGONALIZE_BELOW * before).all()):
+            break
+        before = after
+
+
 def block_lanczos(
     start: torch.Tensor,
     normal_product: Callable[[torch.Tensor], torch.Tensor],
@@ -159,10 +172,15 @@ def block_lanczos(
     dtype: torch.dtype = torch.float64,
     breakdown: float = 1e-10,
     progress: Callable[[int, int], None] | None = None,
+    deflate: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Orthonormal basis of the block Krylov space ``span{S, H S, H² S, ...}`` (``rank``
     columns) by block Lanczos with full reorthogonalisation: ``rank / b`` products with blocks of
     ``b`` columns instead of ``rank`` products with single vectors.
+
+    With ``deflate`` (D, orthonormal columns) the space is that of the deflated operator
+    ``(I − D Dᵀ) H (I − D Dᵀ)`` from ``(I − D Dᵀ) S``: new directions orthogonal to D (augmented
+    Krylov, as in recycled CG), none when S lies in span(D).
 
     For ``b = 1`` the space is :func:`lanczos`'s. The space contains ``K_s(H, g)`` for every
     ``g`` in span(S) and ``s`` block steps; the rest of it is what the other start columns add.
@@ -181,9 +199,12 @@ def block_lanczos(
             times the norm of its product is dropped (it lies in the space); the basis ends,
             smaller than ``rank``, when a whole block is dropped (the space is invariant).
         progress: called as ``progress(vectors_done, rank)`` after every block product.
+        deflate: (m, p) orthonormal columns (in ``dtype``) the basis is kept orthogonal to; they
+            are not multiplied and not returned.
 
     Returns:
-        Q (m, k), k ≤ rank, orthonormal columns in the order they were multiplied.
+        Q (m, k), k ≤ rank, orthonormal columns in the order they were multiplied (orthogonal to
+        ``deflate``; k = 0 when the start lies in its span).
 
     Raises:
         ValueError: a zero or non-finite start block, or a rank < 1.
@@ -194,29 +215,24 @@ def block_lanczos(
     scale = float(torch.linalg.matrix_norm(start))
     if not np.isfinite(scale) or scale == 0.0:
         raise ValueError(f"the Krylov start block must be finite and non-zero, got norm {scale}")
+    p = 0 if deflate is None else deflate.shape[1]
+    Qt = torch.zeros(p + rank, start.shape[0], dtype=dtype)  # Qᵀ: the leading rows are contiguous
+    if p:
+        Qt[:p] = deflate.T.to(dtype)
+        _project_out_rows(Qt[:p], start, dtype)
     block = _orthonormal_columns(start, breakdown * scale, rank)
-    Qt = torch.zeros(rank, start.shape[0], dtype=dtype)  # Qᵀ: the leading rows are contiguous
-    done = 0
+    done = p
     while block.shape[1] > 0:
         Qt[done : done + block.shape[1]] = block.T.to(dtype)
         W = normal_product(block).double()
         done += block.shape[1]
         if progress is not None:
-            progress(done, rank)
-        if done == rank:
+            progress(done - p, rank)
+        if done == p + rank:
             break
         size = float(torch.linalg.matrix_norm(W))
         if not np.isfinite(size):
-            raise ValueError(f"the Krylov product gave non-finite values after {done} vectors")
-        basis = Qt[:done]
-        # full block Gram–Schmidt in Q's dtype (memory-bound: it reads the whole basis), a second
-        # pass only for a column that lost most of its norm in the first ("twice is enough")
-        before = torch.linalg.vector_norm(W, dim=0)
-        for _ in range(2):
-            W -= (basis.T @ (basis @ W.to(dtype))).double()
-            after = torch.linalg.vector_norm(W, dim=0)
-            if bool((after > REORTHOGONALIZE_BELOW * before).all()):
-                break
-            before = after
-        block = _orthonormal_columns(W, breakdown * size, rank - done)
-    return Qt[:done].T
+            raise ValueError(f"the Krylov product gave non-finite values after {done - p} vectors")
+        _project_out_rows(Qt[:done], W, dtype)
+        block = _orthonormal_columns(W, breakdown * size, p + rank - done)
+    return Qt[p:done].T

@@ -9,7 +9,7 @@ from torch import nn
 
 from pinn_lsr.io.atomic import atomic_path
 from pinn_lsr.lsr.jacobian import ModelJacobian
-from pinn_lsr.models.parameters import real_parameters
+from pinn_lsr.models.parameters import add_to_real_parameters
 
 
 class RefinedModel:
@@ -33,14 +33,7 @@ class RefinedModel:
     def committed(self) -> nn.Module:
         """A copy of the model with weights θ0 + δ."""
         model = copy.deepcopy(self.model)
-        real = real_parameters(model)
-        flat = torch.cat([t.detach().reshape(-1) for t in real.values()])
-        flat[self.index] += self.delta.to(flat.dtype)
-        with torch.no_grad():
-            for t, piece in zip(
-                real.values(), torch.split(flat, [t.numel() for t in real.values()])
-            ):
-                t.copy_(piece.reshape(t.shape))
+        add_to_real_parameters(model, self.index, self.delta)
         return model
 
     def save(self, path: str | Path) -> None:

@@ -28,6 +28,16 @@ def as_model_parameters(real: dict[str, torch.Tensor], model: nn.Module) -> dict
     }
 
 
+@torch.no_grad()
+def add_to_real_parameters(model: nn.Module, index: torch.Tensor, delta: torch.Tensor) -> None:
+    """``θ[index] += δ`` in place, θ the flat vector of :func:`real_parameters` (in their order)."""
+    real = real_parameters(model)
+    flat = torch.cat([t.detach().reshape(-1) for t in real.values()])
+    flat[index] += delta.to(flat.dtype)
+    for t, piece in zip(real.values(), torch.split(flat, [t.numel() for t in real.values()])):
+        t.copy_(piece.reshape(t.shape))
+
+
 def count_real_parameters(model: nn.Module) -> int:
     """Number of real trainable parameters (a complex one counts twice)."""
     return sum(t.numel() for t in real_parameters(model).values())

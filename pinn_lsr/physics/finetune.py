@@ -16,6 +16,7 @@ import torch
 from mpi4py import MPI
 from torch import nn
 
+from pinn_lsr.fem.instance import LinearInstance
 from pinn_lsr.physics.instances import FEMInstances
 from pinn_lsr.train.loop import broadcast_parameters
 from pinn_lsr.train.optim import make_optimizer
@@ -23,19 +24,32 @@ from pinn_lsr.train.optim import make_optimizer
 LOSS_NORMS = ("energy", "l2")
 
 
-def fem_loss(system, u: np.ndarray, norm: str) -> tuple[float, np.ndarray]:
-    """This rank's part of one instance's FEM loss at owned dof values u (n_owned,), and the
-    residual ``F(u)`` there (n_owned,). Collective on the system."""
+def instance_loss(system: LinearInstance, u: np.ndarray, norm: str, *, gradient: bool = True):
+    """One instance's FEM loss on this rank's owned dof values ``u`` (n_owned,) and its gradient
+    with respect to them (None without ``gradient``): the local share, to be summed over ranks.
+    Collective on the system."""
+    r = system.residual(u)
+    if norm == "energy":  # ½ uᵀAu − bᵀu = ½ uᵀ(r − b)
+        if system.b is None:
+            raise ValueError(
+                "the energy loss needs a linear SPD problem; use norm='l2' for nonlinear residuals"
+            )
+        return 0.5 * float(u @ (r - system.b.getArray(readonly=True)[: len(u)])), r
+    if not gradient:
+        return 0.5 * float(r @ r), None
+    system.linearize(u)  # Aᵀ r with A = ∂F/∂u at u (nothing to do for linear problems)
+    return 0.5 * float(r @ r), system.apply(r[:, None], transpose=True)[:, 0]
+
+
+def fem_loss(fem: FEMInstances, fields: list[np.ndarray], norm: str) -> float:
+    """The summed FEM loss of owned dof fields (n_owned,) per instance, identical on all ranks.
+    Collective."""
     if norm not in LOSS_NORMS:
         raise ValueError(f"unknown norm {norm!r}; choose one of {LOSS_NORMS}")
-    r = system.residual(u)
-    if norm == "l2":
-        return 0.5 * float(r @ r), r
-    if system.b is None:
-        raise ValueError(
-            "the energy loss needs a linear SPD problem; use norm='l2' for nonlinear residuals"
-        )
-    return 0.5 * float(u @ (r - system.b.getArray(readonly=True)[: len(u)])), r  # ½uᵀAu − bᵀu
+    local = sum(
+        instance_loss(system, u, norm, gradient=False)[0] for system, u in zip(fem.systems, fields)
+    )
+    return float(fem.comm.allreduce(local, op=MPI.SUM))
 
 
 def fem_loss_and_grid_gradient(
@@ -52,14 +66,8 @@ def fem_loss_and_grid_gradient(
         )
     loss, gradient = 0.0, np.zeros_like(grid)
     for k, system in enumerate(fem.systems):
-        u = fem.to_dofs @ grid[k]
-        value, r = fem_loss(system, u, norm)
+        value, du = instance_loss(system, fem.to_dofs @ grid[k], norm)
         loss += value
-        if norm == "energy":
-            du = r
-        else:
-            system.linearize(u)  # Aᵀ r with A = ∂F/∂u at u (nothing to do for linear problems)
-            du = system.apply(r[:, None], transpose=True)[:, 0]
         gradient[k] = fem.to_dofs.T @ du
     total = np.array([loss])
     fem.comm.Allreduce(MPI.IN_PLACE, total, op=MPI.SUM)

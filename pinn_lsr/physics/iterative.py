@@ -1,17 +1,37 @@
-"""Iterative LSR (I-LSR): alternate one-shot physics LSR with supervised alignment.
+"""Iterative LSR (I-LSR): alternate one-shot physics LSR with an update of the network.
 
 Each outer iteration linearizes the FEM residual at the network's current weights, refines the
-field in a fresh subspace (:func:`pinn_lsr.physics.refine.refine_physics`, seed ``seed + it``),
-then trains the network to reproduce the refined fields (a well-conditioned supervised fit), so
-the next linearization starts closer. Both the refined fields and the network are tracked: the
-refined field is the method's answer; the aligned network is what it can carry to the next step.
+field in a subspace (:func:`pinn_lsr.physics.refine.refine_physics`, seed ``seed + it``), then
+moves the network toward the refined fields, so the next linearization starts closer. Both the
+refined fields and the network are tracked: the refined field is the method's answer; the
+network is what it can carry to the next step.
 
-Where alignment happens depends on the instance set:
+The update (``ILSRSettings.update``):
 
-* built-in problems (``FEMInstances.from_pde``): on the model's grid, against the refined fields'
-  grid values (:func:`align`; every rank holds the same targets);
-* a user's PETSc systems or forms: on the owned dofs, against the refined owned dof values
-  (:func:`align_dofs`; the squared errors and norms are summed over ranks).
+* ``align`` (default): train the network to reproduce the refined fields U*, by the target of
+  ``AlignSettings.target``:
+
+  - ``field``: the mean relative squared error to U* (a well-conditioned supervised fit). Built-in
+    problems (``FEMInstances.from_pde``) align on the model's grid against U*'s grid values
+    (:func:`align`; every rank holds the same targets); a user's PETSc systems or forms on the
+    owned dofs (:func:`align_dofs`; errors and norms summed over ranks);
+  - ``pseudo_time``: one implicit pseudo-time step from U*, as the LSR authors do for PINNs, in
+    the energy norm (:func:`align_pseudo_time`): ``E(u) + ||u − U*||²_A / (2 Δτ)``, ``E`` the FEM
+    energy. With ``E(u) − E(u*) = ½ ||u − u*||²_A`` both terms are in the same norm, so ``Δτ`` is
+    a dimensionless ratio whatever the units of the data, the coefficient or the mesh (the mass
+    matrix would give it the units of A's eigenvalues, ~κ/h²): over all fields the minimiser is
+    ``(U* + Δτ u*) / (1 + Δτ)``, the implicit Euler step of ``du/dτ = −A⁻¹(A u − b)``.
+    ``Δτ → 0`` fits U* in the energy norm, ``Δτ → ∞`` minimises the FEM energy alone.
+
+* ``commit``: no alignment: the weights become ``θ + α δ`` (δ the reduced Gauss–Newton step,
+  :attr:`PhysicsRefinement.delta`), α the first of 1, ½, ¼, ... whose true FEM loss
+  (:func:`~pinn_lsr.physics.finetune.fem_loss`) is below the current one, 0 when none is
+  (:func:`commit`): the FEM loss of the network never increases.
+
+The subspace of each outer iteration is fresh, or (``recycle``) the previous iteration's basis
+with the new gradient's Krylov directions orthogonal to it
+(:func:`~pinn_lsr.physics.refine.krylov_physics_subspace`); its new rank is ``rank`` or the
+iteration's entry of ``ranks`` (a rank schedule).
 """
 
 import logging
@@ -24,6 +44,8 @@ import torch
 from mpi4py import MPI
 from torch import nn
 
+from pinn_lsr.models.parameters import add_to_real_parameters
+from pinn_lsr.physics.finetune import fem_loss, instance_loss
 from pinn_lsr.physics.instances import FEMInstances
 from pinn_lsr.physics.refine import PhysicsRefinement, refine_physics
 from pinn_lsr.train.loop import allreduce_gradients, broadcast_parameters
@@ -32,13 +54,26 @@ from pinn_lsr.train.optim import make_optimizer
 log = logging.getLogger(__name__)
 
 
+ALIGN_TARGETS = ("field", "pseudo_time")
+UPDATES = ("align", "commit")
+MAX_HALVINGS = 20  # commit: step lengths tried, 1 down to 2^-19; beyond that the step is 0
+
+
 @dataclass(frozen=True)
 class AlignSettings:
-    """Supervised alignment of the network to the refined fields (relative squared error)."""
+    """Alignment of the network to the refined fields (module docstring)."""
 
     optimizer: str = "lbfgs"  # lbfgs (full batch, strong Wolfe) | adam
     iterations: int = 200
     lr: float = 1.0
+    target: str = "field"  # field (relative squared error) | pseudo_time (energy + proximal term)
+    dtau: float = 1.0  # pseudo_time: the pseudo-time step, dimensionless (energy norm)
+
+    def __post_init__(self):
+        if self.target not in ALIGN_TARGETS:
+            raise ValueError(f"align target must be one of {ALIGN_TARGETS}, got {self.target!r}")
+        if not self.dtau > 0:
+            raise ValueError(f"align dtau must be positive, got {self.dtau!r}")
 
 
 @dataclass(frozen=True)
@@ -53,6 +88,31 @@ class ILSRSettings:
     oversampling: int = 10
     petsc_options: Mapping | None = None
     align: AlignSettings = field(default_factory=AlignSettings)
+    update: str = "align"  # align | commit (θ + αδ, backtracking on the FEM loss)
+    recycle: bool = False  # krylov: keep the previous basis, add new directions orthogonal to it
+    ranks: tuple[int, ...] | None = None  # new directions per outer iteration (None: rank each)
+
+    def __post_init__(self):
+        if self.update not in UPDATES:
+            raise ValueError(f"update must be one of {UPDATES}, got {self.update!r}")
+        if self.recycle and self.subspace != "krylov":
+            raise ValueError(f"recycle needs subspace='krylov', got {self.subspace!r}")
+        if self.update == "align" and self.align.target == "pseudo_time" and self.norm != "energy":
+            raise ValueError(
+                "the pseudo_time alignment is in the energy norm (linear SPD problems); got "
+                f"norm={self.norm!r}"
+            )
+        if self.ranks is not None and (
+            len(self.ranks) != self.iterations or any(int(r) < 1 for r in self.ranks)
+        ):
+            raise ValueError(
+                f"ranks must hold one positive rank per outer iteration ({self.iterations}), got "
+                f"{self.ranks!r}"
+            )
+
+    def rank_at(self, iteration: int) -> int:
+        """The new directions of outer iteration ``iteration`` (from 0)."""
+        return self.rank if self.ranks is None else int(self.ranks[iteration])
 
 
 def align(
@@ -120,6 +180,73 @@ def align_dofs(
         return comm.allreduce(float(local_loss()), op=MPI.SUM)
 
 
+def align_pseudo_time(
+    model: nn.Module,
+    fem: FEMInstances,
+    targets: list[np.ndarray],
+    settings: AlignSettings,
+) -> float:
+    """One implicit pseudo-time step from owned dof ``targets`` U_k (n_owned,) per instance: fit
+    the model's dof predictions u_k (:meth:`FEMInstances.dof_predictions`) by minimising the mean
+    over instances of ``[E_k(u_k) + ||u_k − U_k||²_{A_k} / (2 Δτ)] / ||U_k||²_{A_k}`` (module
+    docstring; the division makes the loss dimensionless), its gradient from PETSc
+    (``A u − b + A (u − U) / Δτ``) pulled back by autograd and allreduced, so every rank takes the
+    same steps; rank 0's weights are broadcast at the end. Returns the final loss. Collective on
+    ``fem.comm``."""
+    comm, dtype = fem.comm, next(model.parameters()).dtype
+    U = [np.asarray(t, dtype=np.float64) for t in targets]
+    scale = np.array([float(t @ s.apply(t[:, None])[:, 0]) for s, t in zip(fem.systems, U)])
+    comm.Allreduce(MPI.IN_PLACE, scale, op=MPI.SUM)
+    scale *= len(fem)
+
+    def objective(u: np.ndarray) -> tuple[float, np.ndarray]:
+        loss, gradient = 0.0, np.empty_like(u)
+        for k, system in enumerate(fem.systems):
+            energy, r = instance_loss(system, u[k], "energy")
+            d = u[k] - U[k]
+            Ad = system.apply(d[:, None])[:, 0]
+            loss += (energy + 0.5 * float(d @ Ad) / settings.dtau) / scale[k]
+            gradient[k] = (r + Ad / settings.dtau) / scale[k]
+        return comm.allreduce(loss, op=MPI.SUM), gradient
+
+    optimizer = make_optimizer(
+        model.parameters(), settings.optimizer, lr=settings.lr, lbfgs_max_iter=settings.iterations
+    )
+
+    def closure():
+        optimizer.zero_grad()
+        u = fem.dof_predictions(model)
+        loss, gradient = objective(u.detach().double().numpy())
+        u.backward(torch.from_numpy(gradient).to(u.dtype))
+        allreduce_gradients(model, comm)
+        return torch.tensor(loss, dtype=dtype)
+
+    _take_steps(model, optimizer, closure, settings, comm)
+    with torch.no_grad():
+        return float(objective(fem.dof_predictions(model).double().numpy())[0])
+
+
+def commit(model: nn.Module, fem: FEMInstances, result: PhysicsRefinement) -> float:
+    """Set ``model``'s weights to ``θ + α δ`` (``result`` a refinement of this model on ``fem``),
+    α the first of 1, ½, ¼, ... (:data:`MAX_HALVINGS` tries) whose true FEM loss (energy for the
+    energy norm, else ½||F(u)||²) is below the current one, or leave them when none is. Returns
+    α (0.0: not moved). Collective."""
+    residual = result.problem.residual
+    jacobian = residual.jacobian
+    norm = "energy" if residual.norm == "energy" else "l2"
+    before = fem_loss(fem, residual.u0, norm)
+    alpha = 1.0
+    for _ in range(MAX_HALVINGS):
+        step = alpha * result.delta
+        outputs = jacobian.outputs(jacobian.theta0 + step)
+        trial = fem_loss(fem, [u[:, 0] for u in residual.fields(outputs[:, None])], norm)
+        if fem.comm.bcast(trial < before, root=0):  # every rank takes rank 0's decision
+            add_to_real_parameters(model, jacobian.index, step)
+            return alpha
+        alpha /= 2
+    return 0.0
+
+
 def _take_steps(model: nn.Module, optimizer, closure, settings: AlignSettings, comm) -> None:
     """The alignment's optimiser steps (one L-BFGS call of ``settings.iterations`` iterations, or
     ``settings.iterations`` Adam steps), then rank 0's weights to every rank. Collective."""
@@ -143,11 +270,14 @@ def iterative_lsr(
     """Run I-LSR on ``fem``'s instances jointly, aligning ``model`` in place. Collective.
 
     ``first``: a one-shot refinement of this model on these instances already computed with
-    these settings and ``seed`` (it is then the first iteration's, not computed again).
+    these settings (rank ``settings.rank_at(0)``) and ``seed`` (it is then the first iteration's,
+    not computed again).
 
     Returns the last refined fields (owned dofs per instance) and the history: one entry per
     outer iteration with ``network_rel_l2`` / ``network_residual`` (before refining),
-    ``refined_rel_l2`` / ``refined_residual`` (after), ``align_loss`` and cumulative ``seconds``
+    ``refined_rel_l2`` / ``refined_residual`` (after), ``align_loss`` (align) or ``step`` (commit:
+    α), the subspace's ``rank`` (with recycling: old and new directions) and cumulative seconds:
+    ``refined_seconds`` when the refined field was ready, ``seconds`` after the update
     (errors: mean relative error against the FEM solutions, :meth:`FEMInstances.errors`, left
     out when the set has no references; residuals: ``||A u − b||₂``).
 
@@ -156,7 +286,7 @@ def iterative_lsr(
     """
     # the clock includes a reused first refinement, so the seconds are those of the whole method
     start = time.perf_counter() - (first.report.seconds["total"] if first is not None else 0.0)
-    history, fields = [], None
+    history, fields, basis = [], None, None
     inputs = fem.model_inputs(model)
     for it in range(settings.iterations):
         network = fem.network_fields(model)
@@ -165,40 +295,50 @@ def iterative_lsr(
         else:
             result = refine_physics(
                 fem.residual(model, norm=settings.norm),
-                settings.rank,
+                settings.rank_at(it),
                 subspace=settings.subspace,
                 block_size=settings.block_size,
                 oversampling=settings.oversampling,
                 petsc_options=settings.petsc_options,
                 seed=seed + it,
+                recycle=basis if settings.recycle else None,
             )
+        basis = result.problem.subspace.V
         fields = result.fields
-        if fem.pde is not None:  # a built-in problem: align on the model's grid
+        refined_at = time.perf_counter() - start
+        if settings.update == "commit":
+            update = {"step": commit(model, fem, result)}
+        elif settings.align.target == "pseudo_time":
+            update = {"align_loss": align_pseudo_time(model, fem, fields, settings.align)}
+        elif fem.pde is not None:  # a built-in problem: align on the model's grid
             targets = torch.from_numpy(fem.on_grid(fields).reshape(len(fem), -1))
-            loss = align(model, inputs, targets, settings.align, comm=fem.comm)
+            update = {"align_loss": align(model, inputs, targets, settings.align, comm=fem.comm)}
         else:
-            loss = align_dofs(model, fem, fields, settings.align)
+            update = {"align_loss": align_dofs(model, fem, fields, settings.align)}
         entry = {
             "iteration": it + 1,
             **_errors(fem, "network_rel_l2", network),
             "network_residual": fem.residual_norm(network),
             **_errors(fem, "refined_rel_l2", fields),
             "refined_residual": fem.residual_norm(fields),
-            "align_loss": loss,
+            **update,
+            "rank": result.report.rank,
             "ksp_iterations": result.report.ksp_iterations,
+            "refined_seconds": refined_at,
             "seconds": time.perf_counter() - start,
         }
         history.append(entry)
         log.info(
             "I-LSR %d/%d: network %.3e -> refined %.3e (rel. error vs FEM), residual %.3e -> "
-            "%.3e, align %.2e, %.1f s",
+            "%.3e, %s %.2e, rank %d, %.1f s",
             it + 1,
             settings.iterations,
             entry.get("network_rel_l2", np.nan),
             entry.get("refined_rel_l2", np.nan),
             entry["network_residual"],
             entry["refined_residual"],
-            loss,
+            *next(iter(update.items())),
+            entry["rank"],
             entry["seconds"],
         )
         if progress is not None:

@@ -35,13 +35,12 @@ def physics_loss(fem: FEMInstances, fields: Sequence[np.ndarray], norm: str) -> 
     """The solution-free loss of owned dof fields summed over instances and ranks: the energy
     ``Σ ½ uᵀAu − bᵀu`` (``energy``), ``Σ ½ rᵀ S⁻¹ r`` (``dual``) or ``Σ ½ ||r||²`` (``l2``), with
     ``r = F_k(u_k)``. Collective."""
-    if norm == "dual":
-        local = 0.0
-        for system, u in zip(fem.systems, fields):
-            r = system.residual(u)[:, None]
-            local += 0.5 * float(r[:, 0] @ system.solve_weight(r)[:, 0])
-    else:
-        local = sum(fem_loss(system, u, norm)[0] for system, u in zip(fem.systems, fields))
+    if norm != "dual":
+        return fem_loss(fem, fields, norm)
+    local = 0.0
+    for system, u in zip(fem.systems, fields):
+        r = system.residual(u)[:, None]
+        local += 0.5 * float(r[:, 0] @ system.solve_weight(r)[:, 0])
     return float(fem.comm.allreduce(local, op=MPI.SUM))
 
 

@@ -78,10 +78,23 @@ class PhysicsSubspace:
 
 
 def krylov_physics_subspace(
-    residual: PhysicsResidual, rank: int, *, block_size: int = 1, progress=None
+    residual: PhysicsResidual,
+    rank: int,
+    *,
+    block_size: int = 1,
+    progress=None,
+    recycle: torch.Tensor | None = None,
 ) -> PhysicsSubspace:
     """(Block) Lanczos basis of the Gauss–Newton matrix from the gradient (module docstring).
     Collective.
+
+    ``recycle``: a previous basis (m, p), kept whole (orthonormalised here); the ``rank`` new
+    directions are the deflated operator's Krylov basis orthogonal to it
+    (:func:`~pinn_lsr.lsr.krylov.block_lanczos` with ``deflate``), so the subspace is
+    span[recycle, new], of rank p + (up to) ``rank`` less the directions that are numerically
+    dependent at the new weights (:func:`_normalized`, which also makes the reduced system the
+    identity). When the gradient lies in span(recycle) (the residual has not changed since it was
+    built) there is nothing new and the subspace is the recycled one.
 
     Stops early, with a smaller rank and a warning, when the Krylov space becomes invariant.
     """
@@ -93,27 +106,59 @@ def krylov_physics_subspace(
         raise ValueError(
             "the residual's gradient is zero: the model already solves the FEM problem in this norm"
         )
+    dtype = residual.jacobian.dtype
     columns = []  # (Φ, K, Y) of every basis block, kept for the reduced problem
 
-    def normal_product(Q: torch.Tensor) -> torch.Tensor:
-        Phi = residual.tangent_fields(Q.to(residual.jacobian.dtype))
-        K, Y = residual.images(Phi)
-        columns.append((Phi, K, Y))
-        return residual.pullback(residual.normal_cotangents(K, Y))
+    def images(Q: torch.Tensor) -> tuple:
+        Phi = residual.tangent_fields(Q.to(dtype))
+        return (Phi, *residual.images(Phi))
 
-    Q = block_lanczos(G, normal_product, rank, dtype=residual.jacobian.dtype, progress=progress)
-    if Q.shape[1] < rank:
+    def normal_product(Q: torch.Tensor) -> torch.Tensor:
+        columns.append(images(Q))
+        return residual.pullback(residual.normal_cotangents(*columns[-1][1:]))
+
+    if recycle is not None:  # the old directions' images at the new weights (forward products)
+        recycle = torch.linalg.qr(recycle.double())[0].to(dtype)
+        columns.append(images(recycle))
+    Q = block_lanczos(G, normal_product, rank, dtype=dtype, progress=progress, deflate=recycle)
+    Q = Q.to(dtype)
+    if recycle is None and Q.shape[1] < rank:
         log.warning("Krylov space invariant after %d vectors (asked for %d)", Q.shape[1], rank)
 
     def stack(i):
         return [np.hstack([c[i][k] for c in columns]) for k in range(len(residual.instances))]
 
+    sub = PhysicsSubspace(Q, stack(0), stack(1), stack(2))
+    if recycle is not None:
+        log.info("Krylov recycling: %d old directions, %d new", recycle.shape[1], Q.shape[1])
+        sub = _normalized(residual, torch.hstack([recycle, Q]), sub)
+    sub.seconds["krylov"] = time.perf_counter() - start
+    return sub
+
+
+#: a recycled subspace drops the directions whose Gauss–Newton curvature is below this fraction of
+#: the largest (numerically dependent at the new weights: float32 images resolve ~1e-7)
+RECYCLE_DROP_BELOW = 1e-10
+
+
+def _normalized(
+    residual: PhysicsResidual, V: torch.Tensor, sub: PhysicsSubspace
+) -> PhysicsSubspace:
+    """The subspace of ``V`` (m, p) with ``sub``'s images re-expressed in a basis orthonormal in
+    the norm's inner product: Gram ``U Λ Uᵀ``, ``T = U Λ^{-1/2}`` over the eigenvalues above
+    :data:`RECYCLE_DROP_BELOW` of the largest. The old directions at the new weights are far from
+    H-orthogonal to the new ones (the Gram matrix measured cond 5e6 on a 64-dof test case), and
+    CG on the reduced system did not converge on the FNO in float32; in this basis it is the
+    identity. Collective."""
+    gram = residual.gram(sub.K, sub.Y)
+    lam, U = np.linalg.eigh(0.5 * (gram + gram.T))
+    keep = lam > lam[-1] * RECYCLE_DROP_BELOW
+    T = U[:, keep] / np.sqrt(lam[keep])
     return PhysicsSubspace(
-        Q.to(residual.jacobian.dtype),
-        stack(0),
-        stack(1),
-        stack(2),
-        {"krylov": time.perf_counter() - start},
+        (V.double() @ torch.from_numpy(T)).to(V.dtype),
+        [X @ T for X in sub.Phi],
+        [X @ T for X in sub.K],
+        [X @ T for X in sub.Y],
     )
 
 
@@ -251,8 +296,12 @@ def refine_physics(
     petsc_options: Mapping | None = None,
     seed: int = 0,
     progress=None,
+    recycle: torch.Tensor | None = None,
 ) -> PhysicsRefinement:
     """One-shot physics LSR of rank ``rank`` on ``residual``'s instances. Collective.
+
+    ``recycle`` (krylov only): a previous subspace's ``V`` to keep beside ``rank`` new directions
+    (:func:`krylov_physics_subspace`).
 
     Raises:
         ValueError: bad rank or subspace name.
@@ -265,14 +314,21 @@ def refine_physics(
     flush_denormals()
     if subspace not in PHYSICS_SUBSPACES:
         raise ValueError(f"unknown subspace {subspace!r}; choose one of {PHYSICS_SUBSPACES}")
+    if recycle is not None and subspace != "krylov":
+        raise ValueError(f"recycling a basis needs subspace='krylov', got {subspace!r}")
     n_rows = residual.n_dofs
-    if not 1 <= rank <= min(residual.jacobian.n_params, n_rows):
+    recycled = 0 if recycle is None else recycle.shape[1]
+    if not 1 <= rank <= min(residual.jacobian.n_params, n_rows) - recycled:
         raise ValueError(
             f"rank must be between 1 and min(parameters, FEM rows) = "
-            f"min({residual.jacobian.n_params}, {n_rows}), got {rank}"
+            f"min({residual.jacobian.n_params}, {n_rows})"
+            + (f" less the {recycled} recycled directions" if recycled else "")
+            + f", got {rank}"
         )
     if subspace == "krylov":
-        sub = krylov_physics_subspace(residual, rank, block_size=block_size, progress=progress)
+        sub = krylov_physics_subspace(
+            residual, rank, block_size=block_size, progress=progress, recycle=recycle
+        )
     else:
         sub = randomized_physics_subspace(residual, rank, oversampling=oversampling, seed=seed)
     start = time.perf_counter()

@@ -19,7 +19,7 @@ import problems
 from pinn_lsr.fem.grid_pde import INPUT_SPACES
 from pinn_lsr.fem.options import check_options, flatten_options
 from pinn_lsr.lsr.settings import LSRSettings
-from pinn_lsr.physics.iterative import AlignSettings, ILSRSettings
+from pinn_lsr.physics.iterative import ALIGN_TARGETS, UPDATES, AlignSettings, ILSRSettings
 from pinn_lsr.physics.refine import PHYSICS_SUBSPACES
 from pinn_lsr.physics.refine import PREFIX as PHYSICS_PREFIX
 from pinn_lsr.physics.residual import NORMS
@@ -317,18 +317,30 @@ def _physics(
         ("ilsr.align_iterations", 1),
     ):
         require_int(cfg, f"physics.{key}", minimum=minimum)
-    for key in ("ilsr.align_lr", "baseline.lr"):
+    for key in ("ilsr.align_lr", "ilsr.align_dtau", "baseline.lr"):
         require_positive(cfg, f"physics.{key}")
     for key, choices in (
         ("norm", ("auto", *NORMS)),
         ("subspace", PHYSICS_SUBSPACES),
+        ("ilsr.update", UPDATES),
         ("ilsr.align_optimizer", ALIGN_OPTIMIZERS),
+        ("ilsr.align_target", ALIGN_TARGETS),
         ("baseline.optimizer", BASELINE_OPTIMIZERS),
     ):
         require_choice(cfg, f"physics.{key}", choices)
     p = cfg.physics
     norm = p.norm if problem.kind in ("function", "evolution") else resolve_norm(problem, p.norm)
     check_options(PHYSICS_PREFIX, _container(p.petsc_options), key="physics.petsc_options")
+    ranks = _ilsr_ranks(p.ilsr)
+    if not isinstance(p.ilsr.recycle, bool):
+        raise ValueError(f"physics.ilsr.recycle must be true or false, got {p.ilsr.recycle!r}")
+    if p.ilsr.recycle and p.subspace != "krylov":
+        raise ValueError(f"physics.ilsr.recycle needs physics.subspace=krylov, got {p.subspace!r}")
+    if p.ilsr["update"] == "align" and p.ilsr.align_target == "pseudo_time" and norm != "energy":
+        raise ValueError(
+            "physics.ilsr.align_target=pseudo_time is in the energy norm (linear SPD problems); "
+            f"physics.norm resolves to {norm!r} for {problem.name}"
+        )
     ilsr = ILSRSettings(
         iterations=p.ilsr.iterations,
         rank=p.rank,
@@ -338,8 +350,15 @@ def _physics(
         oversampling=p.oversampling,
         petsc_options=_container(p.petsc_options),
         align=AlignSettings(
-            p.ilsr.align_optimizer, p.ilsr.align_iterations, float(p.ilsr.align_lr)
+            p.ilsr.align_optimizer,
+            p.ilsr.align_iterations,
+            float(p.ilsr.align_lr),
+            p.ilsr.align_target,
+            float(p.ilsr.align_dtau),
         ),
+        update=p.ilsr["update"],
+        recycle=p.ilsr.recycle,
+        ranks=ranks,
     )
     return PhysicsStageSettings(
         instances=p.instances,
@@ -363,6 +382,24 @@ def _operator_mode(cfg: DictConfig, n_train: int) -> dict:
             f"at most data.n_train={n_train} (both are drawn from the training inputs)"
         )
     return {"mode": mode, "operator_inputs": inputs, "operator_select": select}
+
+
+def _ilsr_ranks(ilsr: DictConfig) -> tuple[int, ...] | None:
+    """``physics.ilsr.ranks``: None, or one positive integer per outer iteration."""
+    ranks = ilsr.get("ranks")
+    if ranks is None:
+        return None
+    ranks = OmegaConf.to_container(ranks) if OmegaConf.is_list(ranks) else ranks
+    if (
+        not isinstance(ranks, list)
+        or len(ranks) != ilsr.iterations
+        or any(isinstance(r, bool) or not isinstance(r, int) or r < 1 for r in ranks)
+    ):
+        raise ValueError(
+            "physics.ilsr.ranks must be null or a list of positive integers, one per outer "
+            f"iteration (physics.ilsr.iterations={ilsr.iterations}), got {ranks!r}"
+        )
+    return tuple(ranks)
 
 
 def resolve_norm(problem: problems.PDEProblem, norm: str) -> str:

@@ -85,8 +85,10 @@ def run_physics(
             }
         )
         if settings.iterations:
+            # the one-shot refinement is I-LSR's first when a rank schedule starts at its rank
+            reuse = result if settings.rank_at(0) == settings.rank else None
             refined, history = iterative_lsr(
-                copy.deepcopy(model), instance, settings, seed=run.seed, first=result
+                copy.deepcopy(model), instance, settings, seed=run.seed, first=reuse
             )
             fields["I-LSR"].append(refined[0])
             ilsr.append(history)

@@ -109,3 +109,22 @@ def test_block_lanczos_refuses_a_zero_start_block_a_non_finite_product_and_rank_
         block_lanczos(g[:, None], lambda X: X * float("nan"), 3)
     with pytest.raises(ValueError, match="at least 1"):
         block_lanczos(g[:, None], lambda X: H @ X, 0)
+
+
+def test_block_lanczos_deflated_by_a_basis_adds_only_directions_orthogonal_to_it():
+    H, g = spd_matrix(60, 9)
+    old = lanczos(g, lambda q: H @ q, 8).Q
+    h = torch.from_numpy(np.random.default_rng(10).standard_normal(60))
+    new = block_lanczos(h[:, None], lambda X: H @ X, 6, deflate=old)
+    assert new.shape == (60, 6)
+    both = torch.cat([old, new], dim=1)
+    torch.testing.assert_close(
+        both.T @ both, torch.eye(14, dtype=torch.float64), atol=1e-12, rtol=0
+    )
+    # the first new direction is the start's part outside the old basis
+    rest = h - old @ (old.T @ h)
+    torch.testing.assert_close(new[:, 0] * torch.dot(new[:, 0], rest), rest, atol=1e-12, rtol=0)
+    # a start inside the old basis adds nothing, and nothing is multiplied
+    calls = []
+    empty = block_lanczos(g[:, None], lambda X: calls.append(X) or H @ X, 6, deflate=old)
+    assert empty.shape == (60, 0) and not calls

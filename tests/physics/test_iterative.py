@@ -1,10 +1,22 @@
+import copy
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
 from mpi4py import MPI
 
 from pinn_lsr.physics.instances import FEMInstances
-from pinn_lsr.physics.iterative import AlignSettings, ILSRSettings, align, iterative_lsr
+from pinn_lsr.physics.finetune import fem_loss
+from pinn_lsr.physics.iterative import (
+    AlignSettings,
+    ILSRSettings,
+    align,
+    align_pseudo_time,
+    commit,
+    iterative_lsr,
+)
+from pinn_lsr.physics.refine import refine_physics
 from tests.physics.coupling_cases import (
     from_builtin,
     tiny_deeponet,
@@ -80,3 +92,153 @@ def test_ilsr_on_a_users_forms_lowers_the_error(evaluate_at):
     _, history = iterative_lsr(tiny_deeponet(8), instances, settings)
     assert_ilsr_improves(history)
     instances.destroy()
+
+
+def energy_of(fem, model):
+    return fem_loss(fem, fem.network_fields(model), "energy")
+
+
+def test_commit_takes_the_gauss_newton_step_when_it_lowers_the_fem_loss(fem):
+    model = tiny_fno(8)
+    result = refine_physics(fem.residual(model), 12)
+    before = energy_of(fem, model)
+    assert commit(model, fem, result) == 1.0
+    after = energy_of(fem, model)
+    assert after < before
+    # the committed network is the nonlinear model at θ + δ, not the linearized field
+    assert not np.allclose(fem.network_fields(model)[0], result.fields[0])
+
+
+def test_commit_backtracks_so_the_fem_loss_never_increases(fem):
+    model = tiny_fno(8)
+    result = refine_physics(fem.residual(model), 12)
+    before = energy_of(fem, model)
+    too_long = dataclasses.replace(result, delta=result.delta * 1e3)
+    alpha = commit(model, fem, too_long)
+    assert 0.0 < alpha < 1.0
+    assert energy_of(fem, model) < before
+
+
+def test_commit_leaves_the_network_when_no_step_lowers_the_loss(fem):
+    model = tiny_fno(8)
+    residual = fem.residual(model)
+    result = refine_physics(residual, 12)
+    ascent = dataclasses.replace(result, delta=residual.gradient().to(result.delta.dtype))
+    before = fem.network_fields(model)[0]
+    assert commit(model, fem, ascent) == 0.0
+    np.testing.assert_array_equal(fem.network_fields(model)[0], before)
+
+
+def test_ilsr_commit_lowers_the_fem_energy_every_iteration(fem):
+    model = tiny_fno(8)
+    energies = []
+    settings = ILSRSettings(iterations=3, rank=12, update="commit")
+    _, history = iterative_lsr(
+        model, fem, settings, progress=lambda e: energies.append(energy_of(fem, model))
+    )
+    assert all(b <= a for a, b in zip(energies, energies[1:]))
+    assert energies[-1] < energy_of(fem, tiny_fno(8))
+    assert all(0.0 <= h["step"] <= 1.0 for h in history[:-1])
+    assert history[0]["refined_rel_l2"] < history[0]["network_rel_l2"]
+
+
+def test_pseudo_time_alignment_fits_the_target_or_lowers_the_fem_energy(fem):
+    """Δτ → 0 fits the target in the energy norm; Δτ large minimises the FEM energy; the loss is
+    the dimensionless ``[E(u) + ||u − U||²_A / (2 Δτ)] / ||U||²_A``."""
+    model = tiny_fno(8)
+    result = refine_physics(fem.residual(model), 12)
+    U, A = result.fields[0], fem.systems[0]
+
+    def energy_norm2(d):
+        return float(d @ A.apply(d[:, None])[:, 0])
+
+    small, large = copy.deepcopy(model), copy.deepcopy(model)
+    settings = {"iterations": 50, "target": "pseudo_time"}
+    align_pseudo_time(small, fem, result.fields, AlignSettings(**settings, dtau=1e-4))
+    loss = align_pseudo_time(large, fem, result.fields, AlignSettings(**settings, dtau=1e4))
+    start = energy_norm2(fem.network_fields(model)[0] - U)
+    assert energy_norm2(fem.network_fields(small)[0] - U) < 0.1 * start
+    assert energy_of(fem, large) < energy_of(fem, model)
+    u = fem.network_fields(large)[0]
+    expected = (energy_of(fem, large) + 0.5 * energy_norm2(u - U) / 1e4) / energy_norm2(U)
+    assert loss == pytest.approx(expected, rel=1e-10)
+
+
+def test_ilsr_with_pseudo_time_alignment_improves(fem):
+    settings = ILSRSettings(
+        iterations=2,
+        rank=12,
+        align=AlignSettings(iterations=50, target="pseudo_time", dtau=1.0),
+    )
+    _, history = iterative_lsr(tiny_fno(8), fem, settings)
+    assert_ilsr_improves(history)
+
+
+def test_recycling_an_unchanged_basis_reproduces_the_fresh_solution(fem):
+    model = tiny_fno(8)
+    residual = fem.residual(model)
+    fresh = refine_physics(residual, 12)
+    again = refine_physics(residual, 12, recycle=fresh.problem.subspace.V)
+    assert again.report.rank == 12  # the gradient lies in the old basis: nothing new to add
+    np.testing.assert_allclose(again.fields[0], fresh.fields[0], rtol=0, atol=1e-10)
+
+
+def test_recycling_after_a_change_keeps_the_old_directions_and_adds_new_ones(fem):
+    model = tiny_fno(8)
+    first = refine_physics(fem.residual(model), 8)
+    commit(model, fem, first)
+    residual = fem.residual(model)
+    recycled = refine_physics(residual, 8, recycle=first.problem.subspace.V)
+    fresh = refine_physics(residual, 8)
+    sub = recycled.problem.subspace
+    assert sub.rank == 16
+    # the basis is orthonormal in the energy inner product: the reduced matrix is the identity
+    np.testing.assert_allclose(recycled.problem.H, np.eye(16), atol=1e-8)
+    # and spans the old directions and the new ones, orthogonal to them before normalising
+    old = first.problem.subspace.V
+    assert float(np.linalg.norm(old - sub.V @ np.linalg.lstsq(sub.V, old, rcond=None)[0])) < 1e-8
+    # the recycled space holds the fresh one's start (the gradient): a larger Galerkin space
+    assert recycled.report.residual_l2_after < recycled.report.residual_l2_before
+    assert fem.errors(recycled.fields)[0] < fem.errors([fem.network_fields(model)[0]])[0]
+    assert fresh.report.rank == 8
+
+
+def test_rank_schedule_sets_each_outer_iterations_rank(fem):
+    settings = ILSRSettings(
+        iterations=3, rank=4, ranks=(4, 8, 12), align=AlignSettings(iterations=10)
+    )
+    _, history = iterative_lsr(tiny_fno(8), fem, settings)
+    assert [h["rank"] for h in history[:-1]] == [4, 8, 12]
+
+
+def test_recycling_grows_the_subspace_by_each_iterations_new_rank(fem):
+    settings = ILSRSettings(iterations=3, rank=4, ranks=(4, 8, 4), recycle=True, update="commit")
+    _, history = iterative_lsr(tiny_fno(8), fem, settings)
+    assert [h["rank"] for h in history[:-1]] == [4, 12, 16]
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"update": "jump"}, "update must be one of"),
+        ({"subspace": "randomized", "recycle": True}, "recycle needs subspace='krylov'"),
+        ({"ranks": (8, 16)}, "one positive rank per outer iteration"),
+        ({"ranks": (8, 0, 8)}, "one positive rank per outer iteration"),
+        (
+            {"norm": "dual", "align": AlignSettings(target="pseudo_time")},
+            "pseudo_time alignment is in the energy norm",
+        ),
+    ],
+)
+def test_bad_ilsr_settings_raise(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        ILSRSettings(iterations=3, **kwargs)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [({"target": "jacobian"}, "align target must be one of"), ({"dtau": 0.0}, "dtau must be")],
+)
+def test_bad_align_settings_raise(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        AlignSettings(**kwargs)

@@ -65,6 +65,20 @@ def test_every_section_is_read_once():
         (["physics.norm=energy", "problem=cdr"], "physics.norm=energy needs a symmetric operator"),
         (["physics.norm=dual"], "physics.norm=dual needs an SPD weighting operator"),
         (["method.rank=0"], "method.rank must be an integer >= 1, got 0"),
+        (["physics.ilsr.update=jump"], "physics.ilsr.update must be one of ('align', 'commit')"),
+        (["physics.ilsr.align_target=energy"], "physics.ilsr.align_target must be one of"),
+        (["physics.ilsr.align_dtau=0"], "physics.ilsr.align_dtau must be a finite number > 0"),
+        (["physics.ilsr.recycle=1"], "physics.ilsr.recycle must be true or false, got 1"),
+        (
+            ["physics.ilsr.recycle=true", "physics.subspace=randomized"],
+            "physics.ilsr.recycle needs physics.subspace=krylov",
+        ),
+        (["physics.ilsr.ranks=[8,16]"], "physics.ilsr.ranks must be null or a list"),
+        (["physics.ilsr.ranks=[8,0,8]"], "physics.ilsr.ranks must be null or a list"),
+        (
+            ["problem=cdr", "physics.ilsr.update=align", "physics.ilsr.align_target=pseudo_time"],
+            "physics.ilsr.align_target=pseudo_time is in the energy norm",
+        ),
         (["method=lsr", "~model"], "method=lsr needs a model"),
         (["model=mlp", "model.activation=swish"], "swish"),
         (["problem=fit2d", "model=fno"], "problem=fit2d fits a function of (x, y): use model=mlp"),
@@ -95,6 +109,19 @@ def test_bad_values_name_their_key(overrides, message):
     with pytest.raises(ValueError) as error:
         settings(*overrides)
     assert message in str(error.value)
+
+
+def test_the_ilsr_options_reach_the_settings():
+    ilsr = settings(
+        "physics.ilsr.iterations=3",
+        "physics.ilsr.update=commit",
+        "physics.ilsr.align_target=pseudo_time",
+        "physics.ilsr.align_dtau=0.5",
+        "physics.ilsr.recycle=true",
+        "physics.ilsr.ranks=[8,16,32]",
+    ).physics.ilsr
+    assert (ilsr.update, ilsr.recycle, ilsr.ranks) == ("commit", True, (8, 16, 32))
+    assert (ilsr.align.target, ilsr.align.dtau) == ("pseudo_time", 0.5)
 
 
 def test_unknown_train_key_is_a_value_error():

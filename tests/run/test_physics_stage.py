@@ -50,3 +50,37 @@ def test_every_stage_is_scored_on_the_same_instances(tmp_path):
     assert (tmp_path / "physics_fields" / "physics.xdmf").is_file()
     assert torch.isfinite(next(model.parameters())).all()  # the caller's model is not changed
     pde.destroy()
+
+
+def test_a_rank_schedule_refines_the_first_outer_iteration_at_its_own_rank(tmp_path):
+    settings = load_settings(
+        compose_config(
+            [
+                f"problem.resolution={S}",
+                "physics.rank=16",
+                "physics.instances=1",
+                "physics.ilsr.iterations=2",
+                "physics.ilsr.update=commit",
+                "physics.ilsr.recycle=true",
+                "physics.ilsr.ranks=[8,8]",
+                "physics.baseline.optimizer=none",
+                "~model",
+                "method=none",
+            ]
+        )
+    )
+    pde = LinearPDE(unit_square(MPI.COMM_WORLD, S - 1), settings.problem.forms, grid_size=S)
+    model = tiny_fno(S)
+    metrics = run_physics(
+        settings,
+        model,
+        pde,
+        settings.problem.sample_inputs(1, S, seed=0),
+        {},
+        tmp_path,
+        MPI.COMM_WORLD,
+    )
+    history = metrics["ilsr"]["per_instance"][0]
+    assert [h["rank"] for h in history[:-1]] == [8, 16]  # 8, then 8 new beside the recycled 8
+    assert metrics["physics_lsr"]["rank"] == 16
+    pde.destroy()
