@@ -142,6 +142,7 @@ def refine(
     if validation is not None:
         report.rank = min(report.scan, key=lambda e: e["validation_objective"])["rank"]
     delta = basis.correction(torch.from_numpy(reduced.coefficients(report.rank)))
+    report.svd_fallback_ranks = list(reduced.fallback_ranks)
     delta = delta.to(jacobian.dtype)
     report.linearized_objective = reduced.residual_norm(report.rank) ** 2 / n_samples
     nonlinear = float(residual.value(jacobian.theta0 + delta).double().pow(2).sum())

@@ -251,6 +251,8 @@ def refine_model(
         "seconds_by_phase": report.seconds,
         "condition_number": report.condition_number,
         "effective_rank": report.effective_rank,
+        "conditioning_estimated": report.conditioning_estimated,
+        "svd_fallback_ranks": report.svd_fallback_ranks,
         "peak_memory_mb": report.peak_memory_mb,
         "total_peak_memory_mb": report.total_peak_memory_mb,
         "peak_memory_mb_after": report.peak_memory_mb_after,
