@@ -4,8 +4,10 @@ and memory per phase, the budget's prediction), identical on every rank."""
 import logging
 from dataclasses import dataclass, field
 
+import torch
 from mpi4py import MPI
 
+from pinn_lsr.parallel.device import peak_device_memory_mb
 from pinn_lsr.parallel.memory import local_peak_memory_mb
 
 log = logging.getLogger(__name__)
@@ -32,6 +34,7 @@ class LSRReport:
     peak_memory_mb: float = 0.0  # peak resident memory of this process so far (the largest rank)
     peak_memory_mb_after: dict = field(default_factory=dict)  # the same after each phase
     total_peak_memory_mb: float = 0.0  # the same summed over the ranks
+    peak_device_memory_mb: float | None = None  # CUDA: the allocator's peak, largest rank
     predicted: dict = field(default_factory=dict)  # with a budget: memory_gb, seconds, costs
     chunks: dict = field(default_factory=dict)  # samples and tangents per Jacobian-product chunk
 
@@ -55,12 +58,17 @@ class LSRReport:
             )
         self.initial_objective = reduced.initial_norm() ** 2 / n_samples
 
-    def record_peak_memory(self, comm: MPI.Comm) -> None:
+    def record_peak_memory(self, comm: MPI.Comm, device: torch.device) -> None:
         """The peak memory so far, largest over the ranks (also as the ``scan`` phase's) and
-        summed over them. Collective."""
+        summed over them; on a CUDA ``device`` also the allocator's peak there
+        (``torch.cuda.max_memory_allocated``, largest over the ranks). Collective."""
         peak = local_peak_memory_mb()
         self.peak_memory_mb = self.peak_memory_mb_after["scan"] = comm.allreduce(peak, op=MPI.MAX)
         self.total_peak_memory_mb = comm.allreduce(peak)
+        on_device = peak_device_memory_mb(device)
+        self.peak_device_memory_mb = (
+            None if on_device is None else comm.allreduce(on_device, op=MPI.MAX)
+        )
 
     def log_summary(self) -> None:
         """Log the prediction against the measurement (with a budget) and the objectives. Local."""

@@ -104,6 +104,7 @@ def train_or_load_model(
             resume=settings.train.resume,
             progress=settings.output.progress,
             identity=run_identity(settings),
+            device=settings.device,
         )
         if comm.rank == 0:
             plot_history(
@@ -255,6 +256,8 @@ def refine_model(
         "svd_fallback_ranks": report.svd_fallback_ranks,
         "peak_memory_mb": report.peak_memory_mb,
         "total_peak_memory_mb": report.total_peak_memory_mb,
+        "peak_device_memory_mb": report.peak_device_memory_mb,
+        "device": settings.device,
         "peak_memory_mb_after": report.peak_memory_mb_after,
         "predicted": report.predicted,
         "objective": {
