@@ -6,7 +6,8 @@ column signs and round-off), with the memory of the arrays that are truly needed
 * Ω (m × k, k = r + p) is never stored: each block of columns is regenerated from its seed;
 * the sketch ``Y = G Ω`` (n_sketch × k) is kept in the model's dtype (float32) and turned
   into Q in place by block classical Gram–Schmidt with reorthogonalisation (BCGS2; products in
-  float64 row block by row block, each column block's QR by TSQR across ranks);
+  float64 row block by row block, each column block's QR by shifted Cholesky QR with Gram
+  matrices summed across ranks);
 * ``Bt = Gᵀ Q`` (m × k, summed over ranks) gives B's right singular vectors through the k × k
   float64 Gram matrix ``Btᵀ Bt = U S² Uᵀ`` (rows of Bt split over the ranks), and
   ``V = Bt U S⁻²`` (scaled) is written over Bt's storage block by block. Singular values
@@ -16,8 +17,11 @@ column signs and round-off), with the memory of the arrays that are truly needed
   against three n × k float64 copies (TSQR), Ω, Bt and two m × k float64 arrays in the plain
   recipe.
 
-Each column block of the sketch and of the projection can be saved for a restart
-(:class:`pinn_lsr.lsr.restart.RestartStore`) and shows on a progress bar.
+All of it runs in torch on the model's device (``device=cuda``: the sketch, the block Cholesky
+QR, the k × k eigenproblem and V on the GPU); the sums over MPI ranks go through host buffers
+(:mod:`pinn_lsr.parallel.device`). Each column block of the sketch and of the projection can be
+saved for a restart (:class:`pinn_lsr.lsr.restart.RestartStore`, CPU copies) and shows on a
+progress bar.
 """
 
 import math
