@@ -231,11 +231,13 @@ class NormalEquations:
             raise ValueError(
                 f"blocks must have {len(self.M)} columns, got shape {tuple(block.shape)}"
             )
-        if not bool(torch.isfinite(block).all()):
+        self.M.addmm_(block.T, block)  # in place: no k x k temporary
+        # a NaN or infinite entry makes its column's diagonal entry non-finite (checked without
+        # torch.isfinite(block), whose float64 temporary is as large as the block)
+        if not bool(torch.isfinite(self.M.diagonal()).all()):
             raise FloatingPointError(
                 "a block fed to the normal equations contains NaN or infinite values"
             )
-        self.M += block.T @ block
         self.n_rows += len(block)
 
     def state(self) -> dict:
@@ -277,7 +279,7 @@ def finish(
             f"the reduced problem has {n_rows} rows in all, fewer than rank + 1 = {rank + 1}"
         )
     R, info = torch.linalg.cholesky_ex(M, upper=True)
-    if int(info) or not bool(torch.isfinite(R).all()):
+    if int(info) or not bool(torch.isfinite(R.diagonal()).all()):
         raise FloatingPointError(
             "the normal equations of G V are not numerically positive definite "
             "(rank-deficient or ill-conditioned G V); use reduction='qr'"

@@ -172,3 +172,10 @@ def test_ill_conditioning_hidden_from_the_diagonal_falls_back_to_the_svd():
         reduced.coefficients(10), -scipy.linalg.solve_triangular(R[:10, :10], z[:10])
     )
     assert reduced.fallback_ranks == [120]  # the leading 10 x 10 block is well conditioned
+
+
+def test_normal_equations_refuse_non_finite_blocks():
+    GV, f = problem()
+    GV[7, 3] = np.inf
+    with pytest.raises(FloatingPointError, match="NaN or infinite"):
+        solve_streaming([(GV, f)], 12, MPI.COMM_SELF, reduction="gram")
