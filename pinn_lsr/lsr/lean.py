@@ -35,7 +35,7 @@ from tqdm import tqdm
 from pinn_lsr.lsr.restart import RestartStore
 from pinn_lsr.lsr.residual import DataResidual
 from pinn_lsr.lsr.subspace import Subspace, random_matrix
-from pinn_lsr.parallel.device import allgather_rows_, allreduce_
+from pinn_lsr.parallel.device import allgather_rows_, allreduce_, gram_product
 
 GRAM_ROWS = 8192  # rows per float64 block of a Gram product
 
@@ -45,8 +45,7 @@ def gram(A: torch.Tensor, rows: int = GRAM_ROWS) -> torch.Tensor:
     block. Local."""
     result = torch.zeros(A.shape[1], A.shape[1], dtype=torch.float64, device=A.device)
     for start in range(0, A.shape[0], rows):
-        block = A[start : start + rows].double()
-        result += block.T @ block
+        result += gram_product(A[start : start + rows].double())
     return result
 
 

