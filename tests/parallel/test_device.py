@@ -7,6 +7,7 @@ from pinn_lsr.parallel.device import (
     allreduce_,
     broadcast_,
     check_device,
+    gram_product,
     peak_device_memory_mb,
     resolve_device,
 )
@@ -45,3 +46,8 @@ def test_cuda_resolves_to_a_gpu_of_this_node_and_counts_its_peak():
     assert device.type == "cuda" and device.index == 0
     x = torch.ones(1 << 20, device=device)
     assert peak_device_memory_mb(device) >= x.numel() * 4 / 2**20
+
+
+def test_gram_product_is_the_transpose_product():
+    A = torch.randn(50, 7, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(gram_product(A), A.T @ A, rtol=1e-14, atol=1e-13)
