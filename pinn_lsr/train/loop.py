@@ -173,24 +173,24 @@ def train(
     written with (only those :func:`resume_changes` allows may differ).
 
     Raises:
-        ValueError: mismatched lengths, NaN/Inf in the data, bad settings, or settings that
-            differ from those of the checkpoint resumed.
+        ValueError: mismatched lengths, NaN/Inf in the data, bad settings, settings that
+            differ from those of the checkpoint resumed, or a device torch does not see.
     """
     inputs, targets = train_data
     _check_data(inputs, targets, "training")
     if test_data is not None:
         _check_data(*test_data, "test")
-    where = resolve_device(device, comm)
-    model.to(where)
-    inputs, targets = inputs.to(where), targets.to(where)
-    if test_data is not None:
-        test_data = (test_data[0].to(where), test_data[1].to(where))
     if settings.loss not in LOSSES:
         raise ValueError(f"unknown loss {settings.loss!r}; choose one of {sorted(LOSSES)}")
     if settings.epochs < 0 or settings.batch_size < 1:
         raise ValueError(
             f"need epochs >= 0 and batch_size >= 1, got {settings.epochs}, {settings.batch_size}"
         )
+    where = resolve_device(device, comm)
+    model.to(where)
+    inputs, targets = inputs.to(where), targets.to(where)
+    if test_data is not None:
+        test_data = (test_data[0].to(where), test_data[1].to(where))
 
     optimizer = make_optimizer(
         model.parameters(),
