@@ -17,7 +17,7 @@ import numpy as np
 import scipy.linalg
 import torch
 from mpi4py import MPI
-from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigsh
+from scipy.sparse.linalg import ArpackError, LinearOperator, eigsh
 from tqdm import tqdm
 
 from pinn_lsr.parallel.device import allreduce_, gram_product
@@ -96,7 +96,7 @@ def condition_number(R: np.ndarray) -> float:
     with np.errstate(over="ignore", invalid="ignore"):
         try:
             ratio = largest(lambda x: R.T @ (R @ x)) * largest(lambda x: solve(solve(x, "T")))
-        except ArpackNoConvergence:
+        except ArpackError:  # no convergence, or products that overflowed: numerically singular
             return float("inf")
     return float(np.sqrt(ratio)) if np.isfinite(ratio) and ratio > 0 else float("inf")
 

@@ -179,3 +179,13 @@ def test_normal_equations_refuse_non_finite_blocks():
     GV[7, 3] = np.inf
     with pytest.raises(FloatingPointError, match="NaN or infinite"):
         solve_streaming([(GV, f)], 12, MPI.COMM_SELF, reduction="gram")
+
+
+def test_condition_number_of_a_numerically_singular_factor_is_infinite():
+    from pinn_lsr.lsr.reduced import condition_number
+
+    R = kahan(400, theta=0.5)  # σ_min underflows: its inverse's products overflow
+    assert condition_number(R) == float("inf")
+    assert condition_number(np.triu(np.ones((150, 150)))) == pytest.approx(
+        np.linalg.cond(np.triu(np.ones((150, 150)))), rel=1e-2
+    )
