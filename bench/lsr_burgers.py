@@ -5,22 +5,26 @@ settings on Darcy 16×16.
 Each case trains the model by ``solve.py`` (``method=none``; ``--epochs`` Adam epochs, cosine
 schedule; ``train.epochs=0`` for the untrained network: random features with fitted
 normalisers), then runs one LSR by ``solve.py ... checkpoint=... method=lsr`` under ``mpirun -n
-2`` at the largest rank with the authors' settings: a random half of the parameters
+2`` (``--mpi-ranks``, ``--threads`` each) on ``--device`` at the largest rank with the authors'
+settings: a random half of the parameters
 (``method.fraction=0.5``), the randomized subspace without power iterations, V scaled by 1/S.
 The scan of that one basis scores every rank of ``--ranks`` (nested: the smaller ranks are the
 leading columns), so one row per rank; ``seconds`` and ``peak_memory_gb`` are those of the run at
 the largest rank (memory summed over the 2 ranks). 5 % of the training samples pick nothing here
 (the authors chose the rank by training loss) but are held out as LSR's validation set.
 
-Rows: ``problem``, ``model``, ``trained``, ``dtype``, ``device``, ``rank``, ``n_train``,
-``train_before`` / ``train_after`` (RMS of the per-sample relative L2 on the fit samples: the
-square root of LSR's objective), ``test_before`` / ``test_after`` (mean per-sample relative L2 on
-the test samples), ``seconds``, ``peak_memory_gb``, ``commit``. They accumulate in
-``bench/results/lsr_burgers/results.json`` (a case run again replaces its rows).
+Rows: ``problem``, ``model``, ``trained``, ``dtype``, ``device``, ``max_rank`` (of the run),
+``rank``, ``n_train``, ``train_before`` / ``train_after`` (RMS of the per-sample relative L2 on the
+fit samples: the square root of LSR's objective), ``test_before`` / ``test_after`` (mean
+per-sample relative L2 on the test samples), ``seconds``, ``peak_memory_gb`` (host),
+``peak_gpu_memory_gb`` (``torch.cuda.max_memory_allocated``, largest MPI rank), ``commit``. They
+accumulate in ``bench/results/lsr_burgers/results.json`` (a case run again on the same device at
+the same largest rank replaces its rows). ``--agreement`` prints, for every rank run on both a
+GPU and the CPU at the same largest rank, the two errors side by side.
 
 Usage: ``.venv/bin/python bench/lsr_burgers.py [--cases burgers darcy] [--ranks 1000 3000 10000]
-[--epochs 2000] [--n-train 1000] [--untrained] [--float64] [--lsr key=value ...]
-[--report-only]``.
+[--epochs 2000] [--n-train 1000] [--untrained] [--float64] [--device cpu|cuda]
+[--mpi-ranks 2] [--threads 1] [--lsr key=value ...] [--report-only] [--agreement]``.
 """
 
 import argparse
@@ -34,7 +38,7 @@ from benchutil import git_commit
 
 ROOT = Path(__file__).parents[1]
 OUT = ROOT / "bench" / "results" / "lsr_burgers"
-MPIRUN = [str(ROOT / ".venv" / "bin" / "mpirun"), "-n", "2"]
+MPIRUN = [str(ROOT / ".venv" / "bin" / "mpirun"), "-n"]
 SOLVE = [str(ROOT / ".venv" / "bin" / "python"), str(ROOT / "solve.py")]
 #: the authors' recipe (their logs): p = 0.5, randomized, no power iterations, V / S
 AUTHORS = [
@@ -78,8 +82,10 @@ def train(args, case: str, n_train: int, epochs: int, env) -> tuple[Path, dict]:
         subprocess.run(
             [
                 *MPIRUN,
+                str(args.mpi_ranks),
                 *SOLVE,
                 *common(case, n_train, args.n_test),
+                f"device={args.device}",
                 "method=none",
                 f"train.epochs={epochs}",
                 "train.scheduler=cosine",
@@ -95,11 +101,13 @@ def train(args, case: str, n_train: int, epochs: int, env) -> tuple[Path, dict]:
 def refine(args, case, n_train, trained, dtype, checkpoint, env) -> dict:
     """One LSR run at the largest rank; its metrics.json (or the failure) and wall seconds."""
     name = f"lsr_{case}_{n_train}_{'trained' if trained else 'untrained'}_{dtype}"
-    run_dir = OUT / name
+    run_dir = OUT / f"{name}_{args.device.replace(':', '')}_{max(args.ranks)}"
     command = [
         *MPIRUN,
+        str(args.mpi_ranks),
         *SOLVE,
         *common(case, n_train, args.n_test),
+        f"device={args.device}",
         f"checkpoint={checkpoint}",
         "method=lsr",
         f"method.rank={max(args.ranks)}",
@@ -118,7 +126,7 @@ def refine(args, case, n_train, trained, dtype, checkpoint, env) -> dict:
     return {**json.loads((run_dir / "metrics.json").read_text()), "wall_seconds": wall}
 
 
-def rows(case, n_train, trained, dtype, trained_metrics, run, commit) -> list[dict]:
+def rows(args, case, n_train, trained, dtype, trained_metrics, run, commit) -> list[dict]:
     """One row per scanned rank of one LSR run."""
     problem, model = CASES[case][0][0].split("=")[1], CASES[case][1]
     base = {
@@ -126,7 +134,10 @@ def rows(case, n_train, trained, dtype, trained_metrics, run, commit) -> list[di
         "model": model,
         "trained": trained,
         "dtype": dtype,
-        "device": "cpu",
+        "device": args.device,
+        "max_rank": max(args.ranks),
+        "mpi_ranks": args.mpi_ranks,
+        "threads": args.threads,
         "n_train": n_train,
         "test_before": trained_metrics["train"].get("test_rel_l2"),
         "commit": commit,
@@ -138,6 +149,7 @@ def rows(case, n_train, trained, dtype, trained_metrics, run, commit) -> list[di
         train_before=lsr["objective"]["initial"] ** 0.5,
         seconds=lsr["seconds"],
         peak_memory_gb=lsr["total_peak_memory_mb"] / 1024,
+        peak_gpu_memory_gb=(lsr.get("peak_device_memory_mb") or 0) / 1024 or None,
         n_rows=lsr["n_rows"],
         n_parameters=lsr["n_parameters"],
         seconds_by_phase=lsr["seconds_by_phase"],
@@ -155,28 +167,58 @@ def rows(case, n_train, trained, dtype, trained_metrics, run, commit) -> list[di
 
 def row_case(row: dict) -> tuple:
     """What a row's run was: its rows are replaced when that case runs again."""
-    return row["problem"], row["n_train"], row["trained"], row["dtype"]
+    return (
+        row["problem"],
+        row["n_train"],
+        row["trained"],
+        row["dtype"],
+        row["device"],
+        row.get("max_rank"),
+    )
 
 
 def report(results: list[dict]) -> None:
     print(
-        "\n| problem | model | trained | n_train | dtype | rank | train rel-L2 before → after | "
-        "test rel-L2 before → after | test gain | seconds | peak GB | commit |"
+        "\n| problem | model | trained | n_train | dtype | device | rank | "
+        "train rel-L2 before → after | test rel-L2 before → after | test gain | seconds | "
+        "peak GB (host) | peak GB (GPU) | commit |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         head = (
             f"| {r['problem']} | {r['model']} | {'yes' if r['trained'] else 'no'} | "
-            f"{r['n_train']} | {r['dtype']} |"
+            f"{r['n_train']} | {r['dtype']} | {r['device']} |"
         )
         if "failed" in r:
-            print(f"{head} | failed after {r['seconds']:.0f} s | | | | | | {r['commit']} |")
+            print(f"{head} | failed after {r['seconds']:.0f} s | | | | | | | {r['commit']} |")
             continue
+        gpu = f"{r['peak_gpu_memory_gb']:.1f}" if r.get("peak_gpu_memory_gb") else ""
         print(
             f"{head} {r['rank']} | {r['train_before']:.2e} → {r['train_after']:.2e} | "
             f"{r['test_before']:.2e} → {r['test_after']:.2e} | "
             f"{r['test_before'] / r['test_after']:.2f}× | {r['seconds']:.0f} | "
-            f"{r['peak_memory_gb']:.1f} | {r['commit']} |"
+            f"{r['peak_memory_gb']:.1f} | {gpu} | {r['commit']} |"
+        )
+
+
+def agreement(results: list[dict]) -> None:
+    """GPU rows beside the CPU rows of the same case, largest rank and scanned rank."""
+    ok = [r for r in results if "failed" not in r]
+    cpu = {(*row_case(r)[:4], r.get("max_rank"), r["rank"]): r for r in ok if r["device"] == "cpu"}
+    print(
+        "\n| problem | dtype | largest rank | rank | train rel-L2 GPU / CPU | "
+        "test rel-L2 GPU / CPU | seconds GPU / CPU | commit GPU / CPU |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for r in ok:
+        twin = cpu.get((*row_case(r)[:4], r.get("max_rank"), r["rank"]))
+        if r["device"] == "cpu" or twin is None:
+            continue
+        print(
+            f"| {r['problem']} | {r['dtype']} | {r['max_rank']} | {r['rank']} | "
+            f"{r['train_after']:.4e} / {twin['train_after']:.4e} | "
+            f"{r['test_after']:.4e} / {twin['test_after']:.4e} | "
+            f"{r['seconds']:.0f} / {twin['seconds']:.0f} | {r['commit']} / {twin['commit']} |"
         )
 
 
@@ -189,11 +231,16 @@ def main() -> None:
     parser.add_argument("--n-test", type=int, default=50)
     parser.add_argument("--untrained", action="store_true", help="also from the untrained network")
     parser.add_argument("--float64", action="store_true", help="also in float64")
+    parser.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (training and LSR)")
+    parser.add_argument("--mpi-ranks", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1, help="threads per MPI rank")
     parser.add_argument("--lsr", nargs="*", default=[], help="extra method.* overrides")
     parser.add_argument("--report-only", action="store_true")
+    parser.add_argument("--agreement", action="store_true", help="print GPU rows beside CPU rows")
     args = parser.parse_args()
     commit = git_commit()
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+    threads = str(args.threads)
+    env = {**os.environ, "OMP_NUM_THREADS": threads, "OPENBLAS_NUM_THREADS": threads}
     OUT.mkdir(parents=True, exist_ok=True)
     results_file = OUT / "results.json"
     results = json.loads(results_file.read_text()) if results_file.exists() else []
@@ -206,12 +253,15 @@ def main() -> None:
                     )
                     for dtype in ["float32", "float64"] if args.float64 else ["float32"]:
                         run = refine(args, case, n_train, trained, dtype, checkpoint, env)
-                        new = rows(case, n_train, trained, dtype, trained_metrics, run, commit)
-                        case_key = (new[0]["problem"], n_train, trained, dtype)
-                        results = [r for r in results if row_case(r) != case_key] + new
+                        new = rows(
+                            args, case, n_train, trained, dtype, trained_metrics, run, commit
+                        )
+                        results = [r for r in results if row_case(r) != row_case(new[0])] + new
                         results_file.write_text(json.dumps(results, indent=1))
                         report(new)
     report(results)
+    if args.agreement:
+        agreement(results)
 
 
 if __name__ == "__main__":

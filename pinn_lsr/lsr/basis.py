@@ -65,4 +65,6 @@ def build_subspace(
             progress=progress,
         )
     jacobian = residual.jacobian
-    return random_subspace(jacobian.n_params, rank, seed=s.seed, dtype=jacobian.dtype)
+    return random_subspace(
+        jacobian.n_params, rank, seed=s.seed, dtype=jacobian.dtype, device=jacobian.device
+    )

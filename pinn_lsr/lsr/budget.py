@@ -20,6 +20,7 @@ from mpi4py import MPI
 from pinn_lsr.lsr.jacobian import ModelJacobian
 from pinn_lsr.lsr.residual import DataResidual
 from pinn_lsr.lsr.subspace import SINGLE_PRODUCT_ROWS, random_matrix
+from pinn_lsr.parallel.device import synchronize
 from pinn_lsr.parallel.memory import local_peak_memory_mb
 
 F32, F64 = 4, 8
@@ -192,6 +193,7 @@ def product_seconds(
     for _ in range(repeats):
         start = time.perf_counter()
         product(operand)
+        synchronize(jacobian.device)
         timings.append(time.perf_counter() - start)
     return min(timings) / (samples * tangents)
 

@@ -9,6 +9,8 @@ real parameters (complex ones as (real, imaginary) pairs, see
 * :meth:`ModelJacobian.vjp` computes ``Jᵀ W`` for many cotangents (reverse mode),
 
 both in chunks of samples and of tangents, so memory stays bounded. Local: rows are this rank's.
+Products run where the model's parameters live (``device``; the inputs must be there too), and
+tangents / cotangents are moved there.
 """
 
 from collections.abc import Callable, Sequence
@@ -62,7 +64,8 @@ class ModelJacobian:
 
     Args:
         model: any ``torch.nn.Module``; its parameters are not modified.
-        inputs: (n_samples, ...) this rank's inputs; each gives ``n_outputs`` rows.
+        inputs: (n_samples, ...) this rank's inputs, on the model's device; each gives
+            ``n_outputs`` rows.
         index: selected entries of the flat real parameter vector (default: all).
         forward: ``forward(model, inputs) -> (n_samples, n_outputs)``; default ``model(inputs)``.
         chunk_samples: samples per forward evaluation and forward-mode product.
@@ -93,7 +96,10 @@ class ModelJacobian:
         self._shapes = [t.shape for t in real.values()]
         self._sizes = [t.numel() for t in real.values()]
         self.theta0_full = torch.cat([t.detach().reshape(-1) for t in real.values()]).clone()
-        self.index = torch.arange(len(self.theta0_full)) if index is None else index
+        self.device = self.theta0_full.device
+        self.index = (torch.arange(len(self.theta0_full)) if index is None else index.cpu()).to(
+            self.device
+        )
         if len(self.index) > 1 and not bool((self.index[1:] > self.index[:-1]).all()):
             raise ValueError(
                 "the parameter index must be strictly increasing (see select_parameters)"
@@ -106,7 +112,7 @@ class ModelJacobian:
         # one vector: the reverse pass of slicing θ would write a zero-filled m-vector per tensor
         # and per cotangent (measured: 5x the time of the vjp of a 192k-parameter FNO itself)
         offsets = np.cumsum([0] + self._sizes)
-        bounds = np.searchsorted(self.index.numpy(), offsets)
+        bounds = np.searchsorted(self.index.cpu().numpy(), offsets)
         self._varying = []  # (tensor number, slice of θ, entries of the tensor or None for all)
         for j, (first, last) in enumerate(zip(bounds[:-1], bounds[1:])):
             if first == last:
@@ -197,13 +203,16 @@ class ModelJacobian:
         so that callers can stream ``J T`` without holding it whole."""
         if T.dim() != 2 or T.shape[0] != self.n_params:
             raise ValueError(f"tangents must have shape ({self.n_params}, k), got {tuple(T.shape)}")
+        T = T.to(self.device)
         zeros = [torch.zeros_like(p) for p in self._varying0]
         for first_row, x in self._sample_chunks():
 
             def product(t, x=x):
                 return jvp(lambda *v: self._call(v, x), self._varying0, self._split(t, zeros))[1]
 
-            block = torch.empty(len(x) * self.n_outputs, T.shape[1], dtype=self.dtype)
+            block = torch.empty(
+                len(x) * self.n_outputs, T.shape[1], dtype=self.dtype, device=self.device
+            )
             for k in range(0, T.shape[1], self.chunk_tangents):
                 tangents = T[:, k : k + self.chunk_tangents].T.to(self.dtype)
                 block[:, k : k + self.chunk_tangents] = vmap(product)(tangents).T.detach()
@@ -215,7 +224,8 @@ class ModelJacobian:
             return self.vjp(W[:, None])[:, 0]
         if W.shape[0] != self.n_rows:
             raise ValueError(f"cotangents must have {self.n_rows} rows, got shape {tuple(W.shape)}")
-        result = torch.zeros(self.n_params, W.shape[1], dtype=self.dtype)
+        W = W.to(self.device)
+        result = torch.zeros(self.n_params, W.shape[1], dtype=self.dtype, device=self.device)
         for row, x in self._sample_chunks(self.vjp_chunk_samples):
             _, pullback = vjp(lambda *v, x=x: self._call(v, x), *self._varying0)
             rows = W[row : row + x.shape[0] * self.n_outputs].to(self.dtype)
@@ -228,7 +238,7 @@ class ModelJacobian:
 
     def full(self) -> torch.Tensor:
         """The whole J (n_rows, m). Only for small problems and tests."""
-        return self.jvp(torch.eye(self.n_params, dtype=self.dtype))
+        return self.jvp(torch.eye(self.n_params, dtype=self.dtype, device=self.device))
 
 
 class _Functional(nn.Module):

@@ -44,7 +44,7 @@ class LanczosBasis:
 def _project_out(Q: torch.Tensor, w: torch.Tensor) -> None:
     """``w -= Q (Qᵀ w)`` for Q (m, j) and w (m,) float64: matrix-vector products in Q's dtype (no
     copy of Q; they are memory-bound), the coefficients summed in float64 over row blocks."""
-    c = torch.zeros(Q.shape[1], dtype=torch.float64)
+    c = torch.zeros(Q.shape[1], dtype=torch.float64, device=Q.device)
     for first in range(0, Q.shape[0], ROWS):
         c += (Q[first : first + ROWS].T @ w[first : first + ROWS].to(Q.dtype)).double()
     c = c.to(Q.dtype)
@@ -96,7 +96,7 @@ def lanczos(
     if rank < 1:
         raise ValueError(f"rank must be at least 1, got {rank}")
     breakdown = 1e-10 * norm if breakdown is None else breakdown
-    Q = torch.zeros(len(start), rank, dtype=dtype)
+    Q = torch.zeros(len(start), rank, dtype=dtype, device=start.device)
     Q[:, 0] = (start / norm).to(dtype)
     alphas, betas = [], []
     for j in range(rank):
@@ -216,7 +216,8 @@ def block_lanczos(
     if not np.isfinite(scale) or scale == 0.0:
         raise ValueError(f"the Krylov start block must be finite and non-zero, got norm {scale}")
     p = 0 if deflate is None else deflate.shape[1]
-    Qt = torch.zeros(p + rank, start.shape[0], dtype=dtype)  # Qᵀ: the leading rows are contiguous
+    # Qᵀ: the leading rows are contiguous
+    Qt = torch.zeros(p + rank, start.shape[0], dtype=dtype, device=start.device)
     if p:
         Qt[:p] = deflate.T.to(dtype)
         _project_out_rows(Qt[:p], start, dtype)

@@ -19,6 +19,7 @@ from petsc4py import PETSc
 
 from pinn_lsr.fem.options import options_inserted
 from pinn_lsr.fem.solver import solve_checked
+from pinn_lsr.lsr.reduced import Conditioning, triangular_conditioning
 
 PREFIX = "lsr_"
 DEFAULT_OPTIONS = {
@@ -62,6 +63,7 @@ class LSQRSolution:
     options: Mapping | None = None
     seed: int = 0
     iterations: dict = field(default_factory=dict)  # rank -> LSQR iterations
+    fallback_ranks: list = field(default_factory=list)  # always empty: LSQR has no fallback
     _cache: dict = field(default_factory=dict)
 
     @property
@@ -135,13 +137,21 @@ class LSQRSolution:
 
     def singular_values(self) -> np.ndarray:
         """Singular values of ``A`` from the R factor of a TSQR of its rows. Collective."""
+        return scipy.linalg.svdvals(self._r_factor())
+
+    def conditioning(self, rtol: float = 1e-10) -> Conditioning:
+        """Condition number and effective rank of ``A`` (exact, or estimated for many columns:
+        :func:`pinn_lsr.lsr.reduced.triangular_conditioning`). Collective."""
+        return triangular_conditioning(self._r_factor(), rtol)
+
+    def effective_rank(self, rtol: float = 1e-10) -> int:
+        """Singular values above ``rtol`` times the largest. Collective."""
+        return self.conditioning(rtol).effective_rank
+
+    def _r_factor(self) -> np.ndarray:
         from pinn_lsr.parallel.tsqr import tsqr_r
 
         local = (
             np.linalg.qr(self.A_local, mode="r") if len(self.A_local) else np.zeros((0, self.rank))
         )
-        return scipy.linalg.svdvals(tsqr_r(local, self.comm))
-
-    def effective_rank(self, rtol: float = 1e-10) -> int:
-        s = self.singular_values()
-        return int(np.sum(s > rtol * s[0])) if len(s) and s[0] > 0 else 0
+        return tsqr_r(local, self.comm)

@@ -2,8 +2,9 @@
 ``min_c ||G V c + f||`` of a data residual in a subspace V, by the solver of the settings.
 
 ``streaming`` feeds the row blocks of ``[G V | f]`` to :func:`pinn_lsr.lsr.reduced.solve_streaming`
-(G V never held whole; resumable from a restart store); ``dense`` forms this rank's G V and
-factorises it (:func:`pinn_lsr.lsr.reduced.solve_dense`); ``lsqr`` hands it to PETSc's KSPLSQR
+(G V never held whole; resumable from a restart store; ``reduction=gram`` on the products'
+device); ``dense`` forms this rank's G V and factorises it on the host
+(:func:`pinn_lsr.lsr.reduced.solve_dense`); ``lsqr`` hands it to PETSc's KSPLSQR
 (:class:`pinn_lsr.lsr.lsqr.LSQRSolution`).
 """
 
@@ -38,14 +39,14 @@ def solve_reduced(
         A :class:`~pinn_lsr.lsr.reduced.ReducedSolution`, or an
         :class:`~pinn_lsr.lsr.lsqr.LSQRSolution` with the same interface.
     """
-    if settings.solver == "dense":
-        return solve_dense(residual.G(V).double().numpy(), f0.double().numpy(), comm)
+    if settings.solver == "dense":  # a NumPy QR on the host
+        return solve_dense(residual.G(V).double().cpu().numpy(), f0.double().cpu().numpy(), comm)
     if settings.solver == "lsqr":
-        from pinn_lsr.lsr.lsqr import LSQRSolution  # PETSc only when asked for
+        from pinn_lsr.lsr.lsqr import LSQRSolution  # PETSc (on the host) only when asked for
 
         return LSQRSolution(
-            residual.G(V).double().numpy(),
-            f0.double().numpy(),
+            residual.G(V).double().cpu().numpy(),
+            f0.double().cpu().numpy(),
             comm,
             options=settings.petsc_options,
             seed=settings.seed,
@@ -69,8 +70,7 @@ def _stream(
         """The blocks of the samples after the first ``rows_done`` rows (whole samples)."""
         done = rows_done // n_outputs
         rest = residual if done == 0 else residual.subset(torch.arange(done, n_samples))
-        for GV, f in rest.G_blocks(V, f0[done * n_outputs :]):
-            yield GV.numpy(), f.numpy()
+        yield from rest.G_blocks(V, f0[done * n_outputs :])
 
     return solve_streaming(
         remaining,
@@ -81,4 +81,5 @@ def _stream(
         restart_seconds=settings.restart_seconds,
         progress=progress,
         n_rows=residual.jacobian.n_rows,
+        device=residual.jacobian.device,
     )

@@ -30,6 +30,7 @@ from pinn_lsr.lsr.restart import open_restart_store
 from pinn_lsr.lsr.scan import Probe, probe_residuals, ranks_to_scan, scan
 from pinn_lsr.lsr.settings import LSRSettings
 from pinn_lsr.models.parameters import set_precision
+from pinn_lsr.parallel.device import reset_peak_device_memory, resolve_device
 from pinn_lsr.parallel.memory import peak_memory_mb
 
 Data = tuple[torch.Tensor, torch.Tensor]  # (inputs (n_samples, ...), targets (n_samples, ...))
@@ -64,6 +65,9 @@ def refine(
         forward: ``forward(model, inputs) -> outputs`` when the model is not called as model(x).
         progress: progress bars (rank 0) over the passes.
 
+    Returns:
+        The refined model (on the CPU, whatever ``settings.device``) and the report.
+
     Raises:
         ValueError: a bad or unknown setting, mismatched lengths, NaN/Inf in the data or
             residual, a rank above the parameter or row count, too few rows left by
@@ -80,6 +84,8 @@ def refine(
     retain_freed_memory()
     flush_denormals()
     s = LSRSettings.from_mapping(overrides) if settings is None else settings.replace(**overrides)
+    device = resolve_device(s.device, comm)
+    reset_peak_device_memory(device)
     held_out = {**(evaluate or {}), **({} if validation is None else {"validation": validation})}
     if s.dtype is not None:  # a copy of the model in that precision, and the data with it
         dtype = getattr(torch, s.dtype)
@@ -89,13 +95,25 @@ def refine(
         held_out = {name: (x.to(dtype), y.to(dtype)) for name, (x, y) in held_out.items()}
     check_shares({"training": (inputs, targets), **held_out}, comm)
     index = select_parameters(model, names=s.parameters, fraction=s.fraction, seed=s.seed)
-    jacobian = planned_jacobian(model, inputs, index=index, forward=forward, settings=s, comm=comm)
+    # the work on the device: a copy of the model there, and the data with it (no copy on the CPU)
+    working = model if device.type == "cpu" else copy.deepcopy(model).to(device)
+    inputs, targets = inputs.to(device), targets.to(device)
+    held_out = {name: (x.to(device), y.to(device)) for name, (x, y) in held_out.items()}
+    jacobian = planned_jacobian(
+        working, inputs, index=index, forward=forward, settings=s, comm=comm
+    )
     residual = DataResidual.create(jacobian, targets, relative=s.relative, comm=comm)
     n_samples, n_rows = comm.allreduce(len(inputs)), comm.allreduce(jacobian.n_rows)
     check_rank(s.rank, jacobian.n_params, n_rows)
     sketch, n_sketch_rows = sketch_samples(len(inputs), jacobian.n_outputs, s, comm)
     held_out_residuals = probe_residuals(  # checked now, before the heavy work
-        model, held_out, index=index, forward=forward, chunks=jacobian.chunks, settings=s, comm=comm
+        working,
+        held_out,
+        index=index,
+        forward=forward,
+        chunks=jacobian.chunks,
+        settings=s,
+        comm=comm,
     )
     f0 = residual.value()
     if not comm.allreduce(bool(torch.isfinite(f0).all()), op=MPI.LAND):
@@ -142,12 +160,13 @@ def refine(
     if validation is not None:
         report.rank = min(report.scan, key=lambda e: e["validation_objective"])["rank"]
     delta = basis.correction(torch.from_numpy(reduced.coefficients(report.rank)))
+    report.svd_fallback_ranks = list(reduced.fallback_ranks)
     delta = delta.to(jacobian.dtype)
     report.linearized_objective = reduced.residual_norm(report.rank) ** 2 / n_samples
     nonlinear = float(residual.value(jacobian.theta0 + delta).double().pow(2).sum())
     report.nonlinear_objective = comm.allreduce(nonlinear) / n_samples
     report.seconds["solve_and_scan"] = time.perf_counter() - start
     report.seconds["total"] = time.perf_counter() - total_start
-    report.record_peak_memory(comm)
+    report.record_peak_memory(comm, device)
     report.log_summary()
-    return RefinedModel(model, index, delta, forward), report
+    return RefinedModel(model, index, delta.cpu(), forward), report

@@ -68,6 +68,7 @@ class DataResidual:
         problems = sorted(set(sum(comm.allgather(problems), [])))
         if problems:
             raise ValueError("; ".join(problems))
+        targets = targets.to(jacobian.device)
         rows = None
         if relative:
             rows = (
@@ -79,6 +80,7 @@ class DataResidual:
         """The residual restricted to this rank's samples ``samples`` (indices or a boolean
         mask)."""
         jac = self.jacobian
+        samples = samples.to(jac.device)
         per_sample = lambda rows: rows.reshape(len(jac.inputs), -1)[samples].reshape(-1)  # noqa: E731
         weights = None if self.row_weights is None else per_sample(self.row_weights)
         return DataResidual(

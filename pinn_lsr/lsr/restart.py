@@ -24,7 +24,7 @@ def tensor_digest(*tensors: torch.Tensor) -> str:
     """A short SHA-256 of the tensors' bytes (to recognise the same θ0 and data)."""
     digest = hashlib.sha256()
     for t in tensors:
-        digest.update(t.detach().contiguous().numpy().tobytes())
+        digest.update(t.detach().cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()[:16]
 
 

@@ -53,7 +53,7 @@ class Probe:
         self.n_samples = len(jacobian.inputs)
         self.targets = residual.targets.double().reshape(self.n_samples, -1)
         self.q = jacobian.outputs().double().reshape(self.n_samples, -1)
-        self.JV = torch.empty(jacobian.n_rows, V.shape[1], dtype=V.dtype)
+        self.JV = torch.empty(jacobian.n_rows, V.shape[1], dtype=V.dtype, device=V.device)
         for first, block in jacobian.jvp_blocks(V):
             self.JV[first : first + len(block)] = block
         self.weights = (
@@ -69,7 +69,7 @@ class Probe:
         predictor with coefficients ``c`` (r',). Collective."""
         error = (
             self.q
-            + (self.JV[:, : len(c)] @ c.to(self.JV.dtype)).double().reshape(self.n_samples, -1)
+            + (self.JV[:, : len(c)] @ c.to(self.JV)).double().reshape(self.n_samples, -1)
             - self.targets
         )
         weighted = error if self.weights is None else error * self.weights

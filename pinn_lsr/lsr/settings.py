@@ -15,6 +15,7 @@ from pathlib import Path
 
 from pinn_lsr.lsr.reduced import REDUCTIONS
 from pinn_lsr.lsr.subspace import DISTRIBUTIONS
+from pinn_lsr.parallel.device import check_device
 
 SOLVERS = ("streaming", "dense", "lsqr")
 DTYPES = ("float32", "float64")
@@ -61,6 +62,8 @@ class LSRSettings:
     seed: int = 0  # of Ω, the parameter fraction, the row subset and the LSQR sketch
     dtype: str | None = None  # precision of products, basis and refined predictor: one of DTYPES
     #   (a copy of the model is cast); None: the model's
+    device: str = "cpu"  # cpu | cuda | cuda:N: where products, sketch, basis and the gram
+    #   reduction run (a copy of the model is moved; the result is on the CPU)
 
     def __post_init__(self):
         check(self.as_dict())
@@ -205,6 +208,12 @@ def check(values: Mapping, prefix: str = "") -> None:
         raise ValueError(
             f"{p}restart_dir needs {p}engine=lean and {p}subspace=randomized, "
             f"got {p}engine={v['engine']} and {p}subspace={v['subspace']}"
+        )
+    check_device(v["device"])  # the key is ``device`` in the library and on the command line
+    if v["device"] != "cpu" and budgeted:
+        raise ValueError(
+            f"budgets ({p}memory_budget_gb, {p}time_budget_minutes) are predicted for "
+            f"device=cpu only, got device={v['device']}"
         )
     if v["subspace"] == "random" and budgeted:
         raise ValueError(

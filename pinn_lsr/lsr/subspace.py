@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from pinn_lsr.lsr.krylov import lanczos
 from pinn_lsr.lsr.residual import DataResidual
+from pinn_lsr.parallel.device import allreduce_
 from pinn_lsr.parallel.tsqr import tsqr
 
 log = logging.getLogger(__name__)
@@ -47,8 +48,8 @@ class Subspace:
     def correction(self, c: torch.Tensor, *, rows: int = 8192) -> torch.Tensor:
         """``δ = V[:, :len(c)] c`` (m,) in V's dtype, accumulated in float64 row block by row block
         (never a float64 copy of V: at m = 4e5, r = 2000 that copy alone is 6 GB). Local."""
-        c = c.double()
-        delta = torch.empty(self.V.shape[0], dtype=self.V.dtype)
+        c = c.to(self.V.device, torch.float64)
+        delta = torch.empty(self.V.shape[0], dtype=self.V.dtype, device=self.V.device)
         for first in range(0, len(delta), rows):
             delta[first : first + rows] = (self.V[first : first + rows, : len(c)].double() @ c).to(
                 self.V.dtype
@@ -62,13 +63,22 @@ OMEGA_BLOCK = (
 
 
 def random_matrix(
-    m: int, k: int, *, distribution: str, seed: int, dtype: torch.dtype, first: int = 0
+    m: int,
+    k: int,
+    *,
+    distribution: str,
+    seed: int,
+    dtype: torch.dtype,
+    first: int = 0,
+    device: torch.device | str = "cpu",
 ) -> torch.Tensor:
-    """Columns ``first .. first + k - 1`` of Ω (m, ∞): standard normal or uniform on [-1, 1].
+    """Columns ``first .. first + k - 1`` of Ω (m, ∞): standard normal or uniform on [-1, 1],
+    on ``device``.
 
     Every group of ``OMEGA_BLOCK`` columns is drawn from its own seed ``(seed, group)``, so any
     column block can be regenerated on its own (the lean engine never stores Ω whole) and Ω is
-    the same on every rank and for every way of splitting it into blocks.
+    the same on every rank and for every way of splitting it into blocks. Drawn on the CPU
+    whatever the device, so Ω is also the same on every device.
     """
     if distribution not in DISTRIBUTIONS:
         raise ValueError(f"unknown distribution {distribution!r}; choose one of {DISTRIBUTIONS}")
@@ -83,16 +93,9 @@ def random_matrix(
         else:
             pieces.append(2 * torch.rand(m, OMEGA_BLOCK, generator=generator, dtype=dtype) - 1)
     if not pieces:
-        return torch.zeros(m, 0, dtype=dtype)
+        return torch.zeros(m, 0, dtype=dtype, device=device)
     offset = first - groups[0] * OMEGA_BLOCK
-    return torch.cat(pieces, dim=1)[:, offset : offset + k]
-
-
-def allreduce_(t: torch.Tensor, comm: MPI.Comm) -> torch.Tensor:
-    """Sum a contiguous CPU tensor over ``comm`` in place (no copy); returns ``t``. Collective."""
-    if comm.size > 1:
-        comm.Allreduce(MPI.IN_PLACE, t.detach().numpy(), op=MPI.SUM)
-    return t
+    return torch.cat(pieces, dim=1)[:, offset : offset + k].to(device)
 
 
 def randomized_subspace(
@@ -109,22 +112,23 @@ def randomized_subspace(
     """The paper's randomized subspace of rank ``rank`` for ``G``. Collective on ``comm``.
 
     ``scaled=False`` keeps the orthonormal right singular vectors (V = Vh[:r]ᵀ). The small
-    algebra (QR, SVD) is done in float64 whatever the model's dtype.
+    algebra (QR, SVD) is done in float64 whatever the model's dtype; the TSQR of the sketch on
+    the host.
     """
-    m, dtype = residual.jacobian.n_params, residual.jacobian.dtype
+    m, dtype, device = residual.jacobian.n_params, residual.jacobian.dtype, residual.jacobian.device
     k = min(rank + oversampling, m)
     seconds = {}
     start = time.perf_counter()
-    Omega = random_matrix(m, k, distribution=distribution, seed=seed, dtype=dtype)
+    Omega = random_matrix(m, k, distribution=distribution, seed=seed, dtype=dtype, device=device)
     Y = residual.G(Omega)
     for _ in range(power_iterations):
-        Q, _ = tsqr(Y.double().numpy(), comm)
-        Z = allreduce_(residual.Gt(torch.from_numpy(Q).to(dtype)), comm)
+        Q, _ = tsqr(Y.double().cpu().numpy(), comm)
+        Z = allreduce_(residual.Gt(torch.from_numpy(Q).to(device, dtype)), comm)
         Y = residual.G(torch.linalg.qr(Z.double())[0].to(dtype))
-    Q, _ = tsqr(Y.double().numpy(), comm)
+    Q, _ = tsqr(Y.double().cpu().numpy(), comm)
     seconds["sketch"] = time.perf_counter() - start
     start = time.perf_counter()
-    Bt = allreduce_(residual.Gt(torch.from_numpy(Q).to(dtype)), comm)  # (m, k) = (Qᵀ G)ᵀ
+    Bt = allreduce_(residual.Gt(torch.from_numpy(Q).to(device, dtype)), comm)  # (m, k) = (Qᵀ G)ᵀ
     seconds["projection"] = time.perf_counter() - start
     start = time.perf_counter()
     # SVD of B = Btᵀ through a QR of the tall Bt (m × k) and an SVD of its k × k factor:
@@ -135,7 +139,7 @@ def randomized_subspace(
     if scaled:
         V = V / S[:rank].clamp_min(S[0] * np.finfo(np.float64).eps)
     seconds["svd"] = time.perf_counter() - start
-    return Subspace(V.to(dtype), S.numpy(), seconds)
+    return Subspace(V.to(dtype), S.cpu().numpy(), seconds)
 
 
 MIN_EXTRA_VECTORS = 20  # early stopping looks at least this many vectors past the best rank
@@ -162,7 +166,7 @@ class _HeldOutStopping:
         self.residual = held_out.rechunked(chunk_samples=chunk, chunk_tangents=1)
         self.f = held_out.value()
         self.GQ = torch.empty(
-            len(self.f), rank, dtype=self.f.dtype
+            len(self.f), rank, dtype=self.f.dtype, device=self.f.device
         )  # held-out G_v Q, one column per vector
         self.gradient_norm, self.patience, self.comm = gradient_norm, patience, comm
         self.best_objective, self.best_rank = float("inf"), 0
@@ -178,7 +182,7 @@ class _HeldOutStopping:
             c = scipy.linalg.solve_banded((1, 1), banded, rhs)
         except np.linalg.LinAlgError:  # a singular T_k (rounding): no estimate at this rank
             return False
-        error = self.f + self.GQ[:, :k] @ torch.from_numpy(c).to(self.GQ.dtype)
+        error = self.f + self.GQ[:, :k] @ torch.from_numpy(c).to(self.GQ)
         objective = self.comm.allreduce(float(error.double().pow(2).sum()))
         if objective < self.best_objective:
             self.best_objective, self.best_rank = objective, k
@@ -254,8 +258,14 @@ def krylov_subspace(
 
 
 def random_subspace(
-    m: int, rank: int, *, seed: int = 0, dtype: torch.dtype = torch.float32
+    m: int,
+    rank: int,
+    *,
+    seed: int = 0,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str = "cpu",
 ) -> Subspace:
-    """A plain random subspace (orthonormal columns), for comparison. Local (same on every rank)."""
+    """A plain random subspace (orthonormal columns) on ``device``, for comparison. Local (same
+    on every rank)."""
     Omega = random_matrix(m, rank, distribution="gaussian", seed=seed, dtype=torch.float64)
-    return Subspace(torch.linalg.qr(Omega)[0].to(dtype), np.array([]), {})
+    return Subspace(torch.linalg.qr(Omega)[0].to(device, dtype), np.array([]), {})

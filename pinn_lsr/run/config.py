@@ -19,6 +19,7 @@ import problems
 from pinn_lsr.fem.grid_pde import INPUT_SPACES
 from pinn_lsr.fem.options import check_options, flatten_options
 from pinn_lsr.lsr.settings import LSRSettings
+from pinn_lsr.parallel.device import check_device
 from pinn_lsr.physics.iterative import ALIGN_TARGETS, UPDATES, AlignSettings, ILSRSettings
 from pinn_lsr.physics.refine import PHYSICS_SUBSPACES
 from pinn_lsr.physics.refine import PREFIX as PHYSICS_PREFIX
@@ -102,6 +103,7 @@ class RunSettings:
     problem: problems.Problem  # the problem instance, with its parameters
     resolution: int  # grid nodes per side (function fitting: test grid points per side)
     seed: int
+    device: str  # cpu | cuda | cuda:N: gradient training and data LSR (PETSc stays on the CPU)
     model_file: str | None  # the ``checkpoint`` key: a trained model to load instead of training
     mesh: MeshSettings
     fem: FEMSettings
@@ -130,6 +132,8 @@ def load_settings(cfg: DictConfig) -> RunSettings:
     problem = problems.create_problem(cfg.problem.name, **cfg.problem.params)
     resolution = require_int(cfg, "problem.resolution", minimum=2)
     seed = require_int(cfg, "seed", minimum=0)
+    device = cfg.get("device", "cpu")
+    check_device(device, key="device")
     data = DataSettings(
         n_train=require_int(cfg, "data.n_train", minimum=1),
         n_test=require_int(cfg, "data.n_test", minimum=0),
@@ -154,6 +158,7 @@ def load_settings(cfg: DictConfig) -> RunSettings:
         problem=problem,
         resolution=resolution,
         seed=seed,
+        device=device,
         model_file=model_file,
         mesh=mesh,
         fem=fem,
@@ -161,7 +166,7 @@ def load_settings(cfg: DictConfig) -> RunSettings:
         model=model,
         train=_training(cfg, seed),
         method=method,
-        lsr=_lsr(cfg, seed) if method == "lsr" else None,
+        lsr=_lsr(cfg, seed, device) if method == "lsr" else None,
         gnvpro=_gnvpro(cfg, seed, data.n_train) if method == "gnvpro" else None,
         physics=_physics(cfg, problem, seed, data.n_train),
         output=output,
@@ -254,11 +259,15 @@ def _training(cfg: DictConfig, seed: int) -> TrainingSettings:
     return TrainingSettings(loop=loop, dtype=cfg.train.dtype, resume=bool(cfg.train.resume))
 
 
-def _lsr(cfg: DictConfig, seed: int) -> LSRSettings:
+def _lsr(cfg: DictConfig, seed: int, device: str) -> LSRSettings:
     from pinn_lsr.lsr import lsqr
 
     options = {k: v for k, v in _container(cfg.method).items() if k != "name"}
-    settings = LSRSettings.from_mapping({"seed": seed, **options}, prefix="method.")
+    if options.get("device", device) != device:  # the top-level key, not the method's
+        raise ValueError(f"set the device by device={options['device']}, not method.device")
+    settings = LSRSettings.from_mapping(
+        {"seed": seed, **options, "device": device}, prefix="method."
+    )
     check_options(lsqr.PREFIX, settings.petsc_options, key="method.petsc_options")
     return settings
 

@@ -104,6 +104,7 @@ def train_or_load_model(
             resume=settings.train.resume,
             progress=settings.output.progress,
             identity=run_identity(settings),
+            device=settings.device,
         )
         if comm.rank == 0:
             plot_history(
@@ -251,8 +252,12 @@ def refine_model(
         "seconds_by_phase": report.seconds,
         "condition_number": report.condition_number,
         "effective_rank": report.effective_rank,
+        "conditioning_estimated": report.conditioning_estimated,
+        "svd_fallback_ranks": report.svd_fallback_ranks,
         "peak_memory_mb": report.peak_memory_mb,
         "total_peak_memory_mb": report.total_peak_memory_mb,
+        "peak_device_memory_mb": report.peak_device_memory_mb,
+        "device": settings.device,
         "peak_memory_mb_after": report.peak_memory_mb_after,
         "predicted": report.predicted,
         "objective": {

@@ -11,9 +11,9 @@ from pinn_lsr.models.parameters import set_precision
 
 
 def model_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    """The model's parameters and buffers (neuraloperator adds non-tensor ``_metadata``;
-    dropped)."""
-    return {name: t for name, t in model.state_dict().items() if isinstance(t, torch.Tensor)}
+    """The model's parameters and buffers, on the CPU (neuraloperator adds non-tensor
+    ``_metadata``; dropped)."""
+    return {name: t.cpu() for name, t in model.state_dict().items() if isinstance(t, torch.Tensor)}
 
 
 def save_checkpoint(path: str | Path, state: dict) -> None:

@@ -22,6 +22,7 @@ from torch import nn
 from tqdm import tqdm
 
 from pinn_lsr.models.parameters import real_parameters
+from pinn_lsr.parallel.device import allreduce_, broadcast_, resolve_device
 from pinn_lsr.train.checkpoint import model_state, read_checkpoint, save_checkpoint
 from pinn_lsr.train.losses import LOSSES
 from pinn_lsr.train.metrics import error_summary
@@ -116,14 +117,9 @@ class TrainResult:
 
 
 def broadcast_parameters(model: nn.Module, comm: MPI.Comm) -> None:
-    """Copy rank 0's parameters and buffers to every rank. Collective."""
-    if comm.size == 1:
-        return
+    """Copy rank 0's parameters and buffers to every rank (on any device). Collective."""
     for tensor in list(real_parameters(model).values()) + list(model.buffers()):
-        buffer = tensor.detach().numpy().copy()
-        comm.Bcast(buffer, root=0)
-        with torch.no_grad():
-            tensor.copy_(torch.from_numpy(buffer).reshape(tensor.shape))
+        broadcast_(tensor, comm)
 
 
 def allreduce_gradients(model: nn.Module, comm: MPI.Comm) -> None:
@@ -138,9 +134,8 @@ def allreduce_gradients(model: nn.Module, comm: MPI.Comm) -> None:
         if p.grad is None:
             p.grad = torch.zeros_like(p)
     grads = [torch.view_as_real(p.grad) if p.is_complex() else p.grad for p in params]
-    flat = torch.cat([g.reshape(-1) for g in grads]).numpy()
-    comm.Allreduce(MPI.IN_PLACE, flat, op=MPI.SUM)
-    for g, values in zip(grads, torch.split(torch.from_numpy(flat), [g.numel() for g in grads])):
+    flat = allreduce_(torch.cat([g.reshape(-1) for g in grads]), comm)
+    for g, values in zip(grads, torch.split(flat, [g.numel() for g in grads])):
         g.copy_(values.reshape(g.shape))
 
 
@@ -164,18 +159,22 @@ def train(
     resume: bool = False,
     progress: bool = True,
     identity: dict | None = None,
+    device: str = "cpu",
 ) -> TrainResult:
     """Train ``model`` on ``train_data = (inputs (n, ...), targets (n, n_points))``.
 
     Collective on ``comm``. Normalisers are fitted to the training data unless resuming.
+    ``device`` (``cpu``, ``cuda``, ``cuda:N``; :func:`pinn_lsr.parallel.device.resolve_device`):
+    where the model and the data live during training; the model is moved back to the CPU at
+    the end (in place), and checkpoints hold CPU tensors.
     With ``checkpoint``, rank 0 writes it every ``settings.checkpoint_every`` epochs and at the
     end, with ``identity`` (the caller's record of what the data and model are for, kept as
     ``"identity"``); ``resume=True`` continues from it if it exists, with the settings it was
     written with (only those :func:`resume_changes` allows may differ).
 
     Raises:
-        ValueError: mismatched lengths, NaN/Inf in the data, bad settings, or settings that
-            differ from those of the checkpoint resumed.
+        ValueError: mismatched lengths, NaN/Inf in the data, bad settings, settings that
+            differ from those of the checkpoint resumed, or a device torch does not see.
     """
     inputs, targets = train_data
     _check_data(inputs, targets, "training")
@@ -187,6 +186,11 @@ def train(
         raise ValueError(
             f"need epochs >= 0 and batch_size >= 1, got {settings.epochs}, {settings.batch_size}"
         )
+    where = resolve_device(device, comm)
+    model.to(where)
+    inputs, targets = inputs.to(where), targets.to(where)
+    if test_data is not None:
+        test_data = (test_data[0].to(where), test_data[1].to(where))
 
     optimizer = make_optimizer(
         model.parameters(),
@@ -300,6 +304,7 @@ def train(
     result.train_rel_l2 = evaluate_rel_l2(model, inputs, targets, comm)
     if test_data is not None:
         result.test_rel_l2 = evaluate_rel_l2(model, *test_data, comm)
+    model.to("cpu")
     return result
 
 
@@ -334,7 +339,7 @@ def _lbfgs_epoch(model, optimizer, loss_fn, inputs, targets, comm, counters) -> 
         local = (
             loss_fn(model(inputs[share]), targets[share]).sum() / n
             if len(share)
-            else torch.zeros((), requires_grad=True)
+            else torch.zeros((), requires_grad=True, device=inputs.device)
         )
         local.backward()
         allreduce_gradients(model, comm)

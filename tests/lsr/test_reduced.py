@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+import scipy.linalg
 from mpi4py import MPI
 
 from pinn_lsr.lsr.reduced import solve_dense, solve_streaming
@@ -118,3 +119,73 @@ def test_streaming_saves_its_accumulator_and_resumes_from_the_rows_done():
     assert resumed.n_rows == 120
     with pytest.raises(ValueError, match="function of the rows done"):
         solve_streaming(blocks(0), 6, MPI.COMM_SELF, store=store)
+
+
+def kahan(n: int, theta: float = 1.2) -> np.ndarray:
+    """Kahan's upper triangular matrix: a diagonal no smaller than sin(θ)^(n-1), yet
+    numerically singular (its smallest singular value is far below its smallest diagonal
+    entry)."""
+    s, c = np.sin(theta), np.cos(theta)
+    return np.diag(s ** np.arange(n)) @ (np.eye(n) - c * np.triu(np.ones((n, n)), 1))
+
+
+def test_conditioning_is_exact_up_to_the_limit_and_estimated_in_quadratic_time_above(
+    monkeypatch,
+):
+    import pinn_lsr.lsr.reduced as reduced_module
+
+    rng = np.random.default_rng(4)
+    U, _ = np.linalg.qr(rng.standard_normal((400, 40)))
+    W, _ = np.linalg.qr(rng.standard_normal((40, 40)))
+    GV = U * np.logspace(0, -6, 40) @ W  # condition number 1e6
+    GV = np.column_stack([GV, GV[:, :2] @ [1.0, -2.0]])  # and one dependent column
+    reduced = solve_dense(GV, rng.standard_normal(400), MPI.COMM_SELF)
+    exact = reduced.conditioning()
+    assert not exact.estimated and exact.effective_rank == 40
+    np.testing.assert_allclose(exact.singular_values[:40], scipy.linalg.svdvals(GV)[:40], rtol=1e-8)
+    monkeypatch.setattr(reduced_module, "EXACT_CONDITIONING_RANK", 10)
+    estimate = reduced.conditioning()
+    assert estimate.estimated and estimate.singular_values is None
+    assert estimate.effective_rank == 40
+    U, _ = np.linalg.qr(rng.standard_normal((600, 150)))
+    W, _ = np.linalg.qr(rng.standard_normal((150, 150)))
+    wide = solve_dense(U * np.logspace(0, -6, 150) @ W, rng.standard_normal(600), MPI.COMM_SELF)
+    estimate = wide.conditioning()  # by Lanczos (above 100 columns)
+    assert estimate.estimated and estimate.effective_rank == 150
+    assert estimate.condition_number == pytest.approx(1e6, rel=1e-3)
+
+
+def test_ill_conditioning_hidden_from_the_diagonal_falls_back_to_the_svd():
+    from pinn_lsr.lsr.reduced import ReducedSolution
+
+    R = kahan(120)
+    assert np.abs(np.diag(R)).min() > 1e-5  # the diagonal shows nothing
+    z = np.random.default_rng(5).standard_normal(120)
+    reduced = ReducedSolution(R=R, z=z, rho=0.0, n_rows=500)
+    c = reduced.coefficients()
+    assert reduced.fallback_ranks == [120]
+    U, s, Wt = np.linalg.svd(R)
+    keep = s > 1e-10 * s[0]
+    np.testing.assert_allclose(c, -(Wt[keep].T @ ((U[:, keep].T @ z) / s[keep])), rtol=1e-8)
+    reduced.coefficients()  # kept: no second SVD
+    np.testing.assert_allclose(
+        reduced.coefficients(10), -scipy.linalg.solve_triangular(R[:10, :10], z[:10])
+    )
+    assert reduced.fallback_ranks == [120]  # the leading 10 x 10 block is well conditioned
+
+
+def test_normal_equations_refuse_non_finite_blocks():
+    GV, f = problem()
+    GV[7, 3] = np.inf
+    with pytest.raises(FloatingPointError, match="NaN or infinite"):
+        solve_streaming([(GV, f)], 12, MPI.COMM_SELF, reduction="gram")
+
+
+def test_condition_number_of_a_numerically_singular_factor_is_infinite():
+    from pinn_lsr.lsr.reduced import condition_number
+
+    R = kahan(400, theta=0.5)  # σ_min underflows: its inverse's products overflow
+    assert condition_number(R) == float("inf")
+    assert condition_number(np.triu(np.ones((150, 150)))) == pytest.approx(
+        np.linalg.cond(np.triu(np.ones((150, 150)))), rel=1e-2
+    )

@@ -242,3 +242,51 @@ def test_dtype_refines_a_cast_copy_of_the_model():
         expected_report.linearized_objective, rel=1e-8
     )
     torch.testing.assert_close(refined.delta, expected.delta, rtol=1e-6, atol=1e-9)
+
+
+NO_CUDA = not torch.cuda.is_available()
+
+
+def test_device_cpu_runs_the_device_code_path_and_returns_cpu_results():
+    model = small_mlp()
+    x, y = fit2d_data(200, 3)
+    refined, report = refine(model, x, y, rank=20, relative=False, device="cpu", comm=COMM)
+    default, _ = refine(model, x, y, rank=20, relative=False, comm=COMM)
+    assert torch.equal(refined.delta, default.delta) and refined.delta.device.type == "cpu"
+    assert report.peak_device_memory_mb is None
+
+
+@pytest.mark.skipif(not NO_CUDA, reason="this machine has a CUDA device")
+def test_cuda_without_a_gpu_is_refused_before_any_work():
+    x, y = fit2d_data(50, 3)
+    with pytest.raises(ValueError, match="device=cuda: torch sees no CUDA device"):
+        refine(small_mlp(), x, y, rank=5, device="cuda", comm=COMM)
+
+
+@pytest.mark.skipif(NO_CUDA, reason="needs a CUDA device")
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"reduction": "gram"},
+        {"reduction": "qr", "power_iterations": 1},
+        {"subspace": "krylov"},
+        {"engine": "plain"},
+        {"solver": "dense"},
+    ],
+)
+def test_cuda_refinement_agrees_with_the_cpu_one(options):
+    model = small_mlp()  # float64, as the data
+    x, y = fit2d_data(300, 4)
+    xv, yv = fit2d_data(100, 5)
+    results = {
+        device: refine(
+            model, x, y, rank=40, validation=(xv, yv), device=device, comm=COMM, **options
+        )
+        for device in ("cpu", "cuda")
+    }
+    (cpu, cpu_report), (cuda, cuda_report) = results["cpu"], results["cuda"]
+    assert cuda.delta.device.type == "cpu" and cuda_report.peak_device_memory_mb > 0
+    assert cuda_report.rank == cpu_report.rank
+    scale = float(cpu.delta.abs().max())
+    torch.testing.assert_close(cuda.delta, cpu.delta, rtol=0, atol=1e-8 * scale)
+    torch.testing.assert_close(cuda.predict(xv), cpu.predict(xv), rtol=1e-8, atol=1e-10)

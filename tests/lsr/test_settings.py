@@ -187,3 +187,9 @@ def test_the_cli_names_restart_dir_and_keeps_the_model_check():
     )
     assert "unknown LSR setting(s) method.checkpoint" in _cli_message({"checkpoint": "r"})
     assert "method=lsr needs a model" in _cli_message({"rank": 3}, overrides=["~model"])
+
+
+def test_the_device_is_checked_by_its_library_and_command_line_name():
+    assert LSRSettings(rank=4).device == "cpu"
+    with pytest.raises(ValueError, match=r"device must be one of cpu \| cuda \| cuda:N, got 'gpu'"):
+        LSRSettings(rank=4, device="gpu")

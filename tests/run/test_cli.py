@@ -150,6 +150,7 @@ def test_mesh_file_run(tmp_path, lshape_msh):
             "fem.petsc_options.ksp_type=nosuch",
             "fem.petsc_options.ksp_type=nosuch is refused by PETSc",
         ),
+        ("device=gpu", "device must be one of cpu | cuda | cuda:N, got 'gpu'"),
     ],
 )
 def test_bad_input_exits_2_and_writes_nothing(tmp_path, capsys, override, message):
@@ -552,3 +553,11 @@ def test_without_test_samples_the_skipped_physics_stage_is_logged_and_recorded(t
     }
     assert "physics" not in metrics and "NaN" not in text
     assert "stage physics skipped: data.n_test=0" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA device")
+@pytest.mark.parametrize("method", ["method=none", "method=lsr"])
+def test_cuda_without_a_gpu_exits_2_before_any_work(tmp_path, capsys, method):
+    assert run(tmp_path, "device=cuda", method) == 2
+    assert "device=cuda: torch sees no CUDA device on this machine" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists() and not (tmp_path / "cache").exists()

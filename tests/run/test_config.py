@@ -31,6 +31,7 @@ def test_defaults_become_typed_frozen_settings():
     assert isinstance(run.lsr, LSRSettings) and run.lsr.rank == 40 and run.gnvpro is None
     assert run.physics.ilsr.norm == "energy"  # auto, resolved for the symmetric Darcy operator
     assert run.mesh.dirichlet_tags is None and run.has_model
+    assert run.device == "cpu" and run.lsr.device == "cpu"  # the top-level key reaches LSR
     with pytest.raises(dataclasses.FrozenInstanceError):
         run.seed = 1
 

@@ -168,3 +168,39 @@ def test_zero_epochs_save_the_initial_model_with_fitted_normalisers(darcy_tensor
     loaded = load_model(path)
     torch.testing.assert_close(flat_parameters(loaded), start)  # random features, untrained
     torch.testing.assert_close(loaded(a[:2]), model(a[:2]))  # normalisers fitted to the data
+
+
+NO_CUDA = not torch.cuda.is_available()
+
+
+@pytest.mark.skipif(not NO_CUDA, reason="this machine has a CUDA device")
+def test_training_on_cuda_without_a_gpu_is_refused(darcy_tensors):
+    a, u = darcy_tensors
+    with pytest.raises(ValueError, match="device=cuda: torch sees no CUDA device"):
+        train(fresh("mlp"), (a, u), None, TrainSettings(epochs=1), progress=False, device="cuda")
+
+
+@pytest.mark.skipif(NO_CUDA, reason="needs a CUDA device")
+@pytest.mark.parametrize("name", sorted(SMALL))
+def test_training_on_cuda_agrees_with_the_cpu_and_ends_on_the_cpu(darcy_tensors, name, tmp_path):
+    a, u = darcy_tensors
+    settings = TrainSettings(epochs=3, batch_size=8, lr=3e-3)
+    models = {device: fresh(name) for device in ("cpu", "cuda")}
+    for device, model in models.items():
+        train(
+            model,
+            (a[:16], u[:16]),
+            None,
+            settings,
+            progress=False,
+            device=device,
+            checkpoint=tmp_path / f"{device}.pt",
+        )
+    assert all(t.device.type == "cpu" for t in models["cuda"].state_dict().values())
+    assert all(
+        t.device.type == "cpu"
+        for t in read_checkpoint(tmp_path / "cuda.pt")["model_state"].values()
+    )
+    torch.testing.assert_close(
+        flat_parameters(models["cuda"]), flat_parameters(models["cpu"]), rtol=1e-8, atol=1e-10
+    )
