@@ -1,5 +1,6 @@
 """Helpers shared by the benchmark scripts (run as ``python bench/NAME.py``)."""
 
+import json
 import subprocess
 from pathlib import Path
 
@@ -20,3 +21,8 @@ def git_commit() -> str:
         cwd=here,
     ).stdout.strip()
     return commit + ("+dirty" if dirty else "")
+
+
+def worker_result(output: str):
+    """The JSON a benchmark's worker process printed on its ``RESULT `` line of ``output``."""
+    return json.loads(next(line for line in output.splitlines() if line.startswith("RESULT "))[7:])

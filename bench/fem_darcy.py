@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchutil import git_commit
+from benchutil import git_commit, worker_result
 
 SOLVERS = {
     "MUMPS LU": {"ksp_type": "preonly", "pc_type": "lu", "pc_factor_mat_solver_type": "mumps"},
@@ -114,7 +114,7 @@ def run_worker(n_ranks: int, args) -> dict:
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     out = subprocess.run(command, check=True, capture_output=True, text=True, env=env).stdout
-    return json.loads(next(line for line in out.splitlines() if line.startswith("RESULT "))[7:])
+    return worker_result(out)
 
 
 def main() -> None:

@@ -25,7 +25,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from benchutil import git_commit
+from benchutil import git_commit, worker_result
 from physics_wall_time import N_TRAIN, PYTHON, ROOT, curve_at, train
 
 OUT = ROOT / "bench" / "results" / "ilsr_variants"
@@ -229,9 +229,7 @@ def main() -> None:
     output = subprocess.run(
         command, check=True, env=env, cwd=ROOT, stdout=subprocess.PIPE, text=True
     ).stdout
-    curves = json.loads(
-        next(line for line in output.splitlines() if line.startswith("RESULT "))[7:]
-    )
+    curves = worker_result(output)
     import numpy as np
 
     print(

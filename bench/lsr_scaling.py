@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchutil import git_commit
+from benchutil import git_commit, worker_result
 
 
 def worker(n_rows: int, rank: int) -> None:
@@ -101,7 +101,7 @@ def run(n_ranks: int, n_rows: int, rank: int) -> dict:
         text=True,
         env={**os.environ, "OMP_NUM_THREADS": "1"},
     ).stdout
-    result = json.loads(next(line for line in out.splitlines() if line.startswith("RESULT "))[7:])
+    result = worker_result(out)
     print(
         f"# {n_ranks} rank(s), n={n_rows}, r={rank}: {result['seconds']:.1f} s, "
         f"{result['peak_mb']:.0f} MB",

@@ -26,7 +26,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchutil import git_commit
+from benchutil import git_commit, worker_result
 
 ROOT = Path(__file__).parents[1]
 OUT = ROOT / "bench" / "results" / "physics_darcy"
@@ -299,9 +299,7 @@ def main() -> None:
     output = subprocess.run(
         command, check=True, env=env, cwd=ROOT, stdout=subprocess.PIPE, text=True
     ).stdout
-    results = json.loads(
-        next(line for line in output.splitlines() if line.startswith("RESULT "))[7:]
-    )
+    results = worker_result(output)
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "results.json").write_text(json.dumps(results))
     report(results, args, commit)

@@ -36,7 +36,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchutil import git_commit
+from benchutil import git_commit, worker_result
 from physics_wall_time import N_TRAIN, curve_at
 from physics_wall_time import train as train_fno
 
@@ -159,7 +159,7 @@ def run_worker(args, checkpoint, env, jobs: list[str]) -> dict:
     output = subprocess.run(
         command, check=True, env=env, cwd=ROOT, stdout=subprocess.PIPE, text=True
     ).stdout
-    return json.loads(next(line for line in output.splitlines() if line.startswith("RESULT "))[7:])
+    return worker_result(output)
 
 
 SIZES = (

@@ -25,7 +25,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchutil import git_commit
+from benchutil import git_commit, worker_result
 
 ROOT = Path(__file__).parents[1]
 OUT = ROOT / "bench" / "results" / "physics_scaling"
@@ -118,7 +118,7 @@ def run_worker(args, resolution: int, ranks: int) -> dict:
     output = subprocess.run(
         command, check=True, env=env, cwd=ROOT, stdout=subprocess.PIPE, text=True
     ).stdout
-    return json.loads(next(line for line in output.splitlines() if line.startswith("RESULT "))[7:])
+    return worker_result(output)
 
 
 def main() -> None:

@@ -29,7 +29,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchutil import git_commit
+from benchutil import git_commit, worker_result
 
 ROOT = Path(__file__).parents[1]
 OUT = ROOT / "bench" / "results" / "physics_wall_time"
@@ -168,7 +168,7 @@ def run_worker(args, ranks: int, threads: int, lsr: bool, gradient: bool, checkp
     output = subprocess.run(
         command, check=True, env=env, cwd=ROOT, stdout=subprocess.PIPE, text=True
     ).stdout
-    return json.loads(next(line for line in output.splitlines() if line.startswith("RESULT "))[7:])
+    return worker_result(output)
 
 
 def table(curves: list[dict], seconds: float) -> list[dict]:

@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchutil import git_commit
+from benchutil import git_commit, worker_result
 
 ROOT = Path(__file__).parents[1]
 CACHE = ROOT / ".cache" / "pinn_lsr"
@@ -146,7 +146,7 @@ def run_worker(n_ranks: int, model: str, seed: int, epochs: int, lr: float, args
         text=True,
         env={**os.environ, "OMP_NUM_THREADS": "1"},
     ).stdout
-    return json.loads(next(line for line in out.splitlines() if line.startswith("RESULT "))[7:])
+    return worker_result(out)
 
 
 def median(values):
