@@ -20,12 +20,11 @@ and appends its rows to ``bench/results/ilsr_variants/results.json``.
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
-from benchutil import git_commit, worker_result
+from benchutil import append_results, git_commit, worker_env, worker_result
 from physics_wall_time import N_TRAIN, PYTHON, ROOT, curve_at, train
 
 OUT = ROOT / "bench" / "results" / "ilsr_variants"
@@ -203,13 +202,7 @@ def main() -> None:
     if args.worker:
         return worker(args)
     commit = git_commit()
-    # PYTHONPATH: this checkout's package, whichever checkout the virtual environment came from
-    env = {
-        **os.environ,
-        "OMP_NUM_THREADS": "1",
-        "OPENBLAS_NUM_THREADS": "1",
-        "PYTHONPATH": str(ROOT),
-    }
+    env = worker_env()
     checkpoint = args.checkpoint or str(train(env))
     command = [
         PYTHON,
@@ -252,12 +245,7 @@ def main() -> None:
     )
     rows = [{**row, "commit": commit, "instances": args.instances} for row in rows]
     per_instance = {"commit": commit, "curves": curves}
-    OUT.mkdir(parents=True, exist_ok=True)
-    results = OUT / "results.json"
-    previous = json.loads(results.read_text()) if results.exists() else []
-    temporary = results.with_suffix(".tmp")
-    temporary.write_text(json.dumps(previous + rows + [per_instance], indent=1))
-    temporary.replace(results)
+    append_results(OUT / "results.json", rows + [per_instance])
 
 
 if __name__ == "__main__":

@@ -30,13 +30,12 @@ test inputs at each time) and appends its rows to ``bench/results/physics_operat
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from benchutil import git_commit, worker_result
+from benchutil import append_results, git_commit, worker_env, worker_result
 from physics_wall_time import N_TRAIN, curve_at
 from physics_wall_time import train as train_fno
 
@@ -256,13 +255,7 @@ def main() -> None:
     if args.worker:
         return worker(args)
     commit = git_commit()
-    # this checkout's package, also where the venv's editable install points at another
-    env = {
-        **os.environ,
-        "OMP_NUM_THREADS": "1",
-        "OPENBLAS_NUM_THREADS": "1",
-        "PYTHONPATH": str(ROOT),
-    }
+    env = worker_env()
     checkpoint = Path(args.checkpoint)
     if not checkpoint.is_file():
         checkpoint = train_fno(env)
@@ -288,11 +281,7 @@ def main() -> None:
         {**row, "commit": commit, **{k: getattr(args, k) for k in SIZES}}
         for row in table(results, args.seconds)
     ]
-    path = OUT / "results.json"
-    previous = json.loads(path.read_text()) if path.exists() else []
-    temporary = path.with_suffix(".tmp")
-    temporary.write_text(json.dumps(previous + rows, indent=1))
-    temporary.replace(path)
+    append_results(OUT / "results.json", rows)
 
 
 if __name__ == "__main__":

@@ -18,14 +18,13 @@ Prints a Markdown table and appends its rows to ``bench/results/physics_scaling/
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from benchutil import git_commit, worker_result
+from benchutil import append_results, git_commit, worker_env, worker_result
 
 ROOT = Path(__file__).parents[1]
 OUT = ROOT / "bench" / "results" / "physics_scaling"
@@ -114,7 +113,7 @@ def run_worker(args, resolution: int, ranks: int) -> dict:
         "--checkpoint",
         str(args.checkpoint),
     ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+    env = worker_env()
     output = subprocess.run(
         command, check=True, env=env, cwd=ROOT, stdout=subprocess.PIPE, text=True
     ).stdout
@@ -163,14 +162,7 @@ def main() -> None:
                 f"{r['per_direction_s'] / row['adam_step_s']:.2f} | {row['network']:.2e} | "
                 f"{r['rel_l2']:.2e} |"
             )
-    OUT.mkdir(parents=True, exist_ok=True)
-    results = OUT / "results.json"
-    previous = json.loads(results.read_text()) if results.exists() else []
-    temporary = results.with_suffix(".tmp")
-    temporary.write_text(
-        json.dumps(previous + [{**row, "commit": commit} for row in rows], indent=1)
-    )
-    temporary.replace(results)
+    append_results(OUT / "results.json", [{**row, "commit": commit} for row in rows])
 
 
 if __name__ == "__main__":

@@ -23,13 +23,12 @@ rows to ``bench/results/physics_wall_time/results.json``.
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from benchutil import git_commit, worker_result
+from benchutil import append_results, git_commit, worker_env, worker_result
 
 ROOT = Path(__file__).parents[1]
 OUT = ROOT / "bench" / "results" / "physics_wall_time"
@@ -221,7 +220,7 @@ def main() -> None:
     if args.worker:
         return worker(args)
     commit = git_commit()
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+    env = worker_env()
     checkpoint = train(env)
     curves = run_worker(args, 1, 1, True, True, checkpoint, env)
     if args.ranks == 2:
@@ -239,12 +238,7 @@ def main() -> None:
         {**row, "commit": commit, "instances": args.instances}
         for row in table(curves, args.seconds)
     ]
-    OUT.mkdir(parents=True, exist_ok=True)
-    results = OUT / "results.json"
-    previous = json.loads(results.read_text()) if results.exists() else []
-    temporary = results.with_suffix(".tmp")
-    temporary.write_text(json.dumps(previous + rows, indent=1))
-    temporary.replace(results)
+    append_results(OUT / "results.json", rows)
 
 
 if __name__ == "__main__":
