@@ -42,13 +42,13 @@ class Conditioning:
     estimated: bool
 
 
-def triangular_conditioning(R: np.ndarray, rtol: float = 1e-10) -> Conditioning:
+def triangular_conditioning(R: np.ndarray, rtol: float = 1e-10, *, estimate=None) -> Conditioning:
     """The :class:`Conditioning` of the upper triangular R (r, r). Local.
 
     Exact up to ``EXACT_CONDITIONING_RANK`` columns. Above, in O(r²) per product: the condition
-    number by :func:`condition_number`, the effective rank from R's diagonal (exact for a
-    rank-revealing factor; nearly so for a scaled LSR basis, whose columns come in order of
-    decreasing singular value of G).
+    number by ``estimate(R)`` (default :func:`condition_number`), the effective rank from R's
+    diagonal (exact for a rank-revealing factor; nearly so for a scaled LSR basis, whose columns
+    come in order of decreasing singular value of G).
     """
     if len(R) <= EXACT_CONDITIONING_RANK:
         s = scipy.linalg.svdvals(R)
@@ -61,7 +61,7 @@ def triangular_conditioning(R: np.ndarray, rtol: float = 1e-10) -> Conditioning:
         )
     d = np.abs(np.diag(R))
     return Conditioning(
-        condition_number=condition_number(R),
+        condition_number=(estimate or condition_number)(R),
         effective_rank=int(np.sum(d > rtol * d.max())) if d.max() > 0 else 0,
         singular_values=None,
         estimated=True,
@@ -120,6 +120,7 @@ class ReducedSolution:
     #: ranks whose solution needed the SVD fallback of :meth:`coefficients`, in the order asked
     fallback_ranks: list = field(default_factory=list, compare=False, repr=False)
     _solutions: dict = field(default_factory=dict, compare=False, repr=False)
+    _conditions: dict = field(default_factory=dict, compare=False, repr=False)  # j -> κ(R[:j, :j])
 
     @property
     def rank(self) -> int:
@@ -132,7 +133,16 @@ class ReducedSolution:
     def conditioning(self, rtol: float = 1e-10) -> Conditioning:
         """Condition number and effective rank of G V, exact or (large r) estimated in O(r²)
         (:func:`triangular_conditioning`)."""
-        return triangular_conditioning(self.R, rtol)
+        return triangular_conditioning(
+            self.R, rtol, estimate=lambda R: self._leading_condition(len(R))
+        )
+
+    def _leading_condition(self, j: int) -> float:
+        """:func:`condition_number` of the leading block ``R[:j, :j]``, computed once per j (the
+        report's and the largest rank's solve ask for the same block)."""
+        if j not in self._conditions:
+            self._conditions[j] = condition_number(self.R[:j, :j])
+        return self._conditions[j]
 
     def effective_rank(self, rtol: float = 1e-10) -> int:
         """Number of singular values above ``rtol`` times the largest (estimated above
@@ -160,7 +170,7 @@ class ReducedSolution:
     def _solve(self, r: int, rtol: float) -> np.ndarray:
         Rr, zr = self.R[:r, :r], self.z[:r]
         j = leading_rank(np.abs(np.diag(Rr)), rtol)
-        if j and condition_number(Rr[:j, :j]) < 1 / rtol:
+        if j and self._leading_condition(j) < 1 / rtol:
             c = np.zeros(r)
             c[:j] = -scipy.linalg.solve_triangular(Rr[:j, :j], zr[:j])
             if j < r:
