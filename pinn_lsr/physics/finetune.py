@@ -86,6 +86,7 @@ def physics_finetune(
     lbfgs_max_iter: int = 20,
     evaluation: Mapping[str, FEMInstances] | None = None,
     record_at: Sequence[float] | None = None,
+    keep_best: bool = True,
 ) -> list[dict]:
     """Minimise the FEM loss of ``model`` on ``fem``'s instances for ``seconds`` of wall time
     spent in optimiser steps (checked between steps; an L-BFGS step does up to
@@ -100,16 +101,38 @@ def physics_finetune(
     network. With
     ``record_at`` (seconds), only the start and the first step at or past each time are
     recorded (the last step is always recorded).
+
+    With ``keep_best`` (default) the model is left at the iterate of lowest loss among those the
+    optimiser evaluated (each step's starting point, L-BFGS's line-search points, and the last
+    iterate, whose loss costs one more forward pass on the clock): the network a user keeps
+    without knowing the solution, so a last step that overshoots does not decide the result. One
+    more entry, with ``kept`` True, then ends the history and describes that network (its
+    ``loss`` is its own; an ordinary entry's ``loss`` is that of the iterate the step started
+    from, its ``rel_l2`` that of the iterate the step produced).
     """
     inputs = fem.model_inputs(model)
-    opt = make_optimizer(model.parameters(), optimizer, lr=lr, lbfgs_max_iter=lbfgs_max_iter)
+    parameters = list(model.parameters())
+    opt = make_optimizer(parameters, optimizer, lr=lr, lbfgs_max_iter=lbfgs_max_iter)
+    best = {"loss": np.inf, "parameters": None}
+
+    def remember(loss: float) -> None:
+        """Copy the current parameters when ``loss`` (theirs) is the lowest seen so far."""
+        if keep_best and loss < best["loss"]:
+            best["loss"] = loss
+            best["parameters"] = [p.detach().clone() for p in parameters]
 
     def closure():
         opt.zero_grad()
         output = model(inputs).reshape(len(fem), -1)
         loss, gradient = fem_loss_and_grid_gradient(fem, output.detach().double().numpy(), norm)
+        remember(loss)
         output.backward(torch.from_numpy(gradient).to(output.dtype))
         return torch.tensor(loss)
+
+    def current_loss() -> float:
+        with torch.no_grad():
+            output = model(inputs).reshape(len(fem), -1).double().numpy()
+        return fem_loss_and_grid_gradient(fem, output, norm)[0]
 
     def record(step, loss):
         entry = {"step": step, "seconds": elapsed, "loss": loss}
@@ -121,13 +144,7 @@ def physics_finetune(
     elapsed = 0.0
     history: list[dict] = []
     model.eval()
-    with torch.no_grad():
-        record(
-            0,
-            fem_loss_and_grid_gradient(
-                fem, model(inputs).reshape(len(fem), -1).double().numpy(), norm
-            )[0],
-        )
+    record(0, current_loss())
     step = 0
     pending = sorted(record_at) if record_at is not None else []
     # every rank takes the same decision: the clock of rank 0
@@ -144,5 +161,14 @@ def physics_finetune(
             record(step, loss)
         while pending and elapsed >= pending[0]:
             pending.pop(0)
+    if keep_best:
+        start = time.perf_counter()
+        remember(current_loss())  # the last iterate's loss: no step evaluated it
+        with torch.no_grad():
+            for p, kept in zip(parameters, best["parameters"]):
+                p.copy_(kept)
+        elapsed += time.perf_counter() - start
+        record(step, best["loss"])
+        history[-1]["kept"] = True
     broadcast_parameters(model, fem.comm)
     return history

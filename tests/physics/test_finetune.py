@@ -57,10 +57,33 @@ def test_physics_finetune_scores_an_evaluation_set_at_the_recorded_times(fem):
         evaluation={"unseen": unseen},
         record_at=[0.2],
     )
-    assert len(history) == 3  # the start, the first step past 0.2 s and the last
+    # the start, the first step past 0.2 s, the last and the kept (lowest-loss) network
+    assert len(history) == 4 and history[-1]["kept"]
     assert history[1]["seconds"] >= 0.2 and history[2]["seconds"] >= 0.5
     assert history[0]["unseen_rel_l2"] == pytest.approx(start, rel=1e-12)
     assert history[-1]["unseen_rel_l2"] == pytest.approx(
         unseen.errors(unseen.network_fields(model))[0], rel=1e-12
     )
     unseen.destroy()
+
+
+@pytest.mark.parametrize("keep_best", [True, False])
+def test_physics_finetune_keeps_the_lowest_loss_iterate_when_asked(fem, keep_best):
+    """An Adam rate far too large makes the loss jump about; the kept network is the one of lowest
+    loss among the evaluated iterates, and without keep_best the last one is returned."""
+    model = copy.deepcopy(tiny_fno(6))
+    history = physics_finetune(
+        model, fem, seconds=0.5, optimizer="adam", lr=0.3, keep_best=keep_best
+    )
+    grid = model(fem.model_inputs(model)).reshape(len(fem), -1).detach().double().numpy()
+    loss, _ = fem_loss_and_grid_gradient(fem, grid, "energy")
+    if keep_best:
+        assert history[-1]["kept"]
+        assert loss == pytest.approx(history[-1]["loss"], rel=1e-12)
+        assert loss <= min(entry["loss"] for entry in history[:-1])
+        assert history[-1]["rel_l2"] == pytest.approx(
+            float(np.mean(fem.errors(fem.network_fields(model)))), rel=1e-12
+        )
+    else:
+        assert "kept" not in history[-1]
+        assert loss > min(entry["loss"] for entry in history)  # the large rate did overshoot
