@@ -16,9 +16,10 @@ the largest rank (memory summed over the 2 ranks). 5 % of the training samples p
 (the authors chose the rank by training loss) but are held out as LSR's validation set.
 
 Rows: ``problem``, ``model``, ``trained``, ``dtype``, ``device``, ``max_rank`` (of the run),
-``rank``, ``n_train``, ``train_before`` / ``train_after`` (RMS of the per-sample relative L2 on the
-fit samples: the square root of LSR's objective), ``test_before`` / ``test_after`` (mean
-per-sample relative L2 on the test samples), ``seconds``, ``peak_memory_gb`` (host),
+``rank``, ``n_train``, ``epochs`` (of the training), ``train_before`` / ``train_after`` (RMS
+of the per-sample relative L2 on the fit samples: the square root of LSR's objective),
+``test_before`` / ``test_after`` (mean per-sample relative L2 on the test samples),
+``seconds``, ``peak_memory_gb`` (host),
 ``peak_gpu_memory_gb`` (``torch.cuda.max_memory_allocated``, largest MPI rank), ``commit``. They
 accumulate in ``bench/results/lsr_burgers/results.json`` (a case run again on the same device at
 the same largest rank replaces its rows). ``--agreement`` prints, for every rank run on both a
@@ -151,6 +152,7 @@ def rows(args, case, n_train, trained, dtype, trained_metrics, run, commit) -> l
         "mpi_ranks": args.mpi_ranks,
         "threads": args.threads,
         "n_train": n_train,
+        "epochs": args.epochs if trained else 0,
         "test_before": trained_metrics["train"].get("test_rel_l2"),
         "commit": commit,
     }
