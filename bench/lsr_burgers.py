@@ -5,7 +5,8 @@ settings on Darcy 16×16. Cases: ``burgers`` (FNO's data: ν = 0.1, u0 ~ N(0, 62
 ``darcy``.
 
 Each case trains the model by ``solve.py`` (``method=none``; ``--epochs`` Adam epochs, cosine
-schedule; ``train.epochs=0`` for the untrained network: random features with fitted
+schedule unless ``--scheduler`` says otherwise, e.g. ``none``: the constant rate ``train.lr``;
+``train.epochs=0`` for the untrained network: random features with fitted
 normalisers), then runs one LSR by ``solve.py ... checkpoint=... method=lsr`` under ``mpirun -n
 2`` (``--mpi-ranks``, ``--threads`` each) on ``--device`` at the largest rank with the authors'
 settings: a random half of the parameters
@@ -90,7 +91,8 @@ def common(case: str, n_train: int, n_test: int) -> list[str]:
 def train(args, case: str, n_train: int, epochs: int, env) -> tuple[Path, dict]:
     """The checkpoint and training metrics of the case's model after ``epochs`` epochs (trained
     now unless already there)."""
-    run_dir = OUT / f"train_{case}_{n_train}_{epochs}"
+    suffix = "" if args.scheduler == "cosine" or epochs == 0 else f"_{args.scheduler}"
+    run_dir = OUT / f"train_{case}_{n_train}_{epochs}{suffix}"
     if not (run_dir / "metrics.json").exists():
         subprocess.run(
             [
@@ -101,7 +103,7 @@ def train(args, case: str, n_train: int, epochs: int, env) -> tuple[Path, dict]:
                 f"device={args.device}",
                 "method=none",
                 f"train.epochs={epochs}",
-                "train.scheduler=cosine",
+                f"train.scheduler={args.scheduler}",
                 f"hydra.run.dir={run_dir}",
             ],
             check=True,
@@ -114,6 +116,8 @@ def train(args, case: str, n_train: int, epochs: int, env) -> tuple[Path, dict]:
 def refine(args, case, n_train, trained, dtype, checkpoint, env) -> dict:
     """One LSR run at the largest rank; its metrics.json (or the failure) and wall seconds."""
     name = f"lsr_{case}_{n_train}_{'trained' if trained else 'untrained'}_{dtype}"
+    if trained and args.scheduler != "cosine":
+        name += f"_{args.scheduler}"
     run_dir = OUT / f"{name}_{args.device.replace(':', '')}_{max(args.ranks)}"
     command = [
         *MPIRUN,
@@ -153,6 +157,7 @@ def rows(args, case, n_train, trained, dtype, trained_metrics, run, commit) -> l
         "threads": args.threads,
         "n_train": n_train,
         "epochs": args.epochs if trained else 0,
+        "scheduler": args.scheduler if trained else None,
         "test_before": trained_metrics["train"].get("test_rel_l2"),
         "commit": commit,
     }
@@ -188,7 +193,16 @@ def row_case(row: dict) -> tuple:
         row["dtype"],
         row["device"],
         row.get("max_rank"),
+        row.get("scheduler", "cosine" if row["trained"] else None),
     )
+
+
+def trained(row: dict) -> str:
+    """yes (cosine schedule), yes (its scheduler) or no."""
+    if not row["trained"]:
+        return "no"
+    scheduler = row.get("scheduler", "cosine")
+    return "yes" if scheduler == "cosine" else f"yes ({scheduler} lr schedule)"
 
 
 def report(results: list[dict]) -> None:
@@ -200,7 +214,7 @@ def report(results: list[dict]) -> None:
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         head = (
-            f"| {r['problem']} | {r['model']} | {'yes' if r['trained'] else 'no'} | "
+            f"| {r['problem']} | {r['model']} | {trained(r)} | "
             f"{r['n_train']} | {r['dtype']} | {r['device']} |"
         )
         if "failed" in r:
@@ -218,14 +232,14 @@ def report(results: list[dict]) -> None:
 def agreement(results: list[dict]) -> None:
     """GPU rows beside the CPU rows of the same case, largest rank and scanned rank."""
     ok = [r for r in results if "failed" not in r]
-    cpu = {(*row_case(r)[:4], r.get("max_rank"), r["rank"]): r for r in ok if r["device"] == "cpu"}
+    cpu = {(*row_case(r)[:4], *row_case(r)[5:], r["rank"]): r for r in ok if r["device"] == "cpu"}
     print(
         "\n| problem | dtype | largest rank | rank | train rel-L2 GPU / CPU | "
         "test rel-L2 GPU / CPU | seconds GPU / CPU | commit GPU / CPU |"
     )
     print("|---|---|---|---|---|---|---|---|")
     for r in ok:
-        twin = cpu.get((*row_case(r)[:4], r.get("max_rank"), r["rank"]))
+        twin = cpu.get((*row_case(r)[:4], *row_case(r)[5:], r["rank"]))
         if r["device"] == "cpu" or twin is None:
             continue
         print(
@@ -241,6 +255,7 @@ def main() -> None:
     parser.add_argument("--cases", nargs="+", default=["burgers"], choices=sorted(CASES))
     parser.add_argument("--ranks", nargs="+", type=int, default=[1000, 3000, 10000])
     parser.add_argument("--epochs", type=int, default=2000)
+    parser.add_argument("--scheduler", default="cosine", help="train.scheduler of the training")
     parser.add_argument("--n-train", nargs="+", type=int, default=[1000])
     parser.add_argument("--n-test", type=int, default=50)
     parser.add_argument("--untrained", action="store_true", help="also from the untrained network")
