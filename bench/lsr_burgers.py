@@ -5,7 +5,8 @@ settings on Darcy 16×16. Cases: ``burgers`` (FNO's data: ν = 0.1, u0 ~ N(0, 62
 ``darcy``.
 
 Each case trains the model by ``solve.py`` (``method=none``; ``--epochs`` Adam epochs, cosine
-schedule unless ``--scheduler`` says otherwise, e.g. ``none``: the constant rate ``train.lr``;
+schedule, batch 20, unless ``--train`` overrides say otherwise, e.g. the authors'
+``train.scheduler=step train.step_size=500 train.gamma=0.5 train.batch_size=50``;
 ``train.epochs=0`` for the untrained network: random features with fitted
 normalisers), then runs one LSR by ``solve.py ... checkpoint=... method=lsr`` under ``mpirun -n
 2`` (``--mpi-ranks``, ``--threads`` each) on ``--device`` at the largest rank with the authors'
@@ -88,11 +89,17 @@ def common(case: str, n_train: int, n_test: int) -> list[str]:
     ]
 
 
+def training_suffix(args, trained: bool) -> str:
+    """A run-directory suffix naming the ``--train`` overrides (none for the default recipe)."""
+    if not trained or not args.train:
+        return ""
+    return "_" + "_".join(o.removeprefix("train.").replace("=", "") for o in args.train)
+
+
 def train(args, case: str, n_train: int, epochs: int, env) -> tuple[Path, dict]:
     """The checkpoint and training metrics of the case's model after ``epochs`` epochs (trained
     now unless already there)."""
-    suffix = "" if args.scheduler == "cosine" or epochs == 0 else f"_{args.scheduler}"
-    run_dir = OUT / f"train_{case}_{n_train}_{epochs}{suffix}"
+    run_dir = OUT / f"train_{case}_{n_train}_{epochs}{training_suffix(args, epochs > 0)}"
     if not (run_dir / "metrics.json").exists():
         subprocess.run(
             [
@@ -103,7 +110,8 @@ def train(args, case: str, n_train: int, epochs: int, env) -> tuple[Path, dict]:
                 f"device={args.device}",
                 "method=none",
                 f"train.epochs={epochs}",
-                f"train.scheduler={args.scheduler}",
+                "train.scheduler=cosine",
+                *(args.train if epochs > 0 else []),
                 f"hydra.run.dir={run_dir}",
             ],
             check=True,
@@ -116,8 +124,7 @@ def train(args, case: str, n_train: int, epochs: int, env) -> tuple[Path, dict]:
 def refine(args, case, n_train, trained, dtype, checkpoint, env) -> dict:
     """One LSR run at the largest rank; its metrics.json (or the failure) and wall seconds."""
     name = f"lsr_{case}_{n_train}_{'trained' if trained else 'untrained'}_{dtype}"
-    if trained and args.scheduler != "cosine":
-        name += f"_{args.scheduler}"
+    name += training_suffix(args, trained)
     run_dir = OUT / f"{name}_{args.device.replace(':', '')}_{max(args.ranks)}"
     command = [
         *MPIRUN,
@@ -157,7 +164,7 @@ def rows(args, case, n_train, trained, dtype, trained_metrics, run, commit) -> l
         "threads": args.threads,
         "n_train": n_train,
         "epochs": args.epochs if trained else 0,
-        "scheduler": args.scheduler if trained else None,
+        "training": " ".join(args.train) if trained and args.train else None,
         "test_before": trained_metrics["train"].get("test_rel_l2"),
         "commit": commit,
     }
@@ -193,16 +200,15 @@ def row_case(row: dict) -> tuple:
         row["dtype"],
         row["device"],
         row.get("max_rank"),
-        row.get("scheduler", "cosine" if row["trained"] else None),
+        row.get("training"),
     )
 
 
 def trained(row: dict) -> str:
-    """yes (cosine schedule), yes (its scheduler) or no."""
+    """yes (the default recipe), yes (its ``--train`` overrides) or no."""
     if not row["trained"]:
         return "no"
-    scheduler = row.get("scheduler", "cosine")
-    return "yes" if scheduler == "cosine" else f"yes ({scheduler} lr schedule)"
+    return f"yes ({row['training']})" if row.get("training") else "yes"
 
 
 def report(results: list[dict]) -> None:
@@ -255,7 +261,7 @@ def main() -> None:
     parser.add_argument("--cases", nargs="+", default=["burgers"], choices=sorted(CASES))
     parser.add_argument("--ranks", nargs="+", type=int, default=[1000, 3000, 10000])
     parser.add_argument("--epochs", type=int, default=2000)
-    parser.add_argument("--scheduler", default="cosine", help="train.scheduler of the training")
+    parser.add_argument("--train", nargs="*", default=[], help="extra train.* overrides")
     parser.add_argument("--n-train", nargs="+", type=int, default=[1000])
     parser.add_argument("--n-test", type=int, default=50)
     parser.add_argument("--untrained", action="store_true", help="also from the untrained network")
