@@ -89,17 +89,16 @@ def common(case: str, n_train: int, n_test: int) -> list[str]:
     ]
 
 
-def training_suffix(args, trained: bool) -> str:
-    """A run-directory suffix naming the ``--train`` overrides (none for the default recipe)."""
-    if not trained or not args.train:
-        return ""
-    return "_" + "_".join(o.removeprefix("train.").replace("=", "") for o in args.train)
+def suffix(overrides: list[str]) -> str:
+    """A run-directory suffix naming ``train.*`` / ``method.*`` overrides (none without)."""
+    names = (o.removeprefix("train.").removeprefix("method.").replace("=", "") for o in overrides)
+    return "".join(f"_{name}" for name in names)
 
 
 def train(args, case: str, n_train: int, epochs: int, env) -> tuple[Path, dict]:
     """The checkpoint and training metrics of the case's model after ``epochs`` epochs (trained
     now unless already there)."""
-    run_dir = OUT / f"train_{case}_{n_train}_{epochs}{training_suffix(args, epochs > 0)}"
+    run_dir = OUT / f"train_{case}_{n_train}_{epochs}{suffix(args.train if epochs > 0 else [])}"
     if not (run_dir / "metrics.json").exists():
         subprocess.run(
             [
@@ -124,7 +123,7 @@ def train(args, case: str, n_train: int, epochs: int, env) -> tuple[Path, dict]:
 def refine(args, case, n_train, trained, dtype, checkpoint, env) -> dict:
     """One LSR run at the largest rank; its metrics.json (or the failure) and wall seconds."""
     name = f"lsr_{case}_{n_train}_{'trained' if trained else 'untrained'}_{dtype}"
-    name += training_suffix(args, trained)
+    name += suffix(args.train if trained else []) + suffix(args.lsr)
     run_dir = OUT / f"{name}_{args.device.replace(':', '')}_{max(args.ranks)}"
     command = [
         *MPIRUN,
@@ -165,6 +164,7 @@ def rows(args, case, n_train, trained, dtype, trained_metrics, run, commit) -> l
         "n_train": n_train,
         "epochs": args.epochs if trained else 0,
         "training": " ".join(args.train) if trained and args.train else None,
+        "lsr_overrides": " ".join(args.lsr) or None,
         "test_before": trained_metrics["train"].get("test_rel_l2"),
         "commit": commit,
     }
@@ -201,6 +201,7 @@ def row_case(row: dict) -> tuple:
         row["device"],
         row.get("max_rank"),
         row.get("training"),
+        row.get("lsr_overrides"),
     )
 
 
@@ -227,8 +228,9 @@ def report(results: list[dict]) -> None:
             print(f"{head} | failed after {r['seconds']:.0f} s | | | | | | | {r['commit']} |")
             continue
         gpu = f"{r['peak_gpu_memory_gb']:.1f}" if r.get("peak_gpu_memory_gb") else ""
+        extra = f" ({r['lsr_overrides']})" if r.get("lsr_overrides") else ""
         print(
-            f"{head} {r['rank']} | {r['train_before']:.2e} → {r['train_after']:.2e} | "
+            f"{head} {r['rank']}{extra} | {r['train_before']:.2e} → {r['train_after']:.2e} | "
             f"{r['test_before']:.2e} → {r['test_after']:.2e} | "
             f"{r['test_before'] / r['test_after']:.2f}× | {r['seconds']:.0f} | "
             f"{r['peak_memory_gb']:.1f} | {gpu} | {r['commit']} |"
