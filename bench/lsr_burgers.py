@@ -18,9 +18,11 @@ the largest rank (memory summed over the 2 ranks). 5 % of the training samples p
 (the authors chose the rank by training loss) but are held out as LSR's validation set.
 
 Rows: ``problem``, ``model``, ``trained``, ``dtype``, ``device``, ``max_rank`` (of the run),
-``rank``, ``n_train``, ``epochs`` (of the training), ``train_before`` / ``train_after`` (RMS
+``rank``, ``n_train`` and ``epochs`` (of the training), ``lsr_n_train`` (the samples LSR fits,
+``--lsr-n-train``: more than the training saw, to ask whether more data makes the directions
+generalise), ``train_before`` / ``train_after`` (RMS
 of the per-sample relative L2 on the fit samples: the square root of LSR's objective),
-``test_before`` / ``test_after`` (mean per-sample relative L2 on the test samples),
+``test_before`` / ``test_after`` (mean per-sample relative L2 on the LSR run's test samples),
 ``seconds``, ``peak_memory_gb`` (host),
 ``peak_gpu_memory_gb`` (``torch.cuda.max_memory_allocated``, largest MPI rank), ``commit``. They
 accumulate in ``bench/results/lsr_burgers/results.json`` (a case run again on the same device at
@@ -122,14 +124,16 @@ def train(args, case: str, n_train: int, epochs: int, env) -> tuple[Path, dict]:
 
 def refine(args, case, n_train, trained, dtype, checkpoint, env) -> dict:
     """One LSR run at the largest rank; its metrics.json (or the failure) and wall seconds."""
+    fit = args.lsr_n_train or n_train
     name = f"lsr_{case}_{n_train}_{'trained' if trained else 'untrained'}_{dtype}"
+    name += f"_fit{fit}" if fit != n_train else ""
     name += suffix(args.train if trained else []) + suffix(args.lsr)
     run_dir = OUT / f"{name}_{args.device.replace(':', '')}_{max(args.ranks)}"
     command = [
         *MPIRUN,
         str(args.mpi_ranks),
         *SOLVE,
-        *common(case, n_train, args.n_test),
+        *common(case, fit, args.n_test),
         f"device={args.device}",
         f"checkpoint={checkpoint}",
         "method=lsr",
@@ -165,12 +169,16 @@ def rows(args, case, n_train, trained, dtype, trained_metrics, run, commit) -> l
         "epochs": args.epochs if trained else 0,
         "training": " ".join(args.train) if trained and args.train else None,
         "lsr_overrides": " ".join(args.lsr) or None,
+        "lsr_n_train": args.lsr_n_train or n_train,
         "test_before": trained_metrics["train"].get("test_rel_l2"),
         "commit": commit,
     }
     if "failed" in run:
         return [{**base, "rank": None, "failed": run["failed"], "seconds": run["wall_seconds"]}]
     lsr = run["lsr"]
+    base["test_before"] = run["train"][
+        "test_rel_l2"
+    ]  # this run's test samples (they follow the fit's)
     base.update(
         train_before=lsr["objective"]["initial"] ** 0.5,
         seconds=lsr["seconds"],
@@ -202,6 +210,7 @@ def row_case(row: dict) -> tuple:
         row.get("max_rank"),
         row.get("training"),
         row.get("lsr_overrides"),
+        row.get("lsr_n_train", row["n_train"]),
     )
 
 
@@ -229,8 +238,13 @@ def report(results: list[dict]) -> None:
             continue
         gpu = f"{r['peak_gpu_memory_gb']:.1f}" if r.get("peak_gpu_memory_gb") else ""
         extra = f" ({r['lsr_overrides']})" if r.get("lsr_overrides") else ""
+        fit = (
+            ""
+            if r.get("lsr_n_train", r["n_train"]) == r["n_train"]
+            else f", fit on {r['lsr_n_train']}"
+        )
         print(
-            f"{head} {r['rank']}{extra} | {r['train_before']:.2e} → {r['train_after']:.2e} | "
+            f"{head} {r['rank']}{extra}{fit} | {r['train_before']:.2e} → {r['train_after']:.2e} | "
             f"{r['test_before']:.2e} → {r['test_after']:.2e} | "
             f"{r['test_before'] / r['test_after']:.2f}× | {r['seconds']:.0f} | "
             f"{r['peak_memory_gb']:.1f} | {gpu} | {r['commit']} |"
@@ -272,6 +286,12 @@ def main() -> None:
     parser.add_argument("--mpi-ranks", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1, help="threads per MPI rank")
     parser.add_argument("--lsr", nargs="*", default=[], help="extra method.* overrides")
+    parser.add_argument(
+        "--lsr-n-train",
+        type=int,
+        default=None,
+        help="fit LSR on this many samples (default: the training's; the test samples follow them)",
+    )
     parser.add_argument("--report-only", action="store_true")
     parser.add_argument("--agreement", action="store_true", help="print GPU rows beside CPU rows")
     args = parser.parse_args()
