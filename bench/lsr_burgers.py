@@ -176,9 +176,8 @@ def rows(args, case, n_train, trained, dtype, trained_metrics, run, commit) -> l
     if "failed" in run:
         return [{**base, "rank": None, "failed": run["failed"], "seconds": run["wall_seconds"]}]
     lsr = run["lsr"]
-    base["test_before"] = run["train"][
-        "test_rel_l2"
-    ]  # this run's test samples (they follow the fit's)
+    # the trained network's error on this run's test samples (they follow its fit samples)
+    base["test_before"] = run["train"]["test_rel_l2"]
     base.update(
         train_before=lsr["objective"]["initial"] ** 0.5,
         seconds=lsr["seconds"],
