@@ -217,12 +217,23 @@ def test_recycling_grows_the_subspace_by_each_iterations_new_rank(fem):
     assert [h["rank"] for h in history[:-1]] == [4, 12, 16]
 
 
+def test_the_preconditioner_reaches_each_refinement(fem):
+    settings = ILSRSettings(iterations=1, rank=4, update="commit", precondition="diagonal")
+    fields, _ = iterative_lsr(tiny_fno(8), fem, settings)
+    direct = refine_physics(fem.residual(tiny_fno(8)), 4, precondition="diagonal")
+    plain = refine_physics(fem.residual(tiny_fno(8)), 4)
+    np.testing.assert_allclose(np.hstack(fields), np.hstack(direct.fields), rtol=1e-10)
+    assert not np.allclose(np.hstack(fields), np.hstack(plain.fields), rtol=1e-6)
+
+
 @pytest.mark.parametrize(
     "kwargs, message",
     [
         ({"update": "jump"}, "update must be one of"),
         ({"subspace": "randomized", "recycle": True}, "recycle needs subspace='krylov'"),
         ({"ranks": (8, 16)}, "one positive rank per outer iteration"),
+        ({"precondition": "jacobi"}, "precondition must be one of"),
+        ({"subspace": "randomized", "precondition": "diagonal"}, "needs subspace='krylov'"),
         ({"ranks": (8, 0, 8)}, "one positive rank per outer iteration"),
         (
             {"norm": "dual", "align": AlignSettings(target="pseudo_time")},
