@@ -117,6 +117,7 @@ def worker(args) -> None:
                 args.rank,
                 block_size=b,
                 precondition=precondition,
+                probes=args.probes,
                 progress=lambda done, _: done_at.setdefault(done, time.perf_counter() - start),
             )
             times, errors = [], []
@@ -170,6 +171,8 @@ def run_worker(args, ranks: int, threads: int, lsr: bool, gradient: bool, checkp
         *map(str, args.block_sizes),
         "--precondition",
         *args.precondition,
+        "--probes",
+        str(args.probes),
         "--adam-lrs",
         *map(str, args.adam_lrs),
         *(["--lsr"] if lsr else []),
@@ -233,6 +236,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--block-sizes", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--precondition", nargs="+", default=["none"], choices=PRECONDITIONERS)
+    parser.add_argument("--probes", type=int, default=64, help="of the diagonal estimate")
     parser.add_argument("--adam-lrs", type=float, nargs="+", default=[3e-4, 1e-3, 3e-3, 1e-2])
     parser.add_argument("--ranks", type=int, default=1, choices=(1, 2))
     parser.add_argument(

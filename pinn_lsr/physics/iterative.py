@@ -86,7 +86,7 @@ class ILSRSettings:
     subspace: str = "krylov"
     block_size: int = 1  # krylov: columns per block product (block Lanczos)
     precondition: str = "none"  # krylov: none | diagonal (refine_physics)
-    probes: int = 16  # precondition=diagonal: probes of the diagonal estimate
+    probes: int = 64  # precondition=diagonal: probes of the diagonal estimate
     oversampling: int = 10
     petsc_options: Mapping | None = None
     align: AlignSettings = field(default_factory=AlignSettings)

@@ -136,7 +136,7 @@ def refine_operator(
     subspace: str = "krylov",
     block_size: int = 1,
     precondition: str = "none",
-    probes: int = 16,
+    probes: int = 64,
     oversampling: int = 10,
     petsc_options=None,
     select: FEMInstances | None = None,

@@ -95,7 +95,7 @@ def _gauss_newton_product(residual: PhysicsResidual, images: tuple) -> torch.Ten
 
 
 def diagonal_scaling(
-    residual: PhysicsResidual, precondition: str, *, probes: int = 16, seed: int = 0
+    residual: PhysicsResidual, precondition: str, *, probes: int = 64, seed: int = 0
 ) -> torch.Tensor | None:
     """``D^{-1/2}`` (m,) float64 for a positive estimate D of the Gauss–Newton matrix's diagonal
     ``diag(H)``, ``H = Jᵀ N J`` with ``N = Pᵀ Aᵀ W A P`` the norm's operator on the model's
@@ -376,7 +376,7 @@ def refine_physics(
     progress=None,
     recycle: torch.Tensor | None = None,
     precondition: str = "none",
-    probes: int = 16,
+    probes: int = 64,
 ) -> PhysicsRefinement:
     """One-shot physics LSR of rank ``rank`` on ``residual``'s instances. Collective.
 

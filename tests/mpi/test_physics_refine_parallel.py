@@ -38,7 +38,7 @@ def test_refined_fields_two_ranks_equal_one(
         assert result.report.n_rows == 2 * 64
     # a block's network products are split by columns over the ranks, and vmapped batches of
     # other widths round differently in the network (measured 6e-8 relative on this tiny FNO)
-    # (so are the diagonal estimate's 16 probes)
+    # (so are the diagonal estimate's probes)
     tol = 1e-8 if block_size == 1 and precondition == "none" else 1e-6
     np.testing.assert_allclose(
         grids["parallel"], grids["serial"], rtol=tol, atol=tol * np.abs(grids["serial"]).max()
