@@ -107,7 +107,8 @@ def diagonal_scaling(
     images through the FEM operator and two reverse products, no Jacobian–vector product.
     (Hutchinson's estimator in parameter space, ``z ⊙ H z``, is far noisier here: its variance is
     a row's off-diagonal mass, which dominates for a Gauss–Newton matrix of rank ≤ n ≪ m; on
-    Darcy it made the basis worse than no scaling.) An entry is floored at :data:`ENTRY_FLOOR`
+    Darcy its bases were no better than unscaled ones, bench/physics_precondition.py, where 64
+    output-space probes matched the exact diagonal.) An entry is floored at :data:`ENTRY_FLOOR`
     times its parameter tensor's mean estimate (noise-negative entries would otherwise scale a
     direction up without bound) and at :data:`SCALE_FLOOR` times the largest entry.
 
