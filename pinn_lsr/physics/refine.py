@@ -426,7 +426,6 @@ def refine_physics(
         )
         if scaling is not None:
             sub.seconds["precondition"] = estimated
-
     else:
         sub = randomized_physics_subspace(residual, rank, oversampling=oversampling, seed=seed)
     start = time.perf_counter()
