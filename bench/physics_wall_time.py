@@ -16,6 +16,10 @@ products split by columns over the ranks). The gradient baselines run on 1 threa
 not split over ranks, and on these 2-core machines 2 threads made an Adam step slower (measured
 14.2 ms against 11.2 ms), so 1 thread is their fastest use of the machine.
 
+``--precondition none diagonal`` runs every LSR block size with each diagonal rescaling of the
+Krylov recurrence (``refine_physics(precondition=...)``) and adds a table of LSR's error at
+ranks 64, 128 and 256; ``--methods lsr`` or ``--methods gradient`` runs one side only.
+
 Usage: ``.venv/bin/python bench/physics_wall_time.py [--instances 2] [--seconds 30]``; prints
 Markdown tables (mean relative L2 error against the FEM solution at each time) and appends its
 rows to ``bench/results/physics_wall_time/results.json``.
@@ -36,6 +40,8 @@ PYTHON = str(ROOT / ".venv" / "bin" / "python")
 MPIRUN = str(ROOT / ".venv" / "bin" / "mpirun")
 N_TRAIN = 200  # make run's training set; the test instances are drawn after it
 CHECKPOINTS = (1, 2, 5, 10, 20, 30, 45, 60)
+RANKS = (64, 128, 256)  # the per-rank table of the LSR runs
+PRECONDITIONERS = ("none", "diagonal")  # pinn_lsr.physics.refine's (not imported: no MPI here)
 
 
 def train(env) -> Path:
@@ -100,7 +106,8 @@ def worker(args) -> None:
         model = load_model(args.checkpoint)
         model.eval()
         entry = {"instance": k, "network": fem.errors(fem.network_fields(model))[0]}
-        for b in args.block_sizes if args.lsr else []:
+        lsr_runs = [(b, p) for p in args.precondition for b in args.block_sizes]
+        for b, precondition in lsr_runs if args.lsr else []:
             comm.Barrier()
             start = time.perf_counter()
             done_at = {}
@@ -109,6 +116,8 @@ def worker(args) -> None:
                 residual,
                 args.rank,
                 block_size=b,
+                precondition=precondition,
+                probes=args.probes,
                 progress=lambda done, _: done_at.setdefault(done, time.perf_counter() - start),
             )
             times, errors = [], []
@@ -117,10 +126,18 @@ def worker(args) -> None:
                 fields = result.problem.fields(result.problem.coefficients(r))
                 times.append(done_at[r] + time.perf_counter() - solve)
                 errors.append(fem.errors(fields)[0])
-            entry[f"lsr_b{b}"] = {"seconds": times, "rel_l2": errors, "ranks": sorted(done_at)}
+            name = f"lsr_b{b}" + ("" if precondition == "none" else f"_{precondition}")
+            estimate = result.report.seconds.get("precondition", 0.0)  # inside the times
+            entry[name] = {
+                "seconds": times,
+                "rel_l2": errors,
+                "ranks": sorted(done_at),
+                "precondition_seconds": estimate,
+            }
             say(
-                f"instance {k}: LSR b={b} rank {result.report.rank} in "
-                f"{result.report.seconds['total']:.1f} s: {errors[-1]:.2e}"
+                f"instance {k}: LSR b={b} {precondition} rank {result.report.rank} in "
+                f"{result.report.seconds['total']:.1f} s (diagonal estimate {estimate:.2f} s): "
+                f"{errors[-1]:.2e}"
             )
         for optimizer, lr in args.baselines if args.gradient else []:
             history = physics_finetune(
@@ -159,6 +176,10 @@ def run_worker(args, ranks: int, threads: int, lsr: bool, gradient: bool, checkp
         str(args.seconds),
         "--block-sizes",
         *map(str, args.block_sizes),
+        "--precondition",
+        *args.precondition,
+        "--probes",
+        str(args.probes),
         "--adam-lrs",
         *map(str, args.adam_lrs),
         *(["--lsr"] if lsr else []),
@@ -199,6 +220,19 @@ def table(curves: list[dict], seconds: float) -> list[dict]:
         + " | ".join("–" if v is None else f"{v:.2e}" for v in best)
         + " |"
     )
+    lsr = [m for m in methods if m.startswith("lsr")]
+    if lsr:
+        print("\n| LSR | " + " | ".join(f"rank {r}" for r in RANKS) + " |")
+        print("|---|" + "---|" * len(RANKS))
+    for method in lsr:
+        cells = [
+            np.mean([c[method]["rel_l2"][c[method]["ranks"].index(r)] for c in curves])
+            if all(r in c[method]["ranks"] for c in curves)
+            else None
+            for r in RANKS
+        ]
+        rows.append({"method": method, "ranks": list(RANKS), "rel_l2_at_rank": cells})
+        print(f"| {method} | " + " | ".join("–" if v is None else f"{v:.2e}" for v in cells) + " |")
     return rows
 
 
@@ -208,8 +242,17 @@ def main() -> None:
     parser.add_argument("--rank", type=int, default=256)
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--block-sizes", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--precondition", nargs="+", default=["none"], choices=PRECONDITIONERS)
+    parser.add_argument("--probes", type=int, default=64, help="of the diagonal estimate")
     parser.add_argument("--adam-lrs", type=float, nargs="+", default=[3e-4, 1e-3, 3e-3, 1e-2])
     parser.add_argument("--ranks", type=int, default=1, choices=(1, 2))
+    parser.add_argument(
+        "--methods",
+        nargs="+",
+        default=["lsr", "gradient"],
+        choices=("lsr", "gradient"),
+        help="what the serial run measures (split a long benchmark into runs under 10 minutes)",
+    )
     parser.add_argument("--worker", action="store_true")
     parser.add_argument("--lsr", action="store_true")
     parser.add_argument("--gradient", action="store_true")
@@ -222,7 +265,9 @@ def main() -> None:
     commit = git_commit()
     env = worker_env()
     checkpoint = train(env)
-    curves = run_worker(args, 1, 1, True, True, checkpoint, env)
+    curves = run_worker(
+        args, 1, 1, "lsr" in args.methods, "gradient" in args.methods, checkpoint, env
+    )
     if args.ranks == 2:
         parallel = run_worker(args, 2, 1, True, False, checkpoint, env)
         for entry, other in zip(curves, parallel):

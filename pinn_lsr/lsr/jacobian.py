@@ -137,6 +137,11 @@ class ModelJacobian:
         return len(self.index)
 
     @property
+    def tensor_slices(self) -> list[slice]:
+        """The slice of θ (m,) that holds each parameter tensor's selected entries, in order."""
+        return [piece for _, piece, _ in self._varying]
+
+    @property
     def n_rows(self) -> int:
         """n, this rank's rows (samples × outputs)."""
         return len(self.inputs) * self.n_outputs

@@ -47,7 +47,7 @@ from torch import nn
 from pinn_lsr.models.parameters import add_to_real_parameters
 from pinn_lsr.physics.finetune import fem_loss, instance_loss
 from pinn_lsr.physics.instances import FEMInstances
-from pinn_lsr.physics.refine import PhysicsRefinement, refine_physics
+from pinn_lsr.physics.refine import PRECONDITIONERS, PhysicsRefinement, refine_physics
 from pinn_lsr.train.loop import allreduce_gradients, broadcast_parameters
 from pinn_lsr.train.optim import make_optimizer
 
@@ -85,6 +85,8 @@ class ILSRSettings:
     norm: str = "energy"
     subspace: str = "krylov"
     block_size: int = 1  # krylov: columns per block product (block Lanczos)
+    precondition: str = "none"  # krylov: none | diagonal (refine_physics)
+    probes: int = 64  # precondition=diagonal: probes of the diagonal estimate
     oversampling: int = 10
     petsc_options: Mapping | None = None
     align: AlignSettings = field(default_factory=AlignSettings)
@@ -97,6 +99,14 @@ class ILSRSettings:
             raise ValueError(f"update must be one of {UPDATES}, got {self.update!r}")
         if self.recycle and self.subspace != "krylov":
             raise ValueError(f"recycle needs subspace='krylov', got {self.subspace!r}")
+        if self.precondition not in PRECONDITIONERS:
+            raise ValueError(
+                f"precondition must be one of {PRECONDITIONERS}, got {self.precondition!r}"
+            )
+        if self.precondition != "none" and self.subspace != "krylov":
+            raise ValueError(
+                f"precondition={self.precondition!r} needs subspace='krylov', got {self.subspace!r}"
+            )
         if self.update == "align" and self.align.target == "pseudo_time" and self.norm != "energy":
             raise ValueError(
                 "the pseudo_time alignment is in the energy norm (linear SPD problems); got "
@@ -298,6 +308,8 @@ def iterative_lsr(
                 settings.rank_at(it),
                 subspace=settings.subspace,
                 block_size=settings.block_size,
+                precondition=settings.precondition,
+                probes=settings.probes,
                 oversampling=settings.oversampling,
                 petsc_options=settings.petsc_options,
                 seed=seed + it,

@@ -47,6 +47,12 @@ from pinn_lsr.physics.residual import PhysicsResidual
 log = logging.getLogger(__name__)
 
 PHYSICS_SUBSPACES = ("krylov", "randomized")
+#: the Krylov recurrence's diagonal rescaling (:func:`diagonal_scaling`)
+PRECONDITIONERS = ("none", "diagonal")
+#: ``diagonal``: an entry's curvature estimate is at least this fraction of its tensor's mean
+ENTRY_FLOOR = 1e-2
+#: the diagonal estimate is at least this fraction of its largest entry
+SCALE_FLOOR = 1e-8
 PREFIX = "physics_"
 #: the reduced Galerkin system: conjugate gradients, Jacobi-scaled, to round-off. CG's residual is
 #: not monotone on ill-conditioned SPD systems, so PETSc's divergence test (residual grown 1e5×)
@@ -77,6 +83,68 @@ class PhysicsSubspace:
         return self.V.shape[1]
 
 
+def _images(residual: PhysicsResidual, T: torch.Tensor) -> tuple:
+    """``(Φ, K, Y)`` of parameter tangents T (m, k) (:meth:`PhysicsResidual.images`). Collective."""
+    Phi = residual.tangent_fields(T.to(residual.jacobian.dtype))
+    return (Phi, *residual.images(Phi))
+
+
+def _gauss_newton_product(residual: PhysicsResidual, images: tuple) -> torch.Tensor:
+    """``H T`` (m, k) float64 from T's ``images``: the pullback of ``Aᵀ W A P J T``. Collective."""
+    return residual.pullback(residual.normal_cotangents(*images[1:]))
+
+
+def diagonal_scaling(
+    residual: PhysicsResidual, precondition: str, *, probes: int = 64, seed: int = 0
+) -> torch.Tensor | None:
+    """``D^{-1/2}`` (m,) float64 for a positive estimate D of the Gauss–Newton matrix's diagonal
+    ``diag(H)``, ``H = Jᵀ N J`` with ``N = Pᵀ Aᵀ W A P`` the norm's operator on the model's
+    outputs (None for ``none``). Collective.
+
+    A two-sided estimator in output space: for ``probes`` Rademacher vectors w on the model's
+    outputs (K · n_grid rows, the same on every rank for one ``seed``, so D does not depend on
+    the partition), ``E[(Jᵀ N w) ⊙ (Jᵀ w)] = diag(Jᵀ N J)``: one block of ``probes`` forward
+    images through the FEM operator and two reverse products, no Jacobian–vector product.
+    (Hutchinson's estimator in parameter space, ``z ⊙ H z``, is far noisier here: its variance is
+    a row's off-diagonal mass, which dominates for a Gauss–Newton matrix of rank ≤ n ≪ m; on
+    Darcy its bases were no better than unscaled ones, bench/physics_precondition.py, where 64
+    output-space probes matched the exact diagonal.) An entry is floored at :data:`ENTRY_FLOOR`
+    times its parameter tensor's mean estimate (noise-negative entries would otherwise scale a
+    direction up without bound) and at :data:`SCALE_FLOOR` times the largest entry.
+
+    Raises:
+        ValueError: an unknown ``precondition``, ``probes`` < 1, or a model whose outputs are
+            this rank's own dofs (``local_outputs``: the probes would depend on the partition).
+    """
+    if precondition not in PRECONDITIONERS:
+        raise ValueError(f"unknown precondition {precondition!r}; choose one of {PRECONDITIONERS}")
+    if precondition == "none":
+        return None
+    if isinstance(probes, bool) or not isinstance(probes, (int, np.integer)) or probes < 1:
+        raise ValueError(f"probes must be an integer >= 1, got {probes!r}")
+    if residual.local_outputs:
+        raise ValueError(
+            "precondition='diagonal' needs grid outputs (the same on every rank); this model is "
+            "evaluated at the owned dofs (local_outputs): use precondition='none'"
+        )
+    rows = len(residual.instances) * residual.to_dofs.shape[1]
+    generator = torch.Generator().manual_seed(seed)
+    W = torch.randint(0, 2, (rows, int(probes)), generator=generator).double() * 2 - 1
+    Phi = residual.fields(W)
+    left = _gauss_newton_product(residual, (Phi, *residual.images(Phi)))
+    right = residual.pullback_outputs(W)
+    estimate = (left * right).mean(dim=1)
+    D = torch.empty_like(estimate)
+    for piece in residual.jacobian.tensor_slices:
+        D[piece] = estimate[piece].clamp_min(ENTRY_FLOOR * float(estimate[piece].mean()))
+    largest = float(D.max())
+    if not largest > 0.0:
+        raise ValueError(
+            "the Gauss–Newton diagonal estimate is not positive: the residual sees no parameter"
+        )
+    return D.clamp_min(SCALE_FLOOR * largest).rsqrt()
+
+
 def krylov_physics_subspace(
     residual: PhysicsResidual,
     rank: int,
@@ -84,6 +152,7 @@ def krylov_physics_subspace(
     block_size: int = 1,
     progress=None,
     recycle: torch.Tensor | None = None,
+    scaling: torch.Tensor | None = None,
 ) -> PhysicsSubspace:
     """(Block) Lanczos basis of the Gauss–Newton matrix from the gradient (module docstring).
     Collective.
@@ -96,12 +165,22 @@ def krylov_physics_subspace(
     identity). When the gradient lies in span(recycle) (the residual has not changed since it was
     built) there is nothing new and the subspace is the recycled one.
 
+    ``scaling``: ``s = D^{-1/2}`` (m,) (:func:`diagonal_scaling`): the recurrence then runs on
+    the rescaled matrix ``S H S`` (S = diag(s)) from the rescaled gradient ``S g``, the variables
+    ``θ̃`` of ``θ = S θ̃``, and the subspace's columns are ``S q_i`` in θ: the reduced problem is
+    still the exact Galerkin / least-squares problem on those columns.
+
     Stops early, with a smaller rank and a warning, when the Krylov space becomes invariant.
     """
     start = time.perf_counter()
     if block_size < 1:
         raise ValueError(f"block_size must be at least 1, got {block_size}")
-    G = residual.gradient_strips(min(block_size, rank))
+
+    def scaled(X: torch.Tensor) -> torch.Tensor:
+        """``S X`` for X (m, k): θ̃-space columns -> θ-space (and θ-gradients -> θ̃-gradients)."""
+        return X if scaling is None else X * scaling[:, None].to(X.dtype)
+
+    G = scaled(residual.gradient_strips(min(block_size, rank)))
     if float(torch.linalg.matrix_norm(G)) == 0.0:
         raise ValueError(
             "the residual's gradient is zero: the model already solves the FEM problem in this norm"
@@ -109,19 +188,19 @@ def krylov_physics_subspace(
     dtype = residual.jacobian.dtype
     columns = []  # (Φ, K, Y) of every basis block, kept for the reduced problem
 
-    def images(Q: torch.Tensor) -> tuple:
-        Phi = residual.tangent_fields(Q.to(dtype))
-        return (Phi, *residual.images(Phi))
-
     def normal_product(Q: torch.Tensor) -> torch.Tensor:
-        columns.append(images(Q))
-        return residual.pullback(residual.normal_cotangents(*columns[-1][1:]))
+        columns.append(_images(residual, scaled(Q)))
+        return scaled(_gauss_newton_product(residual, columns[-1]))
 
     if recycle is not None:  # the old directions' images at the new weights (forward products)
+        if scaling is not None:
+            recycle = recycle.double() / scaling[:, None]
         recycle = torch.linalg.qr(recycle.double())[0].to(dtype)
-        columns.append(images(recycle))
+        columns.append(_images(residual, scaled(recycle)))
     Q = block_lanczos(G, normal_product, rank, dtype=dtype, progress=progress, deflate=recycle)
-    Q = Q.to(dtype)
+    Q = scaled(Q.to(dtype))
+    if recycle is not None:
+        recycle = scaled(recycle)
     if recycle is None and Q.shape[1] < rank:
         log.warning("Krylov space invariant after %d vectors (asked for %d)", Q.shape[1], rank)
 
@@ -297,11 +376,15 @@ def refine_physics(
     seed: int = 0,
     progress=None,
     recycle: torch.Tensor | None = None,
+    precondition: str = "none",
+    probes: int = 64,
 ) -> PhysicsRefinement:
     """One-shot physics LSR of rank ``rank`` on ``residual``'s instances. Collective.
 
     ``recycle`` (krylov only): a previous subspace's ``V`` to keep beside ``rank`` new directions
-    (:func:`krylov_physics_subspace`).
+    (:func:`krylov_physics_subspace`). ``precondition`` (krylov only; one of
+    :data:`PRECONDITIONERS`): the Krylov recurrence on the Gauss–Newton matrix rescaled by a
+    diagonal estimate from ``probes`` products (:func:`diagonal_scaling`, seeded by ``seed``).
 
     Raises:
         ValueError: bad rank or subspace name.
@@ -316,6 +399,10 @@ def refine_physics(
         raise ValueError(f"unknown subspace {subspace!r}; choose one of {PHYSICS_SUBSPACES}")
     if recycle is not None and subspace != "krylov":
         raise ValueError(f"recycling a basis needs subspace='krylov', got {subspace!r}")
+    if precondition not in PRECONDITIONERS:
+        raise ValueError(f"unknown precondition {precondition!r}; choose one of {PRECONDITIONERS}")
+    if precondition != "none" and subspace != "krylov":
+        raise ValueError(f"precondition={precondition!r} needs subspace='krylov', got {subspace!r}")
     n_rows = residual.n_dofs
     recycled = 0 if recycle is None else recycle.shape[1]
     if not 1 <= rank <= min(residual.jacobian.n_params, n_rows) - recycled:
@@ -326,9 +413,19 @@ def refine_physics(
             + f", got {rank}"
         )
     if subspace == "krylov":
+        start = time.perf_counter()
+        scaling = diagonal_scaling(residual, precondition, probes=probes, seed=seed)
+        estimated = time.perf_counter() - start
         sub = krylov_physics_subspace(
-            residual, rank, block_size=block_size, progress=progress, recycle=recycle
+            residual,
+            rank,
+            block_size=block_size,
+            progress=progress,
+            recycle=recycle,
+            scaling=scaling,
         )
+        if scaling is not None:
+            sub.seconds["precondition"] = estimated
     else:
         sub = randomized_physics_subspace(residual, rank, oversampling=oversampling, seed=seed)
     start = time.perf_counter()

@@ -160,6 +160,11 @@ class PhysicsResidual:
             self.comm.Allreduce(MPI.IN_PLACE, result, op=MPI.SUM)
         return torch.from_numpy(result)
 
+    def pullback_outputs(self, W: torch.Tensor) -> torch.Tensor:
+        """``Jᵀ W`` (m, k) float64 for cotangents W (K · n_grid, k) on the model's grid outputs,
+        the same on every rank (not with ``local_outputs``). Collective."""
+        return self._split_by_columns(self.jacobian.vjp, W).double()
+
     def gradient(self) -> torch.Tensor:
         """``Jᵀ Pᵀ Aᵀ W r0`` (m,), the gradient of half the squared residual in the norm.
         Collective."""

@@ -21,7 +21,7 @@ from pinn_lsr.fem.options import check_options, flatten_options
 from pinn_lsr.lsr.settings import LSRSettings
 from pinn_lsr.parallel.device import check_device
 from pinn_lsr.physics.iterative import ALIGN_TARGETS, UPDATES, AlignSettings, ILSRSettings
-from pinn_lsr.physics.refine import PHYSICS_SUBSPACES
+from pinn_lsr.physics.refine import PHYSICS_SUBSPACES, PRECONDITIONERS
 from pinn_lsr.physics.refine import PREFIX as PHYSICS_PREFIX
 from pinn_lsr.physics.residual import NORMS
 from pinn_lsr.train.loop import TrainSettings
@@ -321,6 +321,7 @@ def _physics(
         ("instances", 0),
         ("rank", 1),
         ("block_size", 1),
+        ("probes", 1),
         ("oversampling", 0),
         ("ilsr.iterations", 0),
         ("ilsr.align_iterations", 1),
@@ -331,6 +332,7 @@ def _physics(
     for key, choices in (
         ("norm", ("auto", *NORMS)),
         ("subspace", PHYSICS_SUBSPACES),
+        ("precondition", PRECONDITIONERS),
         ("ilsr.update", UPDATES),
         ("ilsr.align_optimizer", ALIGN_OPTIMIZERS),
         ("ilsr.align_target", ALIGN_TARGETS),
@@ -343,6 +345,11 @@ def _physics(
     ranks = _ilsr_ranks(p.ilsr)
     if not isinstance(p.ilsr.recycle, bool):
         raise ValueError(f"physics.ilsr.recycle must be true or false, got {p.ilsr.recycle!r}")
+    if p.precondition != "none" and p.subspace != "krylov":
+        raise ValueError(
+            f"physics.precondition={p.precondition} needs physics.subspace=krylov, got "
+            f"{p.subspace!r}"
+        )
     if p.ilsr.recycle and p.subspace != "krylov":
         raise ValueError(f"physics.ilsr.recycle needs physics.subspace=krylov, got {p.subspace!r}")
     if p.ilsr["update"] == "align" and p.ilsr.align_target == "pseudo_time" and norm != "energy":
@@ -356,6 +363,8 @@ def _physics(
         norm=norm,
         subspace=p.subspace,
         block_size=p.block_size,
+        precondition=p.precondition,
+        probes=p.probes,
         oversampling=p.oversampling,
         petsc_options=_container(p.petsc_options),
         align=AlignSettings(

@@ -69,6 +69,8 @@ def run_physics(
             settings.rank,
             subspace=settings.subspace,
             block_size=settings.block_size,
+            precondition=settings.precondition,
+            probes=settings.probes,
             oversampling=settings.oversampling,
             petsc_options=settings.petsc_options,
             seed=run.seed,

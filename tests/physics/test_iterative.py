@@ -174,11 +174,16 @@ def test_ilsr_with_pseudo_time_alignment_improves(fem):
     assert_ilsr_improves(history)
 
 
-def test_recycling_an_unchanged_basis_reproduces_the_fresh_solution(fem):
+@pytest.mark.parametrize("precondition", ["none", "diagonal"])
+def test_recycling_an_unchanged_basis_reproduces_the_fresh_solution(fem, precondition):
+    """(diagonal: the old basis is deflated in the rescaled variables, where it holds the
+    rescaled gradient; deflating it unscaled would leave new directions to add.)"""
     model = tiny_fno(8)
     residual = fem.residual(model)
-    fresh = refine_physics(residual, 12)
-    again = refine_physics(residual, 12, recycle=fresh.problem.subspace.V)
+    fresh = refine_physics(residual, 12, precondition=precondition)
+    again = refine_physics(
+        residual, 12, recycle=fresh.problem.subspace.V, precondition=precondition
+    )
     assert again.report.rank == 12  # the gradient lies in the old basis: nothing new to add
     np.testing.assert_allclose(again.fields[0], fresh.fields[0], rtol=0, atol=1e-10)
 
@@ -217,12 +222,23 @@ def test_recycling_grows_the_subspace_by_each_iterations_new_rank(fem):
     assert [h["rank"] for h in history[:-1]] == [4, 12, 16]
 
 
+def test_the_preconditioner_reaches_each_refinement(fem):
+    settings = ILSRSettings(iterations=1, rank=4, update="commit", precondition="diagonal")
+    fields, _ = iterative_lsr(tiny_fno(8), fem, settings)
+    direct = refine_physics(fem.residual(tiny_fno(8)), 4, precondition="diagonal")
+    plain = refine_physics(fem.residual(tiny_fno(8)), 4)
+    np.testing.assert_allclose(np.hstack(fields), np.hstack(direct.fields), rtol=1e-10)
+    assert not np.allclose(np.hstack(fields), np.hstack(plain.fields), rtol=1e-6)
+
+
 @pytest.mark.parametrize(
     "kwargs, message",
     [
         ({"update": "jump"}, "update must be one of"),
         ({"subspace": "randomized", "recycle": True}, "recycle needs subspace='krylov'"),
         ({"ranks": (8, 16)}, "one positive rank per outer iteration"),
+        ({"precondition": "jacobi"}, "precondition must be one of"),
+        ({"subspace": "randomized", "precondition": "diagonal"}, "needs subspace='krylov'"),
         ({"ranks": (8, 0, 8)}, "one positive rank per outer iteration"),
         (
             {"norm": "dual", "align": AlignSettings(target="pseudo_time")},

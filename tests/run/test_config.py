@@ -63,6 +63,15 @@ def test_every_section_is_read_once():
         (["physics.baseline.lr=0"], "physics.baseline.lr must be a finite number > 0, got 0"),
         (["train.dtype=float16"], "train.dtype must be one of ('float32', 'float64')"),
         (["physics.subspace=full"], "physics.subspace must be one of"),
+        (
+            ["physics.precondition=jacobi"],
+            "physics.precondition must be one of ('none', 'diagonal')",
+        ),
+        (["physics.probes=0"], "physics.probes must be an integer >= 1, got 0"),
+        (
+            ["physics.precondition=diagonal", "physics.subspace=randomized"],
+            "physics.precondition=diagonal needs physics.subspace=krylov",
+        ),
         (["physics.norm=energy", "problem=cdr"], "physics.norm=energy needs a symmetric operator"),
         (["physics.norm=dual"], "physics.norm=dual needs an SPD weighting operator"),
         (["method.rank=0"], "method.rank must be an integer >= 1, got 0"),
@@ -120,8 +129,11 @@ def test_the_ilsr_options_reach_the_settings():
         "physics.ilsr.align_dtau=0.5",
         "physics.ilsr.recycle=true",
         "physics.ilsr.ranks=[8,16,32]",
+        "physics.precondition=diagonal",
+        "physics.probes=32",
     ).physics.ilsr
     assert (ilsr.update, ilsr.recycle, ilsr.ranks) == ("commit", True, (8, 16, 32))
+    assert (ilsr.precondition, ilsr.probes) == ("diagonal", 32)
     assert (ilsr.align.target, ilsr.align.dtau) == ("pseudo_time", 0.5)
 
 
