@@ -213,11 +213,13 @@ def error_at(row: dict, t: float) -> float | None:
 
 
 def newest(rows: list[dict], problem: str, model: str, seconds: float) -> dict:
-    """method -> instance -> the newest row of ``problem``, ``model`` and budget ``seconds``."""
+    """method -> instance -> the newest row of ``problem``, ``model`` and budget ``seconds``
+    (the tuning rows: rate -> row)."""
     chosen: dict = {}
     for row in rows:
         if (row["problem"], row["model"], row["budget"]) == (problem, model, seconds):
-            chosen.setdefault(row["method"], {})[row["instance"]] = row
+            key = row["lr"] if row["method"] == "tune Adam" else row["instance"]
+            chosen.setdefault(row["method"], {})[key] = row
     return chosen
 
 
@@ -236,6 +238,17 @@ def report(rows: list[dict], args) -> None:
             print(f"\nno rows for {args.problem} {model} at {args.seconds:g} s")
             continue
         tuning = chosen.pop("tune Adam", {})
+        if tuning:
+            print(
+                f"\n{args.problem} {model}: Adam's rate tuned on sample {TUNING_SAMPLE} (error "
+                f"there after {args.seconds:g} s): "
+                + ", ".join(
+                    f"{r['lr']:g}: {r['rel_l2'][-1]:.2e}"
+                    for r in sorted(tuning.values(), key=lambda r: r["lr"])
+                )
+            )
+        if not chosen:
+            continue
         commits = sorted({r["commit"] for m in chosen.values() for r in m.values()})
         instances = sorted({i for m in chosen.values() for i in m})
         networks = [next(m[i] for m in chosen.values() if i in m)["network"] for i in instances]
@@ -249,15 +262,6 @@ def report(rows: list[dict], args) -> None:
             f"{np.median(networks):.2e} ({np.max(networks):.1e}); direct FEM solve "
             f"{np.median(solves) * 1e3:.1f} ms"
         )
-        if tuning:
-            print(
-                "Adam's rate, tuned on sample 300 (error there after "
-                f"{args.seconds:g} s): "
-                + ", ".join(
-                    f"{r['lr']:g}: {r['rel_l2'][-1]:.2e}"
-                    for r in sorted(tuning.values(), key=lambda r: r["lr"])
-                )
-            )
         print()
         print("| method | " + " | ".join(f"{t} s" for t in times) + " | steps / rank |")
         print("|---|" + "---|" * (len(times) + 1))
