@@ -4,12 +4,8 @@ import numpy as np
 import pytest
 from mpi4py import MPI
 
-import problems
-from pinn_lsr.fem.linear_pde import LinearPDE
-from pinn_lsr.fem.mesh import unit_square
 from pinn_lsr.physics.finetune import fem_loss_and_grid_gradient, physics_finetune
-from pinn_lsr.physics.instances import FEMInstances
-from tests.physics.physics_cases import darcy_instances, tiny_fno
+from tests.physics.physics_cases import darcy_instances, problem_instances, tiny_fno
 
 
 @pytest.fixture(scope="module")
@@ -22,9 +18,7 @@ def fem():
 @pytest.fixture(scope="module")
 def cdr():
     """Convection–diffusion–reaction: a non-symmetric operator with an SPD weighting (dual norm)."""
-    problem = problems.create_problem("cdr")
-    pde = LinearPDE(unit_square(MPI.COMM_SELF, 5), problem.forms, grid_size=6)
-    instances = FEMInstances.from_pde(pde, problem.sample_inputs(2, 6, seed=1))
+    instances = problem_instances("cdr", MPI.COMM_SELF, size=6, n=2, seed=1)
     yield instances
     instances.destroy()
 
@@ -81,11 +75,14 @@ def test_physics_finetune_scores_an_evaluation_set_at_the_recorded_times(fem):
     unseen.destroy()
 
 
-def test_dual_loss_is_smallest_at_the_fem_solution(cdr):
-    grid = np.stack([cdr.pde.field_on_grid(u).ravel() for u in cdr.references])
-    best, gradient = fem_loss_and_grid_gradient(cdr, grid, "dual")
+@pytest.mark.parametrize("problem", ["cdr", "nonlinear_diffusion"])
+def test_dual_loss_vanishes_only_at_the_fem_solution(problem):
+    fem = problem_instances(problem, MPI.COMM_SELF, size=6, n=2, seed=1)
+    grid = np.stack([fem.pde.field_on_grid(u).ravel() for u in fem.references])
+    best, gradient = fem_loss_and_grid_gradient(fem, grid, "dual")
+    worse, _ = fem_loss_and_grid_gradient(fem, grid * 1.01, "dual")
+    fem.destroy()
     assert best < 1e-20 and np.abs(gradient).max() < 1e-10
-    worse, _ = fem_loss_and_grid_gradient(cdr, grid * 1.01, "dual")
     assert worse > 1e-12
 
 
