@@ -299,6 +299,16 @@ def report(rows: list[dict], args) -> None:
                 if ranked:
                     leaders.append(f"{t} s: {ranked[0][1]}")
             print(f"\nahead ({which}): " + "; ".join(leaders))
+            ratios = []
+            for t in times:
+                lsr = [v[t][index] for m, v in medians.items() if m not in GRADIENT and t in v]
+                grad = [v[t][index] for m, v in medians.items() if m in GRADIENT and t in v]
+                if lsr and grad:
+                    ratios.append(f"{t} s: {min(lsr) / min(grad):.2f}")
+            print(
+                f"best LSR method / best gradient baseline ({which}; goal ≤ 1/3): "
+                + "; ".join(ratios)
+            )
         fig, ax = plt.subplots(figsize=(5.5, 3.8))
         grid = np.geomspace(0.05, args.seconds, 300)
         for method, per_instance in chosen.items():
