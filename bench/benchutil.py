@@ -53,30 +53,50 @@ def curve_at(times: list[float], errors: list[float], at: float) -> float | None
     return reached[-1] if reached else None
 
 
-def lsr_curve(fem, model, rank: int, *, block_size: int = 1, norm: str = "energy") -> dict:
+#: the reduced solve when the default (CG + Jacobi to 1e-12) does not converge: dense LU
+REDUCED_LU = {"ksp_type": "preonly", "pc_type": "lu"}
+
+
+def lsr_curve(
+    fem, model, rank: int, *, block_size: int = 1, norm: str = "energy", lu_fallback: bool = False
+) -> dict:
     """Error against wall time of one-shot physics LSR (Krylov) of ``model`` on ``fem``'s single
     instance: the clock read after each (block) product from the start of the refinement; the
     error at rank r is the Galerkin solution's on the leading r columns, at the time the r-th
-    column was done plus its reduced solve. Returns ``seconds``, ``rel_l2``, ``ranks``.
-    Collective."""
+    column was done plus its reduced solve. Returns ``seconds``, ``rel_l2``, ``ranks`` and
+    ``reduced_solve`` (``cg``, or ``lu`` when, with ``lu_fallback``, CG did not converge and the
+    refinement was run again with :data:`REDUCED_LU`). Collective."""
+    from pinn_lsr.fem.solver import SolverError
     from pinn_lsr.physics.refine import refine_physics
 
-    fem.comm.Barrier()
-    start = time.perf_counter()
-    done_at = {}
-    result = refine_physics(
-        fem.residual(model, norm=norm),
-        rank,
-        block_size=block_size,
-        progress=lambda done, _: done_at.setdefault(done, time.perf_counter() - start),
-    )
+    def run(options):
+        fem.comm.Barrier()
+        start = time.perf_counter()
+        done_at = {}
+        result = refine_physics(
+            fem.residual(model, norm=norm),
+            rank,
+            block_size=block_size,
+            petsc_options=options,
+            progress=lambda done, _: done_at.setdefault(done, time.perf_counter() - start),
+        )
+        return result, done_at
+
+    solver = "cg"
+    try:
+        result, done_at = run(None)
+    except SolverError:
+        if not lu_fallback:
+            raise
+        solver = "lu"
+        result, done_at = run(REDUCED_LU)
     times, errors = [], []
     for r in sorted(done_at):
         solve = time.perf_counter()
         fields = result.problem.fields(result.problem.coefficients(r))
         times.append(done_at[r] + time.perf_counter() - solve)
         errors.append(fem.errors(fields)[0])
-    return {"seconds": times, "rel_l2": errors, "ranks": sorted(done_at)}
+    return {"seconds": times, "rel_l2": errors, "ranks": sorted(done_at), "reduced_solve": solver}
 
 
 class OutOfTime(Exception):
