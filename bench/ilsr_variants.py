@@ -24,8 +24,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from benchutil import append_results, git_commit, worker_env, worker_result
-from physics_wall_time import N_TRAIN, PYTHON, ROOT, curve_at, train
+from benchutil import append_results, curve_at, git_commit, ilsr_curve, worker_env, worker_result
+from physics_wall_time import N_TRAIN, PYTHON, ROOT, train
 
 OUT = ROOT / "bench" / "results" / "ilsr_variants"
 TIMES = (2, 5, 10, 15, 20, 25, 30, 45, 60)
@@ -70,10 +70,6 @@ VARIANTS = {
 MAX_ITERATIONS = 40  # outer iterations a variant may take before its clock runs out
 
 
-class OutOfTime(Exception):
-    """Raised from I-LSR's progress callback when a variant's clock has passed its budget."""
-
-
 def settings_of(name: str):
     from pinn_lsr.physics.iterative import AlignSettings, ILSRSettings
 
@@ -93,7 +89,6 @@ def worker(args) -> None:
     from pinn_lsr.fem.mesh import unit_square
     from pinn_lsr.physics.finetune import physics_finetune
     from pinn_lsr.physics.instances import FEMInstances
-    from pinn_lsr.physics.iterative import iterative_lsr
     from pinn_lsr.physics.refine import refine_physics
     from pinn_lsr.train.checkpoint import load_model
 
@@ -113,35 +108,12 @@ def worker(args) -> None:
         model.eval()
         entry = {"instance": k, "network": fem.errors(fem.network_fields(model))[0]}
         for name in args.variants:
-            history = []
-
-            def progress(e, history=history):
-                history.append(e)
-                if e["seconds"] > args.seconds:
-                    raise OutOfTime
-
             trained = load_model(args.checkpoint)
             trained.eval()
-            try:
-                _, final = iterative_lsr(trained, fem, settings_of(name), seed=0, progress=progress)
-                history.append(final[-1])
-            except OutOfTime:
-                pass
-            # the network after iteration i's update is the next entry's network_rel_l2
-            network = [h["network_rel_l2"] for h in history[1:]]
-            if "refined_rel_l2" in history[-1]:  # stopped by the clock: measure the last update
-                network.append(fem.errors(fem.network_fields(trained))[0])
-            refined = [h for h in history if "refined_rel_l2" in h]
-            entry[name] = {
-                "seconds": [h["refined_seconds"] for h in refined],
-                "rel_l2": [h["refined_rel_l2"] for h in refined],
-                "network_seconds": [h["seconds"] for h in refined],
-                "network_rel_l2": network,
-                "ranks": [h["rank"] for h in refined],
-                "updates": [h.get("step", h.get("align_loss")) for h in refined],
-            }
+            entry[name] = ilsr_curve(trained, fem, settings_of(name), args.seconds)
+            network = entry[name]["network_rel_l2"]
             print(
-                f"instance {k}: {name}: {len(refined)} iterations, refined "
+                f"instance {k}: {name}: {len(entry[name]['rel_l2'])} iterations, refined "
                 + " ".join(f"{e:.2e}" for e in entry[name]["rel_l2"])
                 + " | network "
                 + " ".join(f"{e:.2e}" for e in network)

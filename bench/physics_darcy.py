@@ -1,66 +1,109 @@
-"""Physics LSR and I-LSR on Darcy 32×32 against the FEM solution, beside gradient fine-tuning.
+"""Physics LSR and I-LSR against tuned gradient fine-tuning: error against the FEM solution vs
+wall time, per test instance, for one problem (Darcy 32×32 by default) and FNO / DeepONet.
 
-For each model (FNO, DeepONet; Adam-trained by ``solve.py``) and each of the first test
-instances, every figure is the relative L2 error (mass matrix) against the FEM solution:
+The networks are `make run`-sized (200 training samples, the model's default epochs; trained by
+``solve.py`` under ``mpirun -n 2`` into ``bench/results/physics_darcy/train_<problem>_<model>``
+unless there; Darcy's FNO is `make run`'s own, ``bench/results/physics_wall_time/train_fno``).
+Each of the first ``--instances`` test instances (samples 200, 201, ...) is refined on its own,
+serially (1 process, 1 thread), by every method from the trained weights, for ``--seconds``:
 
-* the trained network;
-* one-shot physics LSR at rank r = dofs/4 (256): energy norm with the Krylov and the randomized
-  subspace, and the raw ℓ2 norm (so the norm's effect is on record); errors at r/8 ... r too;
-* I-LSR (energy, Krylov, r) per outer iteration;
-* gradient fine-tuning on the FEM energy loss (Adam, L-BFGS) for the wall time of I-LSR;
-* the seconds of a direct FEM solve of the instance (MUMPS), and of the one-shot refinement on
-  1 and 2 ranks.
+* ``LSR b=B``: one-shot physics LSR in the problem's norm (``auto``: energy, or dual for cdr and
+  nonlinear diffusion), Krylov, rank ≤ dofs/4 (256), for each block size of ``--block-sizes``
+  (1 and 8: b = 8 leads up to ~5 s, b = 1 after, bench/README.md#physics-lsr-against-wall-time);
+  the error at rank r is that of the Galerkin solution on the leading r columns, at the time the
+  r-th column was done plus its reduced solve (:func:`benchutil.lsr_curve`; where the reduced
+  CG does not converge, as on the DeepONet at rank 256, the refinement is run again with a dense
+  LU and only the second run's clock counts);
+* ``I-LSR commit``: `make run`'s default I-LSR (rank 64, b = 1, commit θ + αδ with backtracking
+  on the true FEM loss), the refined field of each outer iteration when it was ready;
+* ``Adam``: at the learning rate tuned on a separate instance (sample 300) over
+  {1e-4, 3e-4, 1e-3, 3e-3, 1e-2}: the rate with the lowest error after ``--seconds`` there
+  (``--jobs tune``; the tuning curves are kept and reported);
+* ``L-BFGS`` (strong Wolfe, 20 iterations a step).
 
-Usage: ``.venv/bin/python bench/physics_darcy.py [--instances 3] [--ilsr-iterations 6]``. The
-driver trains the models with ``solve.py`` under ``mpirun -n 2`` (reused from
-``bench/results/physics_darcy/`` when present), then runs this file with ``--worker`` under
-``mpirun -n 2`` and prints Markdown tables; figures go to ``bench/results/physics_darcy/``.
+The gradient baselines minimise the FEM loss in LSR's norm from the same start: the energy for
+energy-norm problems, ``½ Fᵀ S⁻¹ F`` for dual-norm ones (``physics_finetune(norm="dual")``; the
+main job's baseline there minimises ½||F||², which made Adam worse than the trained network).
+Their error is measured off the clock on a geometric grid of times and read at the first record at
+or past each time (in their favour by up to one step); LSR and I-LSR are read at the last point at
+or before it (the trained network's until their first field is ready). The seconds of a direct FEM
+solve of each instance (median of 5) are recorded beside.
+
+Usage: ``.venv/bin/python bench/physics_darcy.py [--problem darcy] [--models fno deeponet]
+[--instances 5] [--seconds 45] [--jobs tune lsr ilsr adam lbfgs]``: the jobs run in that order
+in one worker process per model (``adam`` reads the tuned rate from ``results.json``, so the
+jobs may be split over several invocations, each under ``flock /work/bench.lock``); rows (one per
+method and instance, with the commit) are appended to ``bench/results/physics_darcy/
+results.json``. Then, and with ``--report-only`` (no runs), prints per model a Markdown table of
+the median and worst error at 5, 15, 45 (135) s per method, from the newest rows of each
+(problem, model, method, instance, seconds), and writes ``<problem>_<model>.png`` (median error
+against wall time).
 """
 
 import argparse
-import copy
 import json
-import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from benchutil import git_commit, worker_result
+from benchutil import (
+    append_results,
+    curve_at,
+    git_commit,
+    ilsr_curve,
+    lsr_curve,
+    worker_env,
+    worker_result,
+)
 
 ROOT = Path(__file__).parents[1]
 OUT = ROOT / "bench" / "results" / "physics_darcy"
-MPIRUN = [str(ROOT / ".venv" / "bin" / "mpirun"), "-n", "2", str(ROOT / ".venv" / "bin" / "python")]
-TRAINING = {"fno": ["train.epochs=60"], "deeponet": ["train.epochs=150", "train.lr=1e-3"]}
-N_TRAIN = 1000
+PYTHON = str(ROOT / ".venv" / "bin" / "python")
+MPIRUN = str(ROOT / ".venv" / "bin" / "mpirun")
+PROBLEMS = ("darcy", "poisson", "cdr", "nonlinear_diffusion")
+JOBS = ("tune", "lsr", "ilsr", "adam", "lbfgs")
+N_TRAIN = 200  # make run's training set; the test instances are drawn after it
+TUNING_SAMPLE = 300  # the instance Adam's rate is tuned on: after the test instances
+ADAM_GRID = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2)
+TIMES = (5, 15, 45, 135)
+GRADIENT = ("Adam", "L-BFGS")  # methods read at the first record at or past a time
 
 
-def train_models(models, env) -> dict:
-    """Checkpoints of the Adam-trained models (trained now unless already there)."""
-    checkpoints = {}
-    for name in models:
-        run_dir = OUT / f"train_{name}"
-        if not (run_dir / "metrics.json").exists():
-            subprocess.run(
-                [
-                    *MPIRUN,
-                    str(ROOT / "solve.py"),
-                    "problem=darcy",
-                    f"model={name}",
-                    "method=none",
-                    "physics.instances=0",
-                    f"data.n_train={N_TRAIN}",
-                    "data.n_test=50",
-                    "output.progress=false",
-                    f"hydra.run.dir={run_dir}",
-                    *TRAINING[name],
-                ],
-                check=True,
-                env=env,
-                cwd=ROOT,
-            )
-        checkpoints[name] = run_dir / "checkpoint.pt"
-    return checkpoints
+def train(problem: str, model: str, env) -> Path:
+    """The checkpoint of a `make run`-sized model of ``problem`` (trained now unless there)."""
+    if (problem, model) == ("darcy", "fno"):
+        run_dir = ROOT / "bench" / "results" / "physics_wall_time" / "train_fno"
+    else:
+        run_dir = OUT / f"train_{problem}_{model}"
+    if not (run_dir / "metrics.json").exists():
+        subprocess.run(
+            [
+                MPIRUN,
+                "-n",
+                "2",
+                PYTHON,
+                str(ROOT / "solve.py"),
+                f"problem={problem}",
+                f"model={model}",
+                "method=none",
+                "physics.instances=0",
+                "output.progress=false",
+                f"hydra.run.dir={run_dir}",
+            ],
+            check=True,
+            env=env,
+            cwd=ROOT,
+        )
+    return run_dir / "checkpoint.pt"
+
+
+def record_times(seconds: float) -> list[float]:
+    """When the gradient baselines' error is recorded: 2 % apart from 0.05 s, and at ``TIMES``."""
+    import numpy as np
+
+    grid = 0.05 * 1.02 ** np.arange(int(np.log(seconds / 0.05) / np.log(1.02)) + 1)
+    return sorted({*map(float, grid), *(t for t in TIMES if t <= seconds)})
 
 
 def worker(args) -> None:
@@ -71,238 +114,301 @@ def worker(args) -> None:
     import problems
     from pinn_lsr.fem.linear_pde import LinearPDE
     from pinn_lsr.fem.mesh import unit_square
+    from pinn_lsr.fem.nonlinear_pde import NonlinearPDE
     from pinn_lsr.physics.finetune import physics_finetune
     from pinn_lsr.physics.instances import FEMInstances
-    from pinn_lsr.physics.iterative import AlignSettings, ILSRSettings, iterative_lsr
+    from pinn_lsr.physics.iterative import ILSRSettings
     from pinn_lsr.physics.refine import refine_physics
+    from pinn_lsr.run.config import resolve_norm
     from pinn_lsr.train.checkpoint import load_model
 
     torch.set_num_threads(1)
     comm = MPI.COMM_WORLD
-    s, rank = 32, args.rank
-    darcy = problems.create_problem("darcy")
-    inputs = darcy.sample_inputs(args.instances, s, seed=0, first=N_TRAIN)
-    pdes = {
-        size: LinearPDE(unit_square(c, s - 1), darcy.forms, grid_size=s)
-        for size, c in ((2, comm), (1, MPI.COMM_SELF))
-    }
-    pde = pdes[2]
-    results = {}
-    for name, checkpoint in zip(args.models, args.checkpoints):
-        model = load_model(checkpoint)
+    s = 32
+    problem = problems.create_problem(args.problem)
+    domain = unit_square(comm, s - 1)
+    if problem.kind == "nonlinear":
+        pde = NonlinearPDE(domain, problem.residual, problem.weight, grid_size=s)
+    else:
+        pde = LinearPDE(domain, problem.forms, grid_size=s)
+    norm = resolve_norm(problem, "auto")
+    inputs = problem.sample_inputs(args.instances, s, seed=0, first=N_TRAIN)
+    tuning = FEMInstances.from_pde(pde, problem.sample_inputs(1, s, seed=0, first=TUNING_SAMPLE))
+    record_at = record_times(args.seconds)
+
+    def trained():
+        model = load_model(args.checkpoint)
         model.eval()
-        per_instance = []
-        for k in range(args.instances):
-            fem = FEMInstances.from_pde(pde, inputs[k : k + 1])
-            entry = {"network": fem.errors(fem.network_fields(model))[0]}
-            times = []
-            for _ in range(5):
-                start = time.perf_counter()
-                pde.solve(inputs[k])
-                times.append(time.perf_counter() - start)
-            entry["fem_solve_seconds"] = float(np.median(times))
-            for norm, subspace in (
-                ("energy", "krylov"),
-                ("energy", "randomized"),
-                ("l2", "krylov"),
-            ):
-                result = refine_physics(fem.residual(model, norm=norm), rank, subspace=subspace)
-                key = f"{norm}_{subspace}"
-                entry[key] = fem.errors(result.fields)[0]
-                entry[f"{key}_seconds"] = result.report.seconds["total"]
-                entry[f"{key}_ksp_iterations"] = result.report.ksp_iterations
-                if key == "energy_krylov":
-                    kept = result.report.rank  # the randomized subspace may keep fewer directions
-                    ranks = [kept // 8, kept // 4, kept // 2, kept]
-                    entry["rank_scan"] = {
-                        r: fem.errors(result.problem.fields(result.problem.coefficients(r)))[0]
-                        for r in ranks
-                    }
-            if k == 0:  # the same refinement on one rank (rank 1 idles), for the 1 vs 2 rank timing
-                if comm.rank == 0:
-                    serial = FEMInstances.from_pde(pdes[1], inputs[k : k + 1])
-                    entry["energy_krylov_seconds_1rank"] = refine_physics(
-                        serial.residual(model), rank
-                    ).report.seconds["total"]
-                    serial.destroy()
-                comm.Barrier()
-            settings = ILSRSettings(
-                iterations=args.ilsr_iterations,
-                rank=rank,
-                align=AlignSettings(iterations=args.align_iterations),
+        return model
+
+    def say(message: str) -> None:
+        print(f"{args.problem} {args.model}: {message}", file=sys.stderr, flush=True)
+
+    def gradient_curve(fem, optimizer: str, lr: float) -> dict:
+        history = physics_finetune(
+            trained(),
+            fem,
+            seconds=args.seconds,
+            optimizer=optimizer,
+            lr=lr,
+            norm=norm,
+            record_at=record_at,
+        )
+        return {
+            "seconds": [h["seconds"] for h in history],
+            "rel_l2": [h["rel_l2"] for h in history],
+            "steps": history[-1]["step"],
+            "lr": lr,
+        }
+
+    # first-call imports of torch.func and PETSc's solvers, off the clock
+    refine_physics(tuning.residual(trained(), norm=norm), 8, block_size=4)
+    rows = []
+    tuned = args.adam_lr
+    if "tune" in args.jobs:
+        for lr in ADAM_GRID:
+            curve = gradient_curve(tuning, "adam", lr)
+            rows.append({"method": "tune Adam", "instance": "tuning", **curve})
+            say(f"tuning Adam lr {lr:g}: {curve['steps']} steps, {curve['rel_l2'][-1]:.2e}")
+        tuned = min((r for r in rows), key=lambda r: r["rel_l2"][-1])["lr"]
+        say(f"tuned Adam lr {tuned:g}")
+    tuning.destroy()
+    for k in range(args.instances):
+        fem = FEMInstances.from_pde(pde, inputs[k : k + 1])
+        solves = []
+        for _ in range(5):
+            start = time.perf_counter()
+            pde.solve(inputs[k])
+            solves.append(time.perf_counter() - start)
+        common = {
+            "instance": k,
+            "network": fem.errors(fem.network_fields(trained()))[0],
+            "fem_solve_seconds": float(np.median(solves)),
+        }
+        curves = {}
+        if "lsr" in args.jobs:
+            rank = min(args.rank, pde.n_dofs // 4)
+            for b in args.block_sizes:
+                curves[f"LSR b={b}"] = lsr_curve(
+                    fem, trained(), rank, block_size=b, norm=norm, lu_fallback=True
+                )
+        if "ilsr" in args.jobs:
+            settings = ILSRSettings(iterations=10000, rank=64, norm=norm, update="commit")
+            curves["I-LSR commit"] = ilsr_curve(trained(), fem, settings, args.seconds)
+        if "adam" in args.jobs:
+            curves["Adam"] = gradient_curve(fem, "adam", tuned)
+        if "lbfgs" in args.jobs:
+            curves["L-BFGS"] = gradient_curve(fem, "lbfgs", 1.0)
+        for method, curve in curves.items():
+            rows.append({"method": method, **common, **curve})
+            say(
+                f"instance {k}: {method}: {common['network']:.2e} -> {curve['rel_l2'][-1]:.2e} "
+                f"at {curve['seconds'][-1]:.1f} s"
             )
-            _, entry["ilsr"] = iterative_lsr(copy.deepcopy(model), fem, settings)
-            budget = entry["ilsr"][-1]["seconds"]
-            for optimizer, lr in (("adam", args.adam_lr), ("lbfgs", 1.0)):
-                entry[f"baseline_{optimizer}"] = physics_finetune(
-                    copy.deepcopy(model), fem, seconds=budget, optimizer=optimizer, lr=lr
-                )
-            per_instance.append(entry)
-            fem.destroy()
-            if comm.rank == 0:
-                print(
-                    f"{name} instance {k}: network {entry['network']:.3e}, "
-                    f"physics LSR {entry['energy_krylov']:.3e}, "
-                    f"I-LSR {min(h.get('refined_rel_l2', 1) for h in entry['ilsr']):.3e}",
-                    file=sys.stderr,
-                    flush=True,
-                )
-        results[name] = per_instance
-    if comm.rank == 0:
-        print("RESULT " + json.dumps(results))
+        fem.destroy()
+    print("RESULT " + json.dumps(rows))
 
 
-def report(results: dict, args, commit: str) -> None:
+def error_at(row: dict, t: float) -> float | None:
+    """A method's error by time ``t`` (gradient baselines: the first record at or past it; LSR
+    and I-LSR: the trained network's until their first field is ready)."""
+    if row["method"] in GRADIENT:
+        past = [e for s, e in zip(row["seconds"], row["rel_l2"]) if s >= t]
+        return past[0] if past else None
+    reached = curve_at(row["seconds"], row["rel_l2"], t)
+    return row["network"] if reached is None else reached
+
+
+def newest(rows: list[dict], problem: str, model: str, seconds: float) -> dict:
+    """method -> instance -> the newest row of ``problem``, ``model`` and budget ``seconds``
+    (the tuning rows: rate -> row)."""
+    chosen: dict = {}
+    for row in rows:
+        if (row["problem"], row["model"], row["budget"]) == (problem, model, seconds):
+            key = row["lr"] if row["method"] == "tune Adam" else row["instance"]
+            chosen.setdefault(row["method"], {})[key] = row
+    return chosen
+
+
+def report(rows: list[dict], args) -> None:
     import numpy as np
 
     sys.path.insert(0, str(ROOT))
-    from pinn_lsr.io.plots import _save, plot_ilsr_history
-
     import matplotlib.pyplot as plt
 
-    r = args.rank
-    print(
-        f"\nDarcy 32×32 (1024 P1 dofs), {args.instances} test instances, rank r = {r}, 2 ranks, "
-        f"commit {commit}; "
-        f"relative L2 error against the FEM solution (mean over instances; worst in brackets)\n"
-    )
-    print(
-        "| model | trained | physics LSR energy, Krylov | energy, randomized | raw ℓ2, Krylov | "
-        f"I-LSR best of {args.ilsr_iterations} (iteration) | Adam, same time | "
-        "L-BFGS, same time | I-LSR seconds |"
-    )
-    print("|---|---|---|---|---|---|---|---|---|")
-    for name, entries in results.items():
+    from pinn_lsr.io.plots import _save
 
-        def cell(values):
-            return f"{np.mean(values):.2e} ({np.max(values):.1e})"
-
-        best = [
-            min((h["refined_rel_l2"], h["iteration"]) for h in e["ilsr"] if "refined_rel_l2" in h)
-            for e in entries
+    times = [t for t in TIMES if t <= args.seconds]
+    for model in args.models:
+        chosen = newest(rows, args.problem, model, args.seconds)
+        if not chosen:
+            print(f"\nno rows for {args.problem} {model} at {args.seconds:g} s")
+            continue
+        tuning = chosen.pop("tune Adam", {})
+        if tuning:
+            print(
+                f"\n{args.problem} {model}: Adam's rate tuned on sample {TUNING_SAMPLE} (error "
+                f"there after {args.seconds:g} s): "
+                + ", ".join(
+                    f"{r['lr']:g}: {r['rel_l2'][-1]:.2e}"
+                    for r in sorted(tuning.values(), key=lambda r: r["lr"])
+                )
+            )
+        if not chosen:
+            continue
+        commits = sorted({r["commit"] for m in chosen.values() for r in m.values()})
+        instances = sorted({i for m in chosen.values() for i in m})
+        networks = [next(m[i] for m in chosen.values() if i in m)["network"] for i in instances]
+        solves = [
+            next(m[i] for m in chosen.values() if i in m)["fem_solve_seconds"] for i in instances
         ]
         print(
-            f"| {name} | {cell([e['network'] for e in entries])} | "
-            f"{cell([e['energy_krylov'] for e in entries])} | "
-            f"{cell([e['energy_randomized'] for e in entries])} | "
-            f"{cell([e['l2_krylov'] for e in entries])} | "
-            f"{cell([b[0] for b in best])} ({', '.join(str(b[1]) for b in best)}) | "
-            f"{cell([e['baseline_adam'][-1]['rel_l2'] for e in entries])} | "
-            f"{cell([e['baseline_lbfgs'][-1]['rel_l2'] for e in entries])} | "
-            f"{np.median([e['ilsr'][-1]['seconds'] for e in entries]):.0f} |"
+            f"\n{args.problem} 32×32, {model}, {len(instances)} test instances, budget "
+            f"{args.seconds:g} s, 1 process, 1 thread, commit {', '.join(commits)}; relative L2 "
+            f"error against the FEM solution: median (worst) over instances. Trained network "
+            f"{np.median(networks):.2e} ({np.max(networks):.1e}); direct FEM solve "
+            f"{np.median(solves) * 1e3:.1f} ms"
         )
-    print(
-        "\nGain of one-shot physics LSR (energy, Krylov) over the trained network, per instance: "
-        + "; ".join(
-            f"{name}: " + ", ".join(f"{e['network'] / e['energy_krylov']:.1f}×" for e in entries)
-            for name, entries in results.items()
-        )
-    )
-    print(
-        "\n| model | FEM solve (MUMPS) s | one-shot energy Krylov s, 1 rank | 2 ranks | "
-        "randomized s | ℓ2 s | "
-        "error at rank (per instance; the Krylov space may stop early) |"
-    )
-    print("|---|---|---|---|---|---|---|")
-    for name, entries in results.items():
-        scans = "; ".join(
-            ", ".join(f"{k}: {v:.2e}" for k, v in e["rank_scan"].items()) for e in entries
-        )
-        print(
-            f"| {name} | {np.median([e['fem_solve_seconds'] for e in entries]):.4f} | "
-            f"{entries[0]['energy_krylov_seconds_1rank']:.1f} | "
-            f"{entries[0]['energy_krylov_seconds']:.1f} | "
-            f"{np.median([e['energy_randomized_seconds'] for e in entries]):.1f} | "
-            f"{np.median([e['l2_krylov_seconds'] for e in entries]):.1f} | {scans} |"
-        )
-    print("\nI-LSR per outer iteration (mean over instances): refined field / aligned network\n")
-    for name, entries in results.items():
-        rows = [h for h in entries[0]["ilsr"] if "refined_rel_l2" in h]
-        line = ", ".join(
-            f"{np.mean([e['ilsr'][i]['refined_rel_l2'] for e in entries]):.2e} / "
-            f"{np.mean([e['ilsr'][i + 1]['network_rel_l2'] for e in entries]):.2e}"
-            for i in range(len(rows))
-        )
-        print(f"- {name}: {line}")
-    OUT.mkdir(parents=True, exist_ok=True)
-    for name, entries in results.items():
-        plot_ilsr_history(
-            OUT / f"ilsr_{name}.png",
-            [e["ilsr"] for e in entries],
-            [e["baseline_adam"] for e in entries],
-        )
-    fig, ax = plt.subplots(figsize=(5.5, 3.8))
-    for name, entries in results.items():
-        for i, e in enumerate(entries):
-            ax.loglog(
-                [int(k) for k in e["rank_scan"]],
-                list(e["rank_scan"].values()),
-                "o-",
-                label=f"{name}, instance {i}",
+        print()
+        print("| method | " + " | ".join(f"{t} s" for t in times) + " | steps / rank |")
+        print("|---|" + "---|" * (len(times) + 1))
+        medians = {}
+        for method, per_instance in chosen.items():
+            cells = []
+            for t in times:
+                values = [error_at(per_instance[i], t) for i in sorted(per_instance)]
+                if any(v is None for v in values):
+                    cells.append("–")
+                    continue
+                medians.setdefault(method, {})[t] = (np.median(values), np.max(values))
+                cells.append(f"{np.median(values):.2e} ({np.max(values):.1e})")
+            sample = next(iter(per_instance.values()))
+            name = f"{method} (lr {sample['lr']:g})" if method == "Adam" else method
+            extent = (
+                f"{int(np.median([r['steps'] for r in per_instance.values()]))} steps"
+                if "steps" in sample
+                else f"rank {int(np.median([r['ranks'][-1] for r in per_instance.values()]))}"
+                + (
+                    f", {int(np.median([len(r['ranks']) for r in per_instance.values()]))} "
+                    "outer iterations"
+                    if method.startswith("I-LSR")
+                    else ""
+                )
             )
-            ax.axhline(e["network"], ls=":", color=ax.lines[-1].get_color())
-    ax.set_xlabel("rank r (energy norm, Krylov)")
-    ax.set_ylabel("relative L2 error vs FEM")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
-    _save(fig, OUT / "rank_scan.png")
-    print(
-        f"\nfigures: {OUT.relative_to(ROOT)}/ilsr_*.png (I-LSR vs Adam on the FEM energy loss), "
-        "rank_scan.png"
-    )
+            print(f"| {name} ({len(per_instance)}) | " + " | ".join(cells) + f" | {extent} |")
+        for which, index in (("median", 0), ("worst", 1)):
+            leaders = []
+            for t in times:
+                ranked = sorted((v[t][index], m) for m, v in medians.items() if t in v)
+                if ranked:
+                    leaders.append(f"{t} s: {ranked[0][1]}")
+            print(f"\nahead ({which}): " + "; ".join(leaders))
+            ratios = []
+            for t in times:
+                lsr = [v[t][index] for m, v in medians.items() if m not in GRADIENT and t in v]
+                grad = [v[t][index] for m, v in medians.items() if m in GRADIENT and t in v]
+                if lsr and grad:
+                    ratios.append(f"{t} s: {min(lsr) / min(grad):.2f}")
+            print(
+                f"best LSR method / best gradient baseline ({which}; goal ≤ 1/3): "
+                + "; ".join(ratios)
+            )
+        fig, ax = plt.subplots(figsize=(5.5, 3.8))
+        grid = np.geomspace(0.05, args.seconds, 300)
+        for method, per_instance in chosen.items():
+            curve = [[error_at(per_instance[i], t) for i in sorted(per_instance)] for t in grid]
+            keep = [j for j, values in enumerate(curve) if all(v is not None for v in values)]
+            ax.loglog(grid[keep], [np.median(curve[j]) for j in keep], label=method, lw=1.5)
+        ax.axhline(np.median(networks), color="grey", ls=":", label="trained network")
+        ax.set_xlabel("wall time (s), 1 process, 1 thread")
+        ax.set_ylabel("relative L2 error vs FEM (median)")
+        ax.set_title(f"{args.problem}, {model}, {len(instances)} instances")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+        path = OUT / f"{args.problem}_{model}.png"
+        _save(fig, path)
+        plt.close(fig)
+        print(f"\nfigure: {path.relative_to(ROOT)}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--problem", default="darcy", choices=PROBLEMS)
     parser.add_argument("--models", nargs="+", default=["fno", "deeponet"])
-    parser.add_argument("--instances", type=int, default=3)
-    parser.add_argument("--rank", type=int, default=256)
-    parser.add_argument("--ilsr-iterations", type=int, default=6)
-    parser.add_argument("--align-iterations", type=int, default=500)
-    parser.add_argument("--adam-lr", type=float, default=1e-4)
-    parser.add_argument("--worker", action="store_true")
-    parser.add_argument("--checkpoints", nargs="+")
+    parser.add_argument("--instances", type=int, default=5)
+    parser.add_argument("--seconds", type=float, default=45.0)
+    parser.add_argument("--jobs", nargs="+", default=list(JOBS), choices=JOBS)
+    parser.add_argument("--rank", type=int, default=256, help="one-shot LSR's rank (≤ dofs/4)")
+    parser.add_argument("--block-sizes", type=int, nargs="+", default=[1, 8])
     parser.add_argument(
-        "--report-only", action="store_true", help="print the tables of the last run's results.json"
+        "--adam-lr", type=float, help="Adam's rate (default: the newest tuned one of results.json)"
     )
+    parser.add_argument(
+        "--report-only", action="store_true", help="print the tables of results.json's rows"
+    )
+    parser.add_argument("--worker", action="store_true")
+    parser.add_argument("--model")
+    parser.add_argument("--checkpoint")
     args = parser.parse_args()
     if args.worker:
         return worker(args)
-    commit = git_commit()
+    results = OUT / "results.json"
     if args.report_only:
-        return report(
-            json.loads((OUT / "results.json").read_text()),
-            args,
-            commit + " (results.json of the last run)",
-        )
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
-    checkpoints = train_models(args.models, env)
-    command = [
-        *MPIRUN,
-        str(Path(__file__).resolve()),
-        "--worker",
-        "--models",
-        *args.models,
-        "--checkpoints",
-        *[str(checkpoints[m]) for m in args.models],
-        "--instances",
-        str(args.instances),
-        "--rank",
-        str(args.rank),
-        "--ilsr-iterations",
-        str(args.ilsr_iterations),
-        "--align-iterations",
-        str(args.align_iterations),
-        "--adam-lr",
-        str(args.adam_lr),
-    ]
-    output = subprocess.run(
-        command, check=True, env=env, cwd=ROOT, stdout=subprocess.PIPE, text=True
-    ).stdout
-    results = worker_result(output)
-    OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "results.json").write_text(json.dumps(results))
-    report(results, args, commit)
+        return report(json.loads(results.read_text()) if results.exists() else [], args)
+    if args.seconds > 600:
+        sys.exit("--seconds: keep a locked run under ~10 minutes (split it with --jobs)")
+    commit = git_commit()
+    env = worker_env()
+    for model in args.models:
+        checkpoint = train(args.problem, model, env)
+        lr = args.adam_lr
+        if lr is None and "adam" in args.jobs and "tune" not in args.jobs:
+            tuned = newest(
+                json.loads(results.read_text()) if results.exists() else [],
+                args.problem,
+                model,
+                args.seconds,
+            ).get("tune Adam")
+            if not tuned:
+                sys.exit(f"no tuned Adam rate for {args.problem} {model}: run --jobs tune first")
+            lr = min(tuned.values(), key=lambda r: r["rel_l2"][-1])["lr"]
+        command = [
+            PYTHON,
+            str(Path(__file__).resolve()),
+            "--worker",
+            "--problem",
+            args.problem,
+            "--model",
+            model,
+            "--checkpoint",
+            str(checkpoint),
+            "--instances",
+            str(args.instances),
+            "--seconds",
+            str(args.seconds),
+            "--rank",
+            str(args.rank),
+            "--block-sizes",
+            *map(str, args.block_sizes),
+            "--jobs",
+            *args.jobs,
+            *(["--adam-lr", str(lr)] if lr is not None else []),
+        ]
+        output = subprocess.run(
+            command, check=True, env=env, cwd=ROOT, stdout=subprocess.PIPE, text=True
+        ).stdout
+        rows = [
+            {
+                **row,
+                "problem": args.problem,
+                "model": model,
+                "budget": args.seconds,
+                "commit": commit,
+            }
+            for row in worker_result(output)
+        ]
+        append_results(results, rows)
+    report(json.loads(results.read_text()), args)
 
 
 if __name__ == "__main__":

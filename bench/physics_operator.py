@@ -35,8 +35,8 @@ import sys
 import time
 from pathlib import Path
 
-from benchutil import append_results, git_commit, worker_env, worker_result
-from physics_wall_time import N_TRAIN, curve_at
+from benchutil import append_results, curve_at, git_commit, worker_env, worker_result
+from physics_wall_time import N_TRAIN
 from physics_wall_time import train as train_fno
 
 ROOT = Path(__file__).parents[1]

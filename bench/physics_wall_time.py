@@ -29,10 +29,16 @@ import argparse
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-from benchutil import append_results, git_commit, worker_env, worker_result
+from benchutil import (
+    append_results,
+    curve_at,
+    git_commit,
+    lsr_curve,
+    worker_env,
+    worker_result,
+)
 
 ROOT = Path(__file__).parents[1]
 OUT = ROOT / "bench" / "results" / "physics_wall_time"
@@ -66,12 +72,6 @@ def train(env) -> Path:
             cwd=ROOT,
         )
     return run_dir / "checkpoint.pt"
-
-
-def curve_at(times: list[float], errors: list[float], at: float) -> float | None:
-    """The error reached by time ``at`` (the last point at or before it), None before the first."""
-    reached = [e for t, e in zip(times, errors) if t <= at]
-    return reached[-1] if reached else None
 
 
 def worker(args) -> None:
@@ -108,36 +108,14 @@ def worker(args) -> None:
         entry = {"instance": k, "network": fem.errors(fem.network_fields(model))[0]}
         lsr_runs = [(b, p) for p in args.precondition for b in args.block_sizes]
         for b, precondition in lsr_runs if args.lsr else []:
-            comm.Barrier()
-            start = time.perf_counter()
-            done_at = {}
-            residual = fem.residual(model)
-            result = refine_physics(
-                residual,
-                args.rank,
-                block_size=b,
-                precondition=precondition,
-                probes=args.probes,
-                progress=lambda done, _: done_at.setdefault(done, time.perf_counter() - start),
-            )
-            times, errors = [], []
-            for r in sorted(done_at):
-                solve = time.perf_counter()
-                fields = result.problem.fields(result.problem.coefficients(r))
-                times.append(done_at[r] + time.perf_counter() - solve)
-                errors.append(fem.errors(fields)[0])
             name = f"lsr_b{b}" + ("" if precondition == "none" else f"_{precondition}")
-            estimate = result.report.seconds.get("precondition", 0.0)  # inside the times
-            entry[name] = {
-                "seconds": times,
-                "rel_l2": errors,
-                "ranks": sorted(done_at),
-                "precondition_seconds": estimate,
-            }
+            curve = entry[name] = lsr_curve(
+                fem, model, args.rank, block_size=b, precondition=precondition, probes=args.probes
+            )
             say(
-                f"instance {k}: LSR b={b} {precondition} rank {result.report.rank} in "
-                f"{result.report.seconds['total']:.1f} s (diagonal estimate {estimate:.2f} s): "
-                f"{errors[-1]:.2e}"
+                f"instance {k}: LSR b={b} {precondition} rank {curve['ranks'][-1]} in "
+                f"{curve['seconds'][-1]:.1f} s (diagonal estimate "
+                f"{curve['precondition_seconds']:.2f} s): {curve['rel_l2'][-1]:.2e}"
             )
         for optimizer, lr in args.baselines if args.gradient else []:
             history = physics_finetune(

@@ -4,8 +4,12 @@ The loss of instance k in the ``energy`` norm is the discrete energy functional
 ``E_k(u) = ½ uᵀ A_k u − b_kᵀ u`` of the network's dof field u = P u_θ(a_k) (for SPD A_k,
 ``E_k(u) − E_k(u*) = ½ ||u − u*||²_A``: the same norm physics LSR minimises); in the ``l2`` norm it
 is ``½ ||F_k(u)||²`` (``F_k(u) = A_k u − b_k`` for linear problems; any residual for nonlinear
-ones). Its gradient with respect to u (``A u − b``, or ``(∂F/∂u)ᵀ F``) comes from PETSc and is
-pulled back through the network by autograd.
+ones); in the ``dual`` norm (the norm physics LSR uses for non-symmetric and nonlinear problems)
+it is ``½ F(u)ᵀ S(u)⁻¹ F(u)``, S the instance's SPD weighting. Its gradient with respect to u
+(``A u − b``, ``(∂F/∂u)ᵀ F``, or ``(∂F/∂u)ᵀ S⁻¹ F``) comes from PETSc and is pulled back through
+the network by autograd. For a weighting that depends on u (nonlinear problems) the dual
+gradient leaves out the term of ``∂S/∂u``, which is quadratic in F: exact for linear problems,
+exact to first order at a solution otherwise.
 """
 
 import time
@@ -21,7 +25,7 @@ from pinn_lsr.physics.instances import FEMInstances
 from pinn_lsr.train.loop import broadcast_parameters
 from pinn_lsr.train.optim import make_optimizer
 
-LOSS_NORMS = ("energy", "l2")
+LOSS_NORMS = ("energy", "dual", "l2")
 
 
 def instance_loss(system: LinearInstance, u: np.ndarray, norm: str, *, gradient: bool = True):
@@ -35,6 +39,11 @@ def instance_loss(system: LinearInstance, u: np.ndarray, norm: str, *, gradient:
                 "the energy loss needs a linear SPD problem; use norm='l2' for nonlinear residuals"
             )
         return 0.5 * float(u @ (r - system.b.getArray(readonly=True)[: len(u)])), r
+    if norm == "dual":  # ½ rᵀ S⁻¹ r and Aᵀ S⁻¹ r, A = ∂F/∂u and S at u
+        system.linearize(u)  # (nothing to do for linear problems)
+        w = system.solve_weight(r[:, None])[:, 0]
+        value = 0.5 * float(r @ w)
+        return value, system.apply(w[:, None], transpose=True)[:, 0] if gradient else None
     if not gradient:
         return 0.5 * float(r @ r), None
     system.linearize(u)  # Aᵀ r with A = ∂F/∂u at u (nothing to do for linear problems)

@@ -102,7 +102,7 @@ def run_operator(
             seconds=report.seconds["total"],
             optimizer=p.baseline_optimizer,
             lr=p.baseline_lr,
-            norm="energy" if settings.norm == "energy" else "l2",
+            norm=settings.norm,  # the norm operator LSR minimises
             record_at=[],
         )
         name = f"gradient ({p.baseline_optimizer}, same time)"

@@ -102,7 +102,7 @@ def run_physics(
                         seconds=history[-1]["seconds"],
                         optimizer=p.baseline_optimizer,
                         lr=p.baseline_lr,
-                        norm="energy" if norm == "energy" else "l2",
+                        norm=norm,  # the norm physics LSR minimises (energy, dual or l2)
                     )
                 )
     stages["physics LSR"] = [e["fem_rel_l2"] for e in one_shot]
@@ -135,6 +135,7 @@ def run_physics(
         metrics["baseline"] = {
             "optimizer": p.baseline_optimizer,
             "lr": p.baseline_lr,
+            "norm": norm,
             "fem_rel_l2": float(np.mean(stages[name])),
             "steps": [h[-1]["step"] for h in baseline],
             "per_instance": baseline,

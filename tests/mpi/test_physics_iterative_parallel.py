@@ -7,14 +7,14 @@ import numpy as np
 import pytest
 from mpi4py import MPI
 
-from pinn_lsr.physics.finetune import physics_finetune
+from pinn_lsr.physics.finetune import fem_loss_and_grid_gradient, physics_finetune
 from pinn_lsr.physics.iterative import AlignSettings, ILSRSettings, iterative_lsr
 from tests.physics.coupling_cases import (
     from_builtin,
     tiny_deeponet,
     user_forms_instances,
 )
-from tests.physics.physics_cases import tiny_fno
+from tests.physics.physics_cases import problem_instances, tiny_fno
 
 
 def test_ilsr_and_baseline_two_ranks_equal_one(comm, instances):
@@ -41,6 +41,35 @@ def test_ilsr_and_baseline_two_ranks_equal_one(comm, instances):
     assert baseline["parallel"][1]["rel_l2"] == pytest.approx(
         baseline["serial"][1]["rel_l2"], rel=1e-8
     )
+
+
+@pytest.mark.parametrize("problem", ["cdr", "nonlinear_diffusion"])
+def test_dual_loss_and_baseline_two_ranks_equal_one(comm, problem):
+    fems = {
+        name: problem_instances(problem, c, size=8, n=2, seed=1)
+        for name, c in (("parallel", comm), ("serial", MPI.COMM_SELF))
+    }
+    grid = np.random.default_rng(0).standard_normal((2, 64)) * 0.01
+    (loss, gradient), (loss1, gradient1) = (
+        fem_loss_and_grid_gradient(fems[name], grid, "dual") for name in ("parallel", "serial")
+    )
+    assert loss == pytest.approx(loss1, rel=1e-10)
+    np.testing.assert_allclose(gradient, gradient1, rtol=1e-9, atol=1e-12 * np.abs(gradient).max())
+    model = tiny_fno(8)
+    baseline = {
+        name: physics_finetune(
+            copy.deepcopy(model), fem, seconds=0.3, optimizer="adam", lr=1e-3, norm="dual"
+        )
+        for name, fem in fems.items()
+    }
+    assert baseline["parallel"][1]["loss"] == pytest.approx(
+        baseline["serial"][1]["loss"], rel=1e-10
+    )
+    assert baseline["parallel"][1]["rel_l2"] == pytest.approx(
+        baseline["serial"][1]["rel_l2"], rel=1e-8
+    )
+    for fem in fems.values():
+        fem.destroy()
 
 
 def assert_two_ranks_equal_one_and_improve(results):

@@ -8,6 +8,7 @@ from torch import nn
 import problems
 from pinn_lsr.fem.linear_pde import LinearPDE
 from pinn_lsr.fem.mesh import unit_square
+from pinn_lsr.fem.nonlinear_pde import NonlinearPDE
 from pinn_lsr.physics.instances import FEMInstances
 from pinn_lsr.models import build_model
 from pinn_lsr.models.parameters import set_precision
@@ -29,9 +30,20 @@ class FieldModel(nn.Module):
 
 
 def darcy_instances(comm: MPI.Comm, size: int = 6, n: int = 2, seed: int = 0) -> FEMInstances:
-    darcy = problems.create_problem("darcy")
-    pde = LinearPDE(unit_square(comm, size - 1), darcy.forms, grid_size=size)
-    return FEMInstances.from_pde(pde, darcy.sample_inputs(n, size, seed=seed))
+    return problem_instances("darcy", comm, size=size, n=n, seed=seed)
+
+
+def problem_instances(
+    name: str, comm: MPI.Comm, size: int = 6, n: int = 2, seed: int = 0
+) -> FEMInstances:
+    """``n`` instances of a built-in linear or nonlinear problem on a ``size``² grid."""
+    problem = problems.create_problem(name)
+    domain = unit_square(comm, size - 1)
+    if problem.kind == "nonlinear":
+        pde = NonlinearPDE(domain, problem.residual, problem.weight, grid_size=size)
+    else:
+        pde = LinearPDE(domain, problem.forms, grid_size=size)
+    return FEMInstances.from_pde(pde, problem.sample_inputs(n, size, seed=seed))
 
 
 def tiny_fno(size: int) -> nn.Module:

@@ -84,3 +84,33 @@ def test_a_rank_schedule_refines_the_first_outer_iteration_at_its_own_rank(tmp_p
     assert [h["rank"] for h in history[:-1]] == [8, 16]  # 8, then 8 new beside the recycled 8
     assert metrics["physics_lsr"]["rank"] == 16
     pde.destroy()
+
+
+def test_the_gradient_baseline_minimises_the_norm_physics_lsr_works_in(tmp_path):
+    """cdr is not symmetric: physics LSR works in the dual norm, and so must the baseline (Adam on
+    ½||F||² made the FNO worse than trained there); it keeps its lowest-loss network."""
+    settings = load_settings(
+        compose_config(
+            [
+                "problem=cdr",
+                f"problem.resolution={S}",
+                "physics.rank=8",
+                "physics.ilsr.iterations=1",
+                "physics.baseline.optimizer=adam",
+                "physics.baseline.lr=1e-3",
+                "~model",
+                "method=none",
+            ]
+        )
+    )
+    problem = settings.problem
+    pde = LinearPDE(unit_square(MPI.COMM_WORLD, S - 1), problem.forms, grid_size=S)
+    model = tiny_fno(S)
+    predictors = {"trained network": lambda x: model(x).detach().double().numpy()}
+    inputs = problem.sample_inputs(1, S, seed=0)
+    metrics = run_physics(settings, model, pde, inputs, predictors, tmp_path, MPI.COMM_WORLD)
+    baseline = metrics["baseline"]
+    assert metrics["physics_lsr"]["norm"] == baseline["norm"] == "dual"
+    history = baseline["per_instance"][0]
+    assert history[-1]["kept"] and history[-1]["loss"] <= history[0]["loss"]
+    pde.destroy()
