@@ -96,6 +96,7 @@ def physics_finetune(
     evaluation: Mapping[str, FEMInstances] | None = None,
     record_at: Sequence[float] | None = None,
     keep_best: bool = True,
+    track_kept: bool = False,
 ) -> list[dict]:
     """Minimise the FEM loss of ``model`` on ``fem``'s instances for ``seconds`` of wall time
     spent in optimiser steps (checked between steps; an L-BFGS step does up to
@@ -117,18 +118,24 @@ def physics_finetune(
     without knowing the solution, so a last step that overshoots does not decide the result. One
     more entry, with ``kept`` True, then ends the history and describes that network (its
     ``loss`` is its own; an ordinary entry's ``loss`` is that of the iterate the step started
-    from, its ``rel_l2`` that of the iterate the step produced).
+    from, its ``rel_l2`` that of the iterate the step produced). With ``track_kept`` as well,
+    every entry has ``kept_rel_l2``: the error of the lowest-loss iterate evaluated so far, the
+    network a user would hold at that time (one more evaluation off the clock whenever that
+    iterate has changed since the last record).
     """
+    if track_kept and not keep_best:
+        raise ValueError("track_kept=True needs keep_best=True (it reports the kept network)")
     inputs = fem.model_inputs(model)
     parameters = list(model.parameters())
     opt = make_optimizer(parameters, optimizer, lr=lr, lbfgs_max_iter=lbfgs_max_iter)
-    best = {"loss": np.inf, "parameters": None}
+    best = {"loss": np.inf, "parameters": None, "error": None}
 
     def remember(loss: float) -> None:
         """Copy the current parameters when ``loss`` (theirs) is the lowest seen so far."""
         if keep_best and loss < best["loss"]:
             best["loss"] = loss
             best["parameters"] = [p.detach().clone() for p in parameters]
+            best["error"] = None
 
     def closure():
         opt.zero_grad()
@@ -143,9 +150,29 @@ def physics_finetune(
             output = model(inputs).reshape(len(fem), -1).double().numpy()
         return fem_loss_and_grid_gradient(fem, output, norm)[0]
 
+    def error() -> float:
+        return float(np.mean(fem.errors(fem.network_fields(model))))
+
+    def kept_error() -> float:
+        """The error of the lowest-loss iterate so far (the current one before any step)."""
+        if best["parameters"] is None:
+            return error()
+        if best["error"] is not None:
+            return best["error"]
+        current = [p.detach().clone() for p in parameters]
+        with torch.no_grad():
+            for p, kept in zip(parameters, best["parameters"]):
+                p.copy_(kept)
+            value = error()
+            for p, now in zip(parameters, current):
+                p.copy_(now)
+        best["error"] = value
+        return value
+
     def record(step, loss):
-        entry = {"step": step, "seconds": elapsed, "loss": loss}
-        entry["rel_l2"] = float(np.mean(fem.errors(fem.network_fields(model))))
+        entry = {"step": step, "seconds": elapsed, "loss": loss, "rel_l2": error()}
+        if keep_best and track_kept:
+            entry["kept_rel_l2"] = kept_error()
         for name, other in (evaluation or {}).items():
             entry[f"{name}_rel_l2"] = float(np.mean(other.errors(other.network_fields(model))))
         history.append(entry)

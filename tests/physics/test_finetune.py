@@ -114,3 +114,19 @@ def test_physics_finetune_in_the_dual_norm_lowers_the_loss(cdr):
         tiny_fno(6), cdr, seconds=1.0, optimizer="adam", lr=1e-3, norm="dual"
     )
     assert len(history) > 1 and history[-1]["loss"] < history[0]["loss"]
+
+
+def test_the_kept_networks_error_is_that_of_the_lowest_loss_iterate_at_every_record(fem):
+    """Adam's step k evaluates the loss of iterate k - 1 (recorded by entry k - 1): at each entry
+    the kept network is the iterate of lowest loss among those evaluated so far."""
+    history = physics_finetune(
+        copy.deepcopy(tiny_fno(6)), fem, seconds=0.5, optimizer="adam", lr=0.3, track_kept=True
+    )
+    steps = history[:-1]  # without the final kept entry
+    assert steps[0]["kept_rel_l2"] == steps[0]["rel_l2"]
+    for n in range(1, len(steps)):
+        k = min(range(1, n + 1), key=lambda i: steps[i]["loss"])
+        assert steps[n]["kept_rel_l2"] == pytest.approx(steps[k - 1]["rel_l2"], rel=1e-12)
+    assert history[-1]["kept_rel_l2"] == pytest.approx(history[-1]["rel_l2"], rel=1e-12)
+    with pytest.raises(ValueError, match="track_kept"):
+        physics_finetune(tiny_fno(6), fem, seconds=0.1, keep_best=False, track_kept=True)
