@@ -37,6 +37,31 @@ def worker_env() -> dict:
     return {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "PYTHONPATH": root}
 
 
+def trained_checkpoint(run_dir: Path, overrides: list[str], env) -> Path:
+    """The checkpoint of ``solve.py method=none`` with ``overrides`` (training only: no physics
+    stage) under ``mpirun -n 2`` in ``run_dir``, trained now unless already there."""
+    root = Path(__file__).parents[1]
+    if not (run_dir / "metrics.json").exists():
+        subprocess.run(
+            [
+                str(root / ".venv" / "bin" / "mpirun"),
+                "-n",
+                "2",
+                str(root / ".venv" / "bin" / "python"),
+                str(root / "solve.py"),
+                *overrides,
+                "method=none",
+                "physics.instances=0",
+                "output.progress=false",
+                f"hydra.run.dir={run_dir}",
+            ],
+            check=True,
+            env=env,
+            cwd=root,
+        )
+    return run_dir / "checkpoint.pt"
+
+
 def append_results(path: Path, rows: list) -> None:
     """Append ``rows`` to the JSON list in ``path`` (created with its folder if missing),
     atomically: a failed write leaves the previous file whole."""

@@ -54,6 +54,7 @@ from benchutil import (
     git_commit,
     ilsr_curve,
     lsr_curve,
+    trained_checkpoint,
     worker_env,
     worker_result,
 )
@@ -61,7 +62,6 @@ from benchutil import (
 ROOT = Path(__file__).parents[1]
 OUT = ROOT / "bench" / "results" / "physics_darcy"
 PYTHON = str(ROOT / ".venv" / "bin" / "python")
-MPIRUN = str(ROOT / ".venv" / "bin" / "mpirun")
 PROBLEMS = ("darcy", "poisson", "cdr", "nonlinear_diffusion")
 JOBS = ("tune", "lsr", "ilsr", "adam", "lbfgs")
 N_TRAIN = 200  # make run's training set; the test instances are drawn after it
@@ -77,26 +77,7 @@ def train(problem: str, model: str, env) -> Path:
         run_dir = ROOT / "bench" / "results" / "physics_wall_time" / "train_fno"
     else:
         run_dir = OUT / f"train_{problem}_{model}"
-    if not (run_dir / "metrics.json").exists():
-        subprocess.run(
-            [
-                MPIRUN,
-                "-n",
-                "2",
-                PYTHON,
-                str(ROOT / "solve.py"),
-                f"problem={problem}",
-                f"model={model}",
-                "method=none",
-                "physics.instances=0",
-                "output.progress=false",
-                f"hydra.run.dir={run_dir}",
-            ],
-            check=True,
-            env=env,
-            cwd=ROOT,
-        )
-    return run_dir / "checkpoint.pt"
+    return trained_checkpoint(run_dir, [f"problem={problem}", f"model={model}"], env)
 
 
 def record_times(seconds: float) -> list[float]:

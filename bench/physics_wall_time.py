@@ -36,6 +36,7 @@ from benchutil import (
     curve_at,
     git_commit,
     lsr_curve,
+    trained_checkpoint,
     worker_env,
     worker_result,
 )
@@ -52,26 +53,7 @@ PRECONDITIONERS = ("none", "diagonal")  # pinn_lsr.physics.refine's (not importe
 
 def train(env) -> Path:
     """make run's FNO checkpoint (trained now unless already there)."""
-    run_dir = OUT / "train_fno"
-    if not (run_dir / "metrics.json").exists():
-        subprocess.run(
-            [
-                MPIRUN,
-                "-n",
-                "2",
-                PYTHON,
-                str(ROOT / "solve.py"),
-                "problem=darcy",
-                "method=none",
-                "physics.instances=0",
-                "output.progress=false",
-                f"hydra.run.dir={run_dir}",
-            ],
-            check=True,
-            env=env,
-            cwd=ROOT,
-        )
-    return run_dir / "checkpoint.pt"
+    return trained_checkpoint(OUT / "train_fno", ["problem=darcy"], env)
 
 
 def worker(args) -> None:

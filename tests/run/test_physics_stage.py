@@ -14,27 +14,34 @@ from tests.physics.physics_cases import tiny_fno
 S = 12
 
 
-def test_every_stage_is_scored_on_the_same_instances(tmp_path):
+def run_stage(tmp_path, overrides: list[str], instances: int):
+    """The physics stage of a tiny FNO on ``instances`` Darcy-like test inputs of the problem the
+    overrides choose; returns its metrics and the (unchanged) model."""
     settings = load_settings(
-        compose_config(
-            [
-                f"problem.resolution={S}",
-                "physics.rank=16",
-                "physics.ilsr.iterations=1",
-                "physics.ilsr.align_iterations=5",
-                "physics.baseline.optimizer=adam",
-                "physics.baseline.lr=1e-3",
-                "~model",
-                "method=none",
-            ]
-        )
+        compose_config([f"problem.resolution={S}", *overrides, "~model", "method=none"])
     )
     problem = settings.problem
     pde = LinearPDE(unit_square(MPI.COMM_WORLD, S - 1), problem.forms, grid_size=S)
-    inputs = problem.sample_inputs(2, S, seed=0)
     model = tiny_fno(S)
     predictors = {"trained network": lambda x: model(x).detach().double().numpy()}
+    inputs = problem.sample_inputs(instances, S, seed=0)
     metrics = run_physics(settings, model, pde, inputs, predictors, tmp_path, MPI.COMM_WORLD)
+    pde.destroy()
+    return metrics, model
+
+
+def test_every_stage_is_scored_on_the_same_instances(tmp_path):
+    metrics, model = run_stage(
+        tmp_path,
+        [
+            "physics.rank=16",
+            "physics.ilsr.iterations=1",
+            "physics.ilsr.align_iterations=5",
+            "physics.baseline.optimizer=adam",
+            "physics.baseline.lr=1e-3",
+        ],
+        instances=2,
+    )
     stages = metrics["stages"]
     assert list(stages) == [
         "trained network",
@@ -49,68 +56,42 @@ def test_every_stage_is_scored_on_the_same_instances(tmp_path):
         assert (tmp_path / name).is_file()
     assert (tmp_path / "physics_fields" / "physics.xdmf").is_file()
     assert torch.isfinite(next(model.parameters())).all()  # the caller's model is not changed
-    pde.destroy()
 
 
 def test_a_rank_schedule_refines_the_first_outer_iteration_at_its_own_rank(tmp_path):
-    settings = load_settings(
-        compose_config(
-            [
-                f"problem.resolution={S}",
-                "physics.rank=16",
-                "physics.instances=1",
-                "physics.ilsr.iterations=2",
-                "physics.ilsr.update=commit",
-                "physics.ilsr.recycle=true",
-                "physics.ilsr.ranks=[8,8]",
-                "physics.baseline.optimizer=none",
-                "~model",
-                "method=none",
-            ]
-        )
-    )
-    pde = LinearPDE(unit_square(MPI.COMM_WORLD, S - 1), settings.problem.forms, grid_size=S)
-    model = tiny_fno(S)
-    metrics = run_physics(
-        settings,
-        model,
-        pde,
-        settings.problem.sample_inputs(1, S, seed=0),
-        {},
+    metrics, _ = run_stage(
         tmp_path,
-        MPI.COMM_WORLD,
+        [
+            "physics.rank=16",
+            "physics.instances=1",
+            "physics.ilsr.iterations=2",
+            "physics.ilsr.update=commit",
+            "physics.ilsr.recycle=true",
+            "physics.ilsr.ranks=[8,8]",
+            "physics.baseline.optimizer=none",
+        ],
+        instances=1,
     )
     history = metrics["ilsr"]["per_instance"][0]
     assert [h["rank"] for h in history[:-1]] == [8, 16]  # 8, then 8 new beside the recycled 8
     assert metrics["physics_lsr"]["rank"] == 16
-    pde.destroy()
 
 
 def test_the_gradient_baseline_minimises_the_norm_physics_lsr_works_in(tmp_path):
     """cdr is not symmetric: physics LSR works in the dual norm, and so must the baseline (Adam on
     ½||F||² made the FNO worse than trained there); it keeps its lowest-loss network."""
-    settings = load_settings(
-        compose_config(
-            [
-                "problem=cdr",
-                f"problem.resolution={S}",
-                "physics.rank=8",
-                "physics.ilsr.iterations=1",
-                "physics.baseline.optimizer=adam",
-                "physics.baseline.lr=1e-3",
-                "~model",
-                "method=none",
-            ]
-        )
+    metrics, _ = run_stage(
+        tmp_path,
+        [
+            "problem=cdr",
+            "physics.rank=8",
+            "physics.ilsr.iterations=1",
+            "physics.baseline.optimizer=adam",
+            "physics.baseline.lr=1e-3",
+        ],
+        instances=1,
     )
-    problem = settings.problem
-    pde = LinearPDE(unit_square(MPI.COMM_WORLD, S - 1), problem.forms, grid_size=S)
-    model = tiny_fno(S)
-    predictors = {"trained network": lambda x: model(x).detach().double().numpy()}
-    inputs = problem.sample_inputs(1, S, seed=0)
-    metrics = run_physics(settings, model, pde, inputs, predictors, tmp_path, MPI.COMM_WORLD)
     baseline = metrics["baseline"]
     assert metrics["physics_lsr"]["norm"] == baseline["norm"] == "dual"
     history = baseline["per_instance"][0]
     assert history[-1]["kept"] and history[-1]["loss"] <= history[0]["loss"]
-    pde.destroy()
