@@ -141,6 +141,17 @@ def lsr_curve(
     }
 
 
+def history_curve(history: list[dict], error: str = "rel_l2") -> dict:
+    """A gradient baseline's error against wall time from ``physics_finetune``'s history:
+    ``seconds``, ``rel_l2`` (the entries' ``error`` key: ``rel_l2`` for the current iterate,
+    ``kept_rel_l2`` for the lowest-loss one so far) and ``steps``."""
+    return {
+        "seconds": [h["seconds"] for h in history],
+        "rel_l2": [h[error] for h in history],
+        "steps": history[-1]["step"],
+    }
+
+
 class OutOfTime(Exception):
     """Raised from I-LSR's progress callback when its clock has passed the budget."""
 

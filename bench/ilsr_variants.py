@@ -24,7 +24,15 @@ import subprocess
 import sys
 from pathlib import Path
 
-from benchutil import append_results, curve_at, git_commit, ilsr_curve, worker_env, worker_result
+from benchutil import (
+    append_results,
+    curve_at,
+    git_commit,
+    history_curve,
+    ilsr_curve,
+    worker_env,
+    worker_result,
+)
 from physics_wall_time import N_TRAIN, PYTHON, ROOT, train
 
 OUT = ROOT / "bench" / "results" / "ilsr_variants"
@@ -125,11 +133,7 @@ def worker(args) -> None:
             history = physics_finetune(
                 load_model(args.checkpoint), fem, seconds=args.seconds, optimizer="adam", lr=lr
             )
-            entry[f"Adam lr {lr:g}"] = {
-                "seconds": [h["seconds"] for h in history],
-                "rel_l2": [h["rel_l2"] for h in history],
-                "steps": history[-1]["step"],
-            }
+            entry[f"Adam lr {lr:g}"] = history_curve(history)
             print(
                 f"instance {k}: Adam lr {lr:g}, {history[-1]['step']} steps: "
                 f"{history[-1]['rel_l2']:.2e}",

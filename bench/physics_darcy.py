@@ -52,6 +52,7 @@ from benchutil import (
     append_results,
     curve_at,
     git_commit,
+    history_curve,
     ilsr_curve,
     lsr_curve,
     trained_checkpoint,
@@ -138,10 +139,8 @@ def worker(args) -> None:
             track_kept=True,
         )
         return {  # the lowest-loss network so far: what a user holds at each time
-            "seconds": [h["seconds"] for h in history],
-            "rel_l2": [h["kept_rel_l2"] for h in history],
+            **history_curve(history, "kept_rel_l2"),
             "current_rel_l2": [h["rel_l2"] for h in history],
-            "steps": history[-1]["step"],
             "lr": lr,
         }
 

@@ -35,6 +35,7 @@ from benchutil import (
     append_results,
     curve_at,
     git_commit,
+    history_curve,
     lsr_curve,
     trained_checkpoint,
     worker_env,
@@ -103,11 +104,7 @@ def worker(args) -> None:
             history = physics_finetune(
                 load_model(args.checkpoint), fem, seconds=args.seconds, optimizer=optimizer, lr=lr
             )
-            entry[f"{optimizer}_{lr:g}"] = {
-                "seconds": [h["seconds"] for h in history],
-                "rel_l2": [h["rel_l2"] for h in history],
-                "steps": history[-1]["step"],
-            }
+            entry[f"{optimizer}_{lr:g}"] = history_curve(history)
             say(
                 f"instance {k}: {optimizer} lr {lr:g}, {history[-1]['step']} steps: "
                 f"{history[-1]['rel_l2']:.2e}"

@@ -120,6 +120,18 @@ class ILSRSettings:
                 f"{self.ranks!r}"
             )
 
+    def subspace_options(self) -> dict:
+        """The keyword arguments of :func:`refine_physics` / ``refine_operator`` that choose and
+        build the subspace (one place, so every caller passes all of them)."""
+        return {
+            "subspace": self.subspace,
+            "block_size": self.block_size,
+            "precondition": self.precondition,
+            "probes": self.probes,
+            "oversampling": self.oversampling,
+            "petsc_options": self.petsc_options,
+        }
+
     def rank_at(self, iteration: int) -> int:
         """The new directions of outer iteration ``iteration`` (from 0)."""
         return self.rank if self.ranks is None else int(self.ranks[iteration])
@@ -306,12 +318,7 @@ def iterative_lsr(
             result = refine_physics(
                 fem.residual(model, norm=settings.norm),
                 settings.rank_at(it),
-                subspace=settings.subspace,
-                block_size=settings.block_size,
-                precondition=settings.precondition,
-                probes=settings.probes,
-                oversampling=settings.oversampling,
-                petsc_options=settings.petsc_options,
+                **settings.subspace_options(),
                 seed=seed + it,
                 recycle=basis if settings.recycle else None,
             )

@@ -60,12 +60,7 @@ def run_operator(
         train,
         settings.rank,
         norm=settings.norm,
-        subspace=settings.subspace,
-        block_size=settings.block_size,
-        precondition=settings.precondition,
-        probes=settings.probes,
-        oversampling=settings.oversampling,
-        petsc_options=settings.petsc_options,
+        **settings.subspace_options(),
         select=select,
         seed=run.seed,
     )

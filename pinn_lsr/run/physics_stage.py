@@ -67,12 +67,7 @@ def run_physics(
         result = refine_physics(
             instance.residual(model, norm=norm),
             settings.rank,
-            subspace=settings.subspace,
-            block_size=settings.block_size,
-            precondition=settings.precondition,
-            probes=settings.probes,
-            oversampling=settings.oversampling,
-            petsc_options=settings.petsc_options,
+            **settings.subspace_options(),
             seed=run.seed,
         )
         fields["physics LSR"].append(result.fields[0])
