@@ -237,3 +237,111 @@ def block_lanczos(
         _project_out_rows(Qt[:done], W, dtype)
         block = _orthonormal_columns(W, breakdown * size, p + rank - done)
     return Qt[p:done].T
+
+
+#: a new block of :func:`factored_block_lanczos` whose images are this far from orthogonal to the
+#: basis (``|Zᵀ T_new|`` relative to the block's own) lost orthogonality to rounding: the basis ends
+LOST_ORTHOGONALITY = 1e-2
+
+
+@dataclass
+class FactoredBasis:
+    """A basis of a Krylov space of ``H = Gᵀ N G`` kept through its factor ``G``.
+
+    ``V = Gᵀ Z`` (m, k) are the parameter-space columns, orthonormal: ``Zᵀ T = I`` with the
+    images ``T = G V`` (n, k); ``Z`` (n, k) are their cotangents. ``stopped`` says why the basis
+    ended short of the rank asked for (``""`` when it did not)."""
+
+    V: torch.Tensor
+    T: np.ndarray
+    Z: np.ndarray
+    stopped: str = ""
+
+
+def factored_block_lanczos(
+    start: np.ndarray,
+    pull: Callable[[np.ndarray], tuple[torch.Tensor, np.ndarray]],
+    normal: Callable[[np.ndarray], np.ndarray],
+    rank: int,
+    *,
+    inner: Callable[[np.ndarray, np.ndarray], np.ndarray] = lambda X, Y: X.T @ Y,
+    breakdown: float = 1e-10,
+    progress: Callable[[int, int], None] | None = None,
+) -> FactoredBasis:
+    """:func:`block_lanczos`'s space for ``H = Gᵀ N G`` started at ``S = Gᵀ C``, built in the n-row
+    cotangent space of the factor ``G`` (n × m, n ≪ m) instead of parameter space.
+
+    ``H^j Gᵀ C = Gᵀ (N G Gᵀ)^j C``, so every basis column is ``Gᵀ z`` for a cotangent ``z`` and
+    the parameter-space inner products are ``(Gᵀ z_i)ᵀ (Gᵀ z_j) = z_iᵀ t_j`` with the image
+    ``t_j = G Gᵀ z_j``: the full Gram–Schmidt runs on n-vectors (against Z with the stored images
+    T) and never reads the m-row basis. One pull ``(Gᵀ W, G Gᵀ W)`` and one ``N`` product per
+    block, as in parameter space. In the energy norm with ``G = J`` this is the conjugate-gradient
+    method on the FEM system preconditioned by ``J Jᵀ`` (the network's tangent kernel).
+
+    Rounding: ``Z`` grows where ``G Gᵀ`` is small, so orthogonality is kept only down to about
+    the products' precision times the kernel's conditioning in the space; the basis ends (with
+    ``stopped``) when a new block's images are no longer orthogonal to the old cotangents
+    (:data:`LOST_ORTHOGONALITY`).
+
+    Args:
+        start: C (n, b) start cotangents (the block Krylov start ``Gᵀ C``; dependent columns
+            dropped).
+        pull: ``W (n, k) float64 -> (Gᵀ W (m, k) torch, G Gᵀ W (n, k) float64)``.
+        normal: ``T (n, k) -> N T (n, k)`` for the symmetric positive semidefinite N.
+        rank: the number of columns wanted (the last block may be narrower).
+        inner: ``(X, Y) -> Xᵀ Y`` over the whole cotangent space (a sum over ranks when the rows
+            are split; every rank must then get the same matrix).
+        breakdown: a direction whose squared norm is below ``breakdown²`` times the block's
+            largest is dropped; a whole block dropped ends the basis (the space is invariant).
+        progress: called as ``progress(columns_done, rank)`` after every block's ``N`` product.
+
+    Returns:
+        The basis, k ≤ rank columns.
+
+    Raises:
+        ValueError: a zero or non-finite start, a rank < 1, or non-finite products.
+    """
+    if rank < 1:
+        raise ValueError(f"rank must be at least 1, got {rank}")
+    start = np.asarray(start, dtype=np.float64).reshape(start.shape[0], -1)
+    Vs = []
+    Tall = np.empty((start.shape[0], rank))  # the images and cotangents of columns :done
+    Zall = np.empty((start.shape[0], rank))
+    W, done, stopped = start, 0, ""
+    while True:
+        V, U = pull(W)
+        U = np.asarray(U, dtype=np.float64)
+        gram = inner(W, U)
+        lam, E = np.linalg.eigh(0.5 * (gram + gram.T))
+        lam, E = lam[::-1], E[:, ::-1]
+        if not np.isfinite(lam).all():
+            raise ValueError(f"the Krylov product gave non-finite values after {done} vectors")
+        keep = min(int((lam > breakdown**2 * max(lam[0], 0.0)).sum()), rank - done)
+        scale = E[:, :keep] / np.sqrt(lam[:keep])
+        Z, T = W @ scale, U @ scale
+        if keep == 0:
+            break
+        if done:
+            drift = np.abs(inner(Zall[:, :done], T)).max()
+            if not drift < LOST_ORTHOGONALITY:
+                stopped = (
+                    f"the new directions after {done} vectors are rounding noise in the basis's "
+                    f"span (orthogonality {drift:.1e}): the space is numerically invariant"
+                )
+                break
+        Vs.append((V.double() @ torch.from_numpy(scale)).to(V.dtype))
+        Tall[:, done : done + keep], Zall[:, done : done + keep] = T, Z
+        N = np.asarray(normal(T), dtype=np.float64)
+        done += keep
+        if progress is not None:
+            progress(done, rank)
+        if done == rank:
+            break
+        for _ in range(2):  # classical Gram–Schmidt twice, in the n-row cotangent space
+            N = N - Zall[:, :done] @ inner(Tall[:, :done], N)
+        W = N
+    if not Vs:
+        raise ValueError("the Krylov start must be finite and non-zero in the factor's range")
+    if done < rank and not stopped:
+        stopped = f"the Krylov space became invariant after {done} vectors"
+    return FactoredBasis(torch.hstack(Vs), Tall[:, :done].copy(), Zall[:, :done].copy(), stopped)

@@ -39,7 +39,7 @@ from petsc4py import PETSc
 from pinn_lsr.lsr.denormals import flush_denormals
 from pinn_lsr.fem.options import options_inserted
 from pinn_lsr.fem.solver import reason_name, solve_checked
-from pinn_lsr.lsr.krylov import block_lanczos
+from pinn_lsr.lsr.krylov import block_lanczos, factored_block_lanczos
 from pinn_lsr.lsr.lsqr import LSQRSolution
 from pinn_lsr.lsr.subspace import random_matrix
 from pinn_lsr.physics.residual import PhysicsResidual
@@ -86,6 +86,12 @@ class PhysicsSubspace:
 def _images(residual: PhysicsResidual, T: torch.Tensor) -> tuple:
     """``(Φ, K, Y)`` of parameter tangents T (m, k) (:meth:`PhysicsResidual.images`). Collective."""
     Phi = residual.tangent_fields(T.to(residual.jacobian.dtype))
+    return (Phi, *residual.images(Phi))
+
+
+def _images_of_outputs(residual: PhysicsResidual, T: np.ndarray) -> tuple:
+    """``(Φ, K, Y)`` of output vectors T (K · n_grid, k), e.g. ``J V``. Collective."""
+    Phi = residual.fields(torch.from_numpy(T))
     return (Phi, *residual.images(Phi))
 
 
@@ -157,6 +163,12 @@ def krylov_physics_subspace(
     """(Block) Lanczos basis of the Gauss–Newton matrix from the gradient (module docstring).
     Collective.
 
+    Built in the model's output space (:func:`~pinn_lsr.lsr.krylov.factored_block_lanczos`: the
+    Gram–Schmidt runs on the K · n_grid output rows, not on the m parameters), except with
+    ``recycle``, whose deflation needs the parameter-space basis
+    (:func:`~pinn_lsr.lsr.krylov.block_lanczos`). The two give the same space in exact
+    arithmetic.
+
     ``recycle``: a previous basis (m, p), kept whole (orthonormalised here); the ``rank`` new
     directions are the deflated operator's Krylov basis orthogonal to it
     (:func:`~pinn_lsr.lsr.krylov.block_lanczos` with ``deflate``), so the subspace is
@@ -175,6 +187,55 @@ def krylov_physics_subspace(
     start = time.perf_counter()
     if block_size < 1:
         raise ValueError(f"block_size must be at least 1, got {block_size}")
+    if recycle is None:
+        sub = _factored_krylov_subspace(residual, rank, block_size, progress, scaling)
+    else:
+        sub = _recycled_krylov_subspace(residual, rank, block_size, progress, recycle, scaling)
+    sub.seconds["krylov"] = time.perf_counter() - start
+    return sub
+
+
+def _factored_krylov_subspace(residual, rank, block_size, progress, scaling) -> PhysicsSubspace:
+    """The Krylov basis built in the model's output space
+    (:func:`~pinn_lsr.lsr.krylov.factored_block_lanczos` with ``G = J`` (scaled by ``S``) and
+    ``N = Pᵀ Aᵀ W A P``): per block one reverse and one forward product through the network, the
+    FEM products, and a Gram–Schmidt over the K · n_grid output rows. Collective."""
+    start = residual.gradient_cotangents(min(block_size, rank))
+    if residual.output_inner(start, start).trace() == 0.0:
+        raise ValueError(
+            "the residual's gradient is zero: the model already solves the FEM problem in this norm"
+        )
+    dtype = residual.jacobian.dtype
+    columns = []  # (Φ, K, Y) of every basis block, kept for the reduced problem
+
+    def pull(W: np.ndarray):
+        V = residual.pullback_outputs(W)
+        if scaling is not None:
+            V = V * scaling[:, None] ** 2
+        V = V.to(dtype)
+        return V, residual.tangent_outputs(V).double().numpy()
+
+    def normal(T: np.ndarray) -> np.ndarray:
+        columns.append(_images_of_outputs(residual, T))
+        return residual.output_cotangents(residual.normal_cotangents(*columns[-1][1:]))
+
+    basis = factored_block_lanczos(
+        start, pull, normal, rank, inner=residual.output_inner, progress=progress
+    )
+    if basis.stopped:
+        log.warning("Krylov basis: %s (asked for %d)", basis.stopped, rank)
+
+    def stack(i):
+        return [np.hstack([c[i][k] for c in columns]) for k in range(len(residual.instances))]
+
+    return PhysicsSubspace(basis.V.to(dtype), stack(0), stack(1), stack(2))
+
+
+def _recycled_krylov_subspace(
+    residual, rank, block_size, progress, recycle, scaling
+) -> PhysicsSubspace:
+    """The recycled basis: the old directions' images at the new weights and block Lanczos in
+    parameter space deflated by them (:func:`krylov_physics_subspace`). Collective."""
 
     def scaled(X: torch.Tensor) -> torch.Tensor:
         """``S X`` for X (m, k): θ̃-space columns -> θ-space (and θ-gradients -> θ̃-gradients)."""
@@ -192,27 +253,20 @@ def krylov_physics_subspace(
         columns.append(_images(residual, scaled(Q)))
         return scaled(_gauss_newton_product(residual, columns[-1]))
 
-    if recycle is not None:  # the old directions' images at the new weights (forward products)
-        if scaling is not None:
-            recycle = recycle.double() / scaling[:, None]
-        recycle = torch.linalg.qr(recycle.double())[0].to(dtype)
-        columns.append(_images(residual, scaled(recycle)))
+    if scaling is not None:
+        recycle = recycle.double() / scaling[:, None]
+    recycle = torch.linalg.qr(recycle.double())[0].to(dtype)
+    columns.append(_images(residual, scaled(recycle)))  # the old directions at the new weights
     Q = block_lanczos(G, normal_product, rank, dtype=dtype, progress=progress, deflate=recycle)
     Q = scaled(Q.to(dtype))
-    if recycle is not None:
-        recycle = scaled(recycle)
-    if recycle is None and Q.shape[1] < rank:
-        log.warning("Krylov space invariant after %d vectors (asked for %d)", Q.shape[1], rank)
+    recycle = scaled(recycle)
 
     def stack(i):
         return [np.hstack([c[i][k] for c in columns]) for k in range(len(residual.instances))]
 
     sub = PhysicsSubspace(Q, stack(0), stack(1), stack(2))
-    if recycle is not None:
-        log.info("Krylov recycling: %d old directions, %d new", recycle.shape[1], Q.shape[1])
-        sub = _normalized(residual, torch.hstack([recycle, Q]), sub)
-    sub.seconds["krylov"] = time.perf_counter() - start
-    return sub
+    log.info("Krylov recycling: %d old directions, %d new", recycle.shape[1], Q.shape[1])
+    return _normalized(residual, torch.hstack([recycle, Q]), sub)
 
 
 #: a recycled subspace drops the directions whose Gauss–Newton curvature is below this fraction of

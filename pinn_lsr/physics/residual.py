@@ -108,7 +108,12 @@ class PhysicsResidual:
 
     def tangent_fields(self, T: torch.Tensor) -> list[np.ndarray]:
         """``Φ_k = P J_k T`` for parameter tangents T (m, k), per instance (n_owned, k)."""
-        return self.fields(self._split_by_columns(self.jacobian.jvp, T))
+        return self.fields(self.tangent_outputs(T))
+
+    def tangent_outputs(self, T: torch.Tensor) -> torch.Tensor:
+        """``J T`` (K · n_grid, k) in the Jacobian's dtype for parameter tangents T (m, k): the
+        model's output rows (this rank's with ``local_outputs``). Collective."""
+        return self._split_by_columns(self.jacobian.jvp, T)
 
     def _split_by_columns(self, product, X: torch.Tensor) -> torch.Tensor:
         """``product(X)`` for X (rows, k) whose result is the same on every rank, each rank
@@ -144,26 +149,41 @@ class PhysicsResidual:
             return K
         return [inst.apply(X, transpose=True) for inst, X in zip(self.instances, Y)]
 
-    def pullback(self, C: list[np.ndarray], strips: int = 1) -> torch.Tensor:
-        """``Σ_k J_kᵀ Pᵀ C_k`` over instances and ranks for dof cotangents C_k (n_owned, k)
-        -> (m, k); with ``strips > 1`` (and C one column) the output-space cotangent is first
-        cut into ``strips`` columns by :attr:`row_positions` -> (m, strips). Collective."""
+    def output_cotangents(self, C: list[np.ndarray], strips: int = 1) -> np.ndarray:
+        """``Pᵀ C_k`` stacked over instances (summed over ranks unless :attr:`local_outputs`):
+        dof cotangents C_k (n_owned, k) as cotangents of the model's outputs (K · n_grid, k), the
+        same on every rank (this rank's rows with ``local_outputs``); with ``strips > 1`` (and C
+        one column) cut into ``strips`` columns by :attr:`row_positions`. Collective."""
         grid = np.stack([self.to_dofs.T @ X for X in C]).reshape(-1, C[0].shape[1])
         if not self.local_outputs:  # the same grid cotangent on every rank
             self.comm.Allreduce(MPI.IN_PLACE, grid, op=MPI.SUM)
         if strips > 1:
             strip = np.minimum((self.row_positions * strips).astype(int), strips - 1)
             grid = grid[:, 0][:, None] * (strip[:, None] == np.arange(strips))
-        result = self._split_by_columns(self.jacobian.vjp, torch.from_numpy(grid))
+        return grid
+
+    def pullback(self, C: list[np.ndarray], strips: int = 1) -> torch.Tensor:
+        """``Σ_k J_kᵀ Pᵀ C_k`` over instances and ranks for dof cotangents C_k (n_owned, k)
+        -> (m, k) float64; ``strips`` as in :meth:`output_cotangents`. Collective."""
+        return self.pullback_outputs(self.output_cotangents(C, strips))
+
+    def pullback_outputs(self, W: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """``Jᵀ W`` (m, k) float64 for cotangents W (K · n_grid, k) of the model's outputs, the
+        same on every rank (this rank's rows with ``local_outputs``: the products are then summed
+        over ranks). Collective."""
+        result = self._split_by_columns(self.jacobian.vjp, torch.as_tensor(W))
         result = np.ascontiguousarray(result.double())
         if self.local_outputs:
             self.comm.Allreduce(MPI.IN_PLACE, result, op=MPI.SUM)
         return torch.from_numpy(result)
 
-    def pullback_outputs(self, W: torch.Tensor) -> torch.Tensor:
-        """``Jᵀ W`` (m, k) float64 for cotangents W (K · n_grid, k) on the model's grid outputs,
-        the same on every rank (not with ``local_outputs``). Collective."""
-        return self._split_by_columns(self.jacobian.vjp, W).double()
+    def output_inner(self, X: np.ndarray, Y: np.ndarray) -> np.ndarray:
+        """``Xᵀ Y`` over the whole output space for output vectors X (rows, a), Y (rows, b): the
+        local product, summed over ranks with :attr:`local_outputs`. Collective then."""
+        local = np.ascontiguousarray(X.T @ Y)
+        if self.local_outputs:
+            self.comm.Allreduce(MPI.IN_PLACE, local, op=MPI.SUM)
+        return local
 
     def gradient(self) -> torch.Tensor:
         """``Jᵀ Pᵀ Aᵀ W r0`` (m,), the gradient of half the squared residual in the norm.
@@ -174,15 +194,20 @@ class PhysicsResidual:
         """The gradient's pieces from ``strips`` bands of the output space (by
         :attr:`row_positions`: strips of grid rows, or of the domain), (m, strips); they sum to
         :meth:`gradient`. A block Krylov start that holds the gradient. Collective."""
+        return self.pullback_outputs(self.gradient_cotangents(strips))
+
+    def gradient_cotangents(self, strips: int = 1) -> np.ndarray:
+        """The output cotangents (K · n_grid, strips) that :meth:`gradient_strips` pulls back:
+        ``Pᵀ Aᵀ W r0`` cut into ``strips`` bands. Collective."""
         r0 = [r[:, None] for r in self.r0]
         if self.norm == "energy":
-            return self.pullback(r0, strips)
+            return self.output_cotangents(r0, strips)
         weighted = (
             [inst.solve_weight(r) for inst, r in zip(self.instances, r0)]
             if self.norm == "dual"
             else r0
         )
-        return self.pullback(
+        return self.output_cotangents(
             [inst.apply(X, transpose=True) for inst, X in zip(self.instances, weighted)], strips
         )
 

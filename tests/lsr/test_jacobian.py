@@ -84,3 +84,18 @@ def test_model_without_trainable_parameters_is_rejected():
     frozen = nn.Linear(2, 1).requires_grad_(False)
     with pytest.raises(ValueError, match="no trainable parameters"):
         ModelJacobian(frozen, torch.ones(3, 2))
+
+
+def test_products_through_the_kept_single_chunk_maps_equal_the_chunked_ones():
+    """One sample chunk keeps its pullback and its transpose (the one-tangent jvp): the same
+    products as fresh forward- and reverse-mode ones over several chunks."""
+    model = ComplexFilter(16)
+    x = torch.randn(4, 16, dtype=torch.float64)
+    kept = ModelJacobian(model, x, chunk_samples=4)
+    chunked = ModelJacobian(model, x, chunk_samples=3)
+    t = torch.randn(kept.n_params, dtype=torch.float64)
+    W = torch.randn(kept.n_rows, 3, dtype=torch.float64)
+    for _ in range(2):  # the second call reuses the kept maps
+        torch.testing.assert_close(kept.jvp(t), chunked.jvp(t), rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(kept.vjp(W), chunked.vjp(W), rtol=1e-12, atol=1e-12)
+    assert kept._kept_maps() is not None and chunked._kept_maps() is None

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from pinn_lsr.lsr.krylov import block_lanczos, lanczos
+from pinn_lsr.lsr.krylov import block_lanczos, factored_block_lanczos, lanczos
 
 
 def spd_matrix(n, seed, eigenvalues=None):
@@ -128,3 +128,42 @@ def test_block_lanczos_deflated_by_a_basis_adds_only_directions_orthogonal_to_it
     calls = []
     empty = block_lanczos(g[:, None], lambda X: calls.append(X) or H @ X, 6, deflate=old)
     assert empty.shape == (60, 0) and not calls
+
+
+def factored_case(n=30, m=80, seed=4):
+    """G (n, m) and an SPD N (n, n) with spread eigenvalues: H = Gᵀ N G on m parameters."""
+    rng = np.random.default_rng(seed)
+    G = torch.from_numpy(rng.standard_normal((n, m)))
+    N, _ = spd_matrix(n, seed + 1, eigenvalues=np.geomspace(1e-2, 1e2, n))
+    return G, N.numpy(), rng.standard_normal((n, 2))
+
+
+def pull_with(G):
+    return lambda W: (G.T @ torch.from_numpy(W), (G @ (G.T @ torch.from_numpy(W))).numpy())
+
+
+@pytest.mark.parametrize("b", [1, 2])
+def test_the_factored_basis_spans_the_parameter_space_block_krylov_space(b):
+    """Built on n-row cotangents, the basis is block_lanczos's for H = Gᵀ N G from Gᵀ C."""
+    G, N, C = factored_case()
+    basis = factored_block_lanczos(C[:, :b], pull_with(G), lambda T: N @ T, 10)
+    V = basis.V
+    assert V.shape == (80, 10) and basis.stopped == ""
+    torch.testing.assert_close(V.T @ V, torch.eye(10, dtype=torch.float64), atol=1e-10, rtol=0)
+    np.testing.assert_allclose(basis.T, (G @ V).numpy(), atol=1e-10)
+    H = G.T @ torch.from_numpy(N) @ G
+    Q = block_lanczos(G.T @ torch.from_numpy(C[:, :b]), lambda X: H @ X, 10)
+    torch.testing.assert_close(V @ (V.T @ Q), Q, atol=1e-8, rtol=0)  # the same span
+
+
+def test_the_factored_basis_stops_when_the_space_is_invariant_and_refuses_a_zero_start():
+    G, N, C = factored_case()
+    G3 = G[:, :3] @ G[:, :3].T @ G / 100  # rank 3: the Krylov space has at most 3 dimensions
+    basis = factored_block_lanczos(C[:, :1], pull_with(G3), lambda T: N @ T, 8)
+    assert basis.V.shape[1] == 3 and basis.stopped
+    with pytest.raises(ValueError, match="non-zero"):
+        factored_block_lanczos(np.zeros((30, 1)), pull_with(G), lambda T: N @ T, 3)
+    with pytest.raises(ValueError, match="rank"):
+        factored_block_lanczos(C[:, :1], pull_with(G), lambda T: N @ T, 0)
+    with pytest.raises(ValueError, match="non-finite"):
+        factored_block_lanczos(C[:, :1], pull_with(G * float("nan")), lambda T: N @ T, 3)

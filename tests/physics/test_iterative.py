@@ -185,7 +185,11 @@ def test_recycling_an_unchanged_basis_reproduces_the_fresh_solution(fem, precond
         residual, 12, recycle=fresh.problem.subspace.V, precondition=precondition
     )
     assert again.report.rank == 12  # the gradient lies in the old basis: nothing new to add
-    np.testing.assert_allclose(again.fields[0], fresh.fields[0], rtol=0, atol=1e-10)
+    # the fresh basis is built in output space, the recycled one re-orthonormalised in
+    # parameter space: the same span to the products' accuracy (the FNO's Fourier core is single
+    # precision, tests/lsr/test_jacobian.py; the output-space basis amplifies that ~10x)
+    correction = np.abs(fresh.fields[0] - residual.u0[0]).max()
+    np.testing.assert_allclose(again.fields[0], fresh.fields[0], rtol=0, atol=1e-5 * correction)
 
 
 def test_recycling_after_a_change_keeps_the_old_directions_and_adds_new_ones(fem):
