@@ -8,14 +8,16 @@ Each of the first ``--instances`` test instances (samples 200, 201, ...) is refi
 serially (1 process, 1 thread), by every method from the trained weights, for ``--seconds``:
 
 * ``LSR b=B``: one-shot physics LSR in the problem's norm (``auto``: energy, or dual for cdr and
-  nonlinear diffusion), Krylov, rank ≤ dofs/4 (256), for each block size of ``--block-sizes``
+  nonlinear diffusion), Krylov, rank ≤ ``--rank`` (≤ dofs; the basis ends earlier when its new
+  directions are rounding noise), for each block size of ``--block-sizes``
   (1 and 8: b = 8 leads up to ~5 s, b = 1 after, bench/README.md#physics-lsr-against-wall-time);
   the error at rank r is that of the Galerkin solution on the leading r columns, at the time the
   r-th column was done plus its reduced solve (:func:`benchutil.lsr_curve`; where the reduced
   CG does not converge, as on the DeepONet at rank 256, the refinement is run again with a dense
   LU and only the second run's clock counts);
-* ``I-LSR commit``: `make run`'s default I-LSR (rank 64, b = 1, commit θ + αδ with backtracking
-  on the true FEM loss), the refined field of each outer iteration when it was ready;
+* ``I-LSR commit``: I-LSR with commit θ + αδ (backtracking on the true FEM loss), b = 1, rank
+  ``--ilsr-rank`` (64, named ``I-LSR commit``; other ranks ``I-LSR commit, rank R``), the refined
+  field of each outer iteration when it was ready;
 * ``Adam``: at the learning rate tuned on a separate instance (sample 300) over
   {1e-4, 3e-4, 1e-3, 3e-3, 1e-2}: the rate with the lowest error after ``--seconds`` there
   (``--jobs tune``; the tuning curves are kept and reported);
@@ -170,14 +172,17 @@ def worker(args) -> None:
         }
         curves = {}
         if "lsr" in args.jobs:
-            rank = min(args.rank, pde.n_dofs // 4)
+            rank = min(args.rank, pde.n_dofs)
             for b in args.block_sizes:
                 curves[f"LSR b={b}"] = lsr_curve(
                     fem, trained(), rank, block_size=b, norm=norm, lu_fallback=True
                 )
         if "ilsr" in args.jobs:
-            settings = ILSRSettings(iterations=10000, rank=64, norm=norm, update="commit")
-            curves["I-LSR commit"] = ilsr_curve(trained(), fem, settings, args.seconds)
+            settings = ILSRSettings(
+                iterations=10000, rank=args.ilsr_rank, norm=norm, update="commit"
+            )
+            name = "I-LSR commit" + ("" if args.ilsr_rank == 64 else f", rank {args.ilsr_rank}")
+            curves[name] = ilsr_curve(trained(), fem, settings, args.seconds)
         if "adam" in args.jobs:
             curves["Adam"] = gradient_curve(fem, "adam", tuned)
         if "lbfgs" in args.jobs:
@@ -321,7 +326,8 @@ def main() -> None:
     parser.add_argument("--instances", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=45.0)
     parser.add_argument("--jobs", nargs="+", default=list(JOBS), choices=JOBS)
-    parser.add_argument("--rank", type=int, default=256, help="one-shot LSR's rank (≤ dofs/4)")
+    parser.add_argument("--rank", type=int, default=256, help="one-shot LSR's rank (≤ dofs)")
+    parser.add_argument("--ilsr-rank", type=int, default=64, help="I-LSR's rank per iteration")
     parser.add_argument("--block-sizes", type=int, nargs="+", default=[1, 8])
     parser.add_argument(
         "--adam-lr", type=float, help="Adam's rate (default: the newest tuned one of results.json)"
@@ -371,6 +377,8 @@ def main() -> None:
             str(args.seconds),
             "--rank",
             str(args.rank),
+            "--ilsr-rank",
+            str(args.ilsr_rank),
             "--block-sizes",
             *map(str, args.block_sizes),
             "--jobs",

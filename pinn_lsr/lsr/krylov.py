@@ -240,21 +240,25 @@ def block_lanczos(
 
 
 #: a new block of :func:`factored_block_lanczos` whose images are this far from orthogonal to the
-#: basis (``|Zᵀ T_new|`` relative to the block's own) lost orthogonality to rounding: the basis ends
-LOST_ORTHOGONALITY = 1e-2
+#: basis's cotangents (``|Zᵀ T_new|``; 1 is the block's own) is re-orthogonalised in parameter space
+REPAIR_ABOVE = 1e-3
+#: a direction that keeps less than this fraction of its norm in that projection is rounding noise
+NOISE_BELOW = 1e-3
 
 
 @dataclass
 class FactoredBasis:
     """A basis of a Krylov space of ``H = Gᵀ N G`` kept through its factor ``G``.
 
-    ``V = Gᵀ Z`` (m, k) are the parameter-space columns, orthonormal: ``Zᵀ T = I`` with the
-    images ``T = G V`` (n, k); ``Z`` (n, k) are their cotangents. ``stopped`` says why the basis
-    ended short of the rank asked for (``""`` when it did not)."""
+    ``V`` (m, k) are the parameter-space columns, orthonormal, ``T = G V`` (n, k) their images
+    and ``Z`` (n, k) cotangents with ``V = Gᵀ Z`` (to rounding). ``repaired``: the blocks that
+    needed the parameter-space projection; ``stopped`` says why the basis ended short of the rank
+    asked for (``""`` when it did not)."""
 
     V: torch.Tensor
     T: np.ndarray
     Z: np.ndarray
+    repaired: int = 0
     stopped: str = ""
 
 
@@ -278,21 +282,27 @@ def factored_block_lanczos(
     block, as in parameter space. In the energy norm with ``G = J`` this is the conjugate-gradient
     method on the FEM system preconditioned by ``J Jᵀ`` (the network's tangent kernel).
 
-    Rounding: ``Z`` grows where ``G Gᵀ`` is small, so orthogonality is kept only down to about
-    the products' precision times the kernel's conditioning in the space; the basis ends (with
-    ``stopped``) when a new block's images are no longer orthogonal to the old cotangents
-    (:data:`LOST_ORTHOGONALITY`).
+    Rounding: ``Z`` grows where ``G Gᵀ`` is small, so the cotangent-space inner products hold only
+    to about the products' precision times the kernel's conditioning in the space. A new block
+    whose images are not orthogonal to the old cotangents (:data:`REPAIR_ABOVE`) is projected in
+    parameter space instead (twice, against the stored basis, its images and cotangents updated
+    alike): that reads the m-row basis, as :func:`block_lanczos` does every step, but only where
+    the cheap projection failed. The basis ends (with ``stopped``) when a direction is rounding
+    noise there (:data:`NOISE_BELOW`).
 
     Args:
         start: C (n, b) start cotangents (the block Krylov start ``Gᵀ C``; dependent columns
             dropped).
-        pull: ``W (n, k) float64 -> (Gᵀ W (m, k) torch, G Gᵀ W (n, k) float64)``.
+        pull: ``W (n, k) float64 -> (Gᵀ W (m, k) torch, G Gᵀ W (n, k) float64)``; the basis is
+            stored in the first's dtype.
         normal: ``T (n, k) -> N T (n, k)`` for the symmetric positive semidefinite N.
         rank: the number of columns wanted (the last block may be narrower).
         inner: ``(X, Y) -> Xᵀ Y`` over the whole cotangent space (a sum over ranks when the rows
             are split; every rank must then get the same matrix).
-        breakdown: a direction whose squared norm is below ``breakdown²`` times the block's
-            largest is dropped; a whole block dropped ends the basis (the space is invariant).
+        breakdown: a new direction whose norm before normalisation is below ``breakdown`` times
+            the largest curvature ``vᵀ H v`` seen so far (the scale of ``||H v||``; for the start
+            block: its largest column) is dropped; a whole block dropped ends the basis (the
+            space is invariant).
         progress: called as ``progress(columns_done, rank)`` after every block's ``N`` product.
 
     Returns:
@@ -304,34 +314,41 @@ def factored_block_lanczos(
     if rank < 1:
         raise ValueError(f"rank must be at least 1, got {rank}")
     start = np.asarray(start, dtype=np.float64).reshape(start.shape[0], -1)
-    Vs = []
-    Tall = np.empty((start.shape[0], rank))  # the images and cotangents of columns :done
+    Vt = None  # (rank, m): the parameter columns of columns :done, as rows
+    Tall = np.empty((start.shape[0], rank))  # their images and cotangents
     Zall = np.empty((start.shape[0], rank))
-    W, done, stopped = start, 0, ""
+    W, done, repaired, stopped = start, 0, 0, ""
+    curvature = 0.0  # the largest Rayleigh quotient vᵀ H v seen: the scale of ||H v||
     while True:
         V, U = pull(W)
+        if Vt is None:
+            Vt = torch.empty(rank, V.shape[0], dtype=V.dtype, device=V.device)
         U = np.asarray(U, dtype=np.float64)
         gram = inner(W, U)
         lam, E = np.linalg.eigh(0.5 * (gram + gram.T))
         lam, E = lam[::-1], E[:, ::-1]
         if not np.isfinite(lam).all():
             raise ValueError(f"the Krylov product gave non-finite values after {done} vectors")
-        keep = min(int((lam > breakdown**2 * max(lam[0], 0.0)).sum()), rank - done)
-        scale = E[:, :keep] / np.sqrt(lam[:keep])
-        Z, T = W @ scale, U @ scale
+        floor = max(lam[0], 0.0) if done == 0 else curvature**2  # the product's scale
+        keep = min(int((lam > breakdown**2 * floor).sum()), rank - done)
         if keep == 0:
             break
-        if done:
-            drift = np.abs(inner(Zall[:, :done], T)).max()
-            if not drift < LOST_ORTHOGONALITY:
+        scale = E[:, :keep] / np.sqrt(lam[:keep])
+        Z, T, V = W @ scale, U @ scale, V.double() @ torch.from_numpy(scale)
+        if done and not np.abs(inner(Zall[:, :done], T)).max() < REPAIR_ABOVE:
+            V, T, Z = _project_in_parameters(Vt[:done], Tall[:, :done], Zall[:, :done], V, T, Z)
+            repaired += 1
+            if V.shape[1] == 0:
                 stopped = (
                     f"the new directions after {done} vectors are rounding noise in the basis's "
-                    f"span (orthogonality {drift:.1e}): the space is numerically invariant"
+                    "span: the space is numerically invariant"
                 )
                 break
-        Vs.append((V.double() @ torch.from_numpy(scale)).to(V.dtype))
+        keep = V.shape[1]
+        Vt[done : done + keep] = V.T.to(Vt.dtype)
         Tall[:, done : done + keep], Zall[:, done : done + keep] = T, Z
         N = np.asarray(normal(T), dtype=np.float64)
+        curvature = max(curvature, float(np.abs(np.diag(inner(T, N))).max()))
         done += keep
         if progress is not None:
             progress(done, rank)
@@ -340,8 +357,26 @@ def factored_block_lanczos(
         for _ in range(2):  # classical Gram–Schmidt twice, in the n-row cotangent space
             N = N - Zall[:, :done] @ inner(Tall[:, :done], N)
         W = N
-    if not Vs:
+    if done == 0:
         raise ValueError("the Krylov start must be finite and non-zero in the factor's range")
     if done < rank and not stopped:
         stopped = f"the Krylov space became invariant after {done} vectors"
-    return FactoredBasis(torch.hstack(Vs), Tall[:, :done].copy(), Zall[:, :done].copy(), stopped)
+    return FactoredBasis(
+        Vt[:done].T, Tall[:, :done].copy(), Zall[:, :done].copy(), repaired, stopped
+    )
+
+
+def _project_in_parameters(basis_rows, T_basis, Z_basis, V, T, Z):
+    """New columns V (m, k) float64 with images T and cotangents Z, projected out of the basis
+    (rows (j, m), images (n, j), cotangents (n, j)) in parameter space, twice, and orthonormalised;
+    directions that kept less than :data:`NOISE_BELOW` of their norm are dropped."""
+    norms = torch.linalg.vector_norm(V, dim=0)
+    for _ in range(2):
+        C = (basis_rows @ V.to(basis_rows.dtype)).double()
+        V = V - (basis_rows.T @ C.to(basis_rows.dtype)).double()
+        T, Z = T - T_basis @ C.numpy(), Z - Z_basis @ C.numpy()
+    lam, E = np.linalg.eigh((V.T @ V).numpy())
+    lam, E = lam[::-1], E[:, ::-1]
+    keep = int((np.sqrt(np.maximum(lam, 0.0)) > NOISE_BELOW * float(norms.max())).sum())
+    scale = E[:, :keep] / np.sqrt(lam[:keep])
+    return V @ torch.from_numpy(scale.copy()), T @ scale, Z @ scale

@@ -224,6 +224,12 @@ def _factored_krylov_subspace(residual, rank, block_size, progress, scaling) -> 
     )
     if basis.stopped:
         log.warning("Krylov basis: %s (asked for %d)", basis.stopped, rank)
+    log.info(
+        "Krylov basis of rank %d built in output space, %d blocks re-orthogonalised in parameter "
+        "space",
+        basis.V.shape[1],
+        basis.repaired,
+    )
 
     def stack(i):
         return [np.hstack([c[i][k] for c in columns]) for k in range(len(residual.instances))]

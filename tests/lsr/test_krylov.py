@@ -167,3 +167,30 @@ def test_the_factored_basis_stops_when_the_space_is_invariant_and_refuses_a_zero
         factored_block_lanczos(C[:, :1], pull_with(G), lambda T: N @ T, 0)
     with pytest.raises(ValueError, match="non-finite"):
         factored_block_lanczos(C[:, :1], pull_with(G * float("nan")), lambda T: N @ T, 3)
+
+
+def test_an_ill_conditioned_factor_in_single_precision_is_repaired_in_parameter_space():
+    """Float32 products of a G whose G Gᵀ spreads over 12 decades: the cotangent-space inner
+    products lose orthogonality, the blocks that lost it are projected in parameter space, so the
+    basis stays orthonormal and spans the parameter-space Krylov space (to float32 accuracy
+    amplified by the conditioning) until the directions left are rounding noise."""
+    rng = np.random.default_rng(7)
+    U, _ = np.linalg.qr(rng.standard_normal((40, 40)))
+    W, _ = np.linalg.qr(rng.standard_normal((100, 40)))
+    G = torch.from_numpy(U @ np.diag(np.geomspace(1.0, 1e-6, 40)) @ W.T)
+    N, _ = spd_matrix(40, 8, eigenvalues=np.geomspace(1e-2, 1e2, 40))
+    C = rng.standard_normal((40, 1))
+    G32 = G.float()
+
+    def pull(W):
+        V = G32.T @ torch.from_numpy(W).float()
+        return V, (G32 @ V).double().numpy()
+
+    basis = factored_block_lanczos(C, pull, lambda T: N.numpy() @ T, 38)
+    k = basis.V.shape[1]
+    assert basis.repaired > 0 and 20 <= k < 38 and basis.stopped and basis.V.dtype == torch.float32
+    V = basis.V.double()
+    torch.testing.assert_close(V.T @ V, torch.eye(k, dtype=torch.float64), atol=1e-3, rtol=0)
+    H = G.T @ N @ G
+    Q = block_lanczos(G.T @ torch.from_numpy(C), lambda X: H @ X, 25)
+    torch.testing.assert_close(V @ (V.T @ Q[:, :6]), Q[:, :6], atol=1e-3, rtol=0)
