@@ -197,7 +197,7 @@ def krylov_physics_subspace(
 
 def _factored_krylov_subspace(residual, rank, block_size, progress, scaling) -> PhysicsSubspace:
     """The Krylov basis built in the model's output space
-    (:func:`~pinn_lsr.lsr.krylov.factored_block_lanczos` with ``G = J`` (scaled by ``S``) and
+    (:func:`~pinn_lsr.lsr.krylov.factored_block_lanczos` with ``G = J S`` in the variables θ̃ and
     ``N = Pᵀ Aᵀ W A P``): per block one reverse and one forward product through the network, the
     FEM products, and a Gram–Schmidt over the K · n_grid output rows. Collective."""
     start = residual.gradient_cotangents(min(block_size, rank))
@@ -208,19 +208,22 @@ def _factored_krylov_subspace(residual, rank, block_size, progress, scaling) -> 
     dtype = residual.jacobian.dtype
     columns = []  # (Φ, K, Y) of every basis block, kept for the reduced problem
 
-    def pull(W: np.ndarray):
-        V = residual.pullback_outputs(W)
-        if scaling is not None:
-            V = V * scaling[:, None] ** 2
-        V = V.to(dtype)
-        return V, residual.tangent_outputs(V).double().numpy()
+    def scaled(X: torch.Tensor) -> torch.Tensor:
+        """``S X``: θ̃-space columns -> θ-space (and θ-gradients -> θ̃-gradients)."""
+        return X if scaling is None else X * scaling[:, None].to(X.dtype)
+
+    def pull(W: np.ndarray) -> torch.Tensor:  # (J S)ᵀ W, in θ̃
+        return scaled(residual.pullback_outputs(W)).to(dtype)
+
+    def push(Q: torch.Tensor) -> np.ndarray:  # J S Q for θ̃-columns Q
+        return residual.tangent_outputs(scaled(Q.double()).to(dtype)).double().numpy()
 
     def normal(T: np.ndarray) -> np.ndarray:
         columns.append(_images_of_outputs(residual, T))
         return residual.output_cotangents(residual.normal_cotangents(*columns[-1][1:]))
 
     basis = factored_block_lanczos(
-        start, pull, normal, rank, inner=residual.output_inner, progress=progress
+        start, pull, push, normal, rank, inner=residual.output_inner, progress=progress
     )
     if basis.stopped:
         log.warning("Krylov basis: %s (asked for %d)", basis.stopped, rank)
@@ -234,7 +237,7 @@ def _factored_krylov_subspace(residual, rank, block_size, progress, scaling) -> 
     def stack(i):
         return [np.hstack([c[i][k] for c in columns]) for k in range(len(residual.instances))]
 
-    return PhysicsSubspace(basis.V.to(dtype), stack(0), stack(1), stack(2))
+    return PhysicsSubspace(scaled(basis.V.double()).to(dtype), stack(0), stack(1), stack(2))
 
 
 def _recycled_krylov_subspace(
