@@ -288,14 +288,12 @@ def factored_block_lanczos(
     to about the products' precision times the kernel's conditioning in the space. A new block
     whose images are not orthogonal to the old cotangents (:data:`REPAIR_ABOVE`) is projected in
     parameter space instead (twice, against the stored basis, its images and cotangents updated
-    alike, images afresh by ``push``), and so is every later block (block Lanczos in parameter
-    space from there on): that reads the m-row basis, as :func:`block_lanczos` does every step,
-    but only once the cheap projection has failed. The basis ends (with ``stopped``) when a
-    direction is rounding noise there (:data:`NOISE_BELOW` at the switch,
-    :data:`DEPENDENT_BELOW` after). In single precision with a kernel spread over many decades
-    the late columns can still be rounding noise that passes these tests (tests/lsr/
-    test_krylov.py): their Galerkin system is then singular to working precision and needs a
-    direct reduced solve.
+    alike, images afresh by ``push``): that reads the m-row basis, as :func:`block_lanczos` does
+    every step, but only where the cheap projection failed. The basis ends (with ``stopped``)
+    when a direction is rounding noise there (:data:`NOISE_BELOW`). In single precision with a
+    kernel spread over many decades the late columns can still be rounding noise that passes these
+    tests (tests/lsr/test_krylov.py): their Galerkin system is then singular to working precision
+    and needs a direct reduced solve.
 
     Args:
         start: C (n, b) start cotangents (the block Krylov start ``Gᵀ C``; dependent columns
@@ -325,7 +323,6 @@ def factored_block_lanczos(
     Tall = np.empty((start.shape[0], rank))  # their images and cotangents
     Zall = np.empty((start.shape[0], rank))
     W, done, repaired, stopped = start, 0, 0, ""
-    in_parameters = False  # the cotangent-space Gram–Schmidt failed once: parameter space from then
     curvature = 0.0  # the largest Rayleigh quotient vᵀ H v seen: the scale of ||H v||
     while True:
         V = pull(W)
@@ -334,29 +331,18 @@ def factored_block_lanczos(
         V = V.double()
         if not bool(torch.isfinite(V).all()):
             raise ValueError(f"the Krylov product gave non-finite values after {done} vectors")
-        if in_parameters:  # block Lanczos in parameter space, cotangents alike, images afresh
-            noise = max(breakdown, DEPENDENT_BELOW)
-            V, Z = _project_in_parameters(Vt[:done], Zall[:, :done], V, W, noise, rank - done)
-            T = np.asarray(push(V), dtype=np.float64)
+        U = np.asarray(push(V), dtype=np.float64)
+        gram = (V.T @ V).numpy()  # = inner(W, U) in exact arithmetic; accurate where G Gᵀ is small
+        lam, E = np.linalg.eigh(0.5 * (gram + gram.T))
+        lam, E = lam[::-1], E[:, ::-1]
+        floor = max(lam[0], 0.0) if done == 0 else curvature**2  # the product's scale
+        keep = min(int((lam > breakdown**2 * floor).sum()), rank - done)
+        scale = E[:, :keep] / np.sqrt(lam[:keep])
+        Z, T, V = W @ scale, U @ scale, V @ torch.from_numpy(scale.copy())
+        if keep and done and not np.abs(inner(Zall[:, :done], T)).max() < REPAIR_ABOVE:
+            V, Z = _project_in_parameters(Vt[:done], Zall[:, :done], V, Z, NOISE_BELOW, keep)
+            T = np.asarray(push(V), dtype=np.float64)  # afresh: differences carry cancellation
             repaired += 1
-        else:
-            U = np.asarray(push(V), dtype=np.float64)
-            gram = (
-                V.T @ V
-            ).numpy()  # = inner(W, U) in exact arithmetic; accurate where G Gᵀ is small
-            lam, E = np.linalg.eigh(0.5 * (gram + gram.T))
-            lam, E = lam[::-1], E[:, ::-1]
-            floor = max(lam[0], 0.0) if done == 0 else curvature**2  # the product's scale
-            keep = min(int((lam > breakdown**2 * floor).sum()), rank - done)
-            scale = E[:, :keep] / np.sqrt(lam[:keep])
-            Z, T, V = W @ scale, U @ scale, V @ torch.from_numpy(scale.copy())
-            if keep and done and not np.abs(inner(Zall[:, :done], T)).max() < REPAIR_ABOVE:
-                in_parameters = True
-                V, Z = _project_in_parameters(
-                    Vt[:done], Zall[:, :done], V, Z, NOISE_BELOW, rank - done
-                )
-                T = np.asarray(push(V), dtype=np.float64)
-                repaired += 1
         keep = V.shape[1]
         if keep == 0:
             break
@@ -369,9 +355,8 @@ def factored_block_lanczos(
             progress(done, rank)
         if done == rank:
             break
-        if not in_parameters:
-            for _ in range(2):  # classical Gram–Schmidt twice, in the n-row cotangent space
-                N = N - Zall[:, :done] @ inner(Tall[:, :done], N)
+        for _ in range(2):  # classical Gram–Schmidt twice, in the n-row cotangent space
+            N = N - Zall[:, :done] @ inner(Tall[:, :done], N)
         W = N
     if done == 0:
         raise ValueError("the Krylov start must be finite and non-zero in the factor's range")
