@@ -219,19 +219,39 @@ def _factored_krylov_subspace(residual, rank, block_size, progress, scaling) -> 
     basis = factored_block_lanczos(
         start, pull, push, normal, rank, inner=residual.output_inner, progress=progress
     )
-    if basis.stopped:
+    V, done = basis.V, basis.V.shape[1]
+    if basis.repaired and done < rank:
+        # the output-space recurrence reached its rounding floor before the space became
+        # invariant (the Darcy DeepONet's at ~70): go on in parameter space, block Lanczos from
+        # the Gauss–Newton products of the last block, deflated by the basis so far
+        def normal_product(Q: torch.Tensor) -> torch.Tensor:
+            columns.append(_images(residual, scaled(Q)))
+            return scaled(_gauss_newton_product(residual, columns[-1]))
+
+        last = V[:, -min(block_size, done) :].double()
+        head = scaled(_gauss_newton_product(residual, _images(residual, scaled(last))))
+        more = block_lanczos(
+            head,
+            normal_product,
+            rank - done,
+            dtype=dtype,
+            deflate=V.to(dtype),
+            progress=None if progress is None else lambda k, _: progress(done + k, rank),
+        )
+        log.info("Krylov basis: %d more directions in parameter space", more.shape[1])
+        V = torch.hstack([V.to(dtype), more.to(dtype)])
+    elif basis.stopped:
         log.warning("Krylov basis: %s (asked for %d)", basis.stopped, rank)
     log.info(
-        "Krylov basis of rank %d built in output space, %d blocks re-orthogonalised in parameter "
-        "space",
-        basis.V.shape[1],
+        "Krylov basis of rank %d, %d blocks re-orthogonalised in parameter space",
+        V.shape[1],
         basis.repaired,
     )
 
     def stack(i):
         return [np.hstack([c[i][k] for c in columns]) for k in range(len(residual.instances))]
 
-    return PhysicsSubspace(scaled(basis.V.double()).to(dtype), stack(0), stack(1), stack(2))
+    return PhysicsSubspace(scaled(V.double()).to(dtype), stack(0), stack(1), stack(2))
 
 
 def _recycled_krylov_subspace(
