@@ -242,3 +242,24 @@ def test_full_rank_physics_lsr_of_a_nonlinear_residual_is_a_newton_step():
         fem.errors(result.fields)[0] < 0.5 * fem.errors([u0])[0]
     )  # one Newton step from 100 % error
     fem.destroy()
+
+
+def test_a_basis_that_reaches_its_rounding_floor_goes_on_in_parameter_space(
+    fem, monkeypatch, caplog
+):
+    """Forced: every block after the first 'needs' the parameter-space repair and is judged
+    noise there, so the output-space basis stops at 1 vector; the continuation (block Lanczos in
+    parameter space deflated by it) must give the same Krylov space, hence the same fields."""
+    import pinn_lsr.lsr.krylov as krylov
+
+    residual = fem.residual(tiny_fno(6))
+    expected = refine_physics(residual, 10)
+    monkeypatch.setattr(krylov, "REPAIR_ABOVE", 0.0)
+    monkeypatch.setattr(krylov, "NOISE_BELOW", 1.0)
+    with caplog.at_level("INFO", logger="pinn_lsr.physics.refine"):
+        continued = refine_physics(residual, 10)
+    assert "9 more directions in parameter space" in caplog.text
+    assert continued.report.rank == 10
+    correction = max(np.abs(u - u0).max() for u, u0 in zip(expected.fields, residual.u0))
+    for u, v in zip(continued.fields, expected.fields):
+        np.testing.assert_allclose(u, v, rtol=0, atol=1e-5 * correction)
