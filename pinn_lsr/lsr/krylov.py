@@ -329,10 +329,10 @@ def factored_block_lanczos(
         if Vt is None:  # stored in the pull's dtype
             Vt = torch.empty(rank, V.shape[0], dtype=V.dtype, device=V.device)
         V = V.double()
-        if not bool(torch.isfinite(V).all()):
+        gram = (V.T @ V).numpy()  # = inner(W, U) in exact arithmetic; accurate where G Gᵀ is small
+        if not np.isfinite(gram).all():  # (cheaper than a check of the m-row block)
             raise ValueError(f"the Krylov product gave non-finite values after {done} vectors")
         U = np.asarray(push(V), dtype=np.float64)
-        gram = (V.T @ V).numpy()  # = inner(W, U) in exact arithmetic; accurate where G Gᵀ is small
         lam, E = np.linalg.eigh(0.5 * (gram + gram.T))
         lam, E = lam[::-1], E[:, ::-1]
         floor = max(lam[0], 0.0) if done == 0 else curvature**2  # the product's scale
