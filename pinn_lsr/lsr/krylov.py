@@ -250,14 +250,12 @@ NOISE_BELOW = 1e-3
 class FactoredBasis:
     """A basis of a Krylov space of ``H = Gᵀ N G`` kept through its factor ``G``.
 
-    ``V`` (m, k) are the parameter-space columns, orthonormal, ``T = G V`` (n, k) their images
-    and ``Z`` (n, k) cotangents with ``V = Gᵀ Z`` (to rounding). ``repaired``: the blocks that
-    needed the parameter-space projection; ``stopped`` says why the basis ended short of the rank
-    asked for (``""`` when it did not)."""
+    ``V`` (m, k) are the parameter-space columns, orthonormal, and ``T = G V`` (n, k) their
+    images. ``repaired``: the blocks that needed the parameter-space projection; ``stopped`` says
+    why the basis ended short of the rank asked for (``""`` when it did not)."""
 
     V: torch.Tensor
     T: np.ndarray
-    Z: np.ndarray
     repaired: int = 0
     stopped: str = ""
 
@@ -362,9 +360,7 @@ def factored_block_lanczos(
         raise ValueError("the Krylov start must be finite and non-zero in the factor's range")
     if done < rank and not stopped:
         stopped = f"the Krylov space became invariant after {done} vectors"
-    return FactoredBasis(
-        Vt[:done].T, Tall[:, :done].copy(), Zall[:, :done].copy(), repaired, stopped
-    )
+    return FactoredBasis(Vt[:done].T, Tall[:, :done].copy(), repaired, stopped)
 
 
 def _project_in_parameters(basis_rows, Z_basis, V, Z, noise, limit):

@@ -94,6 +94,30 @@ def _gauss_newton_product(residual: PhysicsResidual, images: tuple) -> torch.Ten
     return residual.pullback(residual.normal_cotangents(*images[1:]))
 
 
+def _scaled(X: torch.Tensor, scaling: torch.Tensor | None) -> torch.Tensor:
+    """``S X`` for X (m, k), S = diag(scaling): θ̃-space columns -> θ-space (and θ-gradients ->
+    θ̃-gradients); X itself without a scaling."""
+    return X if scaling is None else X * scaling[:, None].to(X.dtype)
+
+
+def _parameter_product(residual: PhysicsResidual, columns: list, scaling):
+    """``Q -> S H S Q`` for θ̃-columns Q (block Lanczos in parameter space), appending the images
+    of ``S Q`` to ``columns``. Collective."""
+
+    def product(Q: torch.Tensor) -> torch.Tensor:
+        columns.append(_images(residual, _scaled(Q, scaling)))
+        return _scaled(_gauss_newton_product(residual, columns[-1]), scaling)
+
+    return product
+
+
+def _subspace(residual: PhysicsResidual, V: torch.Tensor, columns: list) -> PhysicsSubspace:
+    """The subspace of θ-columns V with the images ``columns`` of its blocks, in order."""
+    n = len(residual.instances)
+    Phi, K, Y = ([np.hstack([c[i][k] for c in columns]) for k in range(n)] for i in range(3))
+    return PhysicsSubspace(V, Phi, K, Y)
+
+
 def diagonal_scaling(
     residual: PhysicsResidual, precondition: str, *, probes: int = 64, seed: int = 0
 ) -> torch.Tensor | None:
@@ -202,15 +226,11 @@ def _factored_krylov_subspace(residual, rank, block_size, progress, scaling) -> 
     dtype = residual.jacobian.dtype
     columns = []  # (Φ, K, Y) of every basis block, kept for the reduced problem
 
-    def scaled(X: torch.Tensor) -> torch.Tensor:
-        """``S X``: θ̃-space columns -> θ-space (and θ-gradients -> θ̃-gradients)."""
-        return X if scaling is None else X * scaling[:, None].to(X.dtype)
-
     def pull(W: np.ndarray) -> torch.Tensor:  # (J S)ᵀ W, in θ̃
-        return scaled(residual.pullback_outputs(W)).to(dtype)
+        return _scaled(residual.pullback_outputs(W), scaling).to(dtype)
 
     def push(Q: torch.Tensor) -> np.ndarray:  # J S Q for θ̃-columns Q
-        return residual.tangent_outputs(scaled(Q.double()).to(dtype)).double().numpy()
+        return residual.tangent_outputs(_scaled(Q.double(), scaling).to(dtype)).double().numpy()
 
     def normal(T: np.ndarray) -> np.ndarray:
         columns.append(_images_of_outputs(residual, T))
@@ -219,27 +239,23 @@ def _factored_krylov_subspace(residual, rank, block_size, progress, scaling) -> 
     basis = factored_block_lanczos(
         start, pull, push, normal, rank, inner=residual.output_inner, progress=progress
     )
-    V, done = basis.V, basis.V.shape[1]
+    V, done = basis.V.to(dtype), basis.V.shape[1]
     if basis.repaired and done < rank:
         # the output-space recurrence reached its rounding floor before the space became
         # invariant (the Darcy DeepONet's at ~70): go on in parameter space, block Lanczos from
-        # the Gauss–Newton products of the last block, deflated by the basis so far
-        def normal_product(Q: torch.Tensor) -> torch.Tensor:
-            columns.append(_images(residual, scaled(Q)))
-            return scaled(_gauss_newton_product(residual, columns[-1]))
-
-        last = V[:, -min(block_size, done) :].double()
-        head = scaled(_gauss_newton_product(residual, _images(residual, scaled(last))))
+        # the Gauss–Newton products of the last block (its images are columns[-1]), deflated by
+        # the basis so far
+        head = _scaled(_gauss_newton_product(residual, columns[-1]), scaling)
         more = block_lanczos(
             head,
-            normal_product,
+            _parameter_product(residual, columns, scaling),
             rank - done,
             dtype=dtype,
-            deflate=V.to(dtype),
+            deflate=V,
             progress=None if progress is None else lambda k, _: progress(done + k, rank),
         )
         log.info("Krylov basis: %d more directions in parameter space", more.shape[1])
-        V = torch.hstack([V.to(dtype), more.to(dtype)])
+        V = torch.hstack([V, more.to(dtype)])
     elif basis.stopped:
         log.warning("Krylov basis: %s (asked for %d)", basis.stopped, rank)
     log.info(
@@ -247,11 +263,7 @@ def _factored_krylov_subspace(residual, rank, block_size, progress, scaling) -> 
         V.shape[1],
         basis.repaired,
     )
-
-    def stack(i):
-        return [np.hstack([c[i][k] for c in columns]) for k in range(len(residual.instances))]
-
-    return PhysicsSubspace(scaled(V.double()).to(dtype), stack(0), stack(1), stack(2))
+    return _subspace(residual, _scaled(V.double(), scaling).to(dtype), columns)
 
 
 def _recycled_krylov_subspace(
@@ -259,35 +271,22 @@ def _recycled_krylov_subspace(
 ) -> PhysicsSubspace:
     """The recycled basis: the old directions' images at the new weights and block Lanczos in
     parameter space deflated by them (:func:`krylov_physics_subspace`). Collective."""
-
-    def scaled(X: torch.Tensor) -> torch.Tensor:
-        """``S X`` for X (m, k): θ̃-space columns -> θ-space (and θ-gradients -> θ̃-gradients)."""
-        return X if scaling is None else X * scaling[:, None].to(X.dtype)
-
-    G = scaled(residual.gradient_strips(min(block_size, rank)))
+    G = _scaled(residual.gradient_strips(min(block_size, rank)), scaling)
     if float(torch.linalg.matrix_norm(G)) == 0.0:
         raise ValueError(
             "the residual's gradient is zero: the model already solves the FEM problem in this norm"
         )
     dtype = residual.jacobian.dtype
     columns = []  # (Φ, K, Y) of every basis block, kept for the reduced problem
-
-    def normal_product(Q: torch.Tensor) -> torch.Tensor:
-        columns.append(_images(residual, scaled(Q)))
-        return scaled(_gauss_newton_product(residual, columns[-1]))
-
     if scaling is not None:
         recycle = recycle.double() / scaling[:, None]
     recycle = torch.linalg.qr(recycle.double())[0].to(dtype)
-    columns.append(_images(residual, scaled(recycle)))  # the old directions at the new weights
-    Q = block_lanczos(G, normal_product, rank, dtype=dtype, progress=progress, deflate=recycle)
-    Q = scaled(Q.to(dtype))
-    recycle = scaled(recycle)
-
-    def stack(i):
-        return [np.hstack([c[i][k] for c in columns]) for k in range(len(residual.instances))]
-
-    sub = PhysicsSubspace(Q, stack(0), stack(1), stack(2))
+    columns.append(_images(residual, _scaled(recycle, scaling)))  # the old directions, new weights
+    product = _parameter_product(residual, columns, scaling)
+    Q = block_lanczos(G, product, rank, dtype=dtype, progress=progress, deflate=recycle)
+    Q = _scaled(Q.to(dtype), scaling)
+    recycle = _scaled(recycle, scaling)
+    sub = _subspace(residual, Q, columns)
     log.info("Krylov recycling: %d old directions, %d new", recycle.shape[1], Q.shape[1])
     return _normalized(residual, torch.hstack([recycle, Q]), sub)
 
