@@ -21,7 +21,12 @@ serially (1 process, 1 thread), by every method from the trained weights, for ``
 * ``Adam``: at the learning rate tuned on a separate instance (sample 300) over
   {1e-4, 3e-4, 1e-3, 3e-3, 1e-2}: the rate with the lowest error after ``--seconds`` there
   (``--jobs tune``; the tuning curves are kept and reported);
-* ``L-BFGS`` (strong Wolfe, 20 iterations a step).
+* ``L-BFGS`` (strong Wolfe, 20 iterations a step);
+* ``Adam, then LSR``: for each T of 5, 15, 45, 135 s within ``--seconds``, a run of its own with
+  budget 0.98 T (so that the reduced solve ends by T): Adam at the tuned rate for 2/3 of it, then
+  one-shot physics LSR (b = 1) whose Krylov basis grows until the budget is spent, at most
+  ``--rank`` directions (:func:`pinn_lsr.physics.finetune_lsr.finetune_then_refine`); its point
+  is the refined field when it was ready (one point per T: a user sets the budget beforehand).
 
 The gradient baselines minimise the FEM loss in LSR's norm from the same start: the energy for
 energy-norm problems, ``½ Fᵀ S⁻¹ F`` for dual-norm ones (``physics_finetune(norm="dual")``; the
@@ -33,14 +38,14 @@ are read at the last point at or before it (the trained network's until their fi
 ready). The seconds of a direct FEM solve of each instance (median of 5) are recorded beside.
 
 Usage: ``.venv/bin/python bench/physics_darcy.py [--problem darcy] [--models fno deeponet]
-[--instances 5] [--seconds 45] [--jobs tune lsr ilsr adam lbfgs]``: the jobs run in that order
-in one worker process per model (``adam`` reads the tuned rate from ``results.json``, so the
-jobs may be split over several invocations, each under ``flock /work/bench.lock``); rows (one per
-method and instance, with the commit) are appended to ``bench/results/physics_darcy/
-results.json``. Then, and with ``--report-only`` (no runs), prints per model a Markdown table of
-the median and worst error at 5, 15, 45 (135) s per method, from the newest rows of each
-(problem, model, method, instance, seconds), and writes ``<problem>_<model>.png`` (median error
-against wall time).
+[--instances 5] [--seconds 45] [--jobs tune lsr ilsr adam lbfgs adam-lsr]``: the jobs run in that
+order in one worker process per model (``adam`` and ``adam-lsr`` read the tuned rate from
+``results.json``, so the jobs may be split over several invocations, each under ``flock
+/work/bench.lock``); rows (one per method and instance, with the commit) are appended to
+``bench/results/physics_darcy/results.json``. Then, and with ``--report-only`` (no runs), prints per
+model a Markdown table of the median and worst error at 5, 15, 45 (135) s per method, from the
+newest rows of each (problem, model, method, instance, seconds), and writes
+``<problem>_<model>.png`` (median error against wall time).
 """
 
 import argparse
@@ -66,7 +71,8 @@ ROOT = Path(__file__).parents[1]
 OUT = ROOT / "bench" / "results" / "physics_darcy"
 PYTHON = str(ROOT / ".venv" / "bin" / "python")
 PROBLEMS = ("darcy", "poisson", "cdr", "nonlinear_diffusion")
-JOBS = ("tune", "lsr", "ilsr", "adam", "lbfgs")
+JOBS = ("tune", "lsr", "ilsr", "adam", "lbfgs", "adam-lsr")
+LSR_SHARE = 1 / 3  # adam-lsr: the refinement's share of each budget
 N_TRAIN = 200  # make run's training set; the test instances are drawn after it
 TUNING_SAMPLE = 300  # the instance Adam's rate is tuned on: after the test instances
 ADAM_GRID = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2)
@@ -101,6 +107,7 @@ def worker(args) -> None:
     from pinn_lsr.fem.mesh import unit_square
     from pinn_lsr.fem.nonlinear_pde import NonlinearPDE
     from pinn_lsr.physics.finetune import physics_finetune
+    from pinn_lsr.physics.finetune_lsr import FinetuneLSRSettings, finetune_then_refine
     from pinn_lsr.physics.instances import FEMInstances
     from pinn_lsr.physics.iterative import ILSRSettings
     from pinn_lsr.physics.refine import refine_physics
@@ -146,6 +153,23 @@ def worker(args) -> None:
             "lr": lr,
         }
 
+    def finished_curve(fem, lr: float) -> dict:
+        """Adam, then LSR: one run per budget T (module docstring)."""
+        points = []
+        for t in (t for t in TIMES if t <= args.seconds):
+            settings = FinetuneLSRSettings(
+                seconds=0.98 * t, share=LSR_SHARE, rank=min(args.rank, pde.n_dofs), lr=lr, norm=norm
+            )
+            points.append(finetune_then_refine(trained(), fem, settings)[1])
+        return {
+            "seconds": [p["seconds"] for p in points],
+            "rel_l2": [p["refined_rel_l2"] for p in points],
+            "ranks": [p["rank"] for p in points],
+            "network_rel_l2": [p["network_rel_l2"] for p in points],
+            "finetune_seconds": [p["finetune_seconds"] for p in points],
+            "lr": lr,
+        }
+
     # first-call imports of torch.func and PETSc's solvers, off the clock
     refine_physics(tuning.residual(trained(), norm=norm), 8, block_size=4)
     rows = []
@@ -187,6 +211,8 @@ def worker(args) -> None:
             curves["Adam"] = gradient_curve(fem, "adam", tuned)
         if "lbfgs" in args.jobs:
             curves["L-BFGS"] = gradient_curve(fem, "lbfgs", 1.0)
+        if "adam-lsr" in args.jobs:
+            curves["Adam, then LSR"] = finished_curve(fem, tuned)
         for method, curve in curves.items():
             rows.append({"method": method, **common, **curve})
             say(
@@ -271,7 +297,7 @@ def report(rows: list[dict], args) -> None:
                 medians.setdefault(method, {})[t] = (np.median(values), np.max(values))
                 cells.append(f"{np.median(values):.2e} ({np.max(values):.1e})")
             sample = next(iter(per_instance.values()))
-            name = f"{method} (lr {sample['lr']:g})" if method == "Adam" else method
+            name = f"{method} (lr {sample['lr']:g})" if method.startswith("Adam") else method
             extent = (
                 f"{int(np.median([r['steps'] for r in per_instance.values()]))} steps"
                 if "steps" in sample
@@ -283,6 +309,9 @@ def report(rows: list[dict], args) -> None:
                     else ""
                 )
             )
+            if method == "Adam, then LSR":  # one run per T
+                ranks = np.median([r["ranks"] for r in per_instance.values()], axis=0)
+                extent = "ranks " + " / ".join(str(int(r)) for r in ranks)
             print(f"| {name} ({len(per_instance)}) | " + " | ".join(cells) + f" | {extent} |")
         for which, index in (("median", 0), ("worst", 1)):
             leaders = []
@@ -351,7 +380,7 @@ def main() -> None:
     for model in args.models:
         checkpoint = train(args.problem, model, env)
         lr = args.adam_lr
-        if lr is None and "adam" in args.jobs and "tune" not in args.jobs:
+        if lr is None and {"adam", "adam-lsr"} & set(args.jobs) and "tune" not in args.jobs:
             tuned = newest(
                 json.loads(results.read_text()) if results.exists() else [],
                 args.problem,

@@ -107,10 +107,15 @@ def plot_stage_errors(path: str | Path, errors: dict[str, float]) -> None:
 
 
 def plot_ilsr_history(
-    path: str | Path, ilsr: Sequence[Sequence[dict]], baseline: Sequence[Sequence[dict]] = ()
+    path: str | Path,
+    ilsr: Sequence[Sequence[dict]],
+    baseline: Sequence[Sequence[dict]] = (),
+    finished: Sequence[dict] = (),
 ) -> None:
     """Error against wall time per instance: I-LSR's refined fields (when each was ready) and
-    updated network per outer iteration, and the gradient baseline per step."""
+    updated network per outer iteration, the gradient baseline per step, and (``finished``:
+    :func:`~pinn_lsr.physics.finetune_lsr.finetune_then_refine`'s summaries) the baseline's
+    fine-tuning finished by physics LSR: its network when the fine-tuning ended and its field."""
     fig = Figure(figsize=(6, 4))
     ax = fig.subplots()
     for k, history in enumerate(ilsr):
@@ -140,6 +145,15 @@ def plot_ilsr_history(
             color=f"C{k}",
             alpha=0.5,
             label=f"gradient baseline, instance {k}",
+        )
+    for k, summary in enumerate(finished):
+        ax.semilogy(
+            [summary["finetune_seconds"], summary["seconds"]],
+            [summary["network_rel_l2"], summary["refined_rel_l2"]],
+            "*--",
+            color=f"C{k}",
+            ms=9,
+            label=f"gradient, then physics LSR (rank {summary['rank']}), instance {k}",
         )
     ax.set_xlabel("seconds")
     ax.set_ylabel("relative L2 error against the FEM solution")

@@ -173,6 +173,7 @@ def block_lanczos(
     breakdown: float = 1e-10,
     progress: Callable[[int, int], None] | None = None,
     deflate: torch.Tensor | None = None,
+    stop: Callable[[], bool] | None = None,
 ) -> torch.Tensor:
     """Orthonormal basis of the block Krylov space ``span{S, H S, H² S, ...}`` (``rank``
     columns) by block Lanczos with full reorthogonalisation: ``rank / b`` products with blocks of
@@ -201,6 +202,8 @@ def block_lanczos(
         progress: called as ``progress(vectors_done, rank)`` after every block product.
         deflate: (m, p) orthonormal columns (in ``dtype``) the basis is kept orthogonal to; they
             are not multiplied and not returned.
+        stop: called after every block product (after ``progress``); True ends the basis there
+            (a time limit; it must answer alike on every rank when the product is collective).
 
     Returns:
         Q (m, k), k ≤ rank, orthonormal columns in the order they were multiplied (orthogonal to
@@ -229,7 +232,7 @@ def block_lanczos(
         done += block.shape[1]
         if progress is not None:
             progress(done - p, rank)
-        if done == p + rank:
+        if done == p + rank or (stop is not None and stop()):
             break
         size = float(torch.linalg.matrix_norm(W))
         if not np.isfinite(size):
@@ -252,12 +255,14 @@ class FactoredBasis:
 
     ``V`` (m, k) are the parameter-space columns, orthonormal, and ``T = G V`` (n, k) their
     images. ``repaired``: the blocks that needed the parameter-space projection; ``stopped`` says
-    why the basis ended short of the rank asked for (``""`` when it did not)."""
+    why the basis ended short of the rank asked for (``""`` when it did not); ``interrupted``:
+    it ended because the caller's ``stop`` said so."""
 
     V: torch.Tensor
     T: np.ndarray
     repaired: int = 0
     stopped: str = ""
+    interrupted: bool = False
 
 
 def factored_block_lanczos(
@@ -270,6 +275,7 @@ def factored_block_lanczos(
     inner: Callable[[np.ndarray, np.ndarray], np.ndarray] = lambda X, Y: X.T @ Y,
     breakdown: float = 1e-10,
     progress: Callable[[int, int], None] | None = None,
+    stop: Callable[[], bool] | None = None,
 ) -> FactoredBasis:
     """:func:`block_lanczos`'s space for ``H = Gᵀ N G`` started at ``S = Gᵀ C``, built in the n-row
     cotangent space of the factor ``G`` (n × m, n ≪ m) instead of parameter space.
@@ -307,6 +313,8 @@ def factored_block_lanczos(
             block: its largest column) is dropped; a whole block dropped ends the basis (the
             space is invariant).
         progress: called as ``progress(columns_done, rank)`` after every block's ``N`` product.
+        stop: called after ``progress``; True ends the basis there (``interrupted``; a time
+            limit: it must answer alike on every rank when ``inner`` sums over ranks).
 
     Returns:
         The basis, k ≤ rank columns.
@@ -320,7 +328,7 @@ def factored_block_lanczos(
     Vt = None  # (rank, m): the parameter columns of columns :done, as rows
     Tall = np.empty((start.shape[0], rank))  # their images and cotangents
     Zall = np.empty((start.shape[0], rank))
-    W, done, repaired, stopped = start, 0, 0, ""
+    W, done, repaired, stopped, interrupted = start, 0, 0, "", False
     curvature = 0.0  # the largest Rayleigh quotient vᵀ H v seen: the scale of ||H v||
     while True:
         V = pull(W)
@@ -353,6 +361,9 @@ def factored_block_lanczos(
             progress(done, rank)
         if done == rank:
             break
+        if stop is not None and stop():
+            stopped, interrupted = f"stopped by the caller after {done} vectors", True
+            break
         for _ in range(2):  # classical Gram–Schmidt twice, in the n-row cotangent space
             N = N - Zall[:, :done] @ inner(Tall[:, :done], N)
         W = N
@@ -360,7 +371,7 @@ def factored_block_lanczos(
         raise ValueError("the Krylov start must be finite and non-zero in the factor's range")
     if done < rank and not stopped:
         stopped = f"the Krylov space became invariant after {done} vectors"
-    return FactoredBasis(Vt[:done].T, Tall[:, :done].copy(), repaired, stopped)
+    return FactoredBasis(Vt[:done].T, Tall[:, :done].copy(), repaired, stopped, interrupted)
 
 
 def _project_in_parameters(basis_rows, Z_basis, V, Z, noise, limit):

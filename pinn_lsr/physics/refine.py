@@ -61,6 +61,23 @@ PREFIX = "physics_"
 GALERKIN_OPTIONS = {"ksp_type": "preonly", "pc_type": "lu"}
 
 
+class TimeLimit:
+    """A Krylov basis's ``stop``: after each block, True when one more block as long as the last
+    would end past ``seconds`` from now (the clock of rank 0 decides for every rank, so the bases
+    stay identical). ``reached`` records that it said so. Collective on ``comm`` per call."""
+
+    def __init__(self, comm: MPI.Comm, seconds: float):
+        self.comm, self.reached = comm, False
+        self.last = time.perf_counter()
+        self.limit = self.last + seconds
+
+    def __call__(self) -> bool:
+        now = time.perf_counter()
+        block, self.last = now - self.last, now
+        self.reached = bool(self.comm.bcast(now + block > self.limit, root=0))
+        return self.reached
+
+
 @dataclass
 class PhysicsSubspace:
     """``V`` (m, r) and its images ``Φ_k``, ``K_k = A_k Φ_k``, ``Y_k`` (owned rows,
@@ -177,6 +194,7 @@ def krylov_physics_subspace(
     progress=None,
     recycle: torch.Tensor | None = None,
     scaling: torch.Tensor | None = None,
+    stop=None,
 ) -> PhysicsSubspace:
     """(Block) Lanczos basis of the Gauss–Newton matrix from the gradient (module docstring).
     Collective.
@@ -200,20 +218,27 @@ def krylov_physics_subspace(
     ``θ̃`` of ``θ = S θ̃``, and the subspace's columns are ``S q_i`` in θ: the reduced problem is
     still the exact Galerkin / least-squares problem on those columns.
 
+    ``stop``: called after every block (e.g. a :class:`TimeLimit`); True ends the basis there,
+    with the rank reached.
+
     Stops early, with a smaller rank and a warning, when the Krylov space becomes invariant.
     """
     start = time.perf_counter()
     if block_size < 1:
         raise ValueError(f"block_size must be at least 1, got {block_size}")
     if recycle is None:
-        sub = _factored_krylov_subspace(residual, rank, block_size, progress, scaling)
+        sub = _factored_krylov_subspace(residual, rank, block_size, progress, scaling, stop)
     else:
-        sub = _recycled_krylov_subspace(residual, rank, block_size, progress, recycle, scaling)
+        sub = _recycled_krylov_subspace(
+            residual, rank, block_size, progress, recycle, scaling, stop
+        )
     sub.seconds["krylov"] = time.perf_counter() - start
     return sub
 
 
-def _factored_krylov_subspace(residual, rank, block_size, progress, scaling) -> PhysicsSubspace:
+def _factored_krylov_subspace(
+    residual, rank, block_size, progress, scaling, stop
+) -> PhysicsSubspace:
     """The Krylov basis built in the model's output space
     (:func:`~pinn_lsr.lsr.krylov.factored_block_lanczos` with ``G = J S`` in the variables θ̃ and
     ``N = Pᵀ Aᵀ W A P``): per block one reverse and one forward product through the network, the
@@ -237,10 +262,10 @@ def _factored_krylov_subspace(residual, rank, block_size, progress, scaling) -> 
         return residual.output_cotangents(residual.normal_cotangents(*columns[-1][1:]))
 
     basis = factored_block_lanczos(
-        start, pull, push, normal, rank, inner=residual.output_inner, progress=progress
+        start, pull, push, normal, rank, inner=residual.output_inner, progress=progress, stop=stop
     )
     V, done = basis.V.to(dtype), basis.V.shape[1]
-    if basis.repaired and done < rank:
+    if basis.repaired and done < rank and not basis.interrupted:
         # the output-space recurrence reached its rounding floor before the space became
         # invariant (the Darcy DeepONet's at ~70): go on in parameter space, block Lanczos from
         # the Gauss–Newton products of the last block (its images are columns[-1]), deflated by
@@ -253,9 +278,12 @@ def _factored_krylov_subspace(residual, rank, block_size, progress, scaling) -> 
             dtype=dtype,
             deflate=V,
             progress=None if progress is None else lambda k, _: progress(done + k, rank),
+            stop=stop,
         )
         log.info("Krylov basis: %d more directions in parameter space", more.shape[1])
         V = torch.hstack([V, more.to(dtype)])
+    elif basis.interrupted:
+        log.info("Krylov basis: %s (asked for %d)", basis.stopped, rank)
     elif basis.stopped:
         log.warning("Krylov basis: %s (asked for %d)", basis.stopped, rank)
     log.info(
@@ -267,7 +295,7 @@ def _factored_krylov_subspace(residual, rank, block_size, progress, scaling) -> 
 
 
 def _recycled_krylov_subspace(
-    residual, rank, block_size, progress, recycle, scaling
+    residual, rank, block_size, progress, recycle, scaling, stop
 ) -> PhysicsSubspace:
     """The recycled basis: the old directions' images at the new weights and block Lanczos in
     parameter space deflated by them (:func:`krylov_physics_subspace`). Collective."""
@@ -283,7 +311,7 @@ def _recycled_krylov_subspace(
     recycle = torch.linalg.qr(recycle.double())[0].to(dtype)
     columns.append(_images(residual, _scaled(recycle, scaling)))  # the old directions, new weights
     product = _parameter_product(residual, columns, scaling)
-    Q = block_lanczos(G, product, rank, dtype=dtype, progress=progress, deflate=recycle)
+    Q = block_lanczos(G, product, rank, dtype=dtype, progress=progress, deflate=recycle, stop=stop)
     Q = _scaled(Q.to(dtype), scaling)
     recycle = _scaled(recycle, scaling)
     sub = _subspace(residual, Q, columns)
@@ -454,8 +482,14 @@ def refine_physics(
     recycle: torch.Tensor | None = None,
     precondition: str = "none",
     probes: int = 64,
+    seconds: float | None = None,
 ) -> PhysicsRefinement:
     """One-shot physics LSR of rank ``rank`` on ``residual``'s instances. Collective.
+
+    ``seconds`` (krylov only): a time limit for the subspace, counted from this call: the basis
+    ends before a block that would pass it (:class:`TimeLimit`), so ``rank`` is then the most
+    directions and the report says how many were built. The reduced solve comes after it (a
+    dense r × r factorisation: milliseconds at r ≲ 1000).
 
     ``recycle`` (krylov only): a previous subspace's ``V`` to keep beside ``rank`` new directions
     (:func:`krylov_physics_subspace`). ``precondition`` (krylov only; one of
@@ -479,6 +513,11 @@ def refine_physics(
         raise ValueError(f"unknown precondition {precondition!r}; choose one of {PRECONDITIONERS}")
     if precondition != "none" and subspace != "krylov":
         raise ValueError(f"precondition={precondition!r} needs subspace='krylov', got {subspace!r}")
+    if seconds is not None and not (subspace == "krylov" and seconds > 0):
+        raise ValueError(
+            f"a time limit needs subspace='krylov' and seconds > 0, got {subspace!r}, {seconds!r}"
+        )
+    limit = None if seconds is None else TimeLimit(residual.comm, seconds)
     n_rows = residual.n_dofs
     recycled = 0 if recycle is None else recycle.shape[1]
     if not 1 <= rank <= min(residual.jacobian.n_params, n_rows) - recycled:
@@ -499,6 +538,7 @@ def refine_physics(
             progress=progress,
             recycle=recycle,
             scaling=scaling,
+            stop=limit,
         )
         if scaling is not None:
             sub.seconds["precondition"] = estimated

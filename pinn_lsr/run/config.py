@@ -83,6 +83,10 @@ class PhysicsStageSettings:
     ilsr: ILSRSettings  # rank, (resolved) norm, subspace, ... and the outer iterations
     baseline_optimizer: str  # one of BASELINE_OPTIMIZERS
     baseline_lr: float
+    # the baseline's fine-tuning finished by physics LSR in the same time: the LSR's share of it
+    # (0: not run) and its most directions
+    finetune_lsr_share: float = 0.0
+    finetune_lsr_rank: int = 256
     # mode=operator: one network refined on operator_inputs unlabeled training inputs, the rank
     # chosen on operator_select held-out ones (0: physics.rank), evaluated on the test instances
     mode: str = "instance"  # one of PHYSICS_MODES
@@ -325,6 +329,7 @@ def _physics(
         ("oversampling", 0),
         ("ilsr.iterations", 0),
         ("ilsr.align_iterations", 1),
+        ("finetune_lsr.rank", 1),
     ):
         require_int(cfg, f"physics.{key}", minimum=minimum)
     for key in ("ilsr.align_lr", "ilsr.align_dtau", "baseline.lr"):
@@ -340,6 +345,11 @@ def _physics(
     ):
         require_choice(cfg, f"physics.{key}", choices)
     p = cfg.physics
+    share = p.finetune_lsr.share
+    if isinstance(share, bool) or not isinstance(share, int | float) or not 0 <= share < 1:
+        raise ValueError(
+            f"physics.finetune_lsr.share must be a number in [0, 1) (0: skip), got {share!r}"
+        )
     norm = p.norm if problem.kind in ("function", "evolution") else resolve_norm(problem, p.norm)
     check_options(PHYSICS_PREFIX, _container(p.petsc_options), key="physics.petsc_options")
     ranks = _ilsr_ranks(p.ilsr)
@@ -383,6 +393,8 @@ def _physics(
         ilsr=ilsr,
         baseline_optimizer=p.baseline.optimizer,
         baseline_lr=float(p.baseline.lr),
+        finetune_lsr_share=float(share),
+        finetune_lsr_rank=p.finetune_lsr.rank,
         **_operator_mode(cfg, n_train),
     )
 

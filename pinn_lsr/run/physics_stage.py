@@ -1,6 +1,8 @@
 """The physics stage of a run: refine the trained network against the FEM residual of test
 instances (one-shot physics LSR, then I-LSR), beside gradient fine-tuning on the same FEM loss
-for the same wall time, each instance on its own (test-time fine-tuning of a copy of the network).
+for the same wall time, and that fine-tuning finished by physics LSR within the same time
+(:mod:`pinn_lsr.physics.finetune_lsr`), each instance on its own (test-time fine-tuning of a copy
+of the network).
 
 Every figure is a relative L2 error (mass matrix) against the FEM solution on the distributed
 mesh, averaged over the instances, so the table compares the stages on one measure.
@@ -20,6 +22,7 @@ from pinn_lsr.fem.linear_pde import LinearPDE
 from pinn_lsr.io.fields import xdmf_series
 from pinn_lsr.io.plots import plot_fields, plot_ilsr_history, plot_stage_errors
 from pinn_lsr.physics.finetune import physics_finetune
+from pinn_lsr.physics.finetune_lsr import FinetuneLSRSettings, finetune_then_refine
 from pinn_lsr.physics.instances import FEMInstances
 from pinn_lsr.physics.iterative import iterative_lsr
 from pinn_lsr.physics.refine import refine_physics
@@ -37,12 +40,13 @@ def run_physics(
     run_dir: Path,
     comm: MPI.Comm,
 ) -> dict:
-    """Physics LSR, I-LSR and the gradient baseline on the instances ``inputs`` (K, s, s).
+    """Physics LSR, I-LSR, the gradient baseline and the baseline finished by physics LSR (in
+    I-LSR's time) on the instances ``inputs`` (K, s, s).
 
-    ``predictors``: earlier stages' grid predictions (name -> inputs -> (K, s*s)), scored on the
-    same instances. Writes ``physics.png``, ``physics_errors.png``, ``ilsr.png`` and
-    ``physics_fields/physics.xdmf``; returns the metrics (``physics_lsr``, ``ilsr``,
-    ``baseline``, ``stages``). Collective.
+        ``predictors``: earlier stages' grid predictions (name -> inputs -> (K, s*s)), scored on the
+        same instances. Writes ``physics.png``, ``physics_errors.png``, ``ilsr.png`` and
+        ``physics_fields/physics.xdmf``; returns the metrics (``physics_lsr``, ``ilsr``,
+        ``baseline``, ``finetune_lsr``, ``stages``). Collective.
     """
     p = run.physics
     settings = p.ilsr  # the one-shot physics LSR inside I-LSR too
@@ -61,7 +65,8 @@ def run_physics(
         name: fem.errors([fem.to_dofs @ g for g in predict(fem.model_inputs(model))])
         for name, predict in predictors.items()
     }
-    one_shot, ilsr, baseline, fields = [], [], [], {"physics LSR": [], "I-LSR": []}
+    one_shot, ilsr, baseline, finished = [], [], [], []
+    fields = {"physics LSR": [], "I-LSR": [], "gradient then LSR": []}
     for k in range(len(fem)):
         instance = fem.subset([k])
         result = refine_physics(
@@ -100,6 +105,23 @@ def run_physics(
                         norm=norm,  # the norm physics LSR minimises (energy, dual or l2)
                     )
                 )
+                if p.finetune_lsr_share > 0:
+                    refined, summary = finetune_then_refine(
+                        copy.deepcopy(model),
+                        instance,
+                        FinetuneLSRSettings(
+                            seconds=history[-1]["seconds"],
+                            share=p.finetune_lsr_share,
+                            rank=p.finetune_lsr_rank,
+                            optimizer=p.baseline_optimizer,
+                            lr=p.baseline_lr,
+                            norm=norm,
+                            block_size=settings.block_size,
+                        ),
+                        seed=run.seed,
+                    )
+                    fields["gradient then LSR"].append(refined.fields[0])
+                    finished.append(summary)
     stages["physics LSR"] = [e["fem_rel_l2"] for e in one_shot]
     metrics = {
         "instances": len(fem),
@@ -135,8 +157,18 @@ def run_physics(
             "steps": [h[-1]["step"] for h in baseline],
             "per_instance": baseline,
         }
+    if finished:
+        name = f"{p.baseline_optimizer}, then physics LSR (same time)"
+        stages[name] = [e["refined_rel_l2"] for e in finished]
+        metrics["finetune_lsr"] = {
+            "share": p.finetune_lsr_share,
+            "rank": p.finetune_lsr_rank,
+            "fem_rel_l2": float(np.mean(stages[name])),
+            "ranks_reached": [e["rank"] for e in finished],
+            "per_instance": finished,
+        }
     metrics["stages"] = {name: float(np.mean(errors)) for name, errors in stages.items()}
-    _report(metrics, fem, predictors, model, fields, ilsr, baseline, run_dir, comm)
+    _report(metrics, fem, predictors, model, fields, ilsr, baseline, finished, run_dir, comm)
     fem.destroy()
     return metrics
 
@@ -149,7 +181,9 @@ def _mean_history(histories: list[list[dict]]) -> list[dict]:
     ]
 
 
-def _report(metrics, fem, predictors, model, fields, ilsr, baseline, run_dir, comm) -> None:
+def _report(
+    metrics, fem, predictors, model, fields, ilsr, baseline, finished, run_dir, comm
+) -> None:
     """The stage table in the log, the figures and the XDMF fields. Collective."""
     lines = [f"{'stage':<34} {'rel. L2 vs FEM':>14}", "-" * 49]
     lines += [f"{name:<34} {error:>14.3e}" for name, error in metrics["stages"].items()]
@@ -170,7 +204,7 @@ def _report(metrics, fem, predictors, model, fields, ilsr, baseline, run_dir, co
     if comm.rank == 0:
         plot_stage_errors(run_dir / "physics_errors.png", metrics["stages"])
         if ilsr:
-            plot_ilsr_history(run_dir / "ilsr.png", ilsr, baseline)
+            plot_ilsr_history(run_dir / "ilsr.png", ilsr, baseline, finished)
         last = list(grids)[-1]
         columns = [
             (fem.pde.input.name or "input", fem.inputs),

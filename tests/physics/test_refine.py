@@ -263,3 +263,30 @@ def test_a_basis_that_reaches_its_rounding_floor_goes_on_in_parameter_space(
     correction = max(np.abs(u - u0).max() for u, u0 in zip(expected.fields, residual.u0))
     for u, v in zip(continued.fields, expected.fields):
         np.testing.assert_allclose(u, v, rtol=0, atol=1e-5 * correction)
+
+
+def test_a_time_limit_stops_before_the_block_that_would_pass_it(monkeypatch):
+    """With blocks of 3, 3, 2 and 1.5 s against 10 s: 6, 9 and 10 s fit, 11 s would not."""
+    import pinn_lsr.physics.refine as refine
+
+    clock = iter([0.0, 3.0, 6.0, 8.0, 9.5])
+    monkeypatch.setattr(refine.time, "perf_counter", lambda: next(clock))
+    limit = refine.TimeLimit(COMM, 10.0)
+    assert [limit() for _ in range(4)] == [False, False, False, True]
+    assert limit.reached
+
+
+@pytest.mark.parametrize("block_size", [1, 4])
+def test_a_refinement_out_of_time_is_the_one_of_the_rank_it_reached(fem, block_size):
+    residual = fem.residual(tiny_fno(6))
+    timed = refine_physics(residual, 20, block_size=block_size, seconds=1e-9)
+    assert timed.report.rank == block_size  # the first block, then no time for another
+    whole = refine_physics(residual, block_size, block_size=block_size)
+    for u, v in zip(timed.fields, whole.fields):
+        np.testing.assert_allclose(u, v, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("subspace,seconds", [("randomized", 1.0), ("krylov", 0.0)])
+def test_a_bad_time_limit_is_rejected(fem, subspace, seconds):
+    with pytest.raises(ValueError, match="time limit"):
+        refine_physics(fem.residual(tiny_fno(6)), 4, subspace=subspace, seconds=seconds)

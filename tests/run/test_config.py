@@ -79,6 +79,8 @@ def test_every_section_is_read_once():
         (["physics.ilsr.align_target=energy"], "physics.ilsr.align_target must be one of"),
         (["physics.ilsr.align_dtau=0"], "physics.ilsr.align_dtau must be a finite number > 0"),
         (["physics.ilsr.recycle=1"], "physics.ilsr.recycle must be true or false, got 1"),
+        (["physics.finetune_lsr.share=1"], "physics.finetune_lsr.share must be a number in"),
+        (["physics.finetune_lsr.rank=0"], "physics.finetune_lsr.rank must be an integer >= 1"),
         (
             ["physics.ilsr.recycle=true", "physics.subspace=randomized"],
             "physics.ilsr.recycle needs physics.subspace=krylov",

@@ -1,4 +1,5 @@
-"""run/physics_stage.py: physics LSR, I-LSR and the gradient baseline on test instances."""
+"""run/physics_stage.py: physics LSR, I-LSR, the gradient baseline and the baseline finished by
+physics LSR on test instances."""
 
 import numpy as np
 import torch
@@ -48,8 +49,12 @@ def test_every_stage_is_scored_on_the_same_instances(tmp_path):
         "physics LSR",
         "I-LSR",
         "gradient (adam, same time)",
+        "adam, then physics LSR (same time)",
     ]
     assert stages["physics LSR"] < stages["trained network"]  # the FEM residual pulls it in
+    finished = metrics["finetune_lsr"]
+    assert finished["share"] == 0.33 and all(1 <= r <= 256 for r in finished["ranks_reached"])
+    assert stages["adam, then physics LSR (same time)"] < stages["trained network"]
     assert metrics["physics_lsr"]["rank"] == 16 and metrics["physics_lsr"]["norm"] == "energy"
     assert metrics["instances"] == 2 and np.isfinite(metrics["fem_solve_seconds_median"])
     for name in ("physics.png", "physics_errors.png", "ilsr.png"):

@@ -1,0 +1,41 @@
+import numpy as np
+import pytest
+from mpi4py import MPI
+
+from pinn_lsr.physics.finetune_lsr import FinetuneLSRSettings, finetune_then_refine
+from pinn_lsr.physics.refine import refine_physics
+from tests.physics.physics_cases import darcy_instances, tiny_fno
+
+
+@pytest.fixture(scope="module")
+def fem():
+    instances = darcy_instances(MPI.COMM_SELF, size=6, n=1, seed=1)
+    # first-call set-up (torch.func, PETSc solvers) off the budgets below
+    finetune_then_refine(tiny_fno(6), instances, FinetuneLSRSettings(seconds=0.2, rank=2))
+    yield instances
+    instances.destroy()
+
+
+def test_finetune_then_refine_keeps_to_its_budget_and_refines_the_finetuned_network(fem):
+    model = tiny_fno(6)
+    start = fem.errors(fem.network_fields(model))[0]
+    settings = FinetuneLSRSettings(seconds=1.5, share=0.4, rank=12, lr=1e-3)
+    result, summary = finetune_then_refine(model, fem, settings)
+    # the fine-tuning's share (its last step and bookkeeping may pass it), then blocks while
+    # they fit
+    assert summary["finetune_seconds"] < 0.6 * 1.5 + 0.5
+    assert summary["finetune_seconds"] < summary["seconds"] < 1.5 + 0.5
+    assert summary["steps"] > 0 and 1 <= summary["rank"] <= 12
+    assert summary["refined_rel_l2"] < summary["network_rel_l2"] < start
+    # the fields are physics LSR of the fine-tuned network (left in `model`) at the rank reached
+    again = refine_physics(fem.residual(model), summary["rank"])
+    np.testing.assert_allclose(result.fields[0], again.fields[0], rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "changes,message",
+    [({"seconds": 0.0}, "seconds"), ({"share": 1.0}, "share"), ({"rank": 0}, "rank")],
+)
+def test_bad_settings_are_rejected(changes, message):
+    with pytest.raises(ValueError, match=message):
+        FinetuneLSRSettings(**{"seconds": 1.0, **changes})
