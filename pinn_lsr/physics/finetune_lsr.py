@@ -72,12 +72,13 @@ def finetune_then_refine(
     finetuned = comm.bcast(time.perf_counter() - start, root=0)
     network = fem.network_fields(model)
     residual = fem.residual(model, norm=settings.norm)
+    spent = comm.bcast(time.perf_counter() - start, root=0)
     result = refine_physics(
         residual,
         min(settings.rank, residual.n_dofs, residual.jacobian.n_params),
         block_size=settings.block_size,
         seed=seed,
-        seconds=max(settings.seconds - finetuned, MIN_REFINE_SECONDS),
+        seconds=max(settings.seconds - spent, MIN_REFINE_SECONDS),
     )
     summary = {
         "finetune_seconds": finetuned,

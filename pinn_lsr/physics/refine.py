@@ -62,19 +62,21 @@ GALERKIN_OPTIONS = {"ksp_type": "preonly", "pc_type": "lu"}
 
 
 class TimeLimit:
-    """A Krylov basis's ``stop``: after each block, True when one more block as long as the last
-    would end past ``seconds`` from now (the clock of rank 0 decides for every rank, so the bases
-    stay identical). ``reached`` records that it said so. Collective on ``comm`` per call."""
+    """A Krylov basis's ``stop``: after each block, True when one more block as long as the
+    longest so far would end past ``seconds`` from now (blocks grow with the rank, and one that
+    needs the parameter-space repair takes about twice as long; the clock of rank 0 decides for
+    every rank, so the bases stay identical). ``reached`` records that it said so. Collective on
+    ``comm`` per call."""
 
     def __init__(self, comm: MPI.Comm, seconds: float):
-        self.comm, self.reached = comm, False
+        self.comm, self.reached, self.longest = comm, False, 0.0
         self.last = time.perf_counter()
         self.limit = self.last + seconds
 
     def __call__(self) -> bool:
         now = time.perf_counter()
-        block, self.last = now - self.last, now
-        self.reached = bool(self.comm.bcast(now + block > self.limit, root=0))
+        self.longest, self.last = max(self.longest, now - self.last), now
+        self.reached = bool(self.comm.bcast(now + self.longest > self.limit, root=0))
         return self.reached
 
 
@@ -291,7 +293,7 @@ def _factored_krylov_subspace(
         V.shape[1],
         basis.repaired,
     )
-    return _subspace(residual, _scaled(V.double(), scaling).to(dtype), columns)
+    return _subspace(residual, _scaled(V, scaling), columns)
 
 
 def _recycled_krylov_subspace(
@@ -568,7 +570,8 @@ def refine_physics(
         residual_l2_after=l2(after),
         seconds=seconds,
     )
-    delta = (sub.V.double() @ torch.from_numpy(c)).to(residual.jacobian.dtype)
+    # in V's dtype: a float64 copy of the m × r basis would cost more than the rest of the solve
+    delta = sub.V @ torch.from_numpy(c).to(sub.V.dtype)
     log.info(
         "physics LSR (%s norm, %s subspace, rank %d, %d instances): ||A u - b|| %.3e -> %.3e "
         "in %.2f s (%d KSP iterations)",

@@ -265,11 +265,12 @@ def test_a_basis_that_reaches_its_rounding_floor_goes_on_in_parameter_space(
         np.testing.assert_allclose(u, v, rtol=0, atol=1e-5 * correction)
 
 
-def test_a_time_limit_stops_before_the_block_that_would_pass_it(monkeypatch):
-    """With blocks of 3, 3, 2 and 1.5 s against 10 s: 6, 9 and 10 s fit, 11 s would not."""
+def test_a_time_limit_stops_before_a_block_as_long_as_the_longest_would_pass_it(monkeypatch):
+    """Blocks of 3, 1, 2 and 2 s against 10 s: after 3, 4 and 6 s another 3 s (the longest) fit,
+    after 8 s they do not, though the last block took 2 s."""
     import pinn_lsr.physics.refine as refine
 
-    clock = iter([0.0, 3.0, 6.0, 8.0, 9.5])
+    clock = iter([0.0, 3.0, 4.0, 6.0, 8.0])
     monkeypatch.setattr(refine.time, "perf_counter", lambda: next(clock))
     limit = refine.TimeLimit(COMM, 10.0)
     assert [limit() for _ in range(4)] == [False, False, False, True]
