@@ -25,8 +25,9 @@ serially (1 process, 1 thread), by every method from the trained weights, for ``
 * ``Adam, then LSR``: for each T of 5, 15, 45, 135 s within ``--seconds``, a run of its own with
   budget 0.98 T (so that the reduced solve ends by T): Adam at the tuned rate for 2/3 of it, then
   one-shot physics LSR (b = 1) whose Krylov basis grows until the budget is spent, at most
-  ``--rank`` directions (:func:`pinn_lsr.physics.finetune_lsr.finetune_then_refine`); its point
-  is the refined field when it was ready (one point per T: a user sets the budget beforehand).
+  ``--rank`` directions (:func:`pinn_lsr.physics.finetune_lsr.finetune_then_refine`; named
+  ``Adam, then LSR, rank ≤ R`` when ``--rank`` is not 256); its point is the refined field when
+  it was ready (one point per T: a user sets the budget beforehand).
 
 The gradient baselines minimise the FEM loss in LSR's norm from the same start: the energy for
 energy-norm problems, ``½ Fᵀ S⁻¹ F`` for dual-norm ones (``physics_finetune(norm="dual")``; the
@@ -212,7 +213,8 @@ def worker(args) -> None:
         if "lbfgs" in args.jobs:
             curves["L-BFGS"] = gradient_curve(fem, "lbfgs", 1.0)
         if "adam-lsr" in args.jobs:
-            curves["Adam, then LSR"] = finished_curve(fem, tuned)
+            name = "Adam, then LSR" + ("" if args.rank == 256 else f", rank ≤ {args.rank}")
+            curves[name] = finished_curve(fem, tuned)
         for method, curve in curves.items():
             rows.append({"method": method, **common, **curve})
             say(
@@ -309,7 +311,7 @@ def report(rows: list[dict], args) -> None:
                     else ""
                 )
             )
-            if method == "Adam, then LSR":  # one run per T
+            if method.startswith("Adam, then LSR"):  # one run per T
                 ranks = np.median([r["ranks"] for r in per_instance.values()], axis=0)
                 extent = "ranks " + " / ".join(str(int(r)) for r in ranks)
             print(f"| {name} ({len(per_instance)}) | " + " | ".join(cells) + f" | {extent} |")
