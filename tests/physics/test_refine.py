@@ -7,6 +7,7 @@ from mpi4py import MPI
 from pinn_lsr.fem.solver import SolverError
 from pinn_lsr.physics.instances import FEMInstances
 from pinn_lsr.physics.refine import (
+    PhysicsSubspace,
     ReducedPhysicsProblem,
     diagonal_scaling,
     randomized_physics_subspace,
@@ -41,6 +42,22 @@ def test_energy_norm_is_the_galerkin_projection_onto_the_subspace(fem):
     H = sum(Phi.T @ dense(s.A) @ Phi for Phi, s in zip(sub.Phi, fem.systems))
     g = sum(Phi.T @ r for Phi, r in zip(sub.Phi, residual.r0))
     np.testing.assert_allclose(c, np.linalg.solve(H, -g), rtol=1e-8)
+
+
+def test_a_subspace_with_dependent_directions_still_gives_the_galerkin_fields(fem):
+    """Every direction twice: the Galerkin matrix is singular (a basis past its rounding floor,
+    in the extreme); the shifted reduced solve still gives the fields of the independent half."""
+    residual = fem.residual(tiny_fno(6), norm="energy")
+    sub = randomized_physics_subspace(residual, 6, seed=3)
+    twice = PhysicsSubspace(
+        torch.hstack([sub.V, sub.V]),
+        *([np.hstack([X, X]) for X in Xs] for Xs in (sub.Phi, sub.K, sub.Y)),
+    )
+    expected = ReducedPhysicsProblem(residual, sub)
+    problem = ReducedPhysicsProblem(residual, twice)
+    correction = expected.fields(expected.coefficients())
+    for u, v, u0 in zip(problem.fields(problem.coefficients()), correction, residual.u0):
+        np.testing.assert_allclose(u, v, rtol=0, atol=1e-8 * np.abs(v - u0).max())
 
 
 def test_a_block_krylov_space_holds_the_single_vector_one_so_its_energy_is_no_higher(fem):
