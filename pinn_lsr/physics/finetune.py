@@ -105,7 +105,8 @@ def physics_finetune(
 
     Returns one entry per step: ``step``, ``seconds`` (the optimiser's time so far: the error
     recorded after each step is measured off the clock, so the baseline is not charged for our
-    bookkeeping), ``loss``, ``rel_l2`` (mean relative L2 against the FEM solutions), with
+    bookkeeping), ``loss``, ``rel_l2`` (mean relative L2 against the FEM solutions; with
+    ``kept_rel_l2`` left out when ``fem`` has no references), with
     ``evaluation`` (name -> instances) also ``{name}_rel_l2`` (the same on those instances, e.g.
     unseen inputs of an operator trained on ``fem``'s), the first entry being the starting
     network. With
@@ -170,9 +171,11 @@ def physics_finetune(
         return value
 
     def record(step, loss):
-        entry = {"step": step, "seconds": elapsed, "loss": loss, "rel_l2": error()}
-        if keep_best and track_kept:
-            entry["kept_rel_l2"] = kept_error()
+        entry = {"step": step, "seconds": elapsed, "loss": loss}
+        if fem.references is not None:  # (a user's own systems may have none: the loss is all)
+            entry["rel_l2"] = error()
+            if keep_best and track_kept:
+                entry["kept_rel_l2"] = kept_error()
         for name, other in (evaluation or {}).items():
             entry[f"{name}_rel_l2"] = float(np.mean(other.errors(other.network_fields(model))))
         history.append(entry)

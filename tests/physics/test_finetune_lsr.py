@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 from mpi4py import MPI
 
+from pinn_lsr.physics.finetune import fem_loss
 from pinn_lsr.physics.finetune_lsr import FinetuneLSRSettings, finetune_then_refine
 from pinn_lsr.physics.refine import refine_physics
 from tests.physics.physics_cases import darcy_instances, tiny_fno
@@ -39,3 +40,24 @@ def test_finetune_then_refine_keeps_to_its_budget_and_refines_the_finetuned_netw
 def test_bad_settings_are_rejected(changes, message):
     with pytest.raises(ValueError, match=message):
         FinetuneLSRSettings(**{"seconds": 1.0, **changes})
+
+
+def test_instances_without_reference_solutions_are_refined_all_the_same():
+    """A user's own problem has no FEM solutions to score against: the method needs none."""
+    import problems
+    from pinn_lsr.fem.linear_pde import LinearPDE
+    from pinn_lsr.fem.mesh import unit_square
+    from pinn_lsr.physics.instances import FEMInstances
+
+    darcy = problems.create_problem("darcy")
+    pde = LinearPDE(unit_square(MPI.COMM_SELF, 5), darcy.forms, grid_size=6)
+    fem = FEMInstances.from_pde(pde, darcy.sample_inputs(1, 6, seed=1), solve=False)
+    settings = FinetuneLSRSettings(seconds=0.5, rank=4, lr=1e-3)
+    model = tiny_fno(6)
+    result, summary = finetune_then_refine(model, fem, settings)
+    assert "refined_rel_l2" not in summary and summary["rank"] >= 1
+    # the Galerkin refinement lowers the FEM energy of the fine-tuned network's field
+    network = fem.network_fields(model)
+    assert fem_loss(fem, result.fields, "energy") < fem_loss(fem, network, "energy")
+    fem.destroy()
+    pde.destroy()
