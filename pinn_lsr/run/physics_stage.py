@@ -54,13 +54,18 @@ def run_physics(
     # each instance solved once by the FEM solver, timed: what users will ask against
     fem = FEMInstances.from_pde(pde, inputs)
     n_dofs = pde.n_dofs
-    if settings.rank > n_dofs // 4:
-        log.warning(
-            "physics.rank=%d exceeds a quarter of the %d dofs: the subspace may do the work of a "
-            "full solve",
-            settings.rank,
-            n_dofs,
-        )
+    ranks = {"physics.rank": settings.rank}
+    if p.finetune_lsr_share > 0:
+        ranks["physics.finetune_lsr.rank"] = p.finetune_lsr_rank
+    for key, rank in ranks.items():
+        if rank > n_dofs // 4:
+            log.warning(
+                "%s=%d exceeds a quarter of the %d dofs: the subspace may do the work of a full "
+                "solve",
+                key,
+                rank,
+                n_dofs,
+            )
     stages = {
         name: fem.errors([fem.to_dofs @ g for g in predict(fem.model_inputs(model))])
         for name, predict in predictors.items()
