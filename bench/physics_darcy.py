@@ -23,11 +23,12 @@ serially (1 process, 1 thread), by every method from the trained weights, for ``
   (``--jobs tune``; the tuning curves are kept and reported);
 * ``L-BFGS`` (strong Wolfe, 20 iterations a step);
 * ``Adam, then LSR``: for each T of 5, 15, 45, 135 s within ``--seconds``, a run of its own with
-  budget 0.98 T (so that the reduced solve ends by T): Adam at the tuned rate for 2/3 of it, then
-  one-shot physics LSR (b = 1) whose Krylov basis grows until the budget is spent, at most
-  ``--rank`` directions (:func:`pinn_lsr.physics.finetune_lsr.finetune_then_refine`; named
-  ``Adam, then LSR, rank ≤ R`` when ``--rank`` is not 256); its point is the refined field when
-  it was ready (one point per T: a user sets the budget beforehand).
+  budget 0.98 T (so that the reduced solve ends by T): Adam at the tuned rate, then one-shot physics
+  LSR (b = 1) for at most 1/3 of it (less when a probe basis says ``--rank`` directions take less),
+  whose Krylov basis grows until the budget is spent, at most ``--rank`` directions
+  (:func:`pinn_lsr.physics.finetune_lsr.finetune_then_refine`; named ``Adam, then LSR, rank ≤ R``
+  when ``--rank`` is not 256); its point is the refined field when it was ready (one point per T: a
+  user sets the budget beforehand).
 
 The gradient baselines minimise the FEM loss in LSR's norm from the same start: the energy for
 energy-norm problems, ``½ Fᵀ S⁻¹ F`` for dual-norm ones (``physics_finetune(norm="dual")``; the

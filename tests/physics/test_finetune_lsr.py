@@ -22,9 +22,10 @@ def test_finetune_then_refine_keeps_to_its_budget_and_refines_the_finetuned_netw
     start = fem.errors(fem.network_fields(model))[0]
     settings = FinetuneLSRSettings(seconds=1.5, share=0.4, rank=12, lr=1e-3)
     result, summary = finetune_then_refine(model, fem, settings)
-    # the fine-tuning's share (its last step and bookkeeping may pass it), then blocks while
-    # they fit
-    assert summary["finetune_seconds"] < 0.6 * 1.5 + 0.5
+    # the refinement gets at most its share (less when a rank-12 basis is expected to take
+    # less), the probe and the fine-tuning the rest; the last step and bookkeeping may pass it
+    assert 0 < summary["probe_seconds"] < summary["finetune_seconds"]
+    assert summary["finetune_seconds"] >= 0.6 * 1.5
     assert summary["finetune_seconds"] < summary["seconds"] < 1.5 + 0.5
     assert summary["steps"] > 0 and 1 <= summary["rank"] <= 12
     assert summary["refined_rel_l2"] < summary["network_rel_l2"] < start
