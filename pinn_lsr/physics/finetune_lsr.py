@@ -3,8 +3,9 @@
 Physics LSR reads off the best field in the span of the network's tangent directions at its
 current weights; how good that span is depends on the weights. Gradient fine-tuning on the FEM
 loss (:func:`~pinn_lsr.physics.finetune.physics_finetune`) moves the weights so that the
-network's features fit this instance, and a refinement from there gains about as much as from the
-trained network, from a far better start (Darcy FNO, bench/README.md): the two compose. Of a
+network's features fit this instance, and a refinement from there keeps most of its gain (Darcy
+FNO, rank 256: 25× from the trained network, 10–13× after 3.5–10 s of Adam; bench/README.md),
+from a far better start: the two compose. Of a
 budget of ``seconds``, the refinement gets at most ``share``, or less when a basis of ``rank``
 directions is expected to take less (from the cost per direction of a small probe basis, built
 first), and the fine-tuning the rest (its optimiser steps, the network kept at its lowest-loss
