@@ -64,11 +64,14 @@ def trained_checkpoint(run_dir: Path, overrides: list[str], env) -> Path:
 
 def append_results(path: Path, rows: list) -> None:
     """Append ``rows`` to the JSON list in ``path`` (created with its folder if missing),
-    atomically: a failed write leaves the previous file whole."""
+    atomically: a failed write leaves the previous file whole. One compact row per line: the
+    rows hold long curves, which an indented file spreads one number per line (the Darcy
+    physics results grew past 2 MB that way)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     previous = json.loads(path.read_text()) if path.exists() else []
+    lines = (json.dumps(row, separators=(",", ":")) for row in previous + rows)
     temporary = path.with_suffix(".tmp")
-    temporary.write_text(json.dumps(previous + rows, indent=1))
+    temporary.write_text("[\n" + ",\n".join(lines) + "\n]\n")
     temporary.replace(path)
 
 
