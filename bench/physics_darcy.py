@@ -160,7 +160,7 @@ def worker(args) -> None:
         points = []
         for t in (t for t in TIMES if t <= args.seconds):
             settings = FinetuneLSRSettings(
-                seconds=0.98 * t, share=LSR_SHARE, rank=min(args.rank, pde.n_dofs), lr=lr, norm=norm
+                seconds=0.98 * t, share=LSR_SHARE, rank=args.rank, lr=lr, norm=norm
             )
             points.append(finetune_then_refine(trained(), fem, settings)[1])
         return {

@@ -1,15 +1,14 @@
 """Gradient fine-tuning finished by physics LSR, within one wall-time budget.
 
-Physics LSR reads off the best field in the span of the network's tangent directions at its
-current weights; how good that span is depends on the weights. Gradient fine-tuning on the FEM
-loss (:func:`~pinn_lsr.physics.finetune.physics_finetune`) moves the weights so that the
-network's features fit this instance, and a refinement from there keeps most of its gain (Darcy
-FNO, rank 256: 25× from the trained network, 10–13× after 3.5–10 s of Adam; bench/README.md),
-from a far better start: the two compose. Of a
-budget of ``seconds``, the refinement gets at most ``share``, or less when a basis of ``rank``
-directions is expected to take less (from the cost per direction of a small probe basis, built
-first), and the fine-tuning the rest (its optimiser steps, the network kept at its lowest-loss
-iterate); the refinement's Krylov basis then grows until the time is spent
+Physics LSR reads off the best field in the span of the network's tangent directions at its current
+weights; how good that span is depends on the weights. Gradient fine-tuning on the FEM loss
+(:func:`~pinn_lsr.physics.finetune.physics_finetune`) moves the weights so that the network's
+features fit this instance, and a refinement from there keeps most of its gain (Darcy FNO, rank 256:
+25× from the trained network, 10–13× after 3.5–10 s of Adam; bench/README.md), from a far better
+start: the two compose. Of a budget of ``seconds``, the refinement gets at most ``share``, or less
+when a basis of ``rank`` directions is expected to take less (from the cost per direction of a small
+probe basis, built first), and the fine-tuning the rest (its optimiser steps, the network kept at
+its lowest-loss iterate); the refinement's Krylov basis then grows until the time is spent
 (:class:`~pinn_lsr.physics.refine.TimeLimit`) or it has ``rank`` directions.
 """
 
@@ -88,7 +87,6 @@ def finetune_then_refine(
         record_at=[],
     )
     finetuned = comm.bcast(time.perf_counter() - start, root=0)
-    network = fem.network_fields(model)
     residual = fem.residual(model, norm=settings.norm)
     spent = comm.bcast(time.perf_counter() - start, root=0)
     result = refine_physics(
@@ -106,6 +104,6 @@ def finetune_then_refine(
         "rank": result.report.rank,
     }
     if fem.references is not None:
-        summary["network_rel_l2"] = float(np.mean(fem.errors(network)))
+        summary["network_rel_l2"] = float(np.mean(fem.errors(residual.u0)))
         summary["refined_rel_l2"] = float(np.mean(fem.errors(result.fields)))
     return result, summary

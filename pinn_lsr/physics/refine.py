@@ -57,7 +57,7 @@ PREFIX = "physics_"
 #: the reduced Galerkin system (r × r, dense): a direct LU solve. Conjugate gradients (Jacobi, to
 #: round-off; the default before the output-space basis) did not converge on bases that reach
 #: their rounding floor (the Darcy DeepONet's at rank ~70-128, the FNO's past ~500): their Galerkin
-#: matrix is singular to working precision; the factorisation still gives the fields.
+#: matrix is singular to working precision, which the shift below makes safe for the factorisation.
 GALERKIN_OPTIONS = {"ksp_type": "preonly", "pc_type": "lu"}
 #: the reduced Galerkin matrix is shifted by this fraction of its largest diagonal entry. A basis
 #: past its rounding floor has directions of curvature ~0 (numerically dependent images: the

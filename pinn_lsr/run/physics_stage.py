@@ -43,10 +43,10 @@ def run_physics(
     """Physics LSR, I-LSR, the gradient baseline and the baseline finished by physics LSR (in
     I-LSR's time) on the instances ``inputs`` (K, s, s).
 
-        ``predictors``: earlier stages' grid predictions (name -> inputs -> (K, s*s)), scored on the
-        same instances. Writes ``physics.png``, ``physics_errors.png``, ``ilsr.png`` and
-        ``physics_fields/physics.xdmf``; returns the metrics (``physics_lsr``, ``ilsr``,
-        ``baseline``, ``finetune_lsr``, ``stages``). Collective.
+    ``predictors``: earlier stages' grid predictions (name -> inputs -> (K, s*s)), scored on the
+    same instances. Writes ``physics.png``, ``physics_errors.png``, ``ilsr.png`` and
+    ``physics_fields/physics.xdmf``; returns the metrics (``physics_lsr``, ``ilsr``,
+    ``baseline``, ``finetune_lsr``, ``stages``). Collective.
     """
     p = run.physics
     settings = p.ilsr  # the one-shot physics LSR inside I-LSR too
