@@ -62,14 +62,30 @@ def trained_checkpoint(run_dir: Path, overrides: list[str], env) -> Path:
     return run_dir / "checkpoint.pt"
 
 
+#: significant digits a results file keeps of every float (seconds to well under a millisecond,
+#: errors far past the three digits the tables print)
+RESULT_DIGITS = 7
+
+
+def _rounded(value):
+    """``value`` with every float in it rounded to :data:`RESULT_DIGITS` significant digits."""
+    if isinstance(value, float):
+        return float(f"{value:.{RESULT_DIGITS}g}")
+    if isinstance(value, list):
+        return [_rounded(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _rounded(item) for key, item in value.items()}
+    return value
+
+
 def append_results(path: Path, rows: list) -> None:
     """Append ``rows`` to the JSON list in ``path`` (created with its folder if missing),
-    atomically: a failed write leaves the previous file whole. One compact row per line: the
-    rows hold long curves, which an indented file spreads one number per line (the Darcy
-    physics results grew past 2 MB that way)."""
+    atomically: a failed write leaves the previous file whole. One compact row per line, floats
+    to :data:`RESULT_DIGITS` significant digits: the rows hold long curves, which full-precision
+    floats on indented lines had grown past 2 MB (the Darcy physics results)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     previous = json.loads(path.read_text()) if path.exists() else []
-    lines = (json.dumps(row, separators=(",", ":")) for row in previous + rows)
+    lines = (json.dumps(_rounded(row), separators=(",", ":")) for row in previous + rows)
     temporary = path.with_suffix(".tmp")
     temporary.write_text("[\n" + ",\n".join(lines) + "\n]\n")
     temporary.replace(path)
