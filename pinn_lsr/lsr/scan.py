@@ -2,6 +2,7 @@
 problem for every rank ``r' ≤ r`` (one factorisation serves them all, see
 :mod:`pinn_lsr.lsr.reduced`), scored on the training objective and on held-out sets."""
 
+import logging
 from collections.abc import Iterable, Mapping
 
 import numpy as np
@@ -11,6 +12,8 @@ from mpi4py import MPI
 from pinn_lsr.lsr.jacobian import ModelJacobian
 from pinn_lsr.lsr.residual import DataResidual
 from pinn_lsr.lsr.settings import LSRSettings
+
+log = logging.getLogger(__name__)
 
 
 def probe_residuals(
@@ -87,9 +90,14 @@ class Probe:
 
 def ranks_to_scan(rank: int, scan_ranks: Iterable[int] | None = None) -> list[int]:
     """``scan_ranks`` (default: about 20 ranks spaced geometrically up to ``rank``) and
-    ``rank``, sorted, without repeats. Local."""
+    ``rank``, sorted, without repeats. Those above ``rank`` (the basis's columns: a Krylov basis
+    may stop short of the rank asked for) are dropped with a warning. Local."""
     default = np.unique(np.geomspace(1, rank, 20).astype(int)).tolist()
-    return sorted(set(scan_ranks or default) | {rank})
+    asked = set(scan_ranks or default)
+    beyond = sorted(r for r in asked if r > rank)
+    if beyond:
+        log.warning("scan ranks %s skipped: the basis has %d columns", beyond, rank)
+    return sorted({r for r in asked if r <= rank} | {rank})
 
 
 def scan(reduced, probes: Mapping[str, Probe], ranks: Iterable[int], n_samples: int) -> list[dict]:

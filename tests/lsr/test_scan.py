@@ -37,6 +37,13 @@ def test_ranks_to_scan_are_sorted_unique_and_end_at_the_rank():
     assert ranks_to_scan(40, [10, 5, 10]) == [5, 10, 40]
 
 
+def test_scan_ranks_beyond_the_basis_are_skipped_with_a_warning(caplog):
+    # a Krylov basis that stopped at 27 columns, scan ranks asked for up to 3000
+    with caplog.at_level("WARNING", logger="pinn_lsr.lsr.scan"):
+        assert ranks_to_scan(27, [10, 100, 3000]) == [10, 27]
+    assert "[100, 3000] skipped: the basis has 27 columns" in caplog.text
+
+
 @pytest.mark.parametrize("relative", [False, True])
 def test_probe_errors_are_those_of_the_linear_predictor(relative):
     model, x, y = model_and_data()
