@@ -111,12 +111,17 @@ def leading_rank(diagonal: np.ndarray, rtol: float) -> int:
 
 @dataclass(frozen=True)
 class ReducedSolution:
-    """Factorised reduced problem, identical on every rank."""
+    """Factorised reduced problem, identical on every rank.
+
+    With ``comm`` (the ranks that hold it), :meth:`coefficients` is collective over it: a
+    truncated-SVD fallback is computed on its rank 0 alone and broadcast (at r = 10⁴ the SVD's
+    factors and workspace take 3.3 GB and ~11 min per rank). Without, every call is local."""
 
     R: np.ndarray  # (r, r) upper triangular, non-negative diagonal
     z: np.ndarray  # (r,) Qᵀ f
     rho: float  # norm of the part of f outside the range of G V
     n_rows: int  # rows over all ranks
+    comm: MPI.Comm | None = field(default=None, compare=False, repr=False)
     #: ranks whose solution needed the SVD fallback of :meth:`coefficients`, in the order asked
     fallback_ranks: list = field(default_factory=list, compare=False, repr=False)
     _solutions: dict = field(default_factory=dict, compare=False, repr=False)
@@ -158,7 +163,8 @@ class ReducedSolution:
         solve, when that block's condition number (:func:`condition_number`, O(rank²)) is below
         ``1 / rtol``. Otherwise
         (only then: O(rank³)) a truncated SVD of the block, singular values below ``rtol``
-        times the largest dropped; that rank is added to ``fallback_ranks`` and logged.
+        times the largest dropped (on ``comm``'s rank 0, broadcast); that rank is added to
+        ``fallback_ranks`` and logged. Collective over ``comm`` when it is set.
         """
         r = self.rank if rank is None else int(rank)
         if not 1 <= r <= self.rank:
@@ -182,9 +188,11 @@ class ReducedSolution:
             r,
         )
         self.fallback_ranks.append(r)
-        U, s, Wt = np.linalg.svd(Rr)
-        keep = s > rtol * s[0]
-        return -(Wt[keep].T @ ((U[:, keep].T @ zr) / s[keep]))
+        if self.comm is None or self.comm.size == 1:
+            return _truncated_svd_solution(Rr, zr, rtol)
+        c = _truncated_svd_solution(Rr, zr, rtol) if self.comm.rank == 0 else np.empty(r)
+        self.comm.Bcast(c, root=0)
+        return c
 
     def residual_norm(self, rank: int | None = None) -> float:
         """``min_c ||G V[:, :rank] c + f||`` (exact for a well-conditioned block)."""
@@ -196,13 +204,27 @@ class ReducedSolution:
         return float(np.sqrt(self.rho**2 + np.sum(self.z**2)))
 
 
-def _from_augmented_r(R_aug: np.ndarray, r: int, n_rows: int) -> ReducedSolution:
+def _truncated_svd_solution(R: np.ndarray, z: np.ndarray, rtol: float) -> np.ndarray:
+    """``c`` minimising ``||R c + z||`` (R square) through R's SVD, singular values below ``rtol``
+    times the largest dropped. Local, O(r³)."""
+    U, s, Wt = np.linalg.svd(R)
+    keep = s > rtol * s[0]
+    return -(Wt[keep].T @ ((U[:, keep].T @ z) / s[keep]))
+
+
+def _from_augmented_r(
+    R_aug: np.ndarray, r: int, n_rows: int, comm: MPI.Comm | None
+) -> ReducedSolution:
     if R_aug.shape[0] < r + 1:
         raise ValueError(
             f"the reduced problem has {R_aug.shape[0]} rows in all, fewer than rank + 1 = {r + 1}"
         )
     return ReducedSolution(
-        R=R_aug[:r, :r].copy(), z=R_aug[:r, r].copy(), rho=float(abs(R_aug[r, r])), n_rows=n_rows
+        R=R_aug[:r, :r].copy(),
+        z=R_aug[:r, r].copy(),
+        rho=float(abs(R_aug[r, r])),
+        n_rows=n_rows,
+        comm=comm,
     )
 
 
@@ -215,7 +237,8 @@ def solve_dense(GV: np.ndarray, f: np.ndarray, comm: MPI.Comm = MPI.COMM_WORLD) 
     R_local = (
         np.linalg.qr(augmented, mode="r") if len(augmented) else np.zeros((0, augmented.shape[1]))
     )
-    return _from_augmented_r(tsqr_r(R_local, comm), GV.shape[1], comm.allreduce(len(augmented)))
+    n_rows = comm.allreduce(len(augmented))
+    return _from_augmented_r(tsqr_r(R_local, comm), GV.shape[1], n_rows, comm)
 
 
 REDUCTIONS = ("qr", "gram")
@@ -282,7 +305,7 @@ def finish(
     """
     n_rows = comm.allreduce(stream.n_rows)
     if isinstance(stream, StreamingQR):
-        return _from_augmented_r(tsqr_r(stream.R, comm), rank, n_rows)
+        return _from_augmented_r(tsqr_r(stream.R, comm), rank, n_rows, comm)
     M = allreduce_(stream.M.clone(), comm)
     if n_rows < rank + 1:
         raise ValueError(
@@ -294,7 +317,7 @@ def finish(
             "the normal equations of G V are not numerically positive definite "
             "(rank-deficient or ill-conditioned G V); use reduction='qr'"
         )
-    return _from_augmented_r(R.cpu().numpy(), rank, n_rows)
+    return _from_augmented_r(R.cpu().numpy(), rank, n_rows, comm)
 
 
 class PieceStore(Protocol):

@@ -13,6 +13,7 @@ from pinn_lsr.lsr.reduced import solve_dense, solve_streaming
 from pinn_lsr.models import build_model
 from pinn_lsr.models.parameters import set_precision
 from pinn_lsr.parallel.tsqr import tsqr
+from tests.lsr.test_reduced import kahan
 
 
 def test_tsqr_two_ranks_equal_one(comm):
@@ -124,3 +125,27 @@ def test_a_rank_without_samples_raises_on_every_rank_instead_of_hanging(comm, em
     data[empty] = (data[empty][0][:n], data[empty][1][:n])
     with pytest.raises(ValueError, match=f"the {empty} samples leave rank 1 of 2 without any"):
         refine(model, *data["training"], rank=5, validation=data["validation"], comm=comm)
+
+
+def test_svd_fallback_runs_on_rank_0_and_every_rank_gets_its_solution(comm, monkeypatch):
+    from pinn_lsr.lsr import reduced as reduced_module
+    from pinn_lsr.lsr.reduced import ReducedSolution
+
+    n = 120
+    R = kahan(n)  # numerically singular behind a harmless diagonal
+    z = np.random.default_rng(5).standard_normal(n)
+    U, sigma, Wt = np.linalg.svd(R)
+    keep = sigma > 1e-10 * sigma[0]
+    expected = -(Wt[keep].T @ ((U[:, keep].T @ z) / sigma[keep]))
+    calls = []
+    svd = reduced_module._truncated_svd_solution
+    monkeypatch.setattr(
+        reduced_module, "_truncated_svd_solution", lambda *a: calls.append(1) or svd(*a)
+    )
+    solution = ReducedSolution(R=R, z=z, rho=0.0, n_rows=500, comm=comm)
+    coefficients = solution.coefficients()
+    assert solution.fallback_ranks == [n]
+    assert len(calls) == (1 if comm.rank == 0 else 0)
+    np.testing.assert_allclose(coefficients, expected, rtol=1e-8)
+    everywhere = comm.allgather(coefficients)
+    assert all(np.array_equal(everywhere[0], other) for other in everywhere)
