@@ -335,7 +335,9 @@ def factored_block_lanczos(
         if Vt is None:  # stored in the pull's dtype
             Vt = torch.empty(rank, V.shape[0], dtype=V.dtype, device=V.device)
         V = V.double()
-        gram = (V.T @ V).numpy()  # = inner(W, U) in exact arithmetic; accurate where G Gᵀ is small
+        # = inner(W, U) in exact arithmetic; accurate where G Gᵀ is small. (The products with V
+        # are einsums: for a single column, V.T @ V took 0.31 ms at m = 192k, the einsum 0.04.)
+        gram = torch.einsum("ij,ik->jk", V, V).numpy()
         if not np.isfinite(gram).all():  # (cheaper than a check of the m-row block)
             raise ValueError(f"the Krylov product gave non-finite values after {done} vectors")
         U = np.asarray(push(V), dtype=np.float64)
@@ -344,7 +346,8 @@ def factored_block_lanczos(
         floor = max(lam[0], 0.0) if done == 0 else curvature**2  # the product's scale
         keep = min(int((lam > breakdown**2 * floor).sum()), rank - done)
         scale = E[:, :keep] / np.sqrt(lam[:keep])
-        Z, T, V = W @ scale, U @ scale, V @ torch.from_numpy(scale.copy())
+        Z, T = W @ scale, U @ scale
+        V = torch.einsum("ij,jk->ik", V, torch.from_numpy(scale.copy()))
         if keep and done and not np.abs(inner(Zall[:, :done], T)).max() < REPAIR_ABOVE:
             V, Z = _project_in_parameters(Vt[:done], Zall[:, :done], V, Z, NOISE_BELOW, keep)
             T = np.asarray(push(V), dtype=np.float64)  # afresh: differences carry cancellation
@@ -352,7 +355,7 @@ def factored_block_lanczos(
         keep = V.shape[1]
         if keep == 0:
             break
-        Vt[done : done + keep] = V.T.to(Vt.dtype)
+        _store_rows(Vt[done : done + keep], V)
         Tall[:, done : done + keep], Zall[:, done : done + keep] = T, Z
         N = np.asarray(normal(T), dtype=np.float64)
         curvature = max(curvature, float(np.abs(np.diag(inner(T, N))).max()))
@@ -372,6 +375,16 @@ def factored_block_lanczos(
     if done < rank and not stopped:
         stopped = f"the Krylov space became invariant after {done} vectors"
     return FactoredBasis(Vt[:done].T, Tall[:, :done].copy(), repaired, stopped, interrupted)
+
+
+def _store_rows(rows: torch.Tensor, V: torch.Tensor) -> None:
+    """``rows`` (k, m) = Vᵀ for V (m, k) in rows' dtype. A single column is copied as a vector:
+    the transposed copy of an (m, 1) column took 0.8 ms at m = 192k, 13× longer; for blocks the
+    transposed conversion is the faster one (b = 8: 2.4 ms against 3.9 for ``copy_``)."""
+    if V.shape[1] == 1:
+        rows[0].copy_(V[:, 0])
+    else:
+        rows[:] = V.T.to(rows.dtype)
 
 
 def _project_in_parameters(basis_rows, Z_basis, V, Z, noise, limit):
