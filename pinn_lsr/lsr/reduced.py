@@ -188,7 +188,7 @@ class ReducedSolution:
             r,
         )
         self.fallback_ranks.append(r)
-        if self.comm is None or self.comm.size == 1:
+        if self.comm is None:
             return _truncated_svd_solution(Rr, zr, rtol)
         c = _truncated_svd_solution(Rr, zr, rtol) if self.comm.rank == 0 else np.empty(r)
         self.comm.Bcast(c, root=0)
