@@ -3,8 +3,11 @@
 Each outer iteration takes the gradient g of Φ and builds a Lanczos basis of the Gauss–Newton
 model ``q(s) = gᵀs + ½ sᵀBs`` (B the Gauss–Newton matrix; :func:`~pinn_lsr.vpro.krylov.lanczos`,
 at most ``krylov_max_iterations`` products, stopped like CG at the relative residual
-``krylov_rtol``), takes a step from it (:meth:`~pinn_lsr.vpro.krylov.KrylovBasis.solve`) and
-globalises by one of
+η_k = max(``krylov_rtol``, min(``krylov_forcing``, √(‖g_k‖/‖g_1‖))), an inexact-Newton forcing
+term (Eisenstat and Walker 1996; Dembo and Steihaug 1983): loose while far from a stationary
+point, where an accurate Gauss–Newton step is wasted work, tight near one; ``krylov_forcing=None``
+keeps η_k = ``krylov_rtol``), takes a step from it
+(:meth:`~pinn_lsr.vpro.krylov.KrylovBasis.solve`) and globalises by one of
 
 * ``trust_region``: min q(s) over the basis in the ball ``‖s‖ ≤ Δ`` (the basis stops growing
   where CG leaves the ball, after as many products as Steihaug–Toint CG);
@@ -32,9 +35,10 @@ the trial point's forward pass, 1 WU), as the paper's code does.
 
 Scale invariance: scaling the targets by c scales Φ, g and B by c² (W by c, θ unchanged), and
 every test above compares like with like (ratios, λ relative to g₁ᵀB₁g₁/g₁ᵀg₁, Δ relative to a step
-in θ, the gradient test relative to the first gradient; the Tikhonov weights are made relative
-where the problem is built, see :class:`GNSettings`), so the iterates θ_k, the relative losses
-Φ_k/Φ_0 and the accepted steps do not depend on the targets' units (up to rounding).
+in θ, the gradient test and the forcing term relative to the first gradient; the Tikhonov weights
+are made relative where the problem is built, see :class:`GNSettings`), so the iterates θ_k, the
+relative losses Φ_k/Φ_0 and the accepted steps do not depend on the targets' units (up to
+rounding).
 
 Sampling: ``curvature_batch_size`` takes the Gauss–Newton products on a random subsample (its own
 W and linearisation) while the gradient and the ratio test use all data (subsampled Gauss–Newton,
@@ -89,8 +93,14 @@ class GNSettings:
     # Tikhonov weight on θ − θ_ref relative to the targets' mean square about the output shift
     # (the loss of the constant prediction; squared loss); absolute for cross-entropy
     alpha_theta: float = 0.0
-    krylov_rtol: float = 1e-3  # CG stops at ‖Bs + g‖ ≤ krylov_rtol ‖g‖ ...
-    krylov_max_iterations: int = 40  # ... or after this many Gauss–Newton products
+    # CG stops at ‖(B + λI)s + g‖ ≤ η_k ‖g‖, η_k = max(krylov_rtol, min(krylov_forcing,
+    # √(‖g_k‖/‖g_1‖))) (None: η_k = krylov_rtol) ... or after krylov_max_iterations products.
+    # The forcing term 0.1 against a fixed 1e-3 (bench/README.md, 3 seeds): CDR 200 / 1000 WU
+    # 8.5e-4 / 3.6e-4 against 1.7e-3 / 5.1e-4, cdr_wide 1.6e-4 / 5.6e-5 against 2.2e-4 / 7.1e-5,
+    # peaks 6000 WU 2.1e-5 against 2.7e-5 (1000 WU: 1.8e-3 against 7.9e-4)
+    krylov_rtol: float = 1e-3
+    krylov_forcing: float | None = 0.1
+    krylov_max_iterations: int = 40
     radius: float = 1.0  # Δ0, in units of the first full Gauss–Newton step's norm ‖s_GN‖
     max_radius: float = 1e4  # Δ ≤ max_radius · ‖s_GN‖
     min_radius: float = 1e-12  # Δ < min_radius · ‖s_GN‖: the trust region collapsed
@@ -159,6 +169,8 @@ def minimize(problem: ReducedProblem, theta0: torch.Tensor, settings: GNSettings
         size = getattr(settings, name)
         if size is not None and not 1 <= size <= problem.n_samples:
             raise ValueError(f"{name} must be between 1 and {problem.n_samples}, got {size}")
+    if settings.krylov_forcing is not None and not 0 < settings.krylov_forcing < 1:
+        raise ValueError(f"krylov_forcing must be in (0, 1) or None, got {settings.krylov_forcing}")
     if settings.batch_size is not None and settings.curvature_batch_size is not None:
         raise ValueError(
             "choose batch_size (mini-batch variant) or curvature_batch_size "
@@ -197,7 +209,7 @@ def minimize(problem: ReducedProblem, theta0: torch.Tensor, settings: GNSettings
             basis = lanczos(
                 _gn_product(problem, local, point, iteration, offset, settings),
                 g,
-                rtol=settings.krylov_rtol,
+                rtol=_forcing(settings, gradient_norm / gradient_unit),
                 max_iterations=settings.krylov_max_iterations,
                 damping=0.0 if settings.globalization == "trust_region" else damping,
                 unit=damping_unit,
@@ -269,6 +281,13 @@ def minimize(problem: ReducedProblem, theta0: torch.Tensor, settings: GNSettings
         seconds=clock.seconds(),
         history=history,
     )
+
+
+def _forcing(settings: GNSettings, relative_gradient: float) -> float:
+    """η_k, CG's relative tolerance, for ‖g_k‖/‖g_1‖ = ``relative_gradient``."""
+    if settings.krylov_forcing is None:
+        return settings.krylov_rtol
+    return max(settings.krylov_rtol, min(settings.krylov_forcing, math.sqrt(relative_gradient)))
 
 
 def _gn_product(problem, local, point, iteration, offset, settings):

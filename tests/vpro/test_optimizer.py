@@ -37,6 +37,7 @@ def test_problem_linear_in_theta_converges_in_one_step(globalization):
         damping=0.0,
         max_iterations=1,
         krylov_rtol=1e-14,
+        krylov_forcing=None,
         krylov_max_iterations=20,
     )
     result = run_gnvpro(model, x, y, settings, comm=MPI.COMM_SELF, variable_projection=False)
@@ -155,7 +156,11 @@ def test_rejected_step_is_re_solved_in_its_basis_exactly_and_for_one_work_unit(
     enough for the damped system to be well conditioned when the step is accepted.)"""
     model, x, y = regression(60, 2)
     gn_settings = GNSettings(
-        max_iterations=30, krylov_rtol=1e-12, krylov_max_iterations=200, **settings
+        max_iterations=30,
+        krylov_rtol=1e-12,
+        krylov_forcing=None,
+        krylov_max_iterations=200,
+        **settings,
     )
     problem = build_problem(model, x, y, gn_settings, comm=MPI.COMM_SELF)
     theta0 = problem.separable.theta()
@@ -199,11 +204,12 @@ def test_rejected_step_is_re_solved_in_its_basis_exactly_and_for_one_work_unit(
     )
 
 
+@pytest.mark.parametrize("forcing", [None, 0.1])
 @pytest.mark.parametrize("globalization", ["levenberg_marquardt", "trust_region", "armijo"])
 @pytest.mark.parametrize("normalised", [False, True])
 @pytest.mark.parametrize("network", ["mlp", "deeponet"])
 def test_targets_scaled_by_powers_of_ten_give_the_same_iterates(
-    globalization, normalised, network, operator
+    globalization, normalised, network, forcing, operator
 ):
     """Scaling the targets by c = 10^k scales w(θ) = (W, β), Φ, g and B by c, c², c², c² (or, when
     the output normaliser is refitted to them, leaves w alone): the relative losses, the accepted
@@ -225,6 +231,7 @@ def test_targets_scaled_by_powers_of_ten_give_the_same_iterates(
         # accepted
         alpha_theta=1e-5 if network == "deeponet" and normalised else 1e-3,
         max_iterations=12,
+        krylov_forcing=forcing,
         krylov_max_iterations=8,
     )
     runs = []
@@ -248,13 +255,21 @@ def test_targets_scaled_by_powers_of_ten_give_the_same_iterates(
     reference = runs[3]
     relative = [h["objective"] / reference.history[0]["objective"] for h in reference.history]
     steps = [(h.get("accepted"), h.get("step_length")) for h in reference.history]
-    # the case has accepted and rejected steps, or backtracking
-    assert {True, False} <= {a for a, _ in steps} or any(t and t < 1 for _, t in steps)
+    # the case has accepted and rejected steps, or backtracking; with the forcing term, Lanczos
+    # stopped at its loose tolerance in some iteration (fewer products than allowed)
+    assert (
+        {True, False} <= {a for a, _ in steps}
+        or any(t and t < 1 for _, t in steps)
+        or (forcing is not None and any(0 < h["inner_iterations"] < 8 for h in reference.history))
+    )
     # rounding, amplified by 12 Gauss–Newton solves, moves the relative losses by ≤ 1.3e-11 and
     # θ by ≤ 1.5e-11 (measured), the old absolute damping and α_θ by O(1)
     for result in runs:
         history = result.history
         assert [(h.get("accepted"), h.get("step_length")) for h in history] == steps
+        assert [h["inner_iterations"] for h in history] == [
+            h["inner_iterations"] for h in reference.history
+        ]
         assert [h["objective"] / history[0]["objective"] for h in history] == pytest.approx(
             relative, rel=1e-9
         )
@@ -276,5 +291,32 @@ def test_bad_input_raises(regression):
         train_gnvpro(model, x, y[:, :1], comm=MPI.COMM_SELF)
     with pytest.raises(ValueError, match="unknown GNvpro settings"):
         train_gnvpro(model, x, y, comm=MPI.COMM_SELF, max_iters=3)
+    with pytest.raises(ValueError, match="krylov_forcing must be in"):
+        train_gnvpro(model, x, y, comm=MPI.COMM_SELF, krylov_forcing=1.5)
     with pytest.raises(ValueError, match="unknown loss"):
         train_gnvpro(model, x, y, loss="hinge", comm=MPI.COMM_SELF)
+
+
+def test_forcing_term_loosens_the_first_solves_and_tightens_near_a_minimum(regression):
+    """η_k = max(krylov_rtol, min(krylov_forcing, √(‖g_k‖/‖g_1‖))): the first Lanczos basis
+    stops at the relative residual 0.1 after fewer products than the fixed tolerance needs; once
+    the gradient has fallen 100-fold (η_k ≤ 0.1) the bases grow larger than the first."""
+    model, x, y = regression(60, 2)
+    runs = {}
+    for forcing in (None, 0.1):
+        settings = GNSettings(
+            max_iterations=25, krylov_rtol=1e-6, krylov_max_iterations=60, krylov_forcing=forcing
+        )
+        problem = build_problem(model, x, y, settings, comm=MPI.COMM_SELF)
+        runs[forcing] = minimize(problem, problem.separable.theta(), settings).history
+    fixed, forced = runs[None][1], runs[0.1][1]
+    assert forced["krylov_reason"] == "converged"
+    assert 0 < forced["inner_iterations"] < fixed["inner_iterations"]
+    late = [
+        h["inner_iterations"]
+        for h in runs[0.1][2:]
+        if h["gradient_norm"] <= 1e-2 * forced["gradient_norm"]
+    ]
+    assert late, "the run should get the gradient 100-fold down"
+    assert max(late) > forced["inner_iterations"]
+    assert runs[0.1][-1]["objective"] < runs[0.1][0]["objective"]
