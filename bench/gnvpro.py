@@ -329,7 +329,14 @@ def regression_experiment(name, x, y, make_model, args, out: Path):
     adam_early = min(best_within(curves[k][0], 200) for k in curves if k.startswith("Adam"))
     sample = len(x) // 4
     main = f"GNvpro LM, sample {sample}, μ0 {args.damping:g}"
-    variants = {main: (dict(curvature_batch_size=sample), args.seeds, budget)}
+    variants = {
+        main: (dict(curvature_batch_size=sample), args.seeds, budget),
+        f"{main}, fixed CG tolerance": (
+            dict(curvature_batch_size=sample, krylov_forcing=None),
+            args.seeds,
+            budget,
+        ),
+    }
     for damping in args.dampings:
         if damping != args.damping:
             variants[f"GNvpro LM, sample {sample}, μ0 {damping:g}"] = (
