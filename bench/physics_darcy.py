@@ -42,9 +42,10 @@ ready). The seconds of a direct FEM solve of each instance (median of 5) are rec
 Usage: ``.venv/bin/python bench/physics_darcy.py [--problem darcy] [--models fno deeponet]
 [--instances 5] [--seconds 45] [--jobs tune lsr ilsr adam lbfgs adam-lsr]``: the jobs run in that
 order in one worker process per model (``adam`` and ``adam-lsr`` read the tuned rate from
-``results.json``, so the jobs may be split over several invocations, each under ``flock
-/work/bench.lock``); rows (one per method and instance, with the commit) are appended to
-``bench/results/physics_darcy/results.json``. Then, and with ``--report-only`` (no runs), prints per
+``results_<problem>.json``, so the jobs may be split over several invocations, each under
+``flock /work/bench.lock``); rows (one per method and instance, with the commit) are appended to
+``bench/results/physics_darcy/results_<problem>.json`` (one file per problem keeps each under the
+repository's size limit for tracked files). Then, and with ``--report-only`` (no runs), prints per
 model a Markdown table of the median and worst error at 5, 15, 45 (135) s per method, from the
 newest rows of each (problem, model, method, instance, seconds), and writes
 ``<problem>_<model>.png`` (median error against wall time).
@@ -362,10 +363,10 @@ def main() -> None:
     parser.add_argument("--ilsr-rank", type=int, default=64, help="I-LSR's rank per iteration")
     parser.add_argument("--block-sizes", type=int, nargs="+", default=[1, 8])
     parser.add_argument(
-        "--adam-lr", type=float, help="Adam's rate (default: the newest tuned one of results.json)"
+        "--adam-lr", type=float, help="Adam's rate (default: the newest tuned one of the results)"
     )
     parser.add_argument(
-        "--report-only", action="store_true", help="print the tables of results.json's rows"
+        "--report-only", action="store_true", help="print the tables of the recorded rows"
     )
     parser.add_argument("--worker", action="store_true")
     parser.add_argument("--model")
@@ -373,7 +374,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.worker:
         return worker(args)
-    results = OUT / "results.json"
+    results = OUT / f"results_{args.problem}.json"
     if args.report_only:
         return report(json.loads(results.read_text()) if results.exists() else [], args)
     if args.seconds > 600:
