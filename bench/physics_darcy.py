@@ -48,7 +48,7 @@ order in one worker process per model (``adam`` and ``adam-lsr`` read the tuned 
 repository's size limit for tracked files). Then, and with ``--report-only`` (no runs), prints per
 model a Markdown table of the median and worst error at 5, 15, 45 (135) s per method, from the
 newest rows of each (problem, model, method, instance, seconds), and writes
-``<problem>_<model>.png`` (median error against wall time).
+``<problem>_<model>_<seconds>s.png`` (median error against wall time).
 """
 
 import argparse
@@ -343,10 +343,12 @@ def report(rows: list[dict], args) -> None:
         ax.axhline(np.median(networks), color="grey", ls=":", label="trained network")
         ax.set_xlabel("wall time (s), 1 process, 1 thread")
         ax.set_ylabel("relative L2 error vs FEM (median)")
-        ax.set_title(f"{args.problem}, {model}, {len(instances)} instances")
+        ax.set_title(
+            f"{args.problem}, {model}, {len(instances)} instances, budget {args.seconds:g} s"
+        )
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
-        path = OUT / f"{args.problem}_{model}.png"
+        path = OUT / f"{args.problem}_{model}_{args.seconds:g}s.png"
         _save(fig, path)
         plt.close(fig)
         print(f"\nfigure: {path.relative_to(ROOT)}")
