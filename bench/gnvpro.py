@@ -14,7 +14,10 @@ Work units (WU): a forward or backward pass over the training data is 1, a Gauss
 evaluations for the curves are neither counted nor timed. Float64, one thread, one process.
 
 Usage: ``.venv/bin/python bench/gnvpro.py [--quick] [--experiments peaks cdr cdr_wide digits darcy]
-[--damping MU0] [--dampings MU ...]``.
+[--damping MU0] [--dampings MU ...] [--krylov-budgets K ...] [--krylov-forcings F ...]
+[--darcy-rank R]``. The last three reproduce the probes behind the forcing term (fixed CG budgets,
+other forcing terms) and LSR to a large rank after GNvpro on Darcy, with the test error at every
+scanned rank.
 """
 
 import os
@@ -344,6 +347,18 @@ def regression_experiment(name, x, y, make_model, args, out: Path):
                 args.seeds,
                 short,
             )
+    for budget_k in args.krylov_budgets:  # the CG-budget probe behind the forcing term
+        variants[f"{main}, ≤ {budget_k} CG products, fixed tolerance"] = (
+            dict(curvature_batch_size=sample, krylov_max_iterations=budget_k, krylov_forcing=None),
+            args.seeds,
+            short,
+        )
+    for forcing in args.krylov_forcings:
+        variants[f"{main}, forcing {forcing:g}"] = (
+            dict(curvature_batch_size=sample, krylov_forcing=forcing),
+            args.seeds,
+            short,
+        )
     variants.update(
         {
             "GNvpro LM, all data": (dict(), [0], short),
@@ -539,7 +554,8 @@ def darcy_experiment(args, out: Path):
             )
 
     def with_lsr(model):
-        """(train, test rel-L2 before; LSR rank; train, test after; LSR seconds)."""
+        """(train, test rel-L2 before; LSR rank; train, test after; LSR seconds; the scan: per
+        rank the training objective and the validation and test rel-L2)."""
         before = (rel_l2(model, a, u), rel_l2(model, a_test, u_test))
         start = time.perf_counter()
         refined, report = refine(
@@ -548,13 +564,14 @@ def darcy_experiment(args, out: Path):
             u[:-50],
             rank=args.darcy_rank,
             validation=(a[-50:], u[-50:]),
+            evaluate={"test": (a_test, u_test)},
             relative=False,
             row_fraction=0.5,
             comm=COMM,
         )
         seconds = time.perf_counter() - start
         after = (rel_l2(refined.predict, a, u), rel_l2(refined.predict, a_test, u_test))
-        return before, report.rank, after, seconds
+        return before, report.rank, after, seconds, report.scan
 
     base = method_gnvpro_settings(len(a))
     runs = {}  # label -> list of (curve, WU, seconds, LSR record) per seed
@@ -653,6 +670,19 @@ def darcy_experiment(args, out: Path):
             )
             + f" | {lsr} |"
         )
+    main_label = f"GNvpro (method=gnvpro), μ0 {base.damping:g}"
+    scanned = runs[main_label][0][3][4]
+    print(
+        f"\nLSR after {main_label}, seed {args.seeds[0]}, at every scanned rank "
+        f"(the training objective per sample; rel-L2 of the linear predictor):\n"
+    )
+    print("| rank | training objective | validation rel-L2 | test rel-L2 |")
+    print("|---|---|---|---|")
+    for entry in scanned:
+        print(
+            f"| {entry['rank']} | {entry['train_objective']:.4e} | "
+            f"{entry['validation_rel_l2']:.5f} | {entry['test_rel_l2']:.5f} |"
+        )
     plot(
         out / "gnvpro_darcy.png",
         {label: [e[0] for e in entries] for label, entries in runs.items()},
@@ -719,6 +749,30 @@ def main() -> None:
     )
     parser.add_argument("--sweep-work-units", type=float, default=1200.0)
     parser.add_argument(
+        "--krylov-budgets",
+        type=int,
+        nargs="+",
+        default=[],
+        metavar="K",
+        help="regression experiments: also GNvpro with at most K CG products a step and the fixed "
+        "tolerance, every seed, --sweep-work-units each",
+    )
+    parser.add_argument(
+        "--krylov-forcings",
+        type=float,
+        nargs="+",
+        default=[],
+        metavar="F",
+        help="regression experiments: also GNvpro with the forcing term F (krylov_forcing), every "
+        "seed, --sweep-work-units each",
+    )
+    parser.add_argument(
+        "--darcy-rank",
+        type=int,
+        help="Darcy: LSR's largest rank after training (default 200, --quick 50); the test error "
+        "at every scanned rank is printed for the first seed's main GNvpro run",
+    )
+    parser.add_argument(
         "--adam-epochs",
         type=int,
         help="regression experiments: Adam's epochs, whose 2 WU each set every method's budget "
@@ -739,9 +793,8 @@ def main() -> None:
     args.adam_short_lrs = [3e-3, 1e-2] if full else []
     args.digits_epochs = 200 if full else 20
     args.digits_gn_iterations = 20 if full else 5
-    args.darcy_train, args.darcy_epochs, args.darcy_rank = (
-        (500, 200, 200) if full else (100, 10, 50)
-    )
+    args.darcy_train, args.darcy_epochs, darcy_rank = (500, 200, 200) if full else (100, 10, 50)
+    args.darcy_rank = args.darcy_rank or darcy_rank
     args.darcy_lrs = [1e-3, 3e-3] if full else [1e-3]
     args.darcy_dampings = sorted({*args.dampings, method_gnvpro_settings(args.darcy_train).damping})
     torch.set_num_threads(1)
