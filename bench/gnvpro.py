@@ -671,7 +671,8 @@ def darcy_experiment(args, out: Path):
             + f" | {lsr} |"
         )
     main_label = f"GNvpro (method=gnvpro), μ0 {base.damping:g}"
-    scanned = runs[main_label][0][3][4]
+    *_, first_record = runs[main_label][0]  # the first seed's (curve, WU, seconds, LSR record)
+    scanned = first_record[4]  # with_lsr's scan
     print(
         f"\nLSR after {main_label}, seed {args.seeds[0]}, at every scanned rank "
         f"(the training objective per sample; rel-L2 of the linear predictor):\n"
